@@ -19,6 +19,7 @@ class DataConfig:
     val_fraction: float = 0.15
     split_seed: int = 13
     kfold: int = 0  # >1: k-fold cross-validation instead of one split
+    split_file: str | None = None  # reuse a split written by an earlier run (split.csv) instead of making one
     max_image_pixels: int = 89_478_485  # PIL's own default decompression-bomb limit
 
 
@@ -42,6 +43,7 @@ class EncoderConfig:
     text: str = "all-MiniLM-L6-v2"
     image_grid: int = 3  # image tokens: the final feature map average-pooled to grid x grid cells
     text_max_length: int = 64
+    text_pooling: Literal["mean", "cls"] = "mean"
     batch_size: int = 32
     device: str = "auto"  # auto | cpu | cuda
     num_threads: int = 0  # 0: every core

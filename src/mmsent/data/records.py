@@ -31,12 +31,21 @@ class Example:
 
 @dataclass(frozen=True)
 class DataIssue:
-    """One problem found while reading a dataset: where it is, what is wrong, how to fix it."""
+    """One problem found while reading a dataset: where it is, what is wrong, how to fix it.
+
+    Attributes:
+        location: ``file:line`` of the label row, or the path of the offending data file.
+        reason: what is wrong, in words.
+        fix: what to do about it.
+        guid: the row's guid, where there is one.
+        kind: short category (``missing_image``, ``unknown_label``, ...); the key of :attr:`LoadReport.skipped`.
+    """
 
     location: str
     reason: str
     fix: str
     guid: str | None = None
+    kind: str = ""
 
     def __str__(self) -> str:
         return f"{self.location}: {self.reason} -> {self.fix}"
@@ -44,12 +53,21 @@ class DataIssue:
 
 @dataclass
 class LoadReport:
-    """What a dataset load saw: counts per split and every issue (raised or skipped)."""
+    """What a dataset load saw: counts per split and every issue (raised or skipped).
+
+    Attributes:
+        issues: every problem found, in file order, whether it was raised, skipped or only warned about.
+        skipped: rows dropped, per issue kind (a row with several issues counts once, under its first).
+        encodings: kept rows per text encoding.
+        counts: kept rows per split (``train``, ``test``) and other tallies such as ``empty_text``.
+        warnings: tolerated oddities, per kind (``missing_header``, ``missing_test_file``); nothing was dropped.
+    """
 
     issues: list[DataIssue] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
     encodings: dict[str, int] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    warnings: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

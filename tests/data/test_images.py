@@ -1,0 +1,173 @@
+"""Safe image loading: modes, orientation, truncation, non-images, decompression-bomb limit, draft decoding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from data_helpers import write_image
+from PIL import Image, ImageFile
+
+from mmsent.data.images import ImageLoadError, ImageTooLargeError, check_image, load_image
+
+
+def truncated_copy(src: Path, dst: Path) -> Path:
+    data = src.read_bytes()
+    dst.write_bytes(data[: len(data) // 2])
+    return dst
+
+
+@pytest.fixture
+def noisy_jpeg(tmp_path: Path) -> Path:
+    """A JPEG with enough entropy-coded data that cutting it in half loses pixel rows."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "noise.jpg"
+    Image.fromarray(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)).save(path, quality=90)
+    return path
+
+
+def test_plain_jpeg(tmp_path: Path) -> None:
+    im = load_image(write_image(tmp_path / "a.jpg", size=(40, 30)))
+    assert im.mode == "RGB" and im.size == (40, 30)
+    assert check_image(tmp_path / "a.jpg") is None
+
+
+@pytest.mark.parametrize("load_truncated_flag", [False, True])
+def test_truncated_jpeg(noisy_jpeg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                        load_truncated_flag: bool) -> None:
+    # Even when some other code has told PIL to pad truncated files, the loader must refuse them.
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", load_truncated_flag)
+    bad = truncated_copy(noisy_jpeg, tmp_path / "cut.jpg")
+    with pytest.raises(ImageLoadError, match="truncated") as info:
+        load_image(bad)
+    assert info.value.path == bad and str(bad) in str(info.value)
+    assert "truncated" in (check_image(bad) or "")
+
+
+@pytest.mark.parametrize("load_truncated_flag", [False, True])
+def test_truncated_png(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load_truncated_flag: bool) -> None:
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", load_truncated_flag)
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    bad = truncated_copy(tmp_path / "a.png", tmp_path / "cut.png")
+    with pytest.raises(ImageLoadError, match="truncated"):
+        load_image(bad)
+
+
+def test_zero_byte_file(tmp_path: Path) -> None:
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(ImageLoadError, match=r"empty\.jpg: empty file \(0 bytes\)"):
+        load_image(tmp_path / "empty.jpg")
+
+
+def test_not_an_image(tmp_path: Path) -> None:
+    (tmp_path / "page.jpg").write_bytes(b"<html><body>404 Not Found</body></html>")
+    assert "not an image" in (check_image(tmp_path / "page.jpg") or "")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    assert check_image(tmp_path / "nope.jpg") == "file not found"
+
+
+def test_png_named_jpg_loads(tmp_path: Path) -> None:
+    path = write_image(tmp_path / "really_png.jpg", size=(20, 10), color=(10, 200, 30), fmt="PNG")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    im = load_image(path)
+    assert im.mode == "RGB" and im.getpixel((15, 5)) == (10, 200, 30)
+
+
+def test_cmyk_jpeg_loads_as_rgb(tmp_path: Path) -> None:
+    Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg", quality=95)  # pure red in CMYK
+    assert Image.open(tmp_path / "cmyk.jpg").mode == "CMYK"
+    r, g, b = load_image(tmp_path / "cmyk.jpg").getpixel((8, 8))
+    assert r > 240 and g < 15 and b < 15
+
+
+def test_16bit_is_scaled_not_clipped(tmp_path: Path) -> None:
+    values = np.array([[0, 257 * 64, 32896, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "g16.png")
+    assert Image.open(tmp_path / "g16.png").mode in ("I;16", "I")
+    im = load_image(tmp_path / "g16.png")
+    assert [im.getpixel((x, 0)) for x in range(4)] == [(0, 0, 0), (64, 64, 64), (128, 128, 128), (255, 255, 255)]
+
+
+def test_32bit_int_mode(tmp_path: Path) -> None:
+    Image.fromarray(np.array([[0, 65535]], dtype=np.int32)).save(tmp_path / "i.tif")
+    assert Image.open(tmp_path / "i.tif").mode == "I"
+    im = load_image(tmp_path / "i.tif")
+    assert im.getpixel((0, 0)) == (0, 0, 0) and im.getpixel((1, 0)) == (255, 255, 255)
+
+
+def test_palette_with_transparency_on_white(tmp_path: Path) -> None:
+    im = Image.new("P", (2, 1))
+    im.putpalette([0, 0, 0, 200, 0, 0] + [0] * 762)
+    im.putpixel((0, 0), 0)
+    im.putpixel((1, 0), 1)
+    im.save(tmp_path / "p.png", transparency=0)
+    out = load_image(tmp_path / "p.png")
+    assert out.getpixel((0, 0)) == (255, 255, 255) and out.getpixel((1, 0)) == (200, 0, 0)
+
+
+def test_palette_without_transparency(tmp_path: Path) -> None:
+    im = Image.new("P", (4, 4), 1)
+    im.putpalette([0, 0, 0, 0, 0, 200] + [0] * 762)
+    im.save(tmp_path / "p.gif")
+    assert load_image(tmp_path / "p.gif").getpixel((1, 1)) == (0, 0, 200)
+
+
+@pytest.mark.parametrize(("mode", "color", "expected"), [
+    ("RGBA", (255, 0, 0, 0), (255, 255, 255)),
+    ("RGBA", (255, 0, 0, 255), (255, 0, 0)),
+    ("LA", (0, 128), (127, 127, 127)),  # black at alpha 128/255 over white
+    ("L", 77, (77, 77, 77)),
+    ("1", 1, (255, 255, 255)),
+])
+def test_other_modes(tmp_path: Path, mode: str, color: object, expected: tuple[int, int, int]) -> None:
+    Image.new(mode, (4, 4), color).save(tmp_path / "m.png")  # type: ignore[arg-type]
+    assert load_image(tmp_path / "m.png").getpixel((2, 2)) == expected
+
+
+def test_exif_rotation_applied(tmp_path: Path) -> None:
+    im = Image.new("RGB", (40, 20), (0, 0, 255))
+    im.paste((255, 0, 0), (0, 0, 20, 20))  # left half red
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: display rotated 90 degrees clockwise
+    im.save(tmp_path / "rot.jpg", exif=exif, quality=95)
+    out = load_image(tmp_path / "rot.jpg")
+    assert out.size == (20, 40)
+    top, bottom = out.getpixel((10, 5)), out.getpixel((10, 35))
+    assert top[0] > 200 and top[2] < 50  # the left half ends up on top
+    assert bottom[2] > 200 and bottom[0] < 50
+
+
+def test_decompression_bomb_limit(tmp_path: Path) -> None:
+    path = write_image(tmp_path / "big.jpg", size=(100, 80))
+    with pytest.raises(ImageTooLargeError) as info:
+        load_image(path, max_pixels=5000)
+    message = str(info.value)
+    assert "8,000 pixels" in message and "5,000" in message and "data.max_image_pixels" in message
+    assert str(path) in message
+    assert load_image(path, max_pixels=8000).size == (100, 80)
+    assert "data.max_image_pixels" in (check_image(path, max_pixels=100) or "")
+
+
+def test_raised_limit_overrides_pil_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_image(tmp_path / "big.jpg", size=(100, 80))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ImageTooLargeError, match="data.max_image_pixels"):
+        load_image(path)  # PIL's own limit (2x1000 < 8000) applies when none is given
+    assert load_image(path, max_pixels=10_000).size == (100, 80)
+
+
+def test_min_side_decodes_jpeg_at_reduced_scale(tmp_path: Path) -> None:
+    path = write_image(tmp_path / "big.jpg", size=(800, 600))
+    assert load_image(path, min_side=100).size == (200, 150)  # 1/4 scale keeps the shorter side >= 100
+    assert load_image(path, min_side=150).size == (200, 150)
+    assert load_image(path, min_side=151).size == (400, 300)
+    assert load_image(path, min_side=1000).size == (800, 600)  # never upsampled
+
+
+def test_min_side_ignored_for_png(tmp_path: Path) -> None:
+    path = write_image(tmp_path / "big.png", size=(800, 600), fmt="PNG")
+    assert load_image(path, min_side=100).size == (800, 600)

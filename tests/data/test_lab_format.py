@@ -1,0 +1,272 @@
+"""Lab-format reader: clean loads, tolerated formatting, and every broken input under raise and under skip."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from data_helpers import DEFAULT_TEST, DEFAULT_TRAIN, write_image, write_labels
+from PIL import Image
+
+from mmsent.data.lab_format import DataValidationError, load_lab_dataset
+from mmsent.labels import LABELS
+
+MakeLab = Callable[..., Path]
+
+
+def test_clean_load(make_lab: MakeLab) -> None:
+    ds = load_lab_dataset(make_lab())
+    assert [ex.guid for ex in ds.train] == [g for g, _ in DEFAULT_TRAIN]
+    assert [ex.label for ex in ds.train] == [t for _, t in DEFAULT_TRAIN]
+    assert [ex.guid for ex in ds.test] == ["101", "102"] and all(ex.label is None for ex in ds.test)
+    first = ds.train[0]
+    assert first.text == "Great day at the park #sunny 1 http://t.co/x1" and first.text_encoding == "utf-8"
+    assert first.source == "train.txt:2" and first.image_path == ds.root / "data" / "1.jpg"
+    assert ds.report.counts == {"train": 6, "test": 2, "empty_text": 0}
+    assert ds.report.encodings == {"utf-8": 8} and ds.report.skipped == {} and ds.report.issues == []
+
+
+def test_crlf_bom_spaces_blank_lines_and_case(make_lab: MakeLab) -> None:
+    root = make_lab()
+    (root / "train.txt").write_bytes(
+        b"\xef\xbb\xbf GUID , Tag \r\n\r\n 1 , Positive\r\n2,NEGATIVE \r\n   \r\n3,neutral\r\n\r\n"
+    )
+    (root / "test_without_label.txt").write_bytes(b"guid,tag\r\n101,NULL\r\n102,\r\n")
+    ds = load_lab_dataset(root)
+    assert [(ex.guid, ex.label) for ex in ds.train] == [("1", "positive"), ("2", "negative"), ("3", "neutral")]
+    assert [ex.source for ex in ds.train] == ["train.txt:3", "train.txt:4", "train.txt:6"]
+    assert [(ex.guid, ex.label) for ex in ds.test] == [("101", None), ("102", None)]
+
+
+def test_encodings_recorded(make_lab: MakeLab) -> None:
+    root = make_lab()
+    (root / "data" / "1.txt").write_bytes("今天天气很好 #开心".encode("gbk"))
+    (root / "data" / "2.txt").write_bytes("print from 180€ – contact".encode("cp1252"))
+    (root / "data" / "3.txt").write_bytes(b"")
+    ds = load_lab_dataset(root)
+    by_guid = {ex.guid: ex for ex in ds.train}
+    assert (by_guid["1"].text, by_guid["1"].text_encoding) == ("今天天气很好 #开心", "gbk")
+    assert (by_guid["2"].text, by_guid["2"].text_encoding) == ("print from 180€ – contact", "cp1252")
+    assert by_guid["3"].text == ""
+    assert ds.report.encodings == {"gbk": 1, "cp1252": 1, "utf-8": 6}
+    assert ds.report.counts["empty_text"] == 1
+
+
+def test_odd_but_valid_images_load(make_lab: MakeLab) -> None:
+    root = make_lab()
+    write_image(root / "data" / "1.jpg", fmt="PNG")  # PNG content behind a .jpg name
+    Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(root / "data" / "2.jpg")
+    Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16)).save(root / "data" / "3.jpg", format="PNG")
+    ds = load_lab_dataset(root)
+    assert len(ds.train) == 6 and ds.report.issues == []
+
+
+# Each case breaks one thing in a clean dataset. Expected: the issue kind, the guid of the dropped row, and text that
+# must appear in the raised message (the row or file it names).
+def _truncate_jpeg(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    path = root / "data" / "2.jpg"
+    Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(path, quality=90)
+    path.write_bytes(path.read_bytes()[:1500])
+
+
+def _zero_byte_image(root: Path) -> None:
+    (root / "data" / "2.jpg").write_bytes(b"")
+
+
+def _missing_text(root: Path) -> None:
+    (root / "data" / "2.txt").unlink()
+
+
+def _missing_image(root: Path) -> None:
+    (root / "data" / "2.jpg").unlink()
+
+
+def _binary_text(root: Path) -> None:
+    (root / "data" / "2.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+
+
+def _non_image(root: Path) -> None:
+    (root / "data" / "2.jpg").write_bytes(b"<html>not found</html>")
+
+
+def _rewrite_train(*replace: tuple[str, str]) -> Callable[[Path], None]:
+    def breaker(root: Path) -> None:
+        text = (root / "train.txt").read_text(encoding="utf-8")
+        for old, new in replace:
+            text = text.replace(old, new)
+        (root / "train.txt").write_text(text, encoding="utf-8")
+
+    return breaker
+
+
+def _duplicate(root: Path) -> None:
+    with (root / "train.txt").open("a", encoding="utf-8") as f:
+        f.write("2,positive\n")
+
+
+def _in_both(root: Path) -> None:
+    write_labels(root / "test_without_label.txt", DEFAULT_TEST + [("2", "null")])
+
+
+BROKEN = {
+    "truncated_jpeg": (_truncate_jpeg, "bad_image", "2", "data/2.jpg: truncated"),
+    "zero_byte_image": (_zero_byte_image, "bad_image", "2", "data/2.jpg: empty file (0 bytes)"),
+    "non_image": (_non_image, "bad_image", "2", "data/2.jpg: not an image"),
+    "missing_text": (_missing_text, "missing_text", "2", "train.txt:3: text file data/2.txt is missing"),
+    "missing_image": (_missing_image, "missing_image", "2", "train.txt:3: image data/2.jpg is missing"),
+    "binary_text": (_binary_text, "bad_text", "2", "data/2.txt: contains NUL bytes"),
+    "unknown_label": (
+        _rewrite_train(("2,negative", "2,postive")), "unknown_label", "2",
+        "train.txt:3: training row has unknown label 'postive' -> use one of: positive, neutral, negative",
+    ),
+    "null_label_in_train": (
+        _rewrite_train(("2,negative", "2,null")), "unknown_label", "2", "train.txt:3: training row has no label"
+    ),
+    "three_columns": (_rewrite_train(("2,negative", "2,negative,extra")), "malformed_row", "2",
+                      "train.txt:3: expected 2 columns (guid,tag), found 3"),
+    "empty_guid": (_rewrite_train(("2,negative", ",negative")), "malformed_row", "2", "train.txt:3: empty guid"),
+    "path_guid": (_rewrite_train(("2,negative", "../2,negative")), "malformed_row", "2", "is not a plain file name"),
+    "duplicate_guid": (
+        _duplicate, "duplicate_guid", None,
+        "train.txt:8: duplicate guid 2 with a different label (negative vs positive); first at train.txt:3",
+    ),
+    "guid_in_both_files": (_in_both, "guid_in_both_files", "2",
+                           "train.txt:3: guid 2 is also in test_without_label.txt:4"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_input_raises_naming_it(make_lab: MakeLab, case: str) -> None:
+    breaker, kind, _, message = BROKEN[case]
+    root = make_lab()
+    breaker(root)
+    with pytest.raises(DataValidationError) as info:
+        load_lab_dataset(root)
+    assert message in str(info.value)
+    assert [issue.kind for issue in info.value.issues] == [kind]
+    assert "data.on_error=skip" in str(info.value)
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_input_skipped_and_counted(make_lab: MakeLab, case: str, caplog: pytest.LogCaptureFixture) -> None:
+    breaker, kind, dropped, message = BROKEN[case]
+    root = make_lab()
+    breaker(root)
+    with caplog.at_level(logging.WARNING, logger="mmsent.data"):
+        ds = load_lab_dataset(root, on_error="skip")
+    assert ds.report.skipped == {kind: 1}
+    assert [issue.kind for issue in ds.report.issues] == [kind]
+    train_guids = [ex.guid for ex in ds.train]
+    if dropped is None:  # the duplicate: the first occurrence stays, with its own label
+        assert train_guids == ["1", "2", "3", "4", "5", "6"] and ds.train[1].label == "negative"
+    else:
+        assert dropped not in train_guids and len(train_guids) == 5
+    assert ds.report.counts["train"] == len(ds.train)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(message.split(" -> ")[0] in w for w in warnings)
+    assert any(f"skipped 1 row(s): 1 {kind}" in w for w in warnings)
+
+
+def test_guid_in_both_keeps_the_test_row(make_lab: MakeLab) -> None:
+    root = make_lab()
+    _in_both(root)
+    ds = load_lab_dataset(root, on_error="skip")
+    assert [ex.guid for ex in ds.test] == ["101", "102", "2"]
+
+
+def test_too_large_image(make_lab: MakeLab) -> None:
+    root = make_lab()
+    write_image(root / "data" / "4.jpg", size=(200, 100))
+    with pytest.raises(DataValidationError, match=r"data/4\.jpg: image has 20,000 pixels .*data.max_image_pixels"):
+        load_lab_dataset(root, max_image_pixels=10_000)
+    ds = load_lab_dataset(root, max_image_pixels=10_000, on_error="skip")
+    assert ds.report.skipped == {"image_too_large": 1}
+    assert len(load_lab_dataset(root, max_image_pixels=20_000).train) == 6
+
+
+def test_missing_header_raise(make_lab: MakeLab) -> None:
+    root = make_lab(header=False)
+    with pytest.raises(DataValidationError) as info:
+        load_lab_dataset(root)
+    assert "train.txt:1: no header line: the first line is '1,positive'" in str(info.value)
+    assert "add the header line guid,tag" in str(info.value)
+    assert [issue.kind for issue in info.value.issues] == ["missing_header"]
+
+
+def test_missing_header_skip_reads_first_line_as_data(make_lab: MakeLab, caplog: pytest.LogCaptureFixture) -> None:
+    root = make_lab(header=False)
+    with caplog.at_level(logging.WARNING, logger="mmsent.data"):
+        ds = load_lab_dataset(root, on_error="skip")
+    assert [ex.guid for ex in ds.train] == ["1", "2", "3", "4", "5", "6"] and ds.train[0].source == "train.txt:1"
+    assert ds.report.warnings == {"missing_header": 1} and ds.report.skipped == {}
+    assert any("no header line" in r.getMessage() for r in caplog.records)
+
+
+def test_all_issues_collected_before_raising(make_lab: MakeLab) -> None:
+    root = make_lab()
+    _missing_image(root)
+    _binary_text(root)  # same row: both reported
+    _rewrite_train(("5,negative", "5,bad"))(root)
+    _duplicate(root)
+    with pytest.raises(DataValidationError) as info:
+        load_lab_dataset(root)
+    kinds = [issue.kind for issue in info.value.issues]
+    assert kinds == ["bad_text", "missing_image", "unknown_label", "duplicate_guid"]
+    ds = load_lab_dataset(root, on_error="skip")
+    # Three rows dropped (row 2 counted once, under its first issue), the first "2" row among them.
+    assert ds.report.skipped == {"bad_text": 1, "unknown_label": 1, "duplicate_guid": 1}
+    assert [ex.guid for ex in ds.train] == ["1", "3", "4", "6"]
+
+
+def test_message_capped_but_issues_complete(make_lab: MakeLab) -> None:
+    rows = [(str(i), LABELS[i % 3]) for i in range(1, 61)]
+    root = make_lab(train=rows, test=None)
+    for i in range(1, 61):
+        (root / "data" / f"{i}.jpg").unlink()
+    with pytest.raises(DataValidationError) as info:
+        load_lab_dataset(root, check_images=False)
+    assert len(info.value.issues) == 60
+    message = str(info.value)
+    assert "60 problem(s)" in message and "... and 10 more" in message
+    assert "train.txt:51:" in message and "train.txt:52:" not in message
+
+
+def test_missing_test_file(make_lab: MakeLab, caplog: pytest.LogCaptureFixture) -> None:
+    root = make_lab(test=None)
+    with caplog.at_level(logging.WARNING, logger="mmsent.data"):
+        ds = load_lab_dataset(root)
+    assert ds.test == [] and len(ds.train) == 6
+    assert ds.report.warnings == {"missing_test_file": 1}
+    assert any("no test file" in r.getMessage() for r in caplog.records)
+
+
+def test_missing_train_file(make_lab: MakeLab) -> None:
+    root = make_lab()
+    (root / "train.txt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"training label file not found: .*train\.txt"):
+        load_lab_dataset(root)
+
+
+def test_labelled_test_file_keeps_labels(make_lab: MakeLab) -> None:
+    ds = load_lab_dataset(make_lab(test=[("101", "Positive"), ("102", "null")]))
+    assert [ex.label for ex in ds.test] == ["positive", None]
+
+
+def test_unknown_tag_in_test_file(make_lab: MakeLab) -> None:
+    with pytest.raises(DataValidationError, match="test_without_label.txt:2: unknown label 'maybe'"):
+        load_lab_dataset(make_lab(test=[("101", "maybe")]))
+
+
+def test_check_images_off_skips_decoding(make_lab: MakeLab) -> None:
+    root = make_lab()
+    _zero_byte_image(root)
+    assert len(load_lab_dataset(root, check_images=False).train) == 6
+
+
+def test_bad_on_error(make_lab: MakeLab) -> None:
+    with pytest.raises(ValueError, match="on_error"):
+        load_lab_dataset(make_lab(), on_error="ignore")  # type: ignore[arg-type]

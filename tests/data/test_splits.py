@@ -1,0 +1,101 @@
+"""Stratified, deterministic splits; CSV round trip; checks against the dataset."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from mmsent.data.records import Example
+from mmsent.data.splits import Split, SplitError, check_split, kfold_splits, load_split, make_split, save_split
+
+
+def examples(n_pos: int = 60, n_neg: int = 30, n_neu: int = 10) -> list[Example]:
+    labels = ["positive"] * n_pos + ["negative"] * n_neg + ["neutral"] * n_neu
+    # Interleave so that dataset order and label order differ.
+    labels = labels[::2] + labels[1::2]
+    return [Example(str(1000 + i), label, "", "utf-8", Path(f"{i}.jpg"), Path(f"{i}.txt")) for i, label in
+            enumerate(labels)]
+
+
+def label_counts(guids: list[str], data: list[Example]) -> Counter[str]:
+    by_guid = {ex.guid: ex.label for ex in data}
+    return Counter(by_guid[g] for g in guids)
+
+
+def test_make_split_is_stratified_disjoint_and_complete() -> None:
+    data = examples()
+    split = make_split(data, val_fraction=0.2, seed=13)
+    assert label_counts(split.val, data) == {"positive": 12, "negative": 6, "neutral": 2}
+    assert len(split.train) == 80 and not set(split.train) & set(split.val)
+    assert sorted(split.train + split.val) == sorted(ex.guid for ex in data)
+    order = {ex.guid: i for i, ex in enumerate(data)}
+    assert split.train == sorted(split.train, key=order.__getitem__)  # dataset order kept
+    check_split(split, data)
+
+
+def test_make_split_is_deterministic() -> None:
+    data = examples()
+    assert make_split(data, 0.2, seed=1) == make_split(list(data), 0.2, seed=1)
+    assert make_split(data, 0.2, seed=1).val != make_split(data, 0.2, seed=2).val
+
+
+def test_make_split_needs_labels_and_sane_fraction() -> None:
+    data = examples()
+    with pytest.raises(SplitError, match="no label"):
+        make_split(data + [Example("x", None, "", "utf-8", Path("x.jpg"), Path("x.txt"))], 0.2, 0)
+    with pytest.raises(SplitError, match="val_fraction"):
+        make_split(data, 1.0, 0)
+    with pytest.raises(SplitError, match="cannot stratify"):
+        make_split(examples(5, 5, 1), 0.2, 0)
+
+
+def test_kfold_partitions_the_data() -> None:
+    data = examples()
+    folds = kfold_splits(data, k=5, seed=0)
+    assert [f.fold for f in folds] == [0, 1, 2, 3, 4] and all(f.val_fraction == 0.2 for f in folds)
+    all_val = [g for f in folds for g in f.val]
+    assert sorted(all_val) == sorted(ex.guid for ex in data)
+    for fold in folds:
+        check_split(fold, data)
+        assert label_counts(fold.val, data) == {"positive": 12, "negative": 6, "neutral": 2}
+    assert kfold_splits(data, k=5, seed=0) == folds
+    with pytest.raises(SplitError, match="k >= 2"):
+        kfold_splits(data, k=1, seed=0)
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    split = make_split(examples(), 0.15, seed=7)
+    save_split(split, tmp_path / "split.csv")
+    lines = (tmp_path / "split.csv").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "# mmsent split: seed=7 val_fraction=0.15"
+    assert lines[2] == "guid,split" and lines[3].endswith(",train") and lines[-1].endswith(",val")
+    assert load_split(tmp_path / "split.csv") == split
+    fold = kfold_splits(examples(), 4, seed=3)[2]
+    save_split(fold, tmp_path / "fold.csv")
+    assert load_split(tmp_path / "fold.csv") == fold
+
+
+def test_load_split_rejects_bad_lines(tmp_path: Path) -> None:
+    path = tmp_path / "split.csv"
+    path.write_text("# mmsent split: seed=1 val_fraction=0.2\nguid,split\n1,train\n2,test\n", encoding="utf-8")
+    with pytest.raises(SplitError, match=r"split\.csv:4: expected 'guid,train' or 'guid,val'"):
+        load_split(path)
+    path.write_text("guid,split\n1,train\n", encoding="utf-8")
+    with pytest.raises(SplitError, match="seed=... val_fraction"):
+        load_split(path)
+
+
+def test_check_split_reports_each_problem() -> None:
+    data = examples()
+    good = make_split(data, 0.2, seed=0)
+    overlap = Split(train=good.train + good.val[:1], val=good.val, seed=0, val_fraction=0.2)
+    with pytest.raises(SplitError, match=f"1 guid\\(s\\) in both train and val: {good.val[0]}"):
+        check_split(overlap, data)
+    unknown = Split(train=good.train + ["nope"], val=good.val, seed=0, val_fraction=0.2)
+    with pytest.raises(SplitError, match="not in the dataset: nope"):
+        check_split(unknown, data)
+    missing = Split(train=good.train[1:], val=good.val, seed=0, val_fraction=0.2)
+    with pytest.raises(SplitError, match=f"not in the split: {good.train[0]}"):
+        check_split(missing, data)

@@ -1,0 +1,126 @@
+"""Text decoding (utf-8/gbk/cp1252, binary detection) and tweet cleaning."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from mmsent.config import CleaningConfig
+from mmsent.data.text import TextCleaner, TextDecodeError, decode_text
+
+TWEET = (
+    "RT @AmitSwami77: The conspirators have an evil eye & are now set to attack! "
+    "#WeDemandSafety4Bapuji http://t.co/N8…"
+)
+
+
+class TestDecode:
+    def test_utf8_with_bom(self) -> None:
+        assert decode_text(b"\xef\xbb\xbfHello \xf0\x9f\x98\x80", "x.txt") == ("Hello \U0001f600", "utf-8")
+
+    def test_gbk(self) -> None:
+        raw = "今天天气很好 http://t.co/N8…".encode("gbk")
+        assert decode_text(raw, "x.txt") == ("今天天气很好 http://t.co/N8…", "gbk")
+
+    def test_cp1252_when_utf8_and_gbk_fail(self) -> None:
+        raw = "print 40x40cm from 180€ – contact".encode("cp1252")
+        assert decode_text(raw, "x.txt") == ("print 40x40cm from 180€ – contact", "cp1252")
+
+    def test_empty_is_text(self) -> None:
+        assert decode_text(b"", "x.txt") == ("", "utf-8")
+
+    def test_nul_bytes_are_binary(self) -> None:
+        with pytest.raises(TextDecodeError, match=r"data/9\.txt: contains NUL bytes") as info:
+            decode_text(b"PK\x03\x04\x00\x00binary", "data/9.txt")
+        assert info.value.location == "data/9.txt"
+        assert isinstance(info.value, ValueError)
+
+    def test_control_characters_are_binary(self) -> None:
+        # Valid utf-8 without NULs, so only the control-character share can catch it.
+        raw = bytes(range(1, 32)) * 4 + b"abc"
+        with pytest.raises(TextDecodeError, match="control characters"):
+            decode_text(raw, "x.txt")
+
+    def test_random_bytes_are_rejected(self) -> None:
+        raw = random.Random(0).randbytes(400)
+        with pytest.raises(TextDecodeError):
+            decode_text(raw, "x.txt")
+
+    def test_random_bytes_without_nul_or_undefined_cp1252_are_rejected(self) -> None:
+        # cp1252 decodes every byte except these five, so this data gets as far as the control-character check.
+        allowed = [b for b in range(1, 256) if b not in (0x81, 0x8D, 0x8F, 0x90, 0x9D)]
+        rng = random.Random(1)
+        raw = bytes(rng.choice(allowed) for _ in range(400))
+        with pytest.raises(TextDecodeError):
+            decode_text(raw, "x.txt")
+
+    def test_a_stray_control_character_is_fine(self) -> None:
+        text, _ = decode_text(b"tabs\tand\r\nnewlines and one \x0b vertical tab in a normal tweet", "x.txt")
+        assert "\x0b" in text
+
+
+class TestCleaner:
+    def test_defaults_on_a_real_tweet(self) -> None:
+        assert TextCleaner().clean(TWEET) == (
+            "The conspirators have an evil eye & are now set to attack! WeDemandSafety4Bapuji"
+        )
+
+    def test_urls(self) -> None:
+        text = "Look https://example.com/a?b=1 and http://t.co/AbC123 or t.co/xyz and www.site.org/page. Nice"
+        assert TextCleaner().clean(text) == "Look and or and Nice"
+
+    def test_truncated_url(self) -> None:
+        assert TextCleaner().clean("Cheetah's Eyes, Namibia #Wild http:…") == "Cheetah's Eyes, Namibia Wild"
+
+    def test_mentions_but_not_emails(self) -> None:
+        text = "“@_noo_remorse: All my friends love me @cutebri123 - contact@laurentbaheux.com"
+        assert TextCleaner().clean(text) == "“ All my friends love me - contact@laurentbaheux.com"
+
+    def test_retweet_only_at_start(self) -> None:
+        cleaner = TextCleaner(CleaningConfig(strip_mentions=False))
+        assert cleaner.clean("RT @a: RT @b: so true") == "so true"
+        assert cleaner.clean("I said RT @a: no") == "I said RT @a: no"
+
+    @pytest.mark.parametrize(
+        ("mode", "expected"),
+        [
+            ("strip_symbol", "snow at ualbertafarm UAlberta 雪"),
+            ("drop", "snow at"),
+            ("keep", "snow at #ualbertafarm #UAlberta #雪"),
+        ],
+    )
+    def test_hashtags(self, mode: str, expected: str) -> None:
+        assert TextCleaner(CleaningConfig(hashtags=mode)).clean("snow at #ualbertafarm #UAlberta #雪") == expected
+
+    def test_hashtag_rule_leaves_entities_and_words_alone(self) -> None:
+        assert TextCleaner(CleaningConfig(hashtags="drop")).clean("C# rocks &#39;ok&#39;") == "C# rocks &#39;ok&#39;"
+
+    def test_case_and_emoji_kept_by_default(self) -> None:
+        assert TextCleaner().clean("SO Happy 😀❤️ today") == "SO Happy 😀❤️ today"
+
+    def test_lowercase_option(self) -> None:
+        assert TextCleaner(CleaningConfig(lowercase=True)).clean("SO Happy 😀") == "so happy 😀"
+
+    def test_everything_off_is_identity(self) -> None:
+        cfg = CleaningConfig(strip_retweet=False, strip_mentions=False, strip_urls=False, hashtags="keep",
+                             normalize_whitespace=False)
+        assert TextCleaner(cfg).clean(TWEET + "\r\n") == TWEET + "\r\n"
+
+    def test_whitespace_collapsed(self) -> None:
+        assert TextCleaner().clean("  a\r\n\tb   c \n") == "a b c"
+
+    def test_fingerprint_tracks_every_option(self) -> None:
+        base = TextCleaner().fingerprint()
+        assert base == TextCleaner(CleaningConfig()).fingerprint()
+        variants = [
+            CleaningConfig(strip_retweet=False), CleaningConfig(strip_mentions=False), CleaningConfig(strip_urls=False),
+            CleaningConfig(hashtags="drop"), CleaningConfig(lowercase=True), CleaningConfig(normalize_whitespace=False),
+        ]
+        prints = {TextCleaner(cfg).fingerprint() for cfg in variants}
+        assert base not in prints and len(prints) == len(variants)
+        assert "hashtags=strip_symbol" in base
+
+    def test_bad_hashtag_mode(self) -> None:
+        with pytest.raises(ValueError, match="cleaning.hashtags"):
+            TextCleaner(CleaningConfig(hashtags="remove"))  # type: ignore[arg-type]
