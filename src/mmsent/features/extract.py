@@ -1,0 +1,281 @@
+"""Feature extraction through the cache: one cached entry per modality, rows reusable by content.
+
+Keys (sha256, see :func:`modality_key`):
+  * config key = encoder fingerprint + modality preprocessing options;
+  * entry key = config key + data fingerprint, where the data fingerprint is the ordered (guid, sha1 of image bytes)
+    list for images and the ordered (guid, cleaned text) list plus the cleaner fingerprint for texts.
+Images and texts are keyed apart, so changing the text encoder or the cleaning never re-extracts images. On a miss,
+rows of earlier entries with the same config key are reused by content (image bytes / cleaned text), so only new
+or changed items are encoded: a run on a subset, or on a dataset with a few edited rows, costs only those rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from mmsent.device import torch_threads
+from mmsent.features.cache import CACHE_FORMAT, FP16_MAX, FeatureCache, file_digest, json_digest, text_digest
+from mmsent.features.featureset import FeatureSet, ModalityFeatures
+
+if TYPE_CHECKING:  # runtime imports would be circular: mmsent.encoders.base imports mmsent.features
+    from mmsent.data.records import Example
+    from mmsent.encoders.base import Encoder
+
+logger = logging.getLogger("mmsent.features")
+
+
+def image_item_ids(paths: Sequence, workers: int = 4) -> list[str]:
+    """sha1 of each image file's bytes (memoised per path/size/mtime; hashed in threads, it is I/O bound)."""
+
+    def one(path) -> str:
+        try:
+            return file_digest(path, "sha1")
+        except OSError as exc:
+            raise FileNotFoundError(f"cannot read image {path}: {exc}") from exc
+
+    if len(paths) < 64:
+        return [one(p) for p in paths]
+    with ThreadPoolExecutor(workers, thread_name_prefix="mmsent-hash") as pool:
+        return list(pool.map(one, paths))
+
+
+def _sha256_lines(lines: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for line in lines:
+        h.update(line.encode("utf-8", "surrogatepass"))
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def image_data_fingerprint(guids: Sequence[str], item_ids: Sequence[str]) -> str:
+    """The ordered (guid, sha1 of image bytes) list, hashed."""
+    return _sha256_lines([f"{g}\t{i}" for g, i in zip(guids, item_ids)])
+
+
+def text_data_fingerprint(guids: Sequence[str], cleaned: Sequence[str], cleaner_fingerprint: str) -> str:
+    """The ordered (guid, cleaned text) list and the cleaner's fingerprint, hashed."""
+    return _sha256_lines([cleaner_fingerprint] + [f"{g}\t{t!r}" for g, t in zip(guids, cleaned)])
+
+
+def modality_key(
+    modality: str, encoder_fingerprint: str, preprocessing: dict[str, Any], data_fp: str
+) -> tuple[str, str]:
+    """Returns ``(config_key, entry_key)`` for one modality."""
+    config_key = json_digest(
+        {"format": CACHE_FORMAT, "modality": modality, "encoder": encoder_fingerprint, "preprocessing": preprocessing}
+    )
+    return config_key, json_digest({"config": config_key, "data": data_fp})
+
+
+def _round_like_cache(f: ModalityFeatures) -> ModalityFeatures:
+    """Rounds tokens through float16 as the cache stores them, so a cold run and a cached run return equal values."""
+    tokens = f.tokens.float().clamp(-FP16_MAX, FP16_MAX).half().float()
+    return ModalityFeatures(f.pooled.float(), tokens, f.mask.bool())
+
+
+def _accepts(fn: Callable, kwarg: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return kwarg in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _reuse_rows(
+    cache: FeatureCache, modality: str, config_key: str, wanted: Sequence[str]
+) -> dict[str, tuple[ModalityFeatures, int]]:
+    """Finds cached rows (newest entries first) for the wanted content ids among entries with the same config."""
+    wanted_set = set(wanted)
+    found: dict[str, tuple[ModalityFeatures, int]] = {}
+    for meta in cache.entries(modality):
+        if meta.get("config_key") != config_key or not meta.get("item_ids"):
+            continue
+        rows = {iid: r for r, iid in enumerate(meta["item_ids"]) if iid in wanted_set and iid not in found}
+        if not rows:
+            continue
+        got = cache.get(modality, meta["key"])
+        if got is None:
+            continue
+        feats = got[1]
+        for iid, r in rows.items():
+            found[iid] = (feats, r)
+        if len(found) == len(wanted_set):
+            break
+    return found
+
+
+def extract_modality(
+    modality: str,
+    guids: Sequence[str],
+    items: Sequence,
+    item_ids: Sequence[str],
+    data_fp: str,
+    encoder: Encoder,
+    cache: FeatureCache | None,
+    *,
+    batch_size: int = 32,
+    progress: bool = True,
+    preprocessing: dict[str, Any] | None = None,
+    encode_kwargs: dict[str, Any] | None = None,
+) -> ModalityFeatures:
+    """Features of one modality: an exact cache hit, else cached rows reused by content plus freshly encoded ones.
+
+    Args:
+        items: what the encoder takes (paths / cleaned texts), one per guid.
+        item_ids: content id per item (equal ids are encoded once).
+        data_fp: fingerprint of the whole ordered data (part of the entry key).
+        preprocessing: options outside the encoder that change the features (part of both keys).
+    """
+    t0 = time.perf_counter()
+    guids = [str(g) for g in guids]
+    preprocessing = dict(preprocessing or {})
+    fp = encoder.fingerprint()
+    config_key, key = modality_key(modality, fp, preprocessing, data_fp)
+    if cache is not None:
+        hit = cache.get(modality, key)
+        if hit is not None and hit[0] == guids:
+            logger.info(
+                "%s features: cache hit (%d rows, %s, key %s) in %.2fs",
+                modality,
+                len(guids),
+                encoder.name,
+                key[:12],
+                time.perf_counter() - t0,
+            )
+            return hit[1]
+
+    # one row per distinct content, in first-seen order
+    unique: dict[str, int] = {}
+    for i, iid in enumerate(item_ids):
+        unique.setdefault(iid, i)
+    reused = _reuse_rows(cache, modality, config_key, list(unique)) if cache is not None else {}
+    todo = [iid for iid in unique if iid not in reused]
+    computed: ModalityFeatures | None = None
+    t_enc = time.perf_counter()
+    if todo:
+        computed = encoder.encode(
+            [items[unique[iid]] for iid in todo], batch_size=batch_size, progress=progress, **(encode_kwargs or {})
+        )
+        if len(computed) != len(todo):
+            raise RuntimeError(f"{encoder.name} returned {len(computed)} rows for {len(todo)} inputs")
+        computed = _round_like_cache(computed)
+    t_enc = time.perf_counter() - t_enc
+
+    row_of = {iid: r for r, iid in enumerate(todo)}
+    pooled, tokens, mask = [], [], []
+    for iid in item_ids:
+        src, r = (computed, row_of[iid]) if iid in row_of else reused[iid]
+        pooled.append(src.pooled[r])
+        tokens.append(src.tokens[r])
+        mask.append(src.mask[r])
+    if guids:
+        feats = ModalityFeatures(torch.stack(pooled), torch.stack(tokens), torch.stack(mask))
+    elif computed is not None:
+        feats = computed
+    else:
+        feats = ModalityFeatures(torch.zeros(0, encoder.dim), torch.zeros(0, 0, encoder.dim), torch.zeros(0, 0).bool())
+
+    # Store only when something was encoded: an entry fully assembled from others is cheap to assemble again.
+    if cache is not None and todo:
+        cache.put(
+            modality,
+            key,
+            guids,
+            feats,
+            fingerprint=fp,
+            config_key=config_key,
+            item_ids=list(item_ids),
+            extra={"encoder": encoder.name, "preprocessing": preprocessing},
+        )
+    dt = time.perf_counter() - t0
+    rate = f", {len(todo) / t_enc:.1f}/s" if todo and t_enc > 0 else ""
+    logger.info(
+        "%s features: cache %s (%d rows, %s): encoded %d, reused %d cached rows, in %.1fs%s",
+        modality,
+        "off" if cache is None else ("miss" if todo else "hit by rows"),
+        len(guids),
+        encoder.name,
+        len(todo),
+        len(unique) - len(todo),
+        dt,
+        rate,
+    )
+    return feats
+
+
+def extract_features(
+    examples: Sequence[Example],
+    image_encoder: Encoder,
+    text_encoder: Encoder,
+    cleaner: Any,
+    cache: FeatureCache | None,
+    *,
+    batch_size: int = 32,
+    progress: bool = True,
+    max_image_pixels: int | None = None,
+    num_threads: int = 0,
+) -> FeatureSet:
+    """Image and text features for ``examples`` (in their order), from the cache where possible.
+
+    Pass every example of a run (train and test together): each modality is one cache entry, and rows of other
+    entries made with the same encoder are reused by content, so nothing is encoded twice.
+
+    Args:
+        examples: the examples; ``image_path`` and the uncleaned ``text`` are read.
+        image_encoder: encodes image paths.
+        text_encoder: encodes cleaned texts.
+        cleaner: has ``clean(text)`` and ``fingerprint()`` (a :class:`~mmsent.data.text.TextCleaner`); None keeps the
+            raw text.
+        cache: a :class:`FeatureCache`, or None to always encode.
+        batch_size: items per forward pass.
+        progress: progress bars with throughput.
+        max_image_pixels: images larger than this are refused (decompression-bomb guard).
+        num_threads: torch CPU threads while encoding (0 = every core), restored afterwards.
+    """
+    guids = [ex.guid for ex in examples]
+    with torch_threads(num_threads):
+        paths = [ex.image_path for ex in examples]
+        image_ids = image_item_ids(paths)
+        encode_kw = {"max_pixels": max_image_pixels} if max_image_pixels is not None else {}
+        if encode_kw and not _accepts(image_encoder.encode, "max_pixels"):
+            logger.warning("%s.encode takes no max_pixels; max_image_pixels is ignored", type(image_encoder).__name__)
+            encode_kw = {}
+        image = extract_modality(
+            "image",
+            guids,
+            paths,
+            image_ids,
+            image_data_fingerprint(guids, image_ids),
+            image_encoder,
+            cache,
+            # max_image_pixels is not part of the key: the limit only refuses images, it never changes the features
+            # of one it accepts; resizing/cropping/grid are in the encoder fingerprint.
+            batch_size=batch_size,
+            progress=progress,
+            encode_kwargs=encode_kw,
+        )
+
+        if cleaner is None:
+            cleaned, cleaner_fp = [ex.text for ex in examples], "raw"
+        else:
+            cleaned, cleaner_fp = [cleaner.clean(ex.text) for ex in examples], cleaner.fingerprint()
+        text = extract_modality(
+            "text",
+            guids,
+            cleaned,
+            [text_digest(t) for t in cleaned],
+            text_data_fingerprint(guids, cleaned, cleaner_fp),
+            text_encoder,
+            cache,
+            batch_size=batch_size,
+            progress=progress,
+        )
+    return FeatureSet(guids, image, text)
