@@ -1,0 +1,24 @@
+"""Fusion models: each maps a batch of image + text features to logits over :data:`mmsent.labels.LABELS`."""
+
+from mmsent.fusion.base import FusionInputs, FusionModel
+from mmsent.fusion.concat import ConcatFusion
+from mmsent.fusion.dual_stream import DualStreamFusion
+from mmsent.fusion.gated import GatedFusion
+from mmsent.fusion.registry import create_fusion_model, list_fusion_models, load_model, save_model
+from mmsent.fusion.single_stream import SingleStreamFusion
+from mmsent.fusion.unimodal import ImageOnly, TextOnly
+
+__all__ = [
+    "ConcatFusion",
+    "DualStreamFusion",
+    "FusionInputs",
+    "FusionModel",
+    "GatedFusion",
+    "ImageOnly",
+    "SingleStreamFusion",
+    "TextOnly",
+    "create_fusion_model",
+    "list_fusion_models",
+    "load_model",
+    "save_model",
+]

@@ -1,0 +1,50 @@
+"""Late concatenation of the two pooled vectors."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mmsent.fusion.base import FusionInputs, FusionModel
+from mmsent.labels import LABELS
+
+
+class PooledProjection(nn.Module):
+    """LayerNorm, dropout, Linear, GELU: brings one modality's pooled vector to the shared width.
+
+    The LayerNorm comes first because the encoders' pooled vectors live on very different scales
+    (post-activation CNN features vs. normalised sentence embeddings).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(in_dim), nn.Dropout(dropout), nn.Linear(in_dim, out_dim), nn.GELU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ConcatFusion(FusionModel):
+    """Projects each pooled vector, concatenates them and classifies with one linear layer.
+
+    Args:
+        image_dim: width of the image pooled vector.
+        text_dim: width of the text pooled vector.
+        hidden_dim: width of each projected modality.
+        dropout: dropout on the inputs and before the classifier.
+    """
+
+    uses_tokens = False
+
+    def __init__(self, image_dim: int, text_dim: int, hidden_dim: int = 256, dropout: float = 0.3) -> None:
+        super().__init__()
+        self.fusion_name = "concat"
+        self.hparams = {"image_dim": image_dim, "text_dim": text_dim, "hidden_dim": hidden_dim, "dropout": dropout}
+        self.image_proj = PooledProjection(image_dim, hidden_dim, dropout)
+        self.text_proj = PooledProjection(text_dim, hidden_dim, dropout)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(2 * hidden_dim, len(LABELS))
+
+    def forward(self, inputs: FusionInputs) -> torch.Tensor:
+        fused = torch.cat([self.image_proj(inputs.image_pooled), self.text_proj(inputs.text_pooled)], dim=-1)
+        return self.classifier(self.dropout(fused))

@@ -1,0 +1,55 @@
+"""Gated fusion: one modality decides how much of the other's features pass through."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from mmsent.fusion.base import FusionInputs, FusionModel
+from mmsent.labels import LABELS
+
+
+class GatedFusion(FusionModel):
+    """``logits = W(sigmoid(U x_g) * V x_o)`` with ``x_g`` the gating modality's pooled vector, ``x_o`` the other's.
+
+    The gate values ``(B, hidden_dim)`` of the latest forward pass are kept in ``last_explanation["gate"]``;
+    they depend on the gating modality only, so they show how strongly it let the other one through.
+
+    Args:
+        image_dim: width of the image pooled vector.
+        text_dim: width of the text pooled vector.
+        hidden_dim: width of the gate and of the gated features.
+        dropout: dropout on the (normalised) inputs and before the classifier.
+        gate_from: which modality computes the gate.
+    """
+
+    uses_tokens = False
+
+    def __init__(self, image_dim: int, text_dim: int, hidden_dim: int = 256, dropout: float = 0.3,
+                 gate_from: Literal["image", "text"] = "image") -> None:
+        super().__init__()
+        if gate_from not in ("image", "text"):
+            raise ValueError(f"gate_from must be 'image' or 'text', got {gate_from!r}")
+        self.fusion_name = "gated"
+        self.gate_from = gate_from
+        self.hparams = {"image_dim": image_dim, "text_dim": text_dim, "hidden_dim": hidden_dim, "dropout": dropout,
+                        "gate_from": gate_from}
+        gate_dim, other_dim = (image_dim, text_dim) if gate_from == "image" else (text_dim, image_dim)
+        # LayerNorm first: without it the sigmoid saturates on the CNN's large unnormalised activations.
+        self.gate_norm = nn.LayerNorm(gate_dim)
+        self.other_norm = nn.LayerNorm(other_dim)
+        self.input_dropout = nn.Dropout(dropout)
+        self.gate = nn.Linear(gate_dim, hidden_dim)  # U
+        self.value = nn.Linear(other_dim, hidden_dim)  # V
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_dim, len(LABELS))  # W
+
+    def forward(self, inputs: FusionInputs) -> torch.Tensor:
+        x_g, x_o = ((inputs.image_pooled, inputs.text_pooled) if self.gate_from == "image"
+                    else (inputs.text_pooled, inputs.image_pooled))
+        gate = torch.sigmoid(self.gate(self.input_dropout(self.gate_norm(x_g))))
+        value = self.value(self.input_dropout(self.other_norm(x_o)))
+        self.last_explanation = {"gate": gate.detach()}
+        return self.classifier(self.dropout(gate * value))

@@ -1,0 +1,238 @@
+"""Training several fusion models over several seeds on one split, and summarising them side by side."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mmsent.config import TrainConfig
+from mmsent.device import resolve_device
+from mmsent.features.featureset import FeatureSet
+from mmsent.fusion.base import FusionModel
+from mmsent.fusion.registry import create_fusion_model
+from mmsent.labels import label_to_index
+from mmsent.training.metrics import format_metrics
+from mmsent.training.seed import set_seed
+from mmsent.training.trainer import to_inputs, train_model
+
+_SCORES = ("accuracy", "macro_f1", "weighted_f1")
+
+
+class SplitLike(Protocol):
+    """Anything with ``train`` and ``val`` guid lists."""
+
+    train: Sequence[str]
+    val: Sequence[str]
+
+
+@dataclass
+class RunResult:
+    """One model trained with one seed.
+
+    Attributes:
+        model: registry name.
+        seed: the seed of its init, batch order and dropout.
+        metrics: validation metrics at the best epoch (see :func:`compute_metrics`).
+        best_epoch: 1-based epoch kept.
+        train_seconds: wall-clock training time.
+        history: per-epoch losses and validation scores.
+        val_probs: ``(N_val, 3)`` validation probabilities, in the comparison's ``val_guids`` order.
+    """
+
+    model: str
+    seed: int
+    metrics: dict[str, Any]
+    best_epoch: int
+    train_seconds: float
+    history: list[dict[str, float]]
+    val_probs: np.ndarray = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("val_probs")
+        return d
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    # Sample std (ddof=1): the spread we would expect from another seed; 0 with a single run.
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+@dataclass
+class Comparison:
+    """Runs of several models x seeds on one split, and their trained models.
+
+    Attributes:
+        runs: one :class:`RunResult` per (model, seed), in training order.
+        models: trained models (best-epoch weights, eval mode) keyed by ``(name, seed)``.
+        val_guids: validation guids, the row order of every run's ``val_probs``.
+        train_size: number of training rows.
+        config: the training config used.
+    """
+
+    runs: list[RunResult]
+    models: dict[tuple[str, int], FusionModel] = field(repr=False)
+    val_guids: list[str] = field(repr=False)
+    train_size: int = 0
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def model_names(self) -> list[str]:
+        """Model names in the order they were run."""
+        return list(dict.fromkeys(r.model for r in self.runs))
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Per model: ``n_seeds``, ``{score}_mean``/``{score}_std`` for accuracy, macro_f1, weighted_f1,
+        ``train_seconds_mean`` and ``best_epoch_mean``."""
+        rows = []
+        for name in self.model_names():
+            runs = [r for r in self.runs if r.model == name]
+            row: dict[str, Any] = {"model": name, "n_seeds": len(runs)}
+            for score in _SCORES:
+                row[f"{score}_mean"], row[f"{score}_std"] = _mean_std([r.metrics[score] for r in runs])
+            row["train_seconds_mean"] = float(np.mean([r.train_seconds for r in runs]))
+            row["best_epoch_mean"] = float(np.mean([r.best_epoch for r in runs]))
+            rows.append(row)
+        return rows
+
+    def best_model(self) -> str:
+        """The model with the highest mean validation macro-F1 (first run wins ties)."""
+        if not self.runs:
+            raise ValueError("empty comparison")
+        return max(self.summary(), key=lambda row: row["macro_f1_mean"])["model"]
+
+    def best_run(self, name: str | None = None) -> RunResult:
+        """The seed of ``name`` (default: :meth:`best_model`) with the highest validation macro-F1."""
+        name = name or self.best_model()
+        runs = [r for r in self.runs if r.model == name]
+        if not runs:
+            raise KeyError(f"no runs of {name!r}; models here: {', '.join(self.model_names())}")
+        return max(runs, key=lambda r: r.metrics["macro_f1"])
+
+    def best_trained_model(self, name: str | None = None) -> FusionModel:
+        """The trained model of :meth:`best_run`."""
+        run = self.best_run(name)
+        return self.models[(run.model, run.seed)]
+
+    def to_markdown(self) -> str:
+        """A table of mean ± std over seeds, best model (by macro-F1) in bold."""
+        best = self.best_model() if self.runs else None
+        lines = ["| model | accuracy | macro-F1 | weighted-F1 | train s |", "|---|---|---|---|---|"]
+        for row in self.summary():
+            name = f"**{row['model']}**" if row["model"] == best else row["model"]
+            cells = [f"{row[f'{s}_mean']:.3f} ± {row[f'{s}_std']:.3f}" for s in _SCORES]
+            lines.append(f"| {name} | {' | '.join(cells)} | {row['train_seconds_mean']:.1f} |")
+        seeds = sorted({r.seed for r in self.runs})
+        lines.append("")
+        lines.append(f"Mean ± sample std over seeds {', '.join(map(str, seeds))}; {self.train_size} training rows, "
+                     f"{len(self.val_guids)} validation rows; best by mean validation macro-F1 in bold.")
+        return "\n".join(lines) + "\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"best_model": self.best_model() if self.runs else None, "summary": self.summary(),
+                "runs": [r.to_dict() for r in self.runs], "train_size": self.train_size,
+                "val_size": len(self.val_guids), "config": self.config}
+
+    def save(self, directory: str | Path) -> dict[str, Path]:
+        """Writes ``comparison.md``, ``comparison.json`` (everything but the models and probabilities) and
+        ``comparison.csv`` (one row per run).
+
+        Returns:
+            ``{"md", "json", "csv"}`` paths.
+        """
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"md": out / "comparison.md", "json": out / "comparison.json", "csv": out / "comparison.csv"}
+        paths["md"].write_text(self.to_markdown(), encoding="utf-8")
+        paths["json"].write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
+        with paths["csv"].open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["model", "seed", *_SCORES, "best_epoch", "epochs_run", "train_seconds"])
+            for r in self.runs:
+                writer.writerow([r.model, r.seed, *(f"{r.metrics[s]:.6f}" for s in _SCORES), r.best_epoch,
+                                 len(r.history), f"{r.train_seconds:.2f}"])
+        return paths
+
+
+def _label_indices(labels: dict[str, str], guids: Sequence[str], what: str) -> np.ndarray:
+    missing = [g for g in guids if g not in labels]
+    if missing:
+        raise KeyError(f"{len(missing)} {what} guid(s) have no label, e.g. {missing[:5]}")
+    return np.array([label_to_index(labels[g]) for g in guids], dtype=np.int64)
+
+
+def compare_models(features: FeatureSet, labels: dict[str, str], split: SplitLike, models: Sequence[str],
+                   seeds: Sequence[int], cfg: TrainConfig, progress: bool = True,
+                   on_result: Callable[[RunResult], None] | None = None,
+                   model_overrides: dict[str, dict[str, Any]] | None = None) -> Comparison:
+    """Trains every model with every seed on ``split.train`` and scores it on ``split.val``.
+
+    Each run seeds its init with :func:`set_seed` before building the model, so seed ``s`` of two models share
+    batch order but nothing else. Features go to the device once, shared by all runs.
+
+    Args:
+        features: features for at least every guid of the split.
+        labels: guid -> label name.
+        split: ``train`` and ``val`` guid lists; must be disjoint.
+        models: registry names.
+        seeds: one run per seed and model.
+        cfg: training config (also supplies the model sizes).
+        progress: a progress bar over runs and a line per finished run.
+        on_result: called with each :class:`RunResult` as soon as it is done (e.g. to write partial results).
+        model_overrides: per model name, constructor arguments over ``cfg`` (e.g. ``{"dual_stream":
+            {"hidden_dim": 128}}`` to keep the token models fast on a CPU).
+
+    Raises:
+        ValueError: if train and val share guids, either is empty, or ``models``/``seeds`` is empty.
+    """
+    train_guids, val_guids = list(split.train), list(split.val)
+    overlap = set(train_guids) & set(val_guids)
+    if overlap:
+        raise ValueError(f"split leaks: {len(overlap)} guid(s) are in both train and val, e.g. {sorted(overlap)[:5]}")
+    if not train_guids or not val_guids:
+        raise ValueError(f"need train and val guids, got {len(train_guids)} and {len(val_guids)}")
+    if not models or not seeds:
+        raise ValueError("need at least one model and one seed")
+    y_train = _label_indices(labels, train_guids, "train")
+    y_val = _label_indices(labels, val_guids, "val")
+    device = resolve_device(cfg.device)
+    train_in = to_inputs(features.select(train_guids), device)
+    val_in = to_inputs(features.select(val_guids), device)
+    image_dim, text_dim = features.image.dim, features.text.dim
+    overrides = model_overrides or {}
+    unknown = set(overrides) - set(models)
+    if unknown:
+        raise ValueError(f"model_overrides names models not being compared: {sorted(unknown)}")
+
+    runs: list[RunResult] = []
+    trained: dict[tuple[str, int], FusionModel] = {}
+    bar = tqdm(total=len(models) * len(seeds), desc="compare", disable=not progress)
+    for name in models:
+        for seed in seeds:
+            bar.set_postfix_str(f"{name} seed {seed}")
+            set_seed(seed)
+            model = create_fusion_model(name, image_dim, text_dim, cfg, **overrides.get(name, {}))
+            result = train_model(model, train_in, y_train, val_in, y_val, cfg, seed)
+            run = RunResult(model=name, seed=seed, metrics=result.val_metrics, best_epoch=result.best_epoch,
+                            train_seconds=result.train_seconds, history=result.history, val_probs=result.val_probs)
+            runs.append(run)
+            trained[(name, seed)] = result.model
+            if progress:
+                bar.write(f"{name:>14} seed {seed}: {format_metrics(run.metrics)} "
+                          f"(epoch {run.best_epoch}, {run.train_seconds:.1f}s)")
+            if on_result is not None:
+                on_result(run)
+            bar.update(1)
+    bar.close()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return Comparison(runs=runs, models=trained, val_guids=val_guids, train_size=len(train_guids),
+                      config={**asdict(cfg), "model_overrides": overrides})

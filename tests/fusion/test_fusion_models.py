@@ -1,0 +1,91 @@
+"""Every fusion model: shapes, gradients, batch independence, padding invariance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmsent.fusion import list_fusion_models
+
+from .helpers import TEXT_TOKENS, cat, make_inputs, rows, tiny_model
+
+MODELS = list_fusion_models()
+TEXT_LENGTHS = [10, 3, 7, 0, 1, 5]  # 0: a text with no real token must not give NaN
+IMAGE_LENGTHS = [9, 9, 4, 9, 9, 1]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_output_shape_and_finite(name: str) -> None:
+    torch.manual_seed(0)
+    model = tiny_model(name)
+    for mode in (model.train, model.eval):
+        mode()
+        logits = model(make_inputs(TEXT_LENGTHS, IMAGE_LENGTHS))
+        assert logits.shape == (len(TEXT_LENGTHS), 3)
+        assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_gradients_reach_every_parameter(name: str) -> None:
+    torch.manual_seed(0)
+    model = tiny_model(name).train()
+    logits = model(make_inputs(TEXT_LENGTHS, IMAGE_LENGTHS))
+    F.cross_entropy(logits, torch.tensor([0, 1, 2, 0, 1, 2])).backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
+    assert not dead, f"no gradient reaches {dead}"
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_batch_independence(name: str) -> None:
+    torch.manual_seed(0)
+    model = tiny_model(name).eval()
+    batch = make_inputs(TEXT_LENGTHS, IMAGE_LENGTHS, seed=1)
+    others = make_inputs([2, 10, 6, 9], [9, 3, 9, 9], seed=2)
+    with torch.no_grad():
+        together = model(batch)
+        for i in range(len(TEXT_LENGTHS)):
+            alone = model(rows(batch, [i]))
+            alone_trimmed = model(rows(batch, [i], trim=True))
+            among_others = model(cat(rows(others, [0, 1]), cat(rows(batch, [i]), rows(others, [2, 3]))))[2]
+            torch.testing.assert_close(alone[0], together[i], atol=1e-5, rtol=0)
+            torch.testing.assert_close(alone_trimmed[0], together[i], atol=1e-5, rtol=0)
+            torch.testing.assert_close(among_others, together[i], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_padding_values_are_ignored(name: str) -> None:
+    torch.manual_seed(0)
+    model = tiny_model(name).eval()
+    inputs = make_inputs(TEXT_LENGTHS, IMAGE_LENGTHS)
+    with torch.no_grad():
+        before = model(inputs)
+        inputs.text_tokens[~inputs.text_mask] = 1e4
+        inputs.image_tokens[~inputs.image_mask] = float("nan")
+        after = model(inputs)
+    torch.testing.assert_close(after, before, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["single_stream", "dual_stream"])
+def test_token_models_reject_sequences_longer_than_their_positions(name: str) -> None:
+    model = tiny_model(name, max_text_tokens=TEXT_TOKENS - 1)
+    with pytest.raises(ValueError, match="max_text_tokens"):
+        model(make_inputs([3, 4]))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_modalities_attribute(name: str) -> None:
+    expected = {"text_only": ("text",), "image_only": ("image",)}.get(name, ("image", "text"))
+    assert tiny_model(name).modalities == expected
+
+
+def test_unimodal_models_ignore_the_other_modality() -> None:
+    inputs = make_inputs([3, 4])
+    for name, other in (("text_only", "image_pooled"), ("image_only", "text_pooled")):
+        model = tiny_model(name).eval()
+        with torch.no_grad():
+            before = model(inputs)
+            changed = make_inputs([3, 4])
+            setattr(changed, other, getattr(changed, other) + 5)
+            torch.testing.assert_close(model(changed), before)

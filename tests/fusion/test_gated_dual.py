@@ -1,0 +1,59 @@
+"""Model-specific behaviour: the gated model's gate and the dual-stream attention map."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from .helpers import IMAGE_DIM, IMAGE_TOKENS, TEXT_DIM, TEXT_TOKENS, make_inputs, tiny_model
+
+
+@pytest.mark.parametrize("gate_from,gate_dim", [("image", IMAGE_DIM), ("text", TEXT_DIM)])
+def test_gate_comes_from_the_chosen_modality(gate_from: str, gate_dim: int) -> None:
+    torch.manual_seed(0)
+    model = tiny_model("gated", gate_from=gate_from).eval()
+    assert model.gate.in_features == gate_dim
+    gating, other = ("image_pooled", "text_pooled") if gate_from == "image" else ("text_pooled", "image_pooled")
+    inputs = make_inputs([3, 5, 2, 8])
+    with torch.no_grad():
+        logits = model(inputs)
+        gate = model.last_explanation["gate"]
+        assert gate.shape == (4, 16) and bool(((gate > 0) & (gate < 1)).all())
+
+        setattr(inputs, other, getattr(inputs, other) + torch.randn_like(getattr(inputs, other)))
+        logits_other = model(inputs)
+        torch.testing.assert_close(model.last_explanation["gate"], gate)  # the other modality cannot move the gate
+        assert not torch.allclose(logits_other, logits)
+
+        # A zeroed gating input normalises to the LayerNorm bias: every sample gets the same gate.
+        setattr(inputs, gating, torch.zeros_like(getattr(inputs, gating)))
+        model(inputs)
+        zero_gate = model.last_explanation["gate"]
+        torch.testing.assert_close(zero_gate, zero_gate[:1].expand_as(zero_gate))
+        assert not torch.allclose(zero_gate, gate)
+
+
+def test_gated_names_pick_the_gating_modality() -> None:
+    assert tiny_model("gated_text").gate_from == "text"
+    assert tiny_model("gated_image").gate_from == "image"
+
+
+def test_dual_stream_attention_map() -> None:
+    torch.manual_seed(0)
+    model = tiny_model("dual_stream").eval()
+    text_lengths, image_lengths = [10, 3, 7, 1], [9, 4, 9, 2]
+    inputs = make_inputs(text_lengths, image_lengths)
+    with torch.no_grad():
+        model(inputs)
+    attn = model.last_explanation["text_to_image_attention"]
+    assert attn.shape == (4, TEXT_TOKENS, IMAGE_TOKENS)
+    for b, (lt, li) in enumerate(zip(text_lengths, image_lengths, strict=True)):
+        torch.testing.assert_close(attn[b, :lt, :li].sum(-1), torch.ones(lt))
+        assert bool((attn[b, :, li:] == 0).all()), "padded image cells got attention"
+        assert bool((attn[b, lt:] == 0).all()), "padded text positions have attention rows"
+
+
+def test_dual_stream_product_combine() -> None:
+    model = tiny_model("dual_stream", combine="product").eval()
+    with torch.no_grad():
+        assert model(make_inputs([3, 4])).shape == (2, 3)

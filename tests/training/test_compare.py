@@ -1,0 +1,81 @@
+"""Comparing models over seeds, end to end on a tiny task."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from types import SimpleNamespace
+
+import pytest
+
+from mmsent.labels import LABELS
+from mmsent.training import compare_models
+
+from .helpers import make_task, tiny_cfg
+
+
+@pytest.fixture(scope="module")
+def task():
+    feats, labels = make_task(90, seed=3, signal=1.0)
+    names = {g: LABELS[y] for g, y in zip(feats.guids, labels, strict=True)}
+    return feats, names, SimpleNamespace(train=feats.guids[:60], val=feats.guids[60:])
+
+
+def test_two_models_two_seeds(task, tmp_path) -> None:
+    feats, labels, split = task
+    seen = []
+    comparison = compare_models(feats, labels, split, ["concat", "text_only"], [0, 1], tiny_cfg(epochs=3),
+                                progress=False, on_result=seen.append)
+    assert [(r.model, r.seed) for r in comparison.runs] == [("concat", 0), ("concat", 1), ("text_only", 0),
+                                                           ("text_only", 1)]
+    assert seen == comparison.runs
+    assert set(comparison.models) == {("concat", 0), ("concat", 1), ("text_only", 0), ("text_only", 1)}
+    assert comparison.runs[0].metrics != comparison.runs[1].metrics or comparison.runs[0].history != \
+        comparison.runs[1].history
+
+    summary = {row["model"]: row for row in comparison.summary()}
+    assert summary["concat"]["n_seeds"] == 2 and 0 <= summary["concat"]["macro_f1_std"]
+    best = comparison.best_model()
+    assert summary[best]["macro_f1_mean"] == max(row["macro_f1_mean"] for row in summary.values())
+    run = comparison.best_run("text_only")
+    assert run.model == "text_only" and run.metrics["macro_f1"] == max(
+        r.metrics["macro_f1"] for r in comparison.runs if r.model == "text_only")
+    assert comparison.best_trained_model("text_only") is comparison.models[("text_only", run.seed)]
+    assert run.val_probs.shape == (30, 3)
+
+    paths = comparison.save(tmp_path)
+    md = (tmp_path / "comparison.md").read_text()
+    assert md.startswith("| model | accuracy | macro-F1 | weighted-F1 | train s |")
+    assert len(re.findall(r"\| \d\.\d{3} ± \d\.\d{3} ", md)) == 6
+    data = json.loads(paths["json"].read_text())
+    assert data["best_model"] == best and len(data["runs"]) == 4
+    assert data["runs"][0]["history"] and "confusion_matrix" in data["runs"][0]["metrics"]
+    with paths["csv"].open() as fh:
+        table = list(csv.DictReader(fh))
+    assert len(table) == 4 and table[0]["model"] == "concat" and float(table[0]["macro_f1"]) >= 0
+
+
+def test_model_overrides_reach_the_model(task) -> None:
+    feats, labels, split = task
+    comparison = compare_models(feats, labels, split, ["gated"], [0], tiny_cfg(epochs=1), progress=False,
+                                model_overrides={"gated": {"gate_from": "text", "hidden_dim": 8}})
+    model = comparison.models[("gated", 0)]
+    assert model.gate_from == "text" and model.gate.out_features == 8
+    with pytest.raises(ValueError, match="not being compared"):
+        compare_models(feats, labels, split, ["concat"], [0], tiny_cfg(epochs=1), progress=False,
+                       model_overrides={"dual_stream": {"hidden_dim": 8}})
+
+
+def test_overlapping_split_is_refused(task) -> None:
+    feats, labels, split = task
+    leaky = SimpleNamespace(train=split.train, val=split.val + split.train[:1])
+    with pytest.raises(ValueError, match="both train and val"):
+        compare_models(feats, labels, leaky, ["concat"], [0], tiny_cfg(epochs=1), progress=False)
+
+
+def test_missing_label_is_named(task) -> None:
+    feats, labels, split = task
+    partial = {g: v for g, v in labels.items() if g != split.val[0]}
+    with pytest.raises(KeyError, match=split.val[0]):
+        compare_models(feats, partial, split, ["concat"], [0], tiny_cfg(epochs=1), progress=False)
