@@ -1,0 +1,203 @@
+"""Command-line interface: thin wrappers that parse, load the config, and call the library."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from mmsent.config import ConfigError, RunConfig, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="mmsent: multimodal (image + text) sentiment analysis.")
+console = Console(stderr=True)
+
+DataOpt = typer.Option(None, "--data", "-d", help="Dataset folder in lab format (default: the bundled sample).")
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file (see configs/default.yaml).")
+SetOpt = typer.Option(None, "--set", "-s", help="Override a config value, e.g. --set training.lr=5e-4 (repeatable).")
+OnErrorOpt = typer.Option(None, "--on-error", help="Bad rows: 'raise' (default) lists them all; 'skip' drops them "
+                          "with a logged count.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(console=console, show_path=False)], force=True)
+    for noisy in ("httpx", "urllib3", "huggingface_hub", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _config(config: Optional[Path], overrides: Optional[List[str]], data: Optional[Path] = None,
+            on_error: Optional[str] = None) -> RunConfig:
+    extra = list(overrides or [])
+    if data is not None:
+        extra.append(f"data.root={data}")
+    if on_error is not None:
+        extra.append(f"data.on_error={on_error}")
+    try:
+        return load_config(config, extra)
+    except ConfigError as exc:
+        console.print(f"[red]config error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _default_run_dir() -> Path:
+    return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[red]error:[/red] {exc}")
+    raise typer.Exit(1) from exc
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    """mmsent: multimodal (image + text) sentiment analysis."""
+    _setup_logging(verbose)
+
+
+@app.command()
+def run(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(None, "--out", "-o",
+        help="Run directory; everything the run writes goes here (default: runs/<timestamp>)."),
+        config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, on_error: Optional[str] = OnErrorOpt,
+        quiet: bool = QuietOpt) -> None:
+    """The main job: validate → split → extract features (cached) → compare all models → predict the test rows."""
+    from mmsent.pipeline import run as run_pipeline
+
+    cfg = _config(config, set_, data, on_error)
+    run_dir = out or _default_run_dir()
+    try:
+        result = run_pipeline(cfg, run_dir, progress=not quiet)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        _fail(exc)
+        return
+    console.print(f"[green]done[/green] in {result.timings['total_seconds']:.0f} s; predicting with "
+                  f"[bold]{result.chosen_model}[/bold]; outputs in {run_dir}")
+    if result.predictions_path:
+        console.print(f"predictions: {result.predictions_path}")
+
+
+@app.command()
+def validate(data: Optional[Path] = DataOpt, config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
+             on_error: Optional[str] = OnErrorOpt) -> None:
+    """Checks a dataset and prints what was found (every bad row, encodings, label counts)."""
+    from mmsent.pipeline import _report_dict, load_dataset
+
+    cfg = _config(config, set_, data, on_error)
+    try:
+        dataset = load_dataset(cfg)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+        return
+    print(json.dumps(_report_dict(dataset), indent=2))
+
+
+@app.command()
+def prepare(data: Optional[Path] = DataOpt, out: Path = typer.Option(..., "--out", "-o", help="Run directory."),
+            config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
+            on_error: Optional[str] = OnErrorOpt) -> None:
+    """Validates the dataset and writes the train/validation split (split.csv) and config into the run directory."""
+    from mmsent.pipeline import load_dataset, prepare_split
+
+    cfg = _config(config, set_, data, on_error)
+    try:
+        dataset = load_dataset(cfg)
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.yaml")
+        split = prepare_split(cfg, dataset, out)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+        return
+    console.print(f"{len(split.train)} train / {len(split.val)} validation rows -> {out / 'split.csv'}")
+
+
+@app.command()
+def extract(data: Optional[Path] = DataOpt, config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
+            on_error: Optional[str] = OnErrorOpt, quiet: bool = QuietOpt) -> None:
+    """Extracts image and text features for every row into the feature cache (a later run reuses them)."""
+    from mmsent.pipeline import extract as extract_stage
+    from mmsent.pipeline import load_dataset
+
+    cfg = _config(config, set_, data, on_error)
+    try:
+        feats = extract_stage(cfg, load_dataset(cfg), progress=not quiet)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        _fail(exc)
+        return
+    console.print(f"features for {len(feats)} rows: image {feats.image.dim}-d x {feats.image.tokens.shape[1]} tokens, "
+                  f"text {feats.text.dim}-d x {feats.text.tokens.shape[1]} tokens; cache {cfg.cache_dir}")
+
+
+def _compare(cfg: RunConfig, out: Path, quiet: bool) -> None:
+    from mmsent.pipeline import extract as extract_stage
+    from mmsent.pipeline import load_dataset, prepare_split
+    from mmsent.training.compare import compare_models
+
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save(out / "config.yaml")
+    dataset = load_dataset(cfg)
+    split = prepare_split(cfg, dataset, out)
+    feats = extract_stage(cfg, dataset, progress=not quiet)
+    labels = {ex.guid: ex.label for ex in dataset.train}
+    comparison = compare_models(feats.select(split.train + split.val), labels, split, cfg.compare.models,
+                                cfg.compare.seeds, cfg.training, progress=not quiet)
+    comparison.save(out)
+    print(comparison.to_markdown())
+
+
+@app.command()
+def train(model: str = typer.Argument(..., help="concat | gated | single_stream | dual_stream | text_only | "
+                                      "image_only"),
+          data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(None, "--out", "-o"),
+          seed: List[int] = typer.Option([0], "--seed", help="Seed(s) to train with (repeatable)."),
+          config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, on_error: Optional[str] = OnErrorOpt,
+          quiet: bool = QuietOpt) -> None:
+    """Trains one fusion model on the split and reports its validation metrics."""
+    cfg = _config(config, set_, data, on_error)
+    cfg.compare.models = [model]
+    cfg.compare.seeds = list(seed)
+    try:
+        _compare(cfg, out or _default_run_dir(), quiet)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        _fail(exc)
+
+
+@app.command()
+def compare(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(None, "--out", "-o"),
+            config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
+            on_error: Optional[str] = OnErrorOpt, quiet: bool = QuietOpt) -> None:
+    """Trains and compares all configured models over all seeds on one split (no prediction file)."""
+    cfg = _config(config, set_, data, on_error)
+    try:
+        _compare(cfg, out or _default_run_dir(), quiet)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        _fail(exc)
+
+
+@app.command()
+def predict(run_dir: Path = typer.Argument(..., help="A finished run directory (holds models/)."),
+            data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(None, "--out", "-o",
+            help="Prediction file (default: RUN_DIR/predictions.txt)."),
+            config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
+            on_error: Optional[str] = OnErrorOpt, quiet: bool = QuietOpt) -> None:
+    """Writes guid,tag predictions for the unlabeled rows of a dataset with a run's saved models."""
+    from mmsent.pipeline import predict_from_run
+
+    cfg = _config(config, set_, data, on_error)
+    try:
+        path = predict_from_run(run_dir, cfg, out, progress=not quiet)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        _fail(exc)
+        return
+    console.print(f"predictions: {path}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,219 @@
+"""The main job, stage by stage: load → split → extract (cached) → compare → predict.
+
+Each stage is a plain function so the library can be driven without the CLI; :func:`run` chains them and writes
+everything under one run directory::
+
+    from mmsent.config import load_config
+    from mmsent.pipeline import run
+    result = run(load_config(overrides=["data.root=/path/to/lab5"]), "runs/lab5")
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmsent.config import RunConfig
+from mmsent.data.lab_format import load_lab_dataset
+from mmsent.data.records import LabDataset
+from mmsent.data.sample import sample_dataset_path
+from mmsent.data.splits import Split, check_split, load_split, make_split, save_split
+from mmsent.data.text import TextCleaner
+from mmsent.encoders.registry import create_encoders_from_config
+from mmsent.features.cache import FeatureCache
+from mmsent.features.extract import extract_features
+from mmsent.features.featureset import FeatureSet
+from mmsent.labels import LABELS
+from mmsent.predict import write_predictions
+from mmsent.training.compare import Comparison, compare_models
+from mmsent.training.metrics import compute_metrics
+from mmsent.fusion.registry import load_model, save_model
+from mmsent.training.trainer import predict_proba
+
+log = logging.getLogger("mmsent.pipeline")
+
+PREDICTIONS_FILE = "predictions.txt"
+MODELS_DIR = "models"
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` produced; every path lies under ``run_dir``."""
+
+    run_dir: Path
+    comparison: Comparison
+    chosen_model: str
+    predictions_path: Path | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_data_root(cfg: RunConfig) -> Path:
+    """The dataset folder of a config: ``data.root`` or, when unset, the bundled sample."""
+    return Path(cfg.data.root).expanduser() if cfg.data.root else sample_dataset_path()
+
+
+def load_dataset(cfg: RunConfig) -> LabDataset:
+    """Reads and validates the dataset named by ``cfg.data`` (raises or skips per ``data.on_error``)."""
+    root = resolve_data_root(cfg)
+    log.info("reading dataset %s", root)
+    return load_lab_dataset(root, on_error=cfg.data.on_error, max_image_pixels=cfg.data.max_image_pixels)
+
+
+def prepare_split(cfg: RunConfig, dataset: LabDataset, run_dir: Path | None = None) -> Split:
+    """Makes (or reuses, with ``data.split_file``) the train/validation split and writes it to the run dir."""
+    if cfg.data.split_file:
+        split = load_split(cfg.data.split_file)
+        log.info("reusing split %s", cfg.data.split_file)
+    else:
+        split = make_split(dataset.train, cfg.data.val_fraction, cfg.data.split_seed)
+    check_split(split, dataset.train)
+    if run_dir is not None:
+        save_split(split, Path(run_dir) / "split.csv")
+    log.info("split: %d train / %d validation rows", len(split.train), len(split.val))
+    return split
+
+
+def extract(cfg: RunConfig, dataset: LabDataset, progress: bool = True) -> FeatureSet:
+    """Features for every train and test row, from the content-keyed cache where possible."""
+    cache_dir = Path(cfg.cache_dir).expanduser()
+    image_encoder, text_encoder = create_encoders_from_config(cfg.encoders, cache_dir=cache_dir / "models")
+    return extract_features(
+        dataset.train + dataset.test, image_encoder, text_encoder, TextCleaner(cfg.cleaning), FeatureCache(cache_dir),
+        batch_size=cfg.encoders.batch_size, progress=progress, max_image_pixels=cfg.data.max_image_pixels,
+        num_threads=cfg.encoders.num_threads,
+    )
+
+
+def choose_model(cfg: RunConfig, comparison: Comparison) -> str:
+    """The model that predicts: the config's choice, or the highest mean validation macro-F1."""
+    if cfg.compare.predict_with == "best":
+        return comparison.best_model()
+    if cfg.compare.predict_with not in cfg.compare.models:
+        raise ValueError(f"compare.predict_with={cfg.compare.predict_with!r} is not among compare.models "
+                         f"{cfg.compare.models}; use 'best' or one of those")
+    return cfg.compare.predict_with
+
+
+def save_chosen_models(comparison: Comparison, name: str, run_dir: Path, meta: dict[str, Any]) -> list[Path]:
+    """Saves every seed's model of ``name`` under ``run_dir/models`` (safetensors + JSON)."""
+    paths = []
+    for run in comparison.runs:
+        if run.model != name:
+            continue
+        path = run_dir / MODELS_DIR / f"{name}_seed{run.seed}"
+        save_model(comparison.models[(name, run.seed)], path, {**meta, "seed": run.seed, "val_metrics": run.metrics})
+        paths.append(path)
+    return paths
+
+
+def ensemble_proba(models: list, feats: FeatureSet, device: str = "auto") -> np.ndarray:
+    """Mean class probabilities of several models (the seeds of one design)."""
+    return np.mean([predict_proba(m, feats, device=device) for m in models], axis=0)
+
+
+def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> RunResult:
+    """The whole main job on one dataset; writes config, split, comparison, models, predictions and metrics."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_dir / "config.yaml")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    dataset = load_dataset(cfg)
+    (run_dir / "data_report.json").write_text(json.dumps(_report_dict(dataset), indent=2), encoding="utf-8")
+    split = prepare_split(cfg, dataset, run_dir)
+    timings["load_seconds"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    feats = extract(cfg, dataset, progress=progress)
+    timings["extract_seconds"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    labels = {ex.guid: ex.label for ex in dataset.train}
+    comparison = compare_models(
+        feats.select(split.train + split.val), labels, split, cfg.compare.models, cfg.compare.seeds, cfg.training,
+        progress=progress,
+    )
+    comparison.save(run_dir)
+    timings["compare_seconds"] = time.perf_counter() - t
+    print(comparison.to_markdown())
+
+    chosen = choose_model(cfg, comparison)
+    models = [comparison.models[(r.model, r.seed)] for r in comparison.runs if r.model == chosen]
+    meta = {"model": chosen, "labels": list(LABELS), "encoders": cfg.to_dict()["encoders"],
+            "cleaning": cfg.to_dict()["cleaning"]}
+    save_chosen_models(comparison, chosen, run_dir, meta)
+
+    # The seed ensemble is what predicts, so its validation score is reported too.
+    val_feats = feats.select(split.val)
+    val_probs = ensemble_proba(models, val_feats, cfg.training.device)
+    val_true = [LABELS.index(labels[g]) for g in split.val]
+    ensemble_metrics = compute_metrics(val_true, val_probs.argmax(1))
+
+    predictions_path = None
+    if dataset.test:
+        test_feats = feats.select([ex.guid for ex in dataset.test])
+        predictions_path = run_dir / PREDICTIONS_FILE
+        write_predictions(predictions_path, dataset.test, ensemble_proba(models, test_feats, cfg.training.device))
+        log.info("wrote %d predictions to %s", len(dataset.test), predictions_path)
+    else:
+        log.warning("the dataset has no unlabeled test rows; no prediction file written")
+    timings["total_seconds"] = time.perf_counter() - t0
+
+    summary = {
+        "chosen_model": chosen,
+        "chosen_by": cfg.compare.predict_with,
+        "seeds": cfg.compare.seeds,
+        "validation_rows": len(split.val),
+        "ensemble_validation_metrics": ensemble_metrics,
+        "timings": timings,
+        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "data_root": str(resolve_data_root(cfg)),
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return RunResult(run_dir, comparison, chosen, predictions_path, timings)
+
+
+def predict_from_run(run_dir: str | Path, cfg: RunConfig, out: str | Path | None = None,
+                     progress: bool = True) -> Path:
+    """Predicts the test rows of ``cfg.data`` with the models a finished run saved.
+
+    The encoder and cleaning settings are taken from the run's own saved config, so features match training.
+    """
+    run_dir = Path(run_dir)
+    model_dirs = sorted((run_dir / MODELS_DIR).glob("*_seed*"))
+    if not model_dirs:
+        raise FileNotFoundError(f"{run_dir / MODELS_DIR}: no saved models; run `mmsent run` or `mmsent compare` "
+                                "with --out pointing here first")
+    from mmsent.config import load_config  # local: only this entry point needs the run's saved config
+
+    run_cfg = load_config(run_dir / "config.yaml")
+    run_cfg.data = cfg.data
+    run_cfg.cache_dir = cfg.cache_dir
+    dataset = load_dataset(run_cfg)
+    if not dataset.test:
+        raise ValueError(f"{resolve_data_root(run_cfg)}: no unlabeled rows to predict (test_without_label.txt)")
+    feats = extract(run_cfg, dataset, progress=progress).select([ex.guid for ex in dataset.test])
+    models = [load_model(p) for p in model_dirs]
+    out_path = Path(out) if out else run_dir / PREDICTIONS_FILE
+    write_predictions(out_path, dataset.test, ensemble_proba(models, feats, run_cfg.training.device))
+    return out_path
+
+
+def _report_dict(dataset: LabDataset) -> dict[str, Any]:
+    rep = dataset.report
+    return {
+        "root": str(dataset.root),
+        "counts": rep.counts,
+        "encodings": rep.encodings,
+        "skipped": rep.skipped,
+        "issues": [str(i) for i in rep.issues],
+        "label_counts": {name: sum(ex.label == name for ex in dataset.train) for name in LABELS},
+    }

@@ -1,0 +1,57 @@
+"""Prediction files in the input's own ``guid,tag`` format, with class probabilities beside them."""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from mmsent.data.records import Example
+from mmsent.labels import LABELS
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def write_predictions(path: str | Path, examples: Sequence[Example], probs: np.ndarray) -> Path:
+    """Writes ``guid,tag`` rows for ``examples`` in their given (input) order.
+
+    Args:
+        path: the file to write (same layout as ``test_without_label.txt``, tags filled in).
+        examples: the rows to predict, in the order of the input file.
+        probs: ``(N, 3)`` class probabilities in :data:`~mmsent.labels.LABELS` order.
+
+    Returns:
+        The path of the probabilities CSV written beside it (``<stem>_proba.csv``).
+    """
+    path = Path(path)
+    probs = np.asarray(probs)
+    if probs.shape != (len(examples), len(LABELS)):
+        raise ValueError(f"expected probabilities of shape ({len(examples)}, {len(LABELS)}), got {probs.shape}")
+    tags = [LABELS[i] for i in probs.argmax(axis=1)]
+    _atomic_write(path, "guid,tag\n" + "".join(f"{ex.guid},{tag}\n" for ex, tag in zip(examples, tags)))
+
+    proba_path = path.with_name(f"{path.stem}_proba.csv")
+    lines = ["guid,tag," + ",".join(f"p_{name}" for name in LABELS) + "\n"]
+    lines += [f"{ex.guid},{tag}," + ",".join(f"{p:.6f}" for p in row) + "\n"
+              for ex, tag, row in zip(examples, tags, probs)]
+    _atomic_write(proba_path, "".join(lines))
+    return proba_path
+
+
+def read_predictions(path: str | Path) -> list[tuple[str, str]]:
+    """Reads a ``guid,tag`` file back (used by tests and by ``mmsent`` consumers)."""
+    with open(path, encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows or [c.strip() for c in rows[0]] != ["guid", "tag"]:
+        raise ValueError(f"{path}: first line must be the header 'guid,tag'")
+    return [(r[0], r[1]) for r in rows[1:] if r]
