@@ -26,6 +26,7 @@ from mmsent.data.records import LabDataset
 from mmsent.data.sample import sample_dataset_path
 from mmsent.data.splits import Split, check_split, load_split, make_split, save_split
 from mmsent.data.text import TextCleaner
+from mmsent.device import resolve_device
 from mmsent.encoders.registry import create_encoders_from_config
 from mmsent.features.cache import FeatureCache
 from mmsent.features.extract import extract_features
@@ -115,7 +116,8 @@ def save_chosen_models(comparison: Comparison, name: str, run_dir: Path, meta: d
 
 def ensemble_proba(models: list, feats: FeatureSet, device: str = "auto") -> np.ndarray:
     """Mean class probabilities of several models (the seeds of one design)."""
-    return np.mean([predict_proba(m, feats, device=device) for m in models], axis=0)
+    dev = resolve_device(device)
+    return np.mean([predict_proba(m, feats, device=dev) for m in models], axis=0)
 
 
 def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> RunResult:
@@ -142,6 +144,7 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> RunResult
         progress=progress,
     )
     comparison.save(run_dir)
+    write_validation_predictions(run_dir / "validation_predictions.csv", comparison, labels)
     timings["compare_seconds"] = time.perf_counter() - t
     print(comparison.to_markdown())
 
@@ -205,6 +208,16 @@ def predict_from_run(run_dir: str | Path, cfg: RunConfig, out: str | Path | None
     out_path = Path(out) if out else run_dir / PREDICTIONS_FILE
     write_predictions(out_path, dataset.test, ensemble_proba(models, feats, run_cfg.training.device))
     return out_path
+
+
+def write_validation_predictions(path: Path, comparison: Comparison, labels: dict[str, str]) -> None:
+    """Every run's validation probabilities in long form (guid, gold, model, seed, p_*), for reports and audits."""
+    header = "guid,gold,model,seed," + ",".join(f"p_{name}" for name in LABELS) + "\n"
+    lines = [header]
+    for run in comparison.runs:
+        for guid, row in zip(comparison.val_guids, run.val_probs):
+            lines.append(f"{guid},{labels[guid]},{run.model},{run.seed}," + ",".join(f"{p:.6f}" for p in row) + "\n")
+    path.write_text("".join(lines), encoding="utf-8")
 
 
 def _report_dict(dataset: LabDataset) -> dict[str, Any]:
