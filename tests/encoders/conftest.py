@@ -2,84 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import numpy as np
 import pytest
+from mmsent_testkit import build_tiny_bert  # noqa: E402
 from PIL import Image
-
-WORDS = [
-    "a",
-    "the",
-    "dog",
-    "cat",
-    "park",
-    "happy",
-    "sad",
-    "day",
-    "good",
-    "bad",
-    "very",
-    "is",
-    "in",
-    "on",
-    "and",
-    "love",
-    "hate",
-    "this",
-    "that",
-    "what",
-    "so",
-    "much",
-    "sun",
-    "rain",
-    "hello",
-    "world",
-    "great",
-    "awful",
-    "game",
-    "team",
-    "win",
-    "lose",
-    "food",
-    "today",
-    "tomorrow",
-    "!",
-    ".",
-    ",",
-    "?",
-]
-
-
-def build_tiny_bert(folder: Path, *, seed: int = 0, do_lower_case: bool = True, cased_words: bool = False) -> Path:
-    """Writes a 2-layer, 32-wide random BERT plus a WordPiece tokenizer as a plain HF folder."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    folder.mkdir(parents=True, exist_ok=True)
-    words = list(WORDS) + (["Hello", "World"] if cased_words else [])
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
-    vocab_file = folder / "vocab.txt"
-    vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    if "vocab" in inspect.signature(BertTokenizerFast.__init__).parameters:  # transformers >= 5
-        tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=do_lower_case)
-    else:
-        tok = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=do_lower_case)
-    assert tok.convert_tokens_to_ids("park") == vocab.index("park"), "tiny tokenizer did not take the vocab"
-    tok.model_max_length = 128
-    tok.save_pretrained(str(folder))
-    cfg = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    torch.manual_seed(seed)
-    BertModel(cfg).eval().save_pretrained(str(folder))
-    return folder
 
 
 def write_images(folder: Path, sizes: list[tuple[int, int]], seed: int = 0) -> list[Path]:

@@ -1,0 +1,161 @@
+"""Test helpers shared across test folders: tiny random models and fake encoders (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mmsent.data.records import Example
+from mmsent.encoders.base import Encoder
+from mmsent.features.featureset import ModalityFeatures
+
+TEXTS = ["RT @bob: Happy day at the #park", "so sad today http://t.co/abc", "Great GAME!!", "", "love this"]
+
+WORDS = [
+    "a",
+    "the",
+    "dog",
+    "cat",
+    "park",
+    "at",
+    "happy",
+    "sad",
+    "day",
+    "good",
+    "bad",
+    "very",
+    "is",
+    "in",
+    "on",
+    "and",
+    "love",
+    "hate",
+    "this",
+    "that",
+    "what",
+    "so",
+    "much",
+    "sun",
+    "rain",
+    "hello",
+    "world",
+    "great",
+    "awful",
+    "game",
+    "team",
+    "win",
+    "lose",
+    "food",
+    "today",
+    "tomorrow",
+    "!",
+    ".",
+    ",",
+    "?",
+]
+
+
+def build_tiny_bert(folder: Path, *, seed: int = 0, do_lower_case: bool = True, cased_words: bool = False) -> Path:
+    """Writes a 2-layer, 32-wide random BERT plus a WordPiece tokenizer as a plain HF folder."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    words = list(WORDS) + (["Hello", "World"] if cased_words else [])
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
+    vocab_file = folder / "vocab.txt"
+    vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    if "vocab" in inspect.signature(BertTokenizerFast.__init__).parameters:  # transformers >= 5
+        tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=do_lower_case)
+    else:
+        tok = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=do_lower_case)
+    assert tok.convert_tokens_to_ids("park") == vocab.index("park"), "tiny tokenizer did not take the vocab"
+    tok.model_max_length = 128
+    tok.save_pretrained(str(folder))
+    cfg = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(seed)
+    BertModel(cfg).eval().save_pretrained(str(folder))
+    return folder
+
+
+def _vec(data: bytes, dim: int, n: int) -> torch.Tensor:
+    seed = int.from_bytes(hashlib.sha1(data).digest()[:4], "little")
+    return torch.from_numpy(np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32))
+
+
+class FakeImageEncoder(Encoder):
+    """Deterministic features from the image bytes; records every call."""
+
+    modality = "image"
+    dim = 8
+
+    def __init__(self, tag: str = "v1") -> None:
+        self.name = f"fake-image-{tag}"
+        self.tag = tag
+        self.calls: list[list[str]] = []
+        self.kwargs: list[dict] = []
+
+    def fingerprint(self) -> str:
+        return f"fake-image|{self.tag}"
+
+    def encode(self, items: Sequence, batch_size: int = 32, progress: bool = False, **kw) -> ModalityFeatures:
+        self.calls.append([str(p) for p in items])
+        self.kwargs.append(kw)
+        tokens = (
+            torch.stack([_vec(Path(p).read_bytes(), self.dim, 4) for p in items]) if items else torch.zeros(0, 4, 8)
+        )
+        return ModalityFeatures(tokens.mean(1), tokens, torch.ones(len(items), 4, dtype=torch.bool))
+
+
+class FakeTextEncoder(Encoder):
+    """Deterministic features from the text; variable-length masks like a real text encoder."""
+
+    modality = "text"
+    dim = 6
+
+    def __init__(self, tag: str = "v1", max_length: int = 5) -> None:
+        self.name = f"fake-text-{tag}"
+        self.tag = tag
+        self.max_length = max_length
+        self.calls: list[list[str]] = []
+
+    def fingerprint(self) -> str:
+        return f"fake-text|{self.tag}|max_length={self.max_length}"
+
+    def encode(self, items: Sequence[str], batch_size: int = 32, progress: bool = False) -> ModalityFeatures:
+        self.calls.append(list(items))
+        n, t = len(items), self.max_length
+        tokens = torch.zeros(n, t, self.dim)
+        mask = torch.zeros(n, t, dtype=torch.bool)
+        for i, text in enumerate(items):
+            k = min(t, 1 + len(text.split()))
+            tokens[i, :k] = _vec(text.encode(), self.dim, k)
+            mask[i, :k] = True
+        pooled = (tokens * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+        return ModalityFeatures(pooled, tokens, mask)
+
+
+def make_examples(folder: Path, texts: Sequence[str] = TEXTS, seed: int = 0) -> list[Example]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, text in enumerate(texts):
+        guid = str(i + 1)
+        img = folder / f"{guid}.jpg"
+        Image.fromarray(rng.integers(0, 256, size=(40 + 10 * i, 50, 3), dtype=np.uint8)).save(img)
+        txt = folder / f"{guid}.txt"
+        txt.write_text(text, encoding="utf-8")
+        out.append(Example(guid, "positive", text, "utf-8", img, txt, f"train.txt:{i + 2}"))
+    return out
