@@ -113,6 +113,11 @@ def _coerce(value: Any, current: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if isinstance(current, float):
+        if isinstance(value, str):  # YAML 1.1 reads "5e-4" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)

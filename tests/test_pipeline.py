@@ -1,0 +1,123 @@
+"""The main job end to end on the bundled sample, with fake encoders so it runs in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import mmsent.pipeline as pipeline
+import mmsent.training.compare as compare_mod
+from mmsent.config import load_config
+from mmsent.data.sample import sample_dataset_path
+from mmsent.data.splits import load_split
+from mmsent.labels import LABELS
+from mmsent.predict import read_predictions
+from mmsent_testkit import FakeImageEncoder, FakeTextEncoder
+
+FAST = ["training.hidden_dim=16", "training.epochs=3", "training.patience=2", "training.num_heads=2",
+        "compare.seeds=0,1"]
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    encoders = (FakeImageEncoder(), FakeTextEncoder(max_length=8))
+    monkeypatch.setattr(pipeline, "create_encoders_from_config", lambda cfg, **kw: encoders)
+    return encoders
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return load_config(overrides=FAST + [f"cache_dir={tmp_path / 'cache'}"])
+
+
+def _sample_test_guids() -> list[str]:
+    lines = (sample_dataset_path() / "test_without_label.txt").read_text(encoding="utf-8").splitlines()[1:]
+    return [line.split(",")[0].strip() for line in lines if line.strip()]
+
+
+def test_run_writes_every_output_and_predictions_in_input_order(tmp_path, cfg, fakes):
+    result = pipeline.run(cfg, tmp_path / "run", progress=False)
+    run_dir = tmp_path / "run"
+    for name in ("config.yaml", "split.csv", "comparison.md", "comparison.json", "comparison.csv", "metrics.json",
+                 "data_report.json", "validation_predictions.csv", "predictions.txt", "predictions_proba.csv"):
+        assert (run_dir / name).is_file(), name
+    rows = read_predictions(result.predictions_path)
+    assert [g for g, _ in rows] == _sample_test_guids()
+    assert {t for _, t in rows} <= set(LABELS)
+    assert result.chosen_model == result.comparison.best_model()
+    saved = sorted(p.name for p in (run_dir / "models").iterdir())
+    assert saved == [f"{result.chosen_model}_seed0", f"{result.chosen_model}_seed1"]
+    table = (run_dir / "comparison.md").read_text(encoding="utf-8")
+    for name in cfg.compare.models:
+        assert name in table
+    assert "±" in table
+
+
+def test_validation_rows_never_reach_training(tmp_path, cfg, fakes, monkeypatch):
+    seen_train: list[torch.Tensor] = []
+    real_train = compare_mod.train_model
+
+    def spy(model, train_in, *args, **kwargs):
+        seen_train.append(torch.cat([train_in.image_pooled, train_in.text_pooled], 1).clone())
+        return real_train(model, train_in, *args, **kwargs)
+
+    monkeypatch.setattr(compare_mod, "train_model", spy)
+    pipeline.run(cfg, tmp_path / "run", progress=False)
+    split = load_split(tmp_path / "run" / "split.csv")
+    dataset = pipeline.load_dataset(cfg)
+    feats = pipeline.extract(cfg, dataset, progress=False)
+    val = feats.select(split.val)
+    val_rows = torch.cat([val.image.pooled, val.text.pooled], 1)
+    train = feats.select(split.train)
+    train_rows = torch.cat([train.image.pooled, train.text.pooled], 1)
+    assert len(seen_train) == len(cfg.compare.models) * len(cfg.compare.seeds)
+    for rows in seen_train:
+        assert rows.shape[0] == len(split.train)
+        assert torch.allclose(rows, train_rows)  # exactly the split's training rows, in order
+        assert not (torch.cdist(val_rows, rows).min(dim=1).values < 1e-6).any()
+
+
+def test_second_run_reuses_cached_features_and_split_file(tmp_path, cfg, fakes):
+    image_enc, text_enc = fakes
+    pipeline.run(cfg, tmp_path / "first", progress=False)
+    assert len(image_enc.calls) == 1 and len(text_enc.calls) == 1
+    cfg.data.split_file = str(tmp_path / "first" / "split.csv")
+    cfg.compare.models = ["concat", "text_only"]
+    pipeline.run(cfg, tmp_path / "second", progress=False)
+    assert len(image_enc.calls) == 1 and len(text_enc.calls) == 1  # both modalities came from the cache
+    first = load_split(tmp_path / "first" / "split.csv")
+    second = load_split(tmp_path / "second" / "split.csv")
+    assert (first.train, first.val) == (second.train, second.val)
+
+
+def test_predict_from_run_matches_the_runs_own_predictions(tmp_path, cfg, fakes):
+    result = pipeline.run(cfg, tmp_path / "run", progress=False)
+    out = pipeline.predict_from_run(tmp_path / "run", cfg, tmp_path / "again.txt", progress=False)
+    assert read_predictions(out) == read_predictions(result.predictions_path)
+    a = np.loadtxt(result.predictions_path.with_name("predictions_proba.csv"), delimiter=",", skiprows=1,
+                   usecols=(2, 3, 4))
+    b = np.loadtxt(tmp_path / "again_proba.csv", delimiter=",", skiprows=1, usecols=(2, 3, 4))
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_predict_from_run_without_models_says_what_to_do(tmp_path, cfg):
+    with pytest.raises(FileNotFoundError, match="no saved models"):
+        pipeline.predict_from_run(tmp_path, cfg)
+
+
+def test_predict_with_names_a_model_not_compared(tmp_path, cfg, fakes):
+    cfg.compare.models = ["concat"]
+    cfg.compare.predict_with = "dual_stream"
+    with pytest.raises(ValueError, match="predict_with"):
+        pipeline.run(cfg, tmp_path / "run", progress=False)
+
+
+def test_predict_with_a_named_model(tmp_path, cfg, fakes):
+    cfg.compare.models = ["concat", "gated"]
+    cfg.compare.predict_with = "gated"
+    result = pipeline.run(cfg, tmp_path / "run", progress=False)
+    assert result.chosen_model == "gated"
+    assert Path(tmp_path / "run" / "models" / "gated_seed0").is_dir()
