@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,14 +82,18 @@ def prepare_split(cfg: RunConfig, dataset: LabDataset, run_dir: Path | None = No
     return split
 
 
-def extract(cfg: RunConfig, dataset: LabDataset, progress: bool = True) -> FeatureSet:
-    """Features for every train and test row, from the content-keyed cache where possible."""
+def extract(cfg: RunConfig, dataset: LabDataset, progress: bool = True,
+            stats: dict[str, Any] | None = None) -> FeatureSet:
+    """Features for every train and test row, from the content-keyed cache where possible.
+
+    ``stats``, when given, receives per-modality cache and throughput figures.
+    """
     cache_dir = Path(cfg.cache_dir).expanduser()
     image_encoder, text_encoder = create_encoders_from_config(cfg.encoders, cache_dir=cache_dir / "models")
     return extract_features(
         dataset.train + dataset.test, image_encoder, text_encoder, TextCleaner(cfg.cleaning), FeatureCache(cache_dir),
         batch_size=cfg.encoders.batch_size, progress=progress, max_image_pixels=cfg.data.max_image_pixels,
-        num_threads=cfg.encoders.num_threads,
+        num_threads=cfg.encoders.num_threads, stats=stats,
     )
 
 
@@ -134,7 +139,8 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> RunResult
     timings["load_seconds"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    feats = extract(cfg, dataset, progress=progress)
+    extraction: dict[str, Any] = {}
+    feats = extract(cfg, dataset, progress=progress, stats=extraction)
     timings["extract_seconds"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -169,6 +175,8 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> RunResult
     else:
         log.warning("the dataset has no unlabeled test rows; no prediction file written")
     timings["total_seconds"] = time.perf_counter() - t0
+    # ru_maxrss is in KiB on Linux
+    timings["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     summary = {
         "chosen_model": chosen,
@@ -177,6 +185,7 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> RunResult
         "validation_rows": len(split.val),
         "ensemble_validation_metrics": ensemble_metrics,
         "timings": timings,
+        "extraction": extraction,
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
         "data_root": str(resolve_data_root(cfg)),
     }

@@ -168,7 +168,9 @@ class HFTextEncoder(Encoder):
         if max_length < 2:
             raise ValueError(f"max_length must be >= 2 (room for the special tokens), got {max_length}")
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # its per-load "Loading weights" bar is noise beside our own progress
         self.name, source = resolve_text_model(name_or_path, cache_dir)
         self.source = source
         try:
@@ -229,6 +231,14 @@ class HFTextEncoder(Encoder):
                 f"|pooling={self.pooling}|transformers={tf_version}|code=v{_CODE_VERSION}"
             )
         return self._fingerprint
+
+    def tokens(self, text: str) -> list[str]:
+        """The tokenizer's tokens for ``text`` (special tokens included, truncated to ``max_length``).
+
+        Position ``i`` is the text token state ``i`` of :meth:`encode`, so per-token scores can be shown as words.
+        """
+        ids = self.tokenizer(str(text), truncation=True, max_length=self.max_length)["input_ids"]
+        return list(self.tokenizer.convert_ids_to_tokens(ids))
 
     def _forward(self, batch_ids: list[list[int]], batch_types: list[list[int]] | None) -> tuple[torch.Tensor, ...]:
         """Right-pads one bucket to its longest text and runs the model; returns (states, mask) on the CPU."""

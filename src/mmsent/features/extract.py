@@ -125,6 +125,7 @@ def extract_modality(
     progress: bool = True,
     preprocessing: dict[str, Any] | None = None,
     encode_kwargs: dict[str, Any] | None = None,
+    stats: dict[str, Any] | None = None,
 ) -> ModalityFeatures:
     """Features of one modality: an exact cache hit, else cached rows reused by content plus freshly encoded ones.
 
@@ -133,6 +134,8 @@ def extract_modality(
         item_ids: content id per item (equal ids are encoded once).
         data_fp: fingerprint of the whole ordered data (part of the entry key).
         preprocessing: options outside the encoder that change the features (part of both keys).
+        stats: when given, receives ``{"cache": hit|miss|hit by rows|off, "encoded", "reused", "seconds",
+            "encode_seconds", "items_per_second"}`` for this modality.
     """
     t0 = time.perf_counter()
     guids = [str(g) for g in guids]
@@ -150,6 +153,8 @@ def extract_modality(
                 key[:12],
                 time.perf_counter() - t0,
             )
+            if stats is not None:
+                stats.update(cache="hit", encoded=0, reused=len(guids), seconds=time.perf_counter() - t0)
             return hit[1]
 
     # one row per distinct content, in first-seen order
@@ -197,6 +202,10 @@ def extract_modality(
         )
     dt = time.perf_counter() - t0
     rate = f", {len(todo) / t_enc:.1f}/s" if todo and t_enc > 0 else ""
+    if stats is not None:
+        stats.update(cache="off" if cache is None else ("miss" if todo else "hit by rows"), encoded=len(todo),
+                     reused=len(unique) - len(todo), seconds=dt, encode_seconds=t_enc,
+                     items_per_second=len(todo) / t_enc if todo and t_enc > 0 else None)
     logger.info(
         "%s features: cache %s (%d rows, %s): encoded %d, reused %d cached rows, in %.1fs%s",
         modality,
@@ -222,6 +231,7 @@ def extract_features(
     progress: bool = True,
     max_image_pixels: int | None = None,
     num_threads: int = 0,
+    stats: dict[str, dict[str, Any]] | None = None,
 ) -> FeatureSet:
     """Image and text features for ``examples`` (in their order), from the cache where possible.
 
@@ -239,7 +249,9 @@ def extract_features(
         progress: progress bars with throughput.
         max_image_pixels: images larger than this are refused (decompression-bomb guard).
         num_threads: torch CPU threads while encoding (0 = every core), restored afterwards.
+        stats: when given, receives per-modality cache/throughput figures under ``"image"`` and ``"text"``.
     """
+    stats = {} if stats is None else stats
     guids = [ex.guid for ex in examples]
     with torch_threads(num_threads):
         paths = [ex.image_path for ex in examples]
@@ -261,6 +273,7 @@ def extract_features(
             batch_size=batch_size,
             progress=progress,
             encode_kwargs=encode_kw,
+            stats=stats.setdefault("image", {"encoder": image_encoder.name}),
         )
 
         if cleaner is None:
@@ -277,5 +290,6 @@ def extract_features(
             cache,
             batch_size=batch_size,
             progress=progress,
+            stats=stats.setdefault("text", {"encoder": text_encoder.name}),
         )
     return FeatureSet(guids, image, text)

@@ -1,0 +1,5 @@
+"""``python -m mmsent`` runs the CLI."""
+
+from mmsent.cli import app
+
+app()
