@@ -121,3 +121,17 @@ def test_predict_with_a_named_model(tmp_path, cfg, fakes):
     result = pipeline.run(cfg, tmp_path / "run", progress=False)
     assert result.chosen_model == "gated"
     assert Path(tmp_path / "run" / "models" / "gated_seed0").is_dir()
+
+
+def test_kfold_writes_every_fold_and_validates_on_the_chosen_one(tmp_path, cfg):
+    cfg.data.kfold = 3
+    cfg.data.fold = 1
+    dataset = pipeline.load_dataset(cfg)
+    split = pipeline.prepare_split(cfg, dataset, tmp_path)
+    folds = [load_split(tmp_path / f"split_fold{i}.csv") for i in range(3)]
+    assert (split.train, split.val) == (folds[1].train, folds[1].val)
+    all_val = [g for f in folds for g in f.val]
+    assert sorted(all_val) == sorted(ex.guid for ex in dataset.train)  # the folds' validation parts partition
+    cfg.data.fold = 3
+    with pytest.raises(ValueError, match="data.fold=3 is out of range"):
+        pipeline.prepare_split(cfg, dataset, tmp_path)

@@ -18,7 +18,8 @@ class DataConfig:
     on_error: Literal["raise", "skip"] = "raise"
     val_fraction: float = 0.15
     split_seed: int = 13
-    kfold: int = 0  # >1: k-fold cross-validation instead of one split
+    kfold: int = 0  # >1: stratified k folds (all written as split_fold{i}.csv); this run validates on `fold`
+    fold: int = 0
     split_file: str | None = None  # reuse a split written by an earlier run (split.csv) instead of making one
     max_image_pixels: int = 89_478_485  # PIL's own default decompression-bomb limit
 

@@ -25,7 +25,7 @@ from mmsent.config import RunConfig
 from mmsent.data.lab_format import load_lab_dataset
 from mmsent.data.records import LabDataset
 from mmsent.data.sample import sample_dataset_path
-from mmsent.data.splits import Split, check_split, load_split, make_split, save_split
+from mmsent.data.splits import Split, check_split, kfold_splits, load_split, make_split, save_split
 from mmsent.data.text import TextCleaner
 from mmsent.device import resolve_device
 from mmsent.encoders.registry import create_encoders_from_config
@@ -73,6 +73,17 @@ def prepare_split(cfg: RunConfig, dataset: LabDataset, run_dir: Path | None = No
     if cfg.data.split_file:
         split = load_split(cfg.data.split_file)
         log.info("reusing split %s", cfg.data.split_file)
+    elif cfg.data.kfold > 1:
+        folds = kfold_splits(dataset.train, cfg.data.kfold, cfg.data.split_seed)
+        if not 0 <= cfg.data.fold < len(folds):
+            raise ValueError(f"data.fold={cfg.data.fold} is out of range for data.kfold={cfg.data.kfold} "
+                             f"(use 0..{len(folds) - 1})")
+        if run_dir is not None:
+            for i, fold in enumerate(folds):
+                save_split(fold, Path(run_dir) / f"split_fold{i}.csv")
+        split = folds[cfg.data.fold]
+        log.info("fold %d of %d (all folds written; run the others with --set data.fold=N)", cfg.data.fold,
+                 len(folds))
     else:
         split = make_split(dataset.train, cfg.data.val_fraction, cfg.data.split_seed)
     check_split(split, dataset.train)
@@ -190,6 +201,12 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> RunResult
         "data_root": str(resolve_data_root(cfg)),
     }
     (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    try:
+        from mmsent.report import build_report  # local: matplotlib is needed only here
+
+        build_report(run_dir)
+    except Exception:  # noqa: BLE001 -- the run's results are written; a broken report must not lose them
+        log.exception("building the HTML report failed; rebuild it with `mmsent report %s`", run_dir)
     return RunResult(run_dir, comparison, chosen, predictions_path, timings)
 
 
