@@ -23,6 +23,12 @@ def test_file_then_overrides(tmp_path):
     assert cfg.cleaning.lowercase is True and cfg.data.root == "/x"
 
 
+def test_single_item_and_bracketed_lists():
+    assert load_config(overrides=["compare.seeds=7"]).compare.seeds == [7]
+    assert load_config(overrides=["compare.seeds=[3, 4]"]).compare.seeds == [3, 4]
+    assert load_config(overrides=["compare.models=concat"]).compare.models == ["concat"]
+
+
 def test_shipped_default_config_matches_the_code_defaults():
     from pathlib import Path
 

@@ -17,7 +17,7 @@ from mmsent.config import ConfigError, RunConfig, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="mmsent: multimodal (image + text) sentiment analysis.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 DataOpt = typer.Option(None, "--data", "-d", help="Dataset folder in lab format (default: the bundled sample).")
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file (see configs/default.yaml).")
@@ -197,6 +197,51 @@ def predict(run_dir: Path = typer.Argument(..., help="A finished run directory (
         _fail(exc)
         return
     console.print(f"predictions: {path}")
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A finished run directory."),
+           explain: bool = typer.Option(True, "--explain/--no-explain", help="Explain the error gallery (loads the "
+                                        "run's encoders and models)."),
+           max_errors: int = typer.Option(12, "--max-errors", help="Rows in the error gallery.")) -> None:
+    """Rebuilds RUN_DIR/report.html (self-contained) and the figures in RUN_DIR/report/."""
+    from mmsent.report import build_report
+
+    try:
+        path = build_report(run_dir, explain=explain, max_errors=max_errors)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+        return
+    console.print(f"report: {path}")
+
+
+@app.command()
+def serve(run_dir: Path = typer.Argument(..., help="A finished run directory (holds models/ and config.yaml)."),
+          host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+          port: int = typer.Option(8000, "--port", help="TCP port."),
+          model: Optional[str] = typer.Option(None, "--model", help="Serve this design instead of the chosen one."),
+          threads: int = typer.Option(1, "--threads", help="Torch threads per request (requests run one at a "
+                                      "time). 1 stays fast when other processes share the cores; 0 = all cores."),
+          max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="Largest image file accepted."),
+          max_image_pixels: int = typer.Option(50_000_000, "--max-image-pixels", help="Largest decoded image."),
+          max_batch: int = typer.Option(32, "--max-batch", help="Most rows per /predict/batch request.")) -> None:
+    """Serves a run's ensemble over HTTP: POST /predict, POST /predict/batch, GET /health, a demo page at /."""
+    import torch
+    import uvicorn
+
+    from mmsent.device import resolve_num_threads
+    from mmsent.serve import ServeSettings, create_app
+
+    torch.set_num_threads(resolve_num_threads(threads))
+    settings = ServeSettings(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_image_pixels=max_image_pixels,
+                             max_batch=max_batch)
+    try:
+        api = create_app(run_dir, settings=settings, model_name=model)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        _fail(exc)
+        return
+    console.print(f"serving {run_dir} on http://{host}:{port}/ (API docs at /docs)")
+    uvicorn.run(api, host=host, port=port, log_level="info")
 
 
 if __name__ == "__main__":  # pragma: no cover

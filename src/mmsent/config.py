@@ -103,7 +103,10 @@ class ConfigError(ValueError):
 
 def _coerce(value: Any, current: Any, where: str) -> Any:
     """Converts a YAML/CLI value to the type of the field's current value."""
-    if isinstance(value, str) and not isinstance(current, str) and current is not None:
+    if isinstance(current, list) and isinstance(value, str) and not value.strip().startswith("["):
+        # "a,b" or a single item: a comma-separated list from the command line
+        value = [yaml.safe_load(v.strip()) for v in value.split(",") if v.strip()]
+    elif isinstance(value, str) and not isinstance(current, str) and current is not None:
         value = yaml.safe_load(value)
     if isinstance(current, bool):
         if not isinstance(value, bool):
@@ -123,10 +126,6 @@ def _coerce(value: Any, current: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
     if isinstance(current, list):
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-            if current and isinstance(current[0], int):
-                value = [int(v) for v in value]
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return value

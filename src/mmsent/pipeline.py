@@ -219,8 +219,8 @@ def predict_from_run(run_dir: str | Path, cfg: RunConfig, out: str | Path | None
     run_dir = Path(run_dir)
     model_dirs = sorted((run_dir / MODELS_DIR).glob("*_seed*"))
     if not model_dirs:
-        raise FileNotFoundError(f"{run_dir / MODELS_DIR}: no saved models; run `mmsent run` or `mmsent compare` "
-                                "with --out pointing here first")
+        raise FileNotFoundError(f"{run_dir / MODELS_DIR}: no saved models; run `mmsent run --out RUN_DIR` "
+                                "to train and save them first")
     from mmsent.config import load_config  # local: only this entry point needs the run's saved config
 
     run_cfg = load_config(run_dir / "config.yaml")

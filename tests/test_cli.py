@@ -1,0 +1,75 @@
+"""The CLI is a thin layer: exit codes, messages, and that it reaches the library."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+import mmsent.pipeline as pipeline
+from mmsent.cli import app
+from mmsent.data.sample import sample_dataset_path
+from mmsent_testkit import FakeImageEncoder, FakeTextEncoder
+
+runner = CliRunner()
+FAST = ["--set", "training.hidden_dim=16", "--set", "training.epochs=2", "--set", "training.num_heads=2",
+        "--set", "compare.seeds=0", "--set", "compare.models=concat,text_only,image_only"]
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    encoders = (FakeImageEncoder(), FakeTextEncoder(max_length=8))
+    monkeypatch.setattr(pipeline, "create_encoders_from_config", lambda cfg, **kw: encoders)
+    return encoders
+
+
+def test_validate_the_bundled_sample_prints_its_report():
+    result = runner.invoke(app, ["validate"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["counts"]["train"] == 360 and report["counts"]["test"] == 61
+    assert sum(report["label_counts"].values()) == 360
+
+
+def test_validate_lists_bad_rows_and_exits_1(tmp_path):
+    root = tmp_path / "lab"
+    shutil.copytree(sample_dataset_path(), root)
+    first_guid = (root / "train.txt").read_text(encoding="utf-8").splitlines()[1].split(",")[0]
+    (root / "data" / f"{first_guid}.txt").unlink()
+    with (root / "train.txt").open("a", encoding="utf-8") as fh:
+        fh.write("99999,happy\n")
+    result = runner.invoke(app, ["validate", "--data", str(root)])
+    assert result.exit_code == 1
+    assert f"{first_guid}.txt" in result.output and "happy" in result.output
+    skipped = runner.invoke(app, ["validate", "--data", str(root), "--on-error", "skip"])
+    assert skipped.exit_code == 0, skipped.output
+    report = json.loads(skipped.stdout)
+    assert report["counts"]["train"] == 359  # 360 - the row without text; the unknown-label row is counted, not kept
+    assert sum(report["skipped"].values()) == 2
+
+
+def test_bad_override_is_a_usage_error():
+    result = runner.invoke(app, ["run", "--set", "training.lrr=1"])
+    assert result.exit_code == 2
+    assert "training.lrr" in result.output
+
+
+def test_run_then_predict(tmp_path, fakes):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["run", "--out", str(out), "-q", "--set", f"cache_dir={tmp_path / 'c'}"] + FAST)
+    assert result.exit_code == 0, result.output
+    assert "| concat |" in result.stdout or "| **concat** |" in result.stdout
+    assert (out / "predictions.txt").is_file()
+    again = tmp_path / "again.txt"
+    result = runner.invoke(app, ["predict", str(out), "--out", str(again), "-q",
+                                 "--set", f"cache_dir={tmp_path / 'c'}"])
+    assert result.exit_code == 0, result.output
+    assert again.read_text(encoding="utf-8") == (out / "predictions.txt").read_text(encoding="utf-8")
+
+
+def test_predict_without_a_run_explains(tmp_path):
+    result = runner.invoke(app, ["predict", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "no saved models" in result.output
