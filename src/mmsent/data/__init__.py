@@ -1,6 +1,6 @@
 """Data layer: lab-format reading with validation, text decoding and cleaning, safe image loading, splits."""
 
-from mmsent.data.images import ImageLoadError, ImageTooLargeError, check_image, load_image
+from mmsent.data.images import ImageLoadError, ImageTooLargeError, check_image, load_image, load_image_bytes
 from mmsent.data.lab_format import DataValidationError, load_lab_dataset
 from mmsent.data.records import DataIssue, Example, LabDataset, LoadReport
 from mmsent.data.sample import load_sample_dataset, sample_dataset_path
@@ -24,6 +24,7 @@ __all__ = [
     "decode_text",
     "kfold_splits",
     "load_image",
+    "load_image_bytes",
     "load_lab_dataset",
     "load_sample_dataset",
     "load_split",

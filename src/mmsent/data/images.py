@@ -135,6 +135,24 @@ def load_image(
         raise ImageLoadError(path, "file not found") from None
     except OSError as exc:
         raise ImageLoadError(path, f"cannot read file: {exc.strerror or exc}") from exc
+    return load_image_bytes(data, max_pixels=max_pixels, min_side=min_side, name=path)
+
+
+def load_image_bytes(
+    data: bytes, *, max_pixels: int | None = None, min_side: int | None = None, name: str | Path = "<bytes>"
+) -> Image.Image:
+    """:func:`load_image` for an image already in memory (an upload); the same checks, nothing written to disk.
+
+    Args:
+        data: the encoded image (JPEG, PNG, ...).
+        max_pixels: as for :func:`load_image`.
+        min_side: as for :func:`load_image`.
+        name: what error messages call the image (e.g. the upload's file name).
+
+    Raises:
+        ImageLoadError: naming ``name`` and the reason (:class:`ImageTooLargeError` for too many pixels).
+    """
+    path = name
     if not data:
         raise ImageLoadError(path, "empty file (0 bytes)")
     limit = max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS

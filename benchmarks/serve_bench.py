@@ -1,0 +1,156 @@
+"""Latency and load benchmark of ``mmsent serve`` on loopback.
+
+Starts the server on a finished run directory, then measures
+  (a) single-request latency of an image + text prediction on a warm model (median and p95), and
+  (b) N concurrent clients for D seconds: error count, latency percentiles, throughput, and the server's RSS at the
+      start and end of the load (a steady climb across runs would point at a leak).
+
+    python benchmarks/serve_bench.py runs/sample                  # both parts, 20 clients x 60 s
+    python benchmarks/serve_bench.py runs/sample --skip-load      # latency only (~1 min incl. start-up)
+
+Prints a JSON summary and writes it to ``--out`` when given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_GUID = "1002"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process in MiB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    s = sorted(values)
+
+    def pct(p: float) -> float:
+        return s[min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))]
+
+    return {"n": len(s), "median_ms": statistics.median(s), "p90_ms": pct(90), "p95_ms": pct(95), "p99_ms": pct(99),
+            "max_ms": s[-1], "mean_ms": statistics.fmean(s)}
+
+
+def start_server(run_dir: Path, port: int, threads: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "mmsent", "serve", str(run_dir), "--host", "127.0.0.1", "--port", str(port),
+           "--threads", str(threads)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    proc.terminate()
+    raise RuntimeError("server did not become healthy within 180 s")
+
+
+def one_request(client: httpx.Client, url: str, image: bytes, text: str, explain: bool) -> float:
+    t = time.perf_counter()
+    r = client.post(url, files={"image": ("bench.jpg", image, "image/jpeg")},
+                    data={"text": text, "explain": "true" if explain else "false"})
+    r.raise_for_status()
+    return (time.perf_counter() - t) * 1e3
+
+
+def latency(base: str, image: bytes, text: str, n: int, explain: bool) -> dict[str, float]:
+    with httpx.Client(timeout=60) as client:
+        for _ in range(3):  # warm-up: first calls pay for lazy initialisation in torch and the tokenizer
+            one_request(client, f"{base}/predict", image, text, explain)
+        return percentiles([one_request(client, f"{base}/predict", image, text, explain) for _ in range(n)])
+
+
+def load(base: str, pid: int, image: bytes, text: str, clients: int, seconds: float) -> dict:
+    times: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def worker() -> None:
+        with httpx.Client(timeout=120) as client:
+            while time.monotonic() < stop:
+                try:
+                    ms = one_request(client, f"{base}/predict", image, text, explain=True)
+                    with lock:
+                        times.append(ms)
+                except Exception as exc:  # noqa: BLE001 -- every failure is counted, not raised
+                    with lock:
+                        errors.append(f"{type(exc).__name__}: {exc}"[:200])
+
+    rss_start = rss_mb(pid)
+    t0 = time.perf_counter()
+    pool = [threading.Thread(target=worker) for _ in range(clients)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    wall = time.perf_counter() - t0
+    return {"clients": clients, "seconds": round(wall, 1), "ok": len(times), "errors": len(errors),
+            "error_examples": sorted(set(errors))[:5], "throughput_rps": len(times) / wall,
+            "latency": percentiles(times), "rss_mb_start": rss_start, "rss_mb_end": rss_mb(pid)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--image", type=Path, default=ROOT / "src/mmsent/sample_data/lab/data" / f"{SAMPLE_GUID}.jpg")
+    ap.add_argument("--text", default="What a wonderful day at the beach with friends! #happy")
+    ap.add_argument("--requests", type=int, default=50, help="sequential requests for the latency part")
+    ap.add_argument("--clients", type=int, default=20)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--threads", type=int, default=1, help="--threads of mmsent serve")
+    ap.add_argument("--skip-load", action="store_true", help="only the single-request latency")
+    ap.add_argument("--out", type=Path, help="also write the JSON summary here")
+    args = ap.parse_args()
+
+    image = args.image.read_bytes()
+    port = free_port()
+    proc = start_server(args.run_dir, port, args.threads)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        summary: dict = {"run_dir": str(args.run_dir), "server_threads": args.threads,
+                         "model": httpx.get(f"{base}/health").json()["model"]["name"],
+                         "rss_mb_after_start": rss_mb(proc.pid)}
+        summary["latency_explain"] = latency(base, image, args.text, args.requests, explain=True)
+        summary["latency_no_explain"] = latency(base, image, args.text, args.requests, explain=False)
+        if not args.skip_load:
+            summary["load"] = load(base, proc.pid, image, args.text, args.clients, args.seconds)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    text = json.dumps(summary, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""A finished run's seed ensemble and encoders, loaded once, predicting raw (image, text) pairs with explanations.
+
+Used by the web service and by the report's error gallery::
+
+    predictor = RunPredictor("runs/sample")
+    [result] = predictor.predict([open("cat.jpg", "rb").read()], ["what a day"])
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mmsent.config import RunConfig, load_config
+from mmsent.data.images import load_image, load_image_bytes
+from mmsent.data.text import TextCleaner
+from mmsent.encoders.base import Encoder
+from mmsent.encoders.efficientnet import center_crop_resized
+from mmsent.encoders.registry import create_encoders_from_config
+from mmsent.explain import Baseline, explain, overlay_heatmap
+from mmsent.fusion.base import FusionInputs, FusionModel
+from mmsent.fusion.registry import load_model
+
+log = logging.getLogger("mmsent.inference")
+
+ImageInput = bytes | str | Path | Image.Image
+
+
+@dataclass
+class Prepared:
+    """One batch turned into model inputs, with what is needed to show the explanation."""
+
+    inputs: FusionInputs
+    crops: list[np.ndarray]
+    cleaned: list[str]
+    tokens: list[list[str]]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def chosen_model_name(run_dir: Path) -> str:
+    """The model a run predicts with: ``metrics.json``'s ``chosen_model``, else the only design under ``models/``."""
+    metrics = run_dir / "metrics.json"
+    if metrics.is_file():
+        name = json.loads(metrics.read_text(encoding="utf-8")).get("chosen_model")
+        if name:
+            return str(name)
+    names = sorted({p.name.rsplit("_seed", 1)[0] for p in (run_dir / "models").glob("*_seed*")})
+    if len(names) != 1:
+        raise FileNotFoundError(f"{run_dir}: no metrics.json naming chosen_model, and models/ holds "
+                                f"{len(names)} designs ({', '.join(names) or 'none'})")
+    return names[0]
+
+
+def png_data_uri(image: Image.Image) -> str:
+    """``data:image/png;base64,...`` of an image, for HTML and JSON."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=False)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+class RunPredictor:
+    """Predicts with the seed ensemble a run saved, encoding raw inputs with the run's own encoders and cleaning.
+
+    Thread-safe: calls are serialised by a lock (on a few CPU cores, parallel forward passes only contend).
+
+    Args:
+        run_dir: a finished run directory (``config.yaml``, ``models/<name>_seed<k>/``, ideally ``metrics.json``).
+        model_name: the design to load; default: the run's chosen model.
+        device: where models and encoders run.
+        encoders: ``(image_encoder, text_encoder)`` to use instead of building them from the run's config.
+        max_image_pixels: decompression-bomb limit; default: the run's ``data.max_image_pixels``.
+        baseline: what modality ablation replaces a modality with.
+    """
+
+    def __init__(self, run_dir: str | Path, *, model_name: str | None = None, device: str = "cpu",
+                 encoders: tuple[Encoder, Encoder] | None = None, max_image_pixels: int | None = None,
+                 baseline: Baseline = "zeros") -> None:
+        self.run_dir = Path(run_dir)
+        if not (self.run_dir / "config.yaml").is_file():
+            raise FileNotFoundError(f"{self.run_dir / 'config.yaml'} not found; is {self.run_dir} a run directory?")
+        self.cfg: RunConfig = load_config(self.run_dir / "config.yaml")
+        self.model_name = model_name or chosen_model_name(self.run_dir)
+        dirs = sorted((self.run_dir / "models").glob(f"{self.model_name}_seed*"),
+                      key=lambda p: int(p.name.rsplit("_seed", 1)[1]) if p.name.rsplit("_seed", 1)[1].isdigit() else 0)
+        if not dirs:
+            raise FileNotFoundError(f"{self.run_dir / 'models'}: no saved {self.model_name}_seed* models")
+        self.models: list[FusionModel] = [load_model(p, device) for p in dirs]
+        self.seeds = [int(m.saved_meta.get("seed", i)) for i, m in enumerate(self.models)]
+        if encoders is None:
+            enc_cfg = replace(self.cfg.encoders, device=device)
+            encoders = create_encoders_from_config(enc_cfg, cache_dir=Path(self.cfg.cache_dir).expanduser() / "models")
+        self.image_encoder, self.text_encoder = encoders
+        hp = self.models[0].hparams
+        if (hp.get("image_dim"), hp.get("text_dim")) != (self.image_encoder.dim, self.text_encoder.dim):
+            raise ValueError(f"{self.model_name} was trained on {hp.get('image_dim')}-d image and "
+                             f"{hp.get('text_dim')}-d text features, but the encoders give {self.image_encoder.dim}-d "
+                             f"and {self.text_encoder.dim}-d; were they changed since the run?")
+        self.cleaner = TextCleaner(self.cfg.cleaning)
+        self.max_image_pixels = max_image_pixels or self.cfg.data.max_image_pixels
+        self.baseline = baseline
+        tokenizer = getattr(self.text_encoder, "tokenizer", None)
+        self._special = set(getattr(tokenizer, "all_special_tokens", []) or [])
+        self._lock = threading.Lock()
+
+    # -- description ------------------------------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        """What is loaded, for ``/health`` and the response's ``model`` block."""
+        return {"name": self.model_name, "seeds": self.seeds, "run_dir": str(self.run_dir),
+                "image_encoder": self.image_encoder.name, "text_encoder": self.text_encoder.name,
+                "labels": list(self.models[0].saved_meta.get("labels", [])) or None,
+                "modalities": sorted(set().union(*(m.modalities for m in self.models)))}
+
+    # -- inputs -----------------------------------------------------------------------------------------------------
+    def load(self, image: ImageInput, name: str = "<upload>") -> Image.Image:
+        """Decodes an image from bytes, a path or a PIL image, with the run's pixel limit (raises ImageLoadError)."""
+        side = getattr(self.image_encoder, "resize_size", None)
+        if isinstance(image, Image.Image):
+            return image.convert("RGB")
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            return load_image_bytes(bytes(image), max_pixels=self.max_image_pixels, min_side=side, name=name)
+        return load_image(image, max_pixels=self.max_image_pixels, min_side=side)
+
+    def crop(self, image: Image.Image) -> np.ndarray:
+        """The ``(S, S, 3)`` center crop the image encoder sees (its grid cells tile this crop)."""
+        enc = self.image_encoder
+        return center_crop_resized(image, enc.input_size, enc.resize_size, enc.resample)
+
+    def prepare(self, images: Sequence[Image.Image], texts: Sequence[str]) -> Prepared:
+        """Encodes decoded images and raw texts (cleaned here) into one batch of model inputs."""
+        if len(images) != len(texts):
+            raise ValueError(f"{len(images)} images but {len(texts)} texts")
+        t0 = time.perf_counter()
+        crops = [self.crop(im) for im in images]
+        pooled, tokens = self.image_encoder.encode_tensor(torch.from_numpy(np.stack(crops)))
+        t1 = time.perf_counter()
+        cleaned = [self.cleaner(t) for t in texts]
+        text = self.text_encoder.encode(cleaned, batch_size=max(1, len(cleaned)))
+        # Cut the padding columns no row uses: models mask them anyway, so this only saves work.
+        width = int(text.mask.any(0).nonzero().max()) + 1 if bool(text.mask.any()) else 1
+        tok_lists = [self.text_encoder.tokens(c) if hasattr(self.text_encoder, "tokens") else [] for c in cleaned]
+        t2 = time.perf_counter()
+        inputs = FusionInputs(pooled.float(), tokens.float(), torch.ones(tokens.shape[:2], dtype=torch.bool),
+                              text.pooled.float(), text.tokens[:, :width].float(), text.mask[:, :width].bool())
+        return Prepared(inputs, crops, cleaned, tok_lists,
+                        {"image_encode": (t1 - t0) * 1e3, "text_encode": (t2 - t1) * 1e3})
+
+    # -- prediction -------------------------------------------------------------------------------------------------
+    def predict(self, images: Sequence[ImageInput], texts: Sequence[str], *, explain_inputs: bool = True,
+                overlay: bool = False) -> list[dict[str, Any]]:
+        """Label, probabilities and evidence for each (image, text) pair.
+
+        Args:
+            images: encoded bytes, paths or PIL images.
+            texts: raw tweet texts (cleaned with the run's cleaning rules).
+            explain_inputs: compute gradient x input maps and token scores (ablation, gate and attention are cheap
+                and always included).
+            overlay: add ``evidence.image_overlay_png``, a data URI of the heat-map drawn over the crop.
+
+        Raises:
+            ImageLoadError: for an image that cannot be used.
+        """
+        decoded = [self.load(im) for im in images]
+        with self._lock:
+            t0 = time.perf_counter()
+            prep = self.prepare(decoded, texts)
+            t1 = time.perf_counter()
+            rows = explain(self.models, prep.inputs, baseline=self.baseline, saliency=explain_inputs,
+                           text_pooling=self.cfg.encoders.text_pooling)
+            t2 = time.perf_counter()
+        results = []
+        for i, row in enumerate(rows):
+            evidence = {k: row[k] for k in ("modality_ablation", "dominant_modality", "baseline", "gate",
+                                             "image_attention", "image_saliency")}
+            evidence["tokens"] = self._token_scores(prep.tokens[i], row["text_saliency"])
+            cells = row["image_attention"] or row["image_saliency"]
+            evidence["image_map"] = "attention" if row["image_attention"] else ("saliency" if cells else None)
+            if overlay:
+                evidence["image_overlay_png"] = png_data_uri(overlay_heatmap(prep.crops[i], cells)) if cells else None
+            results.append({"label": row["label"], "probabilities": row["probabilities"],
+                            "cleaned_text": prep.cleaned[i], "evidence": evidence})
+        timing = {**prep.timings_ms, "fusion_and_explain": (t2 - t1) * 1e3, "total": (t2 - t0) * 1e3}
+        for r in results:
+            r["timing_ms"] = {k: round(v, 2) for k, v in timing.items()}
+        return results
+
+    def _token_scores(self, tokens: list[str], scores: list[float] | None) -> list[dict[str, Any]] | None:
+        """Pairs tokens with gradient x input, scaled to [-1, 1] by the largest magnitude; special tokens dropped."""
+        if scores is None or not tokens:
+            return None
+        pairs = [(t, s) for t, s in zip(tokens, scores) if t not in self._special]
+        peak = max((abs(s) for _, s in pairs), default=0.0) or 1.0
+        return [{"token": t, "score": round(s / peak, 4)} for t, s in pairs]

@@ -1,0 +1,101 @@
+"""Reading what a finished run wrote (comparison, metrics, validation probabilities) into one object."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmsent.labels import LABELS
+
+
+@dataclass
+class ModelValidation:
+    """Validation probabilities of one design: ``probs (S, N, 3)`` over seeds, rows in ``guids`` order."""
+
+    seeds: list[int]
+    probs: np.ndarray
+
+    @property
+    def ensemble(self) -> np.ndarray:
+        """Mean over seeds ``(N, 3)``: what a seed ensemble of this design predicts."""
+        return self.probs.mean(0)
+
+
+@dataclass
+class RunData:
+    """The parts of a run directory the report draws on. Missing files leave their field empty."""
+
+    run_dir: Path
+    comparison: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    data_report: dict[str, Any] = field(default_factory=dict)
+    guids: list[str] = field(default_factory=list)
+    gold: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    validation: dict[str, ModelValidation] = field(default_factory=dict)
+
+    @property
+    def chosen_model(self) -> str | None:
+        return self.metrics.get("chosen_model") or self.comparison.get("best_model")
+
+    @property
+    def data_root(self) -> Path | None:
+        root = self.metrics.get("data_root") or self.data_report.get("root")
+        return Path(root) if root else None
+
+
+def _json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def read_validation_predictions(path: Path) -> tuple[list[str], np.ndarray, dict[str, ModelValidation]]:
+    """Parses the long-form ``validation_predictions.csv`` into guids, gold indices and per-model probabilities.
+
+    Raises:
+        ValueError: if models disagree on the validation rows or a row's gold label is unknown.
+    """
+    rows: dict[str, dict[int, dict[str, list[float]]]] = {}
+    gold: dict[str, str] = {}
+    order: dict[tuple[str, int], list[str]] = {}
+    with path.open(encoding="utf-8", newline="") as fh:
+        for rec in csv.DictReader(fh):
+            model, seed, guid = rec["model"], int(rec["seed"]), rec["guid"]
+            rows.setdefault(model, {}).setdefault(seed, {})[guid] = [float(rec[f"p_{n}"]) for n in LABELS]
+            order.setdefault((model, seed), []).append(guid)
+            gold[guid] = rec["gold"]
+    if not order:
+        return [], np.zeros(0, dtype=int), {}
+    guids = next(iter(order.values()))
+    if any(sorted(g) != sorted(guids) for g in order.values()):
+        raise ValueError(f"{path}: runs were scored on different validation rows")
+    unknown = {g for g in gold.values() if g not in LABELS}
+    if unknown:
+        raise ValueError(f"{path}: unknown gold labels {sorted(unknown)}")
+    validation = {}
+    for model, by_seed in rows.items():
+        seeds = sorted(by_seed)
+        probs = np.array([[by_seed[s][g] for g in guids] for s in seeds], dtype=np.float64)
+        validation[model] = ModelValidation(seeds, probs)
+    return guids, np.array([LABELS.index(gold[g]) for g in guids]), validation
+
+
+def load_run_data(run_dir: str | Path) -> RunData:
+    """Reads ``comparison.json``, ``metrics.json``, ``data_report.json`` and ``validation_predictions.csv``.
+
+    Raises:
+        FileNotFoundError: if the folder holds none of them (not a run directory).
+    """
+    run_dir = Path(run_dir)
+    names = ("comparison.json", "metrics.json", "validation_predictions.csv")
+    if not any((run_dir / n).is_file() for n in names):
+        raise FileNotFoundError(f"{run_dir}: not a run directory (none of {', '.join(names)} found)")
+    data = RunData(run_dir, _json(run_dir / "comparison.json"), _json(run_dir / "metrics.json"),
+                   _json(run_dir / "data_report.json"))
+    preds = run_dir / "validation_predictions.csv"
+    if preds.is_file():
+        data.guids, data.gold, data.validation = read_validation_predictions(preds)
+    return data

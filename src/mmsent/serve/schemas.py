@@ -1,0 +1,93 @@
+"""Request and response bodies of the HTTP API (they also make up its OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class PredictItem(BaseModel):
+    """One image + tweet, the image as base64 (a ``data:image/...;base64,`` prefix is accepted)."""
+
+    text: str = Field(..., description="The raw tweet; cleaned with the run's cleaning rules before encoding.")
+    image_base64: str = Field(..., description="The encoded image file (JPEG, PNG, ...), base64.")
+
+
+class PredictJSON(PredictItem):
+    """``POST /predict`` as ``application/json``."""
+
+    explain: bool = Field(True, description="Gradient x input maps and token scores (ablation is always included).")
+    overlay: bool = Field(False, description="Add evidence.image_overlay_png, the heat-map drawn over the crop.")
+
+
+class BatchRequest(BaseModel):
+    """``POST /predict/batch``: many rows at once; rows are all checked before any is predicted."""
+
+    items: list[PredictItem]
+    explain: bool = False
+    overlay: bool = False
+
+
+class TokenScore(BaseModel):
+    token: str = Field(..., description="A tokenizer token of the cleaned text ('##' marks a word piece).")
+    score: float = Field(..., description="Gradient x input for the predicted class, scaled to [-1, 1].")
+
+
+class GateSummary(BaseModel):
+    gate_from: Literal["image", "text"] | None
+    mean: float = Field(..., description="Mean gate value in [0, 1]: how much of the other modality passes.")
+    open_fraction: float = Field(..., description="Share of gate units above 0.5.")
+    per_seed_mean: list[float]
+
+
+class Evidence(BaseModel):
+    """Which modality drove the prediction, and where in the image and text."""
+
+    modality_ablation: dict[str, float] = Field(
+        ..., description="Per modality, the drop in the predicted class's probability when that modality's features "
+        "are replaced by the baseline (positive: the modality supported the prediction).")
+    dominant_modality: Literal["image", "text", "both", "neither"] = Field(
+        ..., description="The modality whose removal costs the prediction most (see modality_ablation).")
+    baseline: Literal["zeros", "training_mean"]
+    gate: GateSummary | None = Field(None, description="Gated fusion only.")
+    image_attention: list[list[float]] | None = Field(
+        None, description="Dual-stream only: text->image attention, grid x grid over the center crop (row 0 on top).")
+    image_saliency: list[list[float]] | None = Field(
+        None, description="Gradient x input per image grid cell (signed), when explain is on.")
+    image_map: Literal["attention", "saliency"] | None = Field(None, description="Which map the overlay shows.")
+    tokens: list[TokenScore] | None = None
+    image_overlay_png: str | None = Field(None, description="data:image/png;base64 heat-map over the crop.")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    seeds: list[int]
+    run_dir: str
+    image_encoder: str
+    text_encoder: str
+    labels: list[str] | None
+    modalities: list[str]
+
+
+class Prediction(BaseModel):
+    label: Literal["positive", "neutral", "negative"]
+    probabilities: dict[str, float]
+    cleaned_text: str
+    evidence: Evidence
+    timing_ms: dict[str, float]
+
+
+class PredictResponse(Prediction):
+    model: ModelInfo
+
+
+class BatchResponse(BaseModel):
+    results: list[Prediction]
+    model: ModelInfo
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    model: ModelInfo
+    limits: dict[str, int]

@@ -1,0 +1,78 @@
+"""The HTML report of a tiny run: written by the pipeline, self-contained, rebuildable from the CLI."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mmsent.cli import app
+from mmsent.report import build_report
+from mmsent.report.figures import calibration, confusion_matrix
+from mmsent.report.gallery import confident_errors
+from mmsent.report.run_data import load_run_data
+
+FIGURES = ("comparison", "learning_curves", "confusion", "per_class", "calibration")
+
+
+def test_the_pipeline_writes_a_self_contained_report(tiny_run):
+    html = (tiny_run / "report.html").read_text(encoding="utf-8")
+    for name in FIGURES:
+        png = tiny_run / "report" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert html.count("data:image/png;base64,") >= len(FIGURES)
+    # Nothing is fetched: no external scripts, stylesheets or images.
+    assert not re.search(r"""(src|href)\s*=\s*['"]?(https?:)?//""", html)
+    assert "<script" not in html
+    for model in ("dual_stream", "gated", "text_only"):
+        assert model in html
+    assert "Most confident validation errors" in html
+
+
+def test_gallery_holds_the_most_confident_errors_with_explanations(tiny_run):
+    html = (tiny_run / "report.html").read_text(encoding="utf-8")
+    data = load_run_data(tiny_run)
+    probs = data.validation["dual_stream"].ensemble
+    wrong = int((probs.argmax(1) != data.gold).sum())
+    cards = html.count("<div class='card'>")
+    assert cards == min(12, wrong)
+    if cards:
+        assert html.count("data:image/jpeg;base64,") == 2 * cards  # thumbnail + heat-map per card
+        assert "driven by:" in html and "class=\"tok\"" in html
+        assert "explanations unavailable" not in html
+
+
+def test_cli_rebuilds_the_report_without_explanations(tiny_run, tmp_path):
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_run, run)
+    (run / "report.html").unlink()
+    shutil.rmtree(run / "report")
+    result = CliRunner().invoke(app, ["report", str(run), "--no-explain", "--max-errors", "2"])
+    assert result.exit_code == 0, result.output
+    html = (run / "report.html").read_text(encoding="utf-8")
+    assert (run / "report" / "calibration.png").is_file()
+    assert "driven by:" not in html and html.count("<div class='card'>") <= 2
+
+
+def test_report_survives_missing_pieces(tiny_run, tmp_path):
+    run = tmp_path / "partial"
+    shutil.copytree(tiny_run, run)
+    (run / "validation_predictions.csv").unlink()
+    html = build_report(run, explain=False).read_text(encoding="utf-8")
+    assert "no validation_predictions.csv" in html and "Model comparison" in html
+    with pytest.raises(FileNotFoundError):
+        build_report(tmp_path / "nothing-here")
+
+
+def test_confident_errors_and_calibration_numbers():
+    gold = np.array([0, 1, 2, 0])
+    probs = np.array([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.1, 0.3, 0.6], [0.2, 0.5, 0.3]])
+    assert confident_errors(gold, probs, 5) == [1, 3]
+    assert confusion_matrix(gold, probs.argmax(1)).tolist() == [[1, 1, 0], [1, 0, 0], [0, 0, 1]]
+    cal = calibration(probs, gold, bins=2)
+    assert cal["count"] == [1, 3]
+    # bin 1: confidences .9 .8 .6, accuracy 2/3; bin 0: confidence .5, accuracy 0
+    assert cal["ece"] == pytest.approx(0.25 * 0.5 + 0.75 * abs((0.9 + 0.8 + 0.6) / 3 - 2 / 3))

@@ -1,0 +1,16 @@
+"""The app around the tiny run, shared by the API tests."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def client(tiny_predictor):
+    from fastapi.testclient import TestClient
+
+    from mmsent.serve import ServeSettings, create_app
+
+    settings = ServeSettings(max_upload_bytes=200_000, max_image_pixels=300 * 300, max_text_chars=500, max_batch=4)
+    with TestClient(create_app(predictor=tiny_predictor, settings=settings)) as c:
+        yield c
