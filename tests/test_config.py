@@ -52,3 +52,10 @@ def test_unreadable_file_is_a_config_error(tmp_path):
     (tmp_path / "c.yaml").write_text("training: [unclosed", encoding="utf-8")
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_config(tmp_path / "c.yaml")
+
+
+def test_model_overrides_merge_per_model():
+    cfg = load_config(overrides=["compare.model_overrides.dual_stream.hidden_dim=64",
+                                 "compare.model_overrides.concat.dropout=0.5"])
+    assert cfg.compare.model_overrides["dual_stream"] == {"hidden_dim": 64, "patience": 4}
+    assert cfg.compare.model_overrides["concat"] == {"dropout": 0.5}

@@ -138,7 +138,7 @@ def extract(data: Optional[Path] = DataOpt, config: Optional[Path] = ConfigOpt, 
 def _compare(cfg: RunConfig, out: Path, quiet: bool) -> None:
     from mmsent.pipeline import extract as extract_stage
     from mmsent.pipeline import load_dataset, prepare_split
-    from mmsent.training.compare import compare_models
+    from mmsent.pipeline import compare as compare_stage
 
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.yaml")
@@ -146,8 +146,7 @@ def _compare(cfg: RunConfig, out: Path, quiet: bool) -> None:
     split = prepare_split(cfg, dataset, out)
     feats = extract_stage(cfg, dataset, progress=not quiet)
     labels = {ex.guid: ex.label for ex in dataset.train}
-    comparison = compare_models(feats.select(split.train + split.val), labels, split, cfg.compare.models,
-                                cfg.compare.seeds, cfg.training, progress=not quiet)
+    comparison = compare_stage(cfg, feats, split, labels, progress=not quiet)
     comparison.save(out)
     print(comparison.to_markdown())
 
@@ -242,6 +241,43 @@ def serve(run_dir: Path = typer.Argument(..., help="A finished run directory (ho
         return
     console.print(f"serving {run_dir} on http://{host}:{port}/ (API docs at /docs)")
     uvicorn.run(api, host=host, port=port, log_level="info")
+
+
+@app.command()
+def finetune(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(None, "--out", "-o",
+             help="Run directory for split.csv, config.yaml and finetune.json (default: runs/<timestamp>)."),
+             config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
+             on_error: Optional[str] = OnErrorOpt, quiet: bool = QuietOpt) -> None:
+    """Fine-tunes the image and text encoders on the split's training rows (resumes an interrupted fine-tuning).
+
+    The fine-tuned encoders go to finetune.output_dir (default: CACHE_DIR/finetune), keyed by data and settings, so
+    `mmsent run --set finetune.enabled=true` with the same config reuses them. Modes per encoder:
+    --set finetune.text.mode=full|last_n|frozen (same for image).
+    """
+    from mmsent.finetune import finetune_encoders
+    from mmsent.pipeline import load_dataset, prepare_split
+
+    cfg = _config(config, set_, data, on_error)
+    cfg.finetune.enabled = True
+    run_dir = out or _default_run_dir()
+    try:
+        dataset = load_dataset(cfg)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(run_dir / "config.yaml")
+        split = prepare_split(cfg, dataset, run_dir)
+        finetune_encoders(cfg, dataset, split, run_dir, progress=not quiet)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        _fail(exc)
+        return
+    record = json.loads((run_dir / "finetune.json").read_text(encoding="utf-8"))
+    for modality, entry in record.items():
+        if not entry.get("dir"):
+            console.print(f"{modality}: frozen (not fine-tuned)")
+            continue
+        held = (entry["result"].get("holdout_metrics") or {}).get("macro_f1")
+        score = f", holdout macro-F1 {held:.3f}" if held is not None else ""
+        console.print(f"{modality}: {entry['mode']}, best epoch {entry['result']['best_epoch']}{score}, "
+                      f"{entry['seconds']:.0f} s -> {entry['dir']}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -77,6 +77,69 @@ class CompareConfig:
     )
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     predict_with: str = "best"  # "best" (highest mean validation macro-F1) or a model name
+    # Per model: any `training` key (or a model constructor argument) that differs from the `training` section.
+    # The token models are the slow ones on a CPU: a narrower width and shorter patience keep a run within minutes.
+    model_overrides: dict[str, dict[str, Any]] = field(default_factory=lambda: {
+        "single_stream": {"hidden_dim": 128, "patience": 4},
+        "dual_stream": {"hidden_dim": 128, "patience": 4},
+    })
+
+
+@dataclass
+class EncoderFinetuneConfig:
+    """Fine-tuning of one encoder on the sentiment labels, with a small classification head on its pooled vector.
+
+    ``mode``: ``frozen`` (keep the pretrained weights), ``last_n`` (only the last ``last_n`` layers/blocks train; the
+    frozen part's outputs are computed once and cached, so each epoch runs only the top) or ``full``.
+    """
+
+    mode: Literal["full", "last_n", "frozen"] = "last_n"
+    last_n: int = 2
+    epochs: int = 3
+    batch_size: int = 32
+    lr_full: float = 4e-5  # encoder learning rate when mode=full
+    lr_last_n: float = 1e-4  # encoder learning rate when mode=last_n
+    head_lr: float = 1e-3  # the new, randomly initialised head learns faster than the pretrained layers
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1
+    grad_clip: float = 1.0
+    dropout: float = 0.1
+
+
+@dataclass
+class TextFinetuneConfig(EncoderFinetuneConfig):
+    """Text encoder fine-tuning; ``last_n`` counts transformer layers."""
+
+    layer_decay: float = 1.0  # layer-wise lr decay: layer k below the top trains at lr * layer_decay**k; 1 = off
+
+
+@dataclass
+class ImageFinetuneConfig(EncoderFinetuneConfig):
+    """Image encoder fine-tuning; ``last_n`` counts EfficientNet blocks (the 1x1 head conv always trains with them)."""
+
+    lr_full: float = 1e-4
+    lr_last_n: float = 3e-4
+
+
+@dataclass
+class FinetuneConfig:
+    """Unimodal fine-tuning of the encoders on the split's training rows before feature extraction.
+
+    Early stopping and the choice of the best epoch use ``holdout_fraction`` of the *training* rows, held out inside
+    the fine-tuning (the run's validation rows never take part); 0 trains on every training row for exactly
+    ``epochs`` epochs and keeps the last weights.
+    """
+
+    enabled: bool = False
+    seed: int = 0
+    holdout_fraction: float = 0.1
+    patience: int = 1  # epochs without a better holdout macro-F1 before stopping; 0 = never stop early
+    class_weighting: bool = True
+    checkpoint_every: int = 50  # optimizer steps between resumable checkpoints (and one at every epoch end); 0 = epochs
+    amp: bool = True  # mixed precision (autocast) on CUDA; the CPU always trains in float32
+    output_dir: str | None = None  # None: {cache_dir}/finetune, keyed by content so reruns reuse the encoders
+    text: TextFinetuneConfig = field(default_factory=TextFinetuneConfig)
+    image: ImageFinetuneConfig = field(default_factory=ImageFinetuneConfig)
 
 
 @dataclass
@@ -88,6 +151,7 @@ class RunConfig:
     encoders: EncoderConfig = field(default_factory=EncoderConfig)
     training: TrainConfig = field(default_factory=TrainConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     cache_dir: str = "~/.cache/mmsent"
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,6 +196,17 @@ def _coerce(value: Any, current: Any, where: str) -> Any:
     return value
 
 
+def _merge_dict(current: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Merges a nested mapping (config file or ``a.b.c=v`` override) into a free-form dict field."""
+    merged = dict(current)
+    for key, value in update.items():
+        if isinstance(value, dict):
+            merged[key] = _merge_dict(merged.get(key) or {}, value)
+        else:
+            merged[key] = yaml.safe_load(value) if isinstance(value, str) else value
+    return merged
+
+
 def _apply(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
     known = {f.name: f for f in dataclasses.fields(obj)}
     for key, value in data.items():
@@ -139,7 +214,9 @@ def _apply(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
         if key not in known:
             raise ConfigError(f"unknown config key '{where}'; known keys here: {', '.join(sorted(known))}")
         current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
+        if isinstance(current, dict) and isinstance(value, dict):
+            setattr(obj, key, _merge_dict(current, value))
+        elif dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ConfigError(f"'{where}' is a section; give it a mapping, not {value!r}")
             _apply(current, value, prefix=f"{where}.")

@@ -99,8 +99,14 @@ class RunPredictor:
         self.models: list[FusionModel] = [load_model(p, device) for p in dirs]
         self.seeds = [int(m.saved_meta.get("seed", i)) for i, m in enumerate(self.models)]
         if encoders is None:
-            enc_cfg = replace(self.cfg.encoders, device=device)
-            encoders = create_encoders_from_config(enc_cfg, cache_dir=Path(self.cfg.cache_dir).expanduser() / "models")
+            run_cfg = replace(self.cfg, encoders=replace(self.cfg.encoders, device=device))
+            if run_cfg.finetune.enabled:  # the run's features came from its fine-tuned encoders, not the base ones
+                from mmsent.finetune import load_run_encoders
+
+                encoders = load_run_encoders(self.run_dir, run_cfg)
+            else:
+                encoders = create_encoders_from_config(run_cfg.encoders,
+                                                       cache_dir=Path(run_cfg.cache_dir).expanduser() / "models")
         self.image_encoder, self.text_encoder = encoders
         hp = self.models[0].hparams
         if (hp.get("image_dim"), hp.get("text_dim")) != (self.image_encoder.dim, self.text_encoder.dim):

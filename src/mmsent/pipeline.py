@@ -28,6 +28,7 @@ from mmsent.data.sample import sample_dataset_path
 from mmsent.data.splits import Split, check_split, kfold_splits, load_split, make_split, save_split
 from mmsent.data.text import TextCleaner
 from mmsent.device import resolve_device
+from mmsent.encoders.base import Encoder
 from mmsent.encoders.registry import create_encoders_from_config
 from mmsent.features.cache import FeatureCache
 from mmsent.features.extract import extract_features
@@ -94,18 +95,27 @@ def prepare_split(cfg: RunConfig, dataset: LabDataset, run_dir: Path | None = No
 
 
 def extract(cfg: RunConfig, dataset: LabDataset, progress: bool = True,
-            stats: dict[str, Any] | None = None) -> FeatureSet:
+            stats: dict[str, Any] | None = None, encoders: tuple[Encoder, Encoder] | None = None) -> FeatureSet:
     """Features for every train and test row, from the content-keyed cache where possible.
 
-    ``stats``, when given, receives per-modality cache and throughput figures.
+    ``stats``, when given, receives per-modality cache and throughput figures. ``encoders`` (image, text) replaces
+    the configured ones, e.g. fine-tuned encoders; their fingerprints key the cache.
     """
     cache_dir = Path(cfg.cache_dir).expanduser()
-    image_encoder, text_encoder = create_encoders_from_config(cfg.encoders, cache_dir=cache_dir / "models")
+    image_encoder, text_encoder = encoders or create_encoders_from_config(cfg.encoders, cache_dir=cache_dir / "models")
     return extract_features(
         dataset.train + dataset.test, image_encoder, text_encoder, TextCleaner(cfg.cleaning), FeatureCache(cache_dir),
         batch_size=cfg.encoders.batch_size, progress=progress, max_image_pixels=cfg.data.max_image_pixels,
         num_threads=cfg.encoders.num_threads, stats=stats,
     )
+
+
+def compare(cfg: RunConfig, feats: FeatureSet, split: Split, labels: dict[str, str],
+            progress: bool = True) -> Comparison:
+    """Every model of ``compare.models`` × every seed on the split, with the per-model overrides that apply."""
+    overrides = {name: o for name, o in cfg.compare.model_overrides.items() if name in cfg.compare.models}
+    return compare_models(feats.select(split.train + split.val), labels, split, cfg.compare.models,
+                          cfg.compare.seeds, cfg.training, progress=progress, model_overrides=overrides)
 
 
 def choose_model(cfg: RunConfig, comparison: Comparison) -> str:
@@ -149,17 +159,22 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> RunResult
     split = prepare_split(cfg, dataset, run_dir)
     timings["load_seconds"] = time.perf_counter() - t0
 
+    encoders = None
+    if cfg.finetune.enabled:  # fine-tune on the split's training rows, then extract with the fine-tuned encoders
+        from mmsent.finetune import finetune_encoders  # local: the default pipeline never imports it
+
+        t = time.perf_counter()
+        encoders = finetune_encoders(cfg, dataset, split, run_dir, progress=progress)
+        timings["finetune_seconds"] = time.perf_counter() - t
+
     t = time.perf_counter()
     extraction: dict[str, Any] = {}
-    feats = extract(cfg, dataset, progress=progress, stats=extraction)
+    feats = extract(cfg, dataset, progress=progress, stats=extraction, encoders=encoders)
     timings["extract_seconds"] = time.perf_counter() - t
 
     t = time.perf_counter()
     labels = {ex.guid: ex.label for ex in dataset.train}
-    comparison = compare_models(
-        feats.select(split.train + split.val), labels, split, cfg.compare.models, cfg.compare.seeds, cfg.training,
-        progress=progress,
-    )
+    comparison = compare(cfg, feats, split, labels, progress=progress)
     comparison.save(run_dir)
     write_validation_predictions(run_dir / "validation_predictions.csv", comparison, labels)
     timings["compare_seconds"] = time.perf_counter() - t
@@ -229,7 +244,12 @@ def predict_from_run(run_dir: str | Path, cfg: RunConfig, out: str | Path | None
     dataset = load_dataset(run_cfg)
     if not dataset.test:
         raise ValueError(f"{resolve_data_root(run_cfg)}: no unlabeled rows to predict (test_without_label.txt)")
-    feats = extract(run_cfg, dataset, progress=progress).select([ex.guid for ex in dataset.test])
+    encoders = None
+    if run_cfg.finetune.enabled:  # the run's fine-tuned encoders, as recorded in its finetune.json
+        from mmsent.finetune import load_run_encoders
+
+        encoders = load_run_encoders(run_dir, run_cfg)
+    feats = extract(run_cfg, dataset, progress=progress, encoders=encoders).select([ex.guid for ex in dataset.test])
     models = [load_model(p) for p in model_dirs]
     out_path = Path(out) if out else run_dir / PREDICTIONS_FILE
     write_predictions(out_path, dataset.test, ensemble_proba(models, feats, run_cfg.training.device))

@@ -79,3 +79,14 @@ def test_missing_label_is_named(task) -> None:
     partial = {g: v for g, v in labels.items() if g != split.val[0]}
     with pytest.raises(KeyError, match=split.val[0]):
         compare_models(feats, partial, split, ["concat"], [0], tiny_cfg(epochs=1), progress=False)
+
+
+def test_overrides_split_into_training_settings_and_model_arguments():
+    from mmsent.config import TrainConfig
+    from mmsent.training.compare import _split_overrides
+
+    cfg = TrainConfig()
+    run_cfg, ctor = _split_overrides(cfg, {"hidden_dim": 32, "patience": 2, "attn_dropout": 0.0})
+    assert (run_cfg.hidden_dim, run_cfg.patience, run_cfg.lr) == (32, 2, cfg.lr)
+    assert ctor == {"attn_dropout": 0.0}
+    assert cfg.hidden_dim == 256  # the shared config is untouched

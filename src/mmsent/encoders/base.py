@@ -43,5 +43,13 @@ class Encoder(ABC):
         """Moves the underlying network; encoders default to CPU."""
         return self
 
+    def mark_weights_changed(self) -> None:
+        """Declares that the network's weights were changed in place (fine-tuning).
+
+        From then on the fingerprint hashes the weights in memory instead of naming the files they came from, so
+        features of the changed encoder get their own cache key. Encoders that cannot be fine-tuned raise.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support changing its weights in place")
+
 
 ImageItem = Path | str

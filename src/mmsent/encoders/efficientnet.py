@@ -123,6 +123,10 @@ class ConvImageEncoder(Encoder):
     def num_tokens(self) -> int:
         return (self.grid or self.map_side) ** 2
 
+    def mark_weights_changed(self) -> None:
+        # The weights file no longer describes the net; the fingerprint falls back to hashing the state dict.
+        self.weights_file = None
+
     def fingerprint(self) -> str:
         weights = (
             f"sha256:{file_digest(self.weights_file)}"

@@ -190,6 +190,7 @@ class HFTextEncoder(Encoder):
         self._device = torch.device("cpu")
         self.to(resolve_device(device))
         self._fingerprint: str | None = None
+        self._weights_changed = False
 
     @property
     def device(self) -> torch.device:
@@ -206,7 +207,14 @@ class HFTextEncoder(Encoder):
             f"device={self.device})"
         )
 
+    def mark_weights_changed(self) -> None:
+        # Files and hub commit no longer describe the model: hash the weights in memory, recomputed on next use.
+        self._weights_changed = True
+        self._fingerprint = None
+
     def _weights_id(self) -> str:
+        if self._weights_changed:
+            return f"state:{state_dict_digest(self.model)}"
         folder = Path(self.source)
         if folder.is_dir():
             files = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -169,6 +169,14 @@ def _label_indices(labels: dict[str, str], guids: Sequence[str], what: str) -> n
     return np.array([label_to_index(labels[g]) for g in guids], dtype=np.int64)
 
 
+def _split_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
+    """Per-model overrides: TrainConfig fields (epochs, patience, hidden_dim...) go into a copy of ``cfg``; the rest
+    are constructor arguments of the model (e.g. ``attn_dropout``, ``pool``)."""
+    names = {f.name for f in fields(TrainConfig)}
+    train_part = {k: v for k, v in overrides.items() if k in names}
+    return replace(cfg, **train_part), {k: v for k, v in overrides.items() if k not in names}
+
+
 def compare_models(features: FeatureSet, labels: dict[str, str], split: SplitLike, models: Sequence[str],
                    seeds: Sequence[int], cfg: TrainConfig, progress: bool = True,
                    on_result: Callable[[RunResult], None] | None = None,
@@ -187,8 +195,9 @@ def compare_models(features: FeatureSet, labels: dict[str, str], split: SplitLik
         cfg: training config (also supplies the model sizes).
         progress: a progress bar over runs and a line per finished run.
         on_result: called with each :class:`RunResult` as soon as it is done (e.g. to write partial results).
-        model_overrides: per model name, constructor arguments over ``cfg`` (e.g. ``{"dual_stream":
-            {"hidden_dim": 128}}`` to keep the token models fast on a CPU).
+        model_overrides: per model name, training settings (any :class:`TrainConfig` field) or constructor
+            arguments over ``cfg`` (e.g. ``{"dual_stream": {"hidden_dim": 128, "patience": 4}}`` to keep the token
+            models fast on a CPU).
 
     Raises:
         ValueError: if train and val share guids, either is empty, or ``models``/``seeds`` is empty.
@@ -218,9 +227,10 @@ def compare_models(features: FeatureSet, labels: dict[str, str], split: SplitLik
     for name in models:
         for seed in seeds:
             bar.set_postfix_str(f"{name} seed {seed}")
+            run_cfg, ctor_kwargs = _split_overrides(cfg, overrides.get(name, {}))
             set_seed(seed)
-            model = create_fusion_model(name, image_dim, text_dim, cfg, **overrides.get(name, {}))
-            result = train_model(model, train_in, y_train, val_in, y_val, cfg, seed)
+            model = create_fusion_model(name, image_dim, text_dim, run_cfg, **ctor_kwargs)
+            result = train_model(model, train_in, y_train, val_in, y_val, run_cfg, seed)
             run = RunResult(model=name, seed=seed, metrics=result.val_metrics, best_epoch=result.best_epoch,
                             train_seconds=result.train_seconds, history=result.history, val_probs=result.val_probs)
             runs.append(run)

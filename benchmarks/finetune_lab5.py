@@ -1,0 +1,120 @@
+"""Benchmark: frozen encoders vs encoders fine-tuned on the split's training rows, on the full lab dataset.
+
+Runs ``mmsent run`` twice on the same split and the same fresh cache -- frozen (the default pipeline), then with
+``--config configs/finetune.yaml`` (fine-tune -> extract -> compare -> predict) -- and appends to
+benchmarks/RESULTS.md: date, machine, command, fine-tuning time per encoder, stage times, holdout scores of the
+fine-tuning, and per-model validation macro-F1 frozen vs fine-tuned. Takes ~45+ minutes on a 2-core CPU.
+
+Usage::
+
+    python benchmarks/finetune_lab5.py [--data ../shared/datasets/lab5] [--set key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run_lab5 import REPO, machine, timed_run  # same machine line and timing as the main benchmark
+
+
+def _mean_f1(comparison: dict) -> dict[str, tuple[float, float]]:
+    return {row["model"]: (row["macro_f1_mean"], row.get("macro_f1_std", 0.0)) for row in comparison["summary"]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(REPO.parent / "shared" / "datasets" / "lab5"))
+    ap.add_argument("--out", default=str(REPO / "runs" / "bench-finetune-lab5"))
+    ap.add_argument("--results", default=str(REPO / "benchmarks" / "RESULTS.md"))
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--keep-cache", action="store_true", help="Keep the temporary cache (features, fine-tuned "
+                    "encoders) and print its path.")
+    args = ap.parse_args()
+
+    cache = Path(tempfile.mkdtemp(prefix="mmsent-bench-ft-cache-"))
+    mmsent = [sys.executable, "-m", "mmsent"]
+    extra = [a for o in args.overrides for a in ("--set", o)]
+    runs = {}
+    try:
+        for label, config in (("frozen", []), ("finetuned", ["--config", str(REPO / "configs" / "finetune.yaml")])):
+            out = Path(f"{args.out}-{label}")
+            shutil.rmtree(out, ignore_errors=True)
+            cmd = mmsent + ["run", "--data", args.data, "--out", str(out), "-q", *config,
+                            "--set", f"cache_dir={cache}", *extra]
+            print(f"[bench] {label}: {shlex.join(cmd)}", flush=True)
+            wall, rss, code = timed_run(cmd)
+            if code != 0:
+                print(f"[bench] {label} run failed with exit code {code}", file=sys.stderr)
+                return code
+            runs[label] = {"wall": wall, "rss": rss, "dir": out,
+                           "metrics": json.loads((out / "metrics.json").read_text()),
+                           "comparison": json.loads((out / "comparison.json").read_text())}
+    finally:
+        if args.keep_cache:
+            print(f"[bench] cache kept at {cache}")
+        else:
+            shutil.rmtree(cache, ignore_errors=True)
+
+    frozen, tuned = runs["frozen"], runs["finetuned"]
+    record = json.loads((tuned["dir"] / "finetune.json").read_text())
+    lines = [
+        f"## lab5 fine-tuned vs frozen encoders, {time.strftime('%Y-%m-%d %H:%M %Z')}",
+        "",
+        f"- Machine: {machine()}",
+        (f"- Command: `python benchmarks/finetune_lab5.py {shlex.join(sys.argv[1:])}` (runs `mmsent run --data DATA` "
+         "frozen, then with `--config configs/finetune.yaml`, on one fresh cache and the same split)"),
+        (f"- Total wall time: frozen **{frozen['wall'] / 60:.1f} min**, fine-tuned **{tuned['wall'] / 60:.1f} min**; "
+         f"peak memory {frozen['rss']:.0f} / {tuned['rss']:.0f} MiB"),
+        "",
+        "Fine-tuning (training rows of the split only; best epoch chosen on held-out training rows):",
+        "",
+        ("| encoder | mode | trainable / total params | train + holdout rows | steps | best epoch | holdout macro-F1 "
+         "| seconds |"),
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for modality, entry in record.items():
+        if not entry.get("dir"):
+            lines.append(f"| {modality} | frozen | - | - | - | - | - | - |")
+            continue
+        res = entry["result"]
+        held = (res.get("holdout_metrics") or {}).get("macro_f1")
+        lines.append(f"| {modality} | {entry['mode']} (last {res['adapter']['last_n']}) | "
+                     f"{res['adapter']['trainable_params']:,} / {res['adapter']['total_params']:,} | "
+                     f"{res['train_rows']} + {res['holdout_rows']} | {res['steps']} | {res['best_epoch']} | "
+                     f"{held:.3f} | {entry['seconds']:.0f} |" if held is not None else
+                     f"| {modality} | {entry['mode']} | - | {res['train_rows']} | {res['steps']} | "
+                     f"{res['best_epoch']} | - | {entry['seconds']:.0f} |")
+    stage_keys = ("load_seconds", "finetune_seconds", "extract_seconds", "compare_seconds", "total_seconds")
+    lines += ["", "Stage wall times (seconds): " + ", ".join(
+        f"{k.removesuffix('_seconds')} frozen {frozen['metrics']['timings'].get(k, 0):.0f} / fine-tuned "
+        f"{tuned['metrics']['timings'].get(k, 0):.0f}" for k in stage_keys), ""]
+    f_frozen, f_tuned = _mean_f1(frozen["comparison"]), _mean_f1(tuned["comparison"])
+    lines += ["Validation macro-F1 per model (mean ± std over seeds, same split):", "",
+              "| model | frozen | fine-tuned | change |", "|---|---|---|---|"]
+    for model in f_frozen:
+        if model in f_tuned:
+            (a, sa), (b, sb) = f_frozen[model], f_tuned[model]
+            lines.append(f"| {model} | {a:.3f} ± {sa:.3f} | {b:.3f} ± {sb:.3f} | {b - a:+.3f} |")
+    for label, run in (("frozen", frozen), ("fine-tuned", tuned)):
+        ens = run["metrics"]["ensemble_validation_metrics"]
+        lines.append(f"\n{label}: predicting with **{run['metrics']['chosen_model']}** (seed ensemble), validation "
+                     f"accuracy {ens['accuracy']:.3f}, macro-F1 {ens['macro_f1']:.3f}.")
+    lines += ["", ""]
+    results = Path(args.results)
+    old = results.read_text() if results.exists() else "# Benchmark results\n\nNewest first.\n\n"
+    head, _, rest = old.partition("\n## ")
+    results.write_text(head.rstrip() + "\n\n" + "\n".join(lines) + ("## " + rest if rest else ""))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Fine-tuned encoders on disk: the changed weights in safetensors, a JSON description, and loading them back.
+
+Layout of a fine-tuned encoder folder::
+
+    encoder.safetensors   the tuned tensors only (trainable layers/blocks, with their buffers), keyed as in the
+                          encoder network's state_dict; everything else comes from the base encoder's weights
+    head.safetensors      the classification head used while fine-tuning (dropout + linear on the pooled vector)
+    finetuned.json        written last: modality, base encoder and its fingerprint, the tuned fingerprint, mode,
+                          settings, per-epoch history and holdout metrics
+    checkpoints/          resumable training state while fine-tuning runs (removed once it has finished)
+
+The tuned fingerprint hashes the whole network's weights, so features extracted with a fine-tuned encoder get their
+own feature-cache key, and a rebuilt encoder (:func:`load_finetuned_encoder`) hits the same cache entries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmsent.config import EncoderConfig
+from mmsent.encoders.base import Encoder
+from mmsent.finetune.base import TuningAdapter
+from mmsent.finetune.checkpoint import load_tensors, save_tensors, write_json
+from mmsent.finetune.trainer import FinetuneResult, load_tuned_state
+
+ENCODER_WEIGHTS = "encoder.safetensors"
+HEAD_WEIGHTS = "head.safetensors"
+META_FILE = "finetuned.json"
+CHECKPOINTS_DIR = "checkpoints"
+FORMAT = "mmsent-finetuned-encoder"
+
+
+def encoder_network(encoder: Encoder) -> torch.nn.Module:
+    """The module holding an encoder's weights (``net`` for CNN encoders, ``model`` for text encoders)."""
+    for attr in ("net", "model"):
+        module = getattr(encoder, attr, None)
+        if isinstance(module, torch.nn.Module):
+            return module
+    raise TypeError(f"{type(encoder).__name__} exposes no network (.net or .model) to fine-tune")
+
+
+def is_finetuned(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a finished fine-tuned encoder (its description is written last)."""
+    return (Path(folder) / META_FILE).is_file() and (Path(folder) / ENCODER_WEIGHTS).is_file()
+
+
+def read_meta(folder: str | Path) -> dict[str, Any]:
+    import json
+
+    path = Path(folder) / META_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {folder} holds no finished fine-tuned encoder (run `mmsent "
+                                "finetune` with the same config, which also resumes an interrupted fine-tuning)")
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a fine-tuned mmsent encoder description")
+    return meta
+
+
+def save_finetuned(folder: str | Path, adapter: TuningAdapter, result: FinetuneResult, *, base_fingerprint: str,
+                   settings: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+    """Writes a fine-tuned encoder folder and marks the encoder's weights as changed (new fingerprint).
+
+    Args:
+        folder: created if missing; its ``checkpoints/`` are removed once the description is written.
+        adapter: the adapter the encoder was fine-tuned through.
+        result: what :func:`~mmsent.finetune.trainer.finetune` returned.
+        base_fingerprint: the encoder's fingerprint before fine-tuning (checked when loading back).
+        settings: the fine-tuning settings to record (config sections).
+        extra: more JSON-able facts (row counts, cache key, ...).
+    """
+    folder = Path(folder)
+    save_tensors(folder / ENCODER_WEIGHTS, adapter.tuned_state(), {"format": FORMAT})
+    save_tensors(folder / HEAD_WEIGHTS, result.head.state_dict(), {"format": FORMAT})
+    adapter.encoder.mark_weights_changed()
+    meta = {
+        "format": FORMAT,
+        "version": 1,
+        "modality": adapter.encoder.modality,
+        "encoder": adapter.encoder.name,
+        "base_fingerprint": base_fingerprint,
+        "fingerprint": adapter.encoder.fingerprint(),
+        "settings": settings,
+        "result": {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name != "head"},
+        **(extra or {}),
+    }
+    write_json(folder / META_FILE, meta)
+    shutil.rmtree(folder / CHECKPOINTS_DIR, ignore_errors=True)
+    return folder
+
+
+def apply_finetuned(encoder: Encoder, folder: str | Path) -> Encoder:
+    """Loads a fine-tuned folder's weights into a freshly built base encoder (in place) and returns it.
+
+    Raises:
+        ValueError: if the encoder is not the base the folder was fine-tuned from (other weights, preprocessing or
+            modality), or if the result does not reproduce the recorded fingerprint.
+    """
+    meta = read_meta(folder)
+    if meta["modality"] != encoder.modality:
+        raise ValueError(f"{folder} holds a fine-tuned {meta['modality']} encoder, not a {encoder.modality} one")
+    if encoder.fingerprint() != meta["base_fingerprint"]:
+        raise ValueError(f"{folder} was fine-tuned from another base encoder or preprocessing:\n"
+                         f"  recorded {meta['base_fingerprint']}\n  given    {encoder.fingerprint()}")
+    tensors, _ = load_tensors(Path(folder) / ENCODER_WEIGHTS)
+    network = encoder_network(encoder)
+    device = next(network.parameters()).device
+    load_tuned_state(network, {k: v.to(device) for k, v in tensors.items()})
+    network.eval()
+    encoder.mark_weights_changed()
+    if encoder.fingerprint() != meta["fingerprint"]:
+        raise ValueError(f"{folder}: the loaded weights do not reproduce the recorded fingerprint (damaged files?)")
+    return encoder
+
+
+def load_finetuned_encoder(folder: str | Path, base_cfg: EncoderConfig, *, cache_dir: str | Path | None = None
+                           ) -> Encoder:
+    """Builds the base encoder that ``folder`` names (from ``base_cfg``'s settings) with the fine-tuned weights.
+
+    Args:
+        folder: a fine-tuned encoder folder (see the module docstring).
+        base_cfg: the ``encoders`` config section of the run that fine-tuned it (names, grid, max length, pooling,
+            device).
+        cache_dir: where derived model files are assembled (mpnet), as for :func:`create_encoders_from_config`.
+    """
+    from mmsent.encoders.registry import create_image_encoder, create_text_encoder
+
+    modality = read_meta(folder)["modality"]
+    if modality == "image":
+        encoder = create_image_encoder(base_cfg.image, grid=base_cfg.image_grid, device=base_cfg.device)
+    else:
+        kw = {"cache_dir": cache_dir} if cache_dir is not None else {}
+        encoder = create_text_encoder(base_cfg.text, max_length=base_cfg.text_max_length,
+                                      pooling=base_cfg.text_pooling, device=base_cfg.device, **kw)
+    return apply_finetuned(encoder, folder)

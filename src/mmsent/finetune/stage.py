@@ -1,0 +1,161 @@
+"""The pipeline stage: fine-tune both encoders on the split's training rows and return the encoders to extract with.
+
+Fine-tuned encoders live under ``finetune.output_dir`` (default ``{cache_dir}/finetune``) in a folder named by a
+content key: base encoder fingerprint, this encoder's fine-tuning settings, the shared settings, and the ordered
+training rows (guid, content digest, label). The same data and settings therefore reuse a finished fine-tuning
+(and, through the tuned fingerprint, its cached features), and an interrupted one resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mmsent.config import EncoderFinetuneConfig, RunConfig
+from mmsent.data.records import LabDataset
+from mmsent.data.splits import Split
+from mmsent.data.text import TextCleaner
+from mmsent.device import torch_threads
+from mmsent.encoders.base import Encoder
+from mmsent.encoders.registry import create_encoders_from_config
+from mmsent.features.cache import json_digest, text_digest
+from mmsent.finetune.base import TuningAdapter
+from mmsent.finetune.checkpoint import write_json
+from mmsent.finetune.finetuned import CHECKPOINTS_DIR, apply_finetuned, is_finetuned, read_meta, save_finetuned
+from mmsent.finetune.trainer import StepCallback, finetune
+from mmsent.labels import label_to_index
+
+logger = logging.getLogger("mmsent.finetune")
+
+RUN_RECORD = "finetune.json"
+MODES = ("full", "last_n", "frozen")
+_KEY_VERSION = 1
+
+
+def make_adapter(encoder: Encoder, ecfg: EncoderFinetuneConfig, max_pixels: int | None = None) -> TuningAdapter:
+    """The trunk/top view of ``encoder`` for its modality and ``ecfg.mode``/``last_n``."""
+    if encoder.modality == "image":
+        from mmsent.finetune.image import ImageAdapter
+
+        return ImageAdapter(encoder, ecfg.mode, ecfg.last_n, max_pixels=max_pixels)  # type: ignore[arg-type]
+    from mmsent.finetune.text import TextAdapter
+
+    return TextAdapter(encoder, ecfg.mode, ecfg.last_n)  # type: ignore[arg-type]
+
+
+def finetune_root(cfg: RunConfig) -> Path:
+    """Where fine-tuned encoder folders go."""
+    return Path(cfg.finetune.output_dir or Path(cfg.cache_dir) / "finetune").expanduser()
+
+
+def finetune_encoder(encoder: Encoder, items: Sequence, item_ids: Sequence[str], labels: Sequence[int],
+                     guids: Sequence[str], cfg: RunConfig, *, progress: bool = True,
+                     callbacks: Sequence[StepCallback] = (), data_note: str = "") -> Path:
+    """Fine-tunes one encoder in place (or loads a finished fine-tuning of the same key); returns its folder.
+
+    Args:
+        encoder: a freshly built base encoder.
+        items: cleaned texts or image paths of the training rows.
+        item_ids: content digests of ``items`` (part of the folder's key).
+        labels: class indices.
+        guids: row ids.
+        cfg: the run config (``finetune`` section, image size limit, batch size for the trunk pass).
+        data_note: what else decides the items' content (the cleaner's fingerprint), part of the key.
+    """
+    modality = encoder.modality
+    ecfg: EncoderFinetuneConfig = getattr(cfg.finetune, modality)
+    shared = {k: v for k, v in dataclasses.asdict(cfg.finetune).items()
+              if k not in ("enabled", "output_dir", "checkpoint_every", "text", "image")}
+    base_fp = encoder.fingerprint()
+    key = json_digest({"version": _KEY_VERSION, "encoder": base_fp, "settings": dataclasses.asdict(ecfg),
+                       "shared": shared, "data_note": data_note,
+                       "rows": [[str(g), str(i), int(y)] for g, i, y in zip(guids, item_ids, labels)]})
+    folder = finetune_root(cfg) / f"{modality}-{key[:20]}"
+    if is_finetuned(folder):
+        logger.info("%s: reusing the fine-tuned encoder in %s", modality, folder)
+        apply_finetuned(encoder, folder)
+        return folder
+    adapter = make_adapter(encoder, ecfg, cfg.data.max_image_pixels)
+    logger.info("fine-tuning the %s encoder %s (%s, %d of %d parameters trainable) on %d rows -> %s", modality,
+                encoder.name, ecfg.mode if ecfg.mode == "full" else f"last {adapter.last_n}",
+                adapter.describe()["trainable_params"], adapter.describe()["total_params"], len(items), folder)
+    result = finetune(adapter, items, labels, guids, ecfg, cfg.finetune, folder / CHECKPOINTS_DIR, run_key=key,
+                      progress=progress, callbacks=callbacks, prepare_batch_size=cfg.encoders.batch_size,
+                      desc=f"{modality} fine-tune")
+    settings = {"encoder": dataclasses.asdict(ecfg), "shared": shared}
+    save_finetuned(folder, adapter, result, base_fingerprint=base_fp, settings=settings,
+                   extra={"key": key, "rows": len(guids), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return folder
+
+
+def finetune_encoders(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir: str | Path | None = None, *,
+                      progress: bool = True, callbacks: Sequence[StepCallback] = ()) -> tuple[Encoder, Encoder]:
+    """Fine-tunes the configured encoders on ``split.train`` rows and returns ``(image_encoder, text_encoder)``.
+
+    Validation rows never take part: only ``split.train`` rows are prepared, trained on or used for early stopping
+    (which holds out ``finetune.holdout_fraction`` of the training rows). Encoders whose mode is ``frozen`` come back
+    as built. With ``run_dir``, ``finetune.json`` there records which fine-tuned folders the run used.
+    """
+    for modality in ("image", "text"):
+        mode = getattr(cfg.finetune, modality).mode
+        if mode not in MODES:
+            raise ValueError(f"finetune.{modality}.mode must be one of {', '.join(MODES)}, got {mode!r}")
+    cache_dir = Path(cfg.cache_dir).expanduser()
+    image, text = create_encoders_from_config(cfg.encoders, cache_dir=cache_dir / "models")
+    val = set(split.val)
+    by_guid = {ex.guid: ex for ex in dataset.train}
+    train = [by_guid[g] for g in split.train if g not in val]
+    if len(train) != len(split.train):
+        raise ValueError("the split names a guid as both training and validation row")
+    labels = [label_to_index(ex.label) for ex in train]  # type: ignore[arg-type]
+    guids = [ex.guid for ex in train]
+    record: dict[str, Any] = {}
+    with torch_threads(cfg.encoders.num_threads):
+        for encoder in (image, text):
+            modality = encoder.modality
+            if getattr(cfg.finetune, modality).mode == "frozen":
+                record[modality] = {"mode": "frozen", "fingerprint": encoder.fingerprint()}
+                continue
+            t0 = time.perf_counter()
+            if modality == "image":
+                from mmsent.features.extract import image_item_ids
+
+                items: list = [ex.image_path for ex in train]
+                ids, note = image_item_ids(items), ""
+            else:
+                cleaner = TextCleaner(cfg.cleaning)
+                items = [cleaner.clean(ex.text) for ex in train]
+                ids, note = [text_digest(t) for t in items], cleaner.fingerprint()
+            folder = finetune_encoder(encoder, items, ids, labels, guids, cfg, progress=progress,
+                                      callbacks=callbacks, data_note=note)
+            meta = read_meta(folder)
+            record[modality] = {"mode": getattr(cfg.finetune, modality).mode, "dir": str(folder.resolve()),
+                                "fingerprint": meta["fingerprint"], "base_fingerprint": meta["base_fingerprint"],
+                                "seconds": time.perf_counter() - t0, "result": meta["result"]}
+    if run_dir is not None:
+        write_json(Path(run_dir) / RUN_RECORD, record)
+    return image, text
+
+
+def load_run_encoders(run_dir: str | Path, cfg: RunConfig) -> tuple[Encoder, Encoder]:
+    """The encoders a finished fine-tuning run extracted with, rebuilt from its ``finetune.json``.
+
+    Raises:
+        FileNotFoundError: if the run has no record or a fine-tuned folder it names is gone.
+    """
+    import json
+
+    path = Path(run_dir) / RUN_RECORD
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the run did not fine-tune its encoders")
+    record = json.loads(path.read_text(encoding="utf-8"))
+    image, text = create_encoders_from_config(cfg.encoders, cache_dir=Path(cfg.cache_dir).expanduser() / "models")
+    for encoder in (image, text):
+        entry = record.get(encoder.modality, {})
+        if entry.get("dir"):
+            apply_finetuned(encoder, entry["dir"])
+    return image, text

@@ -1,0 +1,173 @@
+"""Fine-tuning view of a Hugging Face text encoder: lower layers run once, the last N layers train.
+
+The top runs through the model's own ``forward``: a hook replaces the embeddings' output with the cached hidden
+states, and the encoder's layer list temporarily holds only the top layers. The model thus builds its own attention
+mask and position handling (model- and version-specific in transformers), and the pooled vector is computed exactly
+as :class:`~mmsent.encoders.hf_text.HFTextEncoder` computes it for extraction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from mmsent.device import inference_autocast
+from mmsent.encoders.hf_text import HFTextEncoder
+from mmsent.finetune.base import TuningAdapter
+
+# Where encoder-only models keep their transformer layers (BERT/RoBERTa/MPNet/..., DistilBERT, others).
+_LAYER_PATHS = ("encoder.layer", "encoder.layers", "transformer.layer", "layers")
+
+
+class _TrunkDone(Exception):
+    """Raised from a hook to stop the forward pass once the frozen trunk's output is captured."""
+
+
+def find_layers(model: torch.nn.Module) -> tuple[str, torch.nn.Module, str, torch.nn.ModuleList]:
+    """Returns ``(path, owner, attribute, layers)`` of the model's transformer layer list.
+
+    Raises:
+        ValueError: for models without a recognised layer list.
+    """
+    for path in _LAYER_PATHS:
+        owner_path, _, attr = path.rpartition(".")
+        owner = model.get_submodule(owner_path) if owner_path else model
+        layers = getattr(owner, attr, None)
+        if isinstance(layers, torch.nn.ModuleList) and len(layers):
+            return path, owner, attr, layers
+    raise ValueError(f"{type(model).__name__}: no transformer layer list found (looked for {', '.join(_LAYER_PATHS)});"
+                     " use finetune.text.mode=full or frozen")
+
+
+class TextAdapter(TuningAdapter):
+    """Trunk/top split of an :class:`HFTextEncoder`.
+
+    Args:
+        encoder: the text encoder (its model is changed in place).
+        mode: ``"full"`` (embeddings and every layer train) or ``"last_n"``.
+        last_n: layers that train in ``last_n`` mode (1..number of layers); the embeddings stay frozen.
+    """
+
+    def __init__(self, encoder: HFTextEncoder, mode: str = "last_n", last_n: int = 2) -> None:
+        self.encoder = encoder
+        self.network = encoder.model
+        self.mode = mode
+        self.layers_path, self._owner, self._attr, self._layers = find_layers(self.network)
+        n_layers = len(self._layers)
+        if mode == "last_n" and not 1 <= last_n <= n_layers:
+            raise ValueError(f"finetune.text.last_n must be 1..{n_layers} for {encoder.name}, got {last_n}")
+        if mode not in ("full", "last_n"):
+            raise ValueError(f"text fine-tuning mode must be full or last_n here, got {mode!r}")
+        self.last_n = n_layers if mode == "full" else int(last_n)
+        self.split = n_layers - self.last_n  # index of the first trainable layer
+        if not hasattr(self.network, "embeddings"):
+            raise ValueError(f"{type(self.network).__name__} has no .embeddings module; use finetune.text.mode=full")
+        self.freeze()
+
+    # -- structure --------------------------------------------------------------------------------------------------
+    def trainable_modules(self) -> dict[str, torch.nn.Module]:
+        if self.mode == "full":
+            return {"": self.network}
+        return {f"{self.layers_path}.{i}": self._layers[i] for i in range(self.split, len(self._layers))}
+
+    def layer_groups(self) -> list[list[torch.nn.Parameter]]:
+        top = [list(self._layers[i].parameters()) for i in range(self.split, len(self._layers))]
+        if self.mode != "full":
+            return top
+        in_layers = {id(p) for group in top for p in group}
+        # Embeddings (and anything else outside the layers, e.g. an unused pooler) form the bottom group.
+        rest = [p for p in self.network.parameters() if id(p) not in in_layers]
+        return [rest] + top
+
+    @contextlib.contextmanager
+    def _only_layers(self, start: int, stop: int) -> Iterator[None]:
+        """Temporarily leaves only layers ``start:stop`` in the model's layer list (same module objects)."""
+        full = self._layers
+        setattr(self._owner, self._attr, torch.nn.ModuleList(full[start:stop]))
+        try:
+            yield
+        finally:
+            setattr(self._owner, self._attr, full)
+
+    # -- data -------------------------------------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids exactly as extraction makes them (truncated to the encoder's ``max_length``)."""
+        enc = self.encoder.tokenizer(["" if t is None else str(t) for t in texts], truncation=True,
+                                     max_length=self.encoder.max_length, padding=False)
+        return [list(ids) for ids in enc["input_ids"]]
+
+    def _pad_ids(self, rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        longest = max(int(r.shape[0]) for r in rows)
+        ids = torch.full((len(rows), longest), self.encoder.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros(len(rows), longest, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : r.shape[0]] = r
+            mask[i, : r.shape[0]] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def prepare(self, items: Sequence[str], batch_size: int = 32, progress: bool = False) -> list[torch.Tensor]:
+        """``full``: token ids per text. ``last_n``: the hidden states entering the first trainable layer, trimmed
+        to each text's own length (float32, CPU), computed once in length-sorted batches."""
+        from tqdm.auto import tqdm
+
+        ids = [torch.tensor(x, dtype=torch.long) for x in self.tokenize(items)]
+        if self.mode == "full":
+            return ids
+        out: list[torch.Tensor | None] = [None] * len(ids)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)  # pad each batch to its own longest
+        captured: list[torch.Tensor] = []
+
+        def grab(_module, _inputs, output):
+            captured.append(output[0] if isinstance(output, tuple) else output)
+            raise _TrunkDone
+
+        # The trunk ends at the embeddings (every layer trains) or at the last frozen layer.
+        last_frozen = self.network.embeddings if self.split == 0 else self._layers[self.split - 1]
+        handle = last_frozen.register_forward_hook(grab)
+        self.eval()
+        try:
+            with tqdm(total=len(ids), disable=not progress, unit="text", desc="text trunk", dynamic_ncols=True) as bar:
+                for start in range(0, len(order), max(1, batch_size)):
+                    idx = order[start : start + batch_size]
+                    input_ids, mask = self._pad_ids([ids[i] for i in idx])
+                    captured.clear()
+                    with torch.inference_mode(), inference_autocast(self.device), contextlib.suppress(_TrunkDone):
+                        self.network(input_ids=input_ids, attention_mask=mask)
+                    states = captured[0].float().cpu()
+                    for row, i in enumerate(idx):
+                        out[i] = states[row, : len(ids[i])].clone()
+                    bar.update(len(idx))
+        finally:
+            handle.remove()
+        return out  # type: ignore[return-value]
+
+    def lengths(self, rows: Sequence[torch.Tensor]) -> list[int]:
+        return [int(r.shape[0]) for r in rows]
+
+    # -- top --------------------------------------------------------------------------------------------------------
+    def forward(self, rows: Sequence[torch.Tensor]) -> torch.Tensor:
+        if self.mode == "full":
+            input_ids, mask = self._pad_ids(rows)
+            states = self.network(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        else:
+            longest = max(int(r.shape[0]) for r in rows)
+            hidden = rows[0].new_zeros((len(rows), longest, rows[0].shape[-1]))
+            lengths = torch.tensor([int(r.shape[0]) for r in rows])
+            for i, r in enumerate(rows):
+                hidden[i, : r.shape[0]] = r
+            hidden = hidden.to(self.device)
+            mask = (torch.arange(longest).unsqueeze(0) < lengths.unsqueeze(1)).long().to(self.device)
+            # The ids only drive the (discarded) embedding lookup; the hook substitutes the cached states.
+            dummy = torch.full_like(mask, self.encoder.tokenizer.pad_token_id)
+            handle = self.network.embeddings.register_forward_hook(lambda _m, _i, _o: hidden)
+            try:
+                with self._only_layers(self.split, len(self._layers)):
+                    states = self.network(input_ids=dummy, attention_mask=mask).last_hidden_state
+            finally:
+                handle.remove()
+        if self.encoder.pooling == "cls":
+            return states[:, 0]
+        m = mask.unsqueeze(-1).to(states.dtype)
+        return (states * m).sum(1) / m.sum(1).clamp(min=1.0)

@@ -1,0 +1,157 @@
+"""Fine-tuning: it learns, it freezes what it should, its fingerprint follows the weights, and it resumes exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from mmsent.config import load_config
+from mmsent.encoders import create_image_encoder, create_text_encoder
+from mmsent.finetune import finetune, finetune_encoder, load_finetuned_encoder, make_adapter
+from mmsent.finetune.finetuned import CHECKPOINTS_DIR, ENCODER_WEIGHTS, HEAD_WEIGHTS, META_FILE
+from mmsent.finetune.trainer import StepInfo
+
+WORDS = {0: "happy love great win sun", 1: "the park is on a day", 2: "sad hate awful lose rain"}
+
+
+def separable_texts(n: int = 24) -> tuple[list[str], list[int], list[str]]:
+    labels = [i % 3 for i in range(n)]
+    texts = [" ".join(WORDS[y].split()[(i // 3) % 3:][:3]) for i, y in enumerate(labels)]
+    return texts, labels, [f"g{i}" for i in range(n)]
+
+
+def _cfg(tmp_path, *extra: str):
+    return load_config(overrides=[f"cache_dir={tmp_path / 'cache'}", "finetune.holdout_fraction=0",
+                                  "finetune.checkpoint_every=2", *extra])
+
+
+def _state(adapter) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in adapter.network.state_dict().items()}
+
+
+def test_loss_decreases_on_a_separable_task(tmp_path, tiny_bert):
+    cfg = _cfg(tmp_path, "finetune.text.epochs=8", "finetune.text.batch_size=8", "finetune.text.lr_last_n=3e-3",
+               "finetune.text.head_lr=3e-2", "finetune.text.warmup_fraction=0", "finetune.text.dropout=0")
+    texts, labels, guids = separable_texts()
+    adapter = make_adapter(create_text_encoder(str(tiny_bert), max_length=16, device="cpu"), cfg.finetune.text)
+    result = finetune(adapter, texts, labels, guids, cfg.finetune.text, cfg.finetune, None)
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+@pytest.mark.parametrize("modality", ["text", "image"])
+def test_last_n_leaves_the_frozen_part_bit_identical(tmp_path, tiny_bert, lite0_weights, lab, modality):
+    cfg = _cfg(tmp_path, f"finetune.{modality}.epochs=1", f"finetune.{modality}.batch_size=4",
+               f"finetune.{modality}.last_n=1")
+    texts, labels, guids = separable_texts(12)
+    if modality == "text":
+        enc, items = create_text_encoder(str(tiny_bert), max_length=16, device="cpu"), texts
+    else:
+        enc = create_image_encoder(f"efficientnet-lite0:{lite0_weights}", grid=2, device="cpu")
+        items = sorted((lab / "data").glob("*.jpg"))[:12]
+    ecfg = getattr(cfg.finetune, modality)
+    adapter = make_adapter(enc, ecfg)
+    before = _state(adapter)
+    tuned = set(adapter.tuned_state())
+    finetune(adapter, items, labels, guids, ecfg, cfg.finetune, None)
+    after = _state(adapter)
+    for key in before:
+        if key not in tuned:
+            assert torch.equal(before[key], after[key]), f"frozen tensor {key} changed"
+    changed = [k for k in tuned if not torch.equal(before[k], after[k])]
+    assert changed, "nothing in the trainable top changed"
+
+
+def test_fingerprint_changes_and_the_reloaded_encoder_matches(tmp_path, tiny_bert):
+    cfg = _cfg(tmp_path, f"encoders.text={tiny_bert}", "encoders.text_max_length=16", "encoders.device=cpu",
+               "finetune.text.epochs=1", "finetune.text.batch_size=4")
+    texts, labels, guids = separable_texts(12)
+    enc = create_text_encoder(str(tiny_bert), max_length=16, device="cpu")
+    base_fp = enc.fingerprint()
+    folder = finetune_encoder(enc, texts, [str(i) for i in range(12)], labels, guids, cfg, progress=False)
+    assert enc.fingerprint() != base_fp and "state:" in enc.fingerprint()
+    assert sorted(p.name for p in folder.iterdir()) == sorted([ENCODER_WEIGHTS, HEAD_WEIGHTS, META_FILE])
+    reloaded = load_finetuned_encoder(folder, cfg.encoders)
+    assert reloaded.fingerprint() == enc.fingerprint()
+    torch.testing.assert_close(reloaded.encode(texts).pooled, enc.encode(texts).pooled)
+    # the same request again reuses the folder instead of training
+    again = create_text_encoder(str(tiny_bert), max_length=16, device="cpu")
+    assert finetune_encoder(again, texts, [str(i) for i in range(12)], labels, guids, cfg, progress=False) == folder
+    assert again.fingerprint() == enc.fingerprint()
+
+
+class Kill(Exception):
+    pass
+
+
+def _kill_after(step: int):
+    def callback(info: StepInfo) -> None:
+        if info.step == step:
+            raise Kill(f"killed after step {step}")
+    return callback
+
+
+@pytest.mark.parametrize("modality", ["text", "image"])
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, tiny_bert, lite0_weights, lab, modality):
+    # 18 training rows + 6 holdout, batch 4: 5 steps per epoch, 2 epochs; checkpoints every 2 steps and per epoch.
+    cfg = _cfg(tmp_path, "finetune.holdout_fraction=0.25", "finetune.patience=0", f"finetune.{modality}.epochs=2",
+               f"finetune.{modality}.batch_size=4", f"finetune.{modality}.last_n=1", "finetune.checkpoint_every=2")
+    ecfg = getattr(cfg.finetune, modality)
+    texts, labels, guids = separable_texts(24)
+    paths = sorted((lab / "data").glob("*.jpg"))[:24]
+
+    def fresh():
+        if modality == "text":
+            return make_adapter(create_text_encoder(str(tiny_bert), max_length=16, device="cpu"), ecfg), texts
+        enc = create_image_encoder(f"efficientnet-lite0:{lite0_weights}", grid=2, device="cpu")
+        return make_adapter(enc, ecfg), paths
+
+    adapter, items = fresh()
+    plain = finetune(adapter, items, labels, guids, ecfg, cfg.finetune, tmp_path / "a", run_key="k")
+    expected = _state(adapter)
+
+    ckpt = tmp_path / "b"
+    adapter, items = fresh()
+    with pytest.raises(Kill):  # step 7 is mid-epoch 2 and after the step-6 checkpoint: step 7 is redone on resume
+        finetune(adapter, items, labels, guids, ecfg, cfg.finetune, ckpt, run_key="k", callbacks=[_kill_after(7)])
+    leftovers = sorted(p.name for p in ckpt.iterdir())
+    assert leftovers == ["step-00000006.json", "step-00000006.safetensors"]
+    for path in ckpt.glob("*.safetensors"):  # no pickle anywhere: safetensors loads them, the sidecar is JSON
+        with safe_open(str(path), framework="pt") as fh:
+            keys = list(fh.keys())
+            assert any(k.startswith("optim.") for k in keys) and "rng.torch" in keys
+    json.loads((ckpt / "step-00000006.json").read_text())
+
+    adapter, items = fresh()  # a new process would start from the base weights, like this
+    resumed = finetune(adapter, items, labels, guids, ecfg, cfg.finetune, ckpt, run_key="k")
+    assert resumed.resumed_from_step == 6 and resumed.steps == plain.steps == 10
+    got = _state(adapter)
+    for key, value in expected.items():
+        assert torch.equal(got[key], value), f"{key} differs after resume"
+    for a, b in zip(plain.head.state_dict().values(), resumed.head.state_dict().values()):
+        assert torch.equal(a, b)
+    assert resumed.history == plain.history
+
+
+def test_checkpoint_of_another_run_is_not_resumed(tmp_path, tiny_bert):
+    cfg = _cfg(tmp_path, "finetune.text.epochs=1", "finetune.text.batch_size=4")
+    texts, labels, guids = separable_texts(12)
+    adapter = make_adapter(create_text_encoder(str(tiny_bert), max_length=16, device="cpu"), cfg.finetune.text)
+    finetune(adapter, texts, labels, guids, cfg.finetune.text, cfg.finetune, tmp_path / "c", run_key="one")
+    adapter = make_adapter(create_text_encoder(str(tiny_bert), max_length=16, device="cpu"), cfg.finetune.text)
+    result = finetune(adapter, texts, labels, guids, cfg.finetune.text, cfg.finetune, tmp_path / "c", run_key="two")
+    assert result.resumed_from_step is None and result.steps == 3
+
+
+def test_no_checkpoint_pickle_in_a_finished_folder(tmp_path, tiny_bert):
+    cfg = _cfg(tmp_path, f"encoders.text={tiny_bert}", "finetune.text.epochs=1", "finetune.text.batch_size=4")
+    texts, labels, guids = separable_texts(12)
+    enc = create_text_encoder(str(tiny_bert), max_length=16, device="cpu")
+    folder = finetune_encoder(enc, texts, [str(i) for i in range(12)], labels, guids, cfg, progress=False)
+    assert not (folder / CHECKPOINTS_DIR).exists()
+    for name in (ENCODER_WEIGHTS, HEAD_WEIGHTS):
+        with safe_open(str(folder / name), framework="pt") as fh:
+            assert list(fh.keys())
