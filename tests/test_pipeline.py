@@ -65,6 +65,7 @@ def test_validation_rows_never_reach_training(tmp_path, cfg, fakes, monkeypatch)
         return real_train(model, train_in, *args, **kwargs)
 
     monkeypatch.setattr(compare_mod, "train_model", spy)
+    cfg.compare.workers = 1  # the spy records in this process; worker processes would train out of its sight
     pipeline.run(cfg, tmp_path / "run", progress=False)
     split = load_split(tmp_path / "run" / "split.csv")
     dataset = pipeline.load_dataset(cfg)

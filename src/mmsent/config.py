@@ -77,6 +77,7 @@ class CompareConfig:
     )
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     predict_with: str = "best"  # "best" (highest mean validation macro-F1) or a model name
+    workers: int = 0  # CPU processes training runs side by side, one thread each (0 = one per core, 1 = none)
     # Per model: any `training` key (or a model constructor argument) that differs from the `training` section.
     # The token models are the slow ones on a CPU: a narrower width and shorter patience keep a run within minutes.
     model_overrides: dict[str, dict[str, Any]] = field(default_factory=lambda: {

@@ -115,7 +115,8 @@ def compare(cfg: RunConfig, feats: FeatureSet, split: Split, labels: dict[str, s
     """Every model of ``compare.models`` × every seed on the split, with the per-model overrides that apply."""
     overrides = {name: o for name, o in cfg.compare.model_overrides.items() if name in cfg.compare.models}
     return compare_models(feats.select(split.train + split.val), labels, split, cfg.compare.models,
-                          cfg.compare.seeds, cfg.training, progress=progress, model_overrides=overrides)
+                          cfg.compare.seeds, cfg.training, progress=progress, model_overrides=overrides,
+                          workers=cfg.compare.workers)
 
 
 def choose_model(cfg: RunConfig, comparison: Comparison) -> str:

@@ -90,3 +90,21 @@ def test_overrides_split_into_training_settings_and_model_arguments():
     assert (run_cfg.hidden_dim, run_cfg.patience, run_cfg.lr) == (32, 2, cfg.lr)
     assert ctor == {"attn_dropout": 0.0}
     assert cfg.hidden_dim == 256  # the shared config is untouched
+
+
+def test_worker_processes_give_the_same_runs_in_the_same_order(task) -> None:
+    import numpy as np
+
+    from mmsent.device import torch_threads
+
+    feats, labels, split = task
+    models, seeds = ["concat", "gated", "single_stream"], [0, 1]
+    with torch_threads(1):  # the workers train single-threaded; match that for a like-for-like comparison
+        serial = compare_models(feats, labels, split, models, seeds, tiny_cfg(epochs=3), progress=False, workers=1)
+    parallel = compare_models(feats, labels, split, models, seeds, tiny_cfg(epochs=3), progress=False, workers=2)
+    assert [(r.model, r.seed) for r in parallel.runs] == [(r.model, r.seed) for r in serial.runs]
+    for a, b in zip(serial.runs, parallel.runs, strict=True):
+        np.testing.assert_allclose(a.val_probs, b.val_probs, atol=1e-4)
+        assert a.best_epoch == b.best_epoch
+    x = next(iter(parallel.models.values()))
+    assert sum(p.numel() for p in x.parameters()) > 0  # trained models came back from the workers

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing as mp
+import os
+from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -177,10 +180,43 @@ def _split_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> tuple[Train
     return replace(cfg, **train_part), {k: v for k, v in overrides.items() if k not in names}
 
 
+def _resolve_workers(workers: int, device: torch.device, n_jobs: int) -> int:
+    if device.type != "cpu" or "fork" not in mp.get_all_start_methods():
+        return 1
+    return max(1, min(workers or (os.cpu_count() or 1), n_jobs))
+
+
+_JOB: Callable[[Any], Any] | None = None  # the closure a forked worker runs; inherited through fork, never pickled
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)
+
+
+def _worker_run(job: Any) -> Any:
+    assert _JOB is not None
+    return _JOB(job)
+
+
+def _run_in_processes(fn: Callable[[Any], Any], jobs: Sequence[Any], workers: int):
+    """Yields ``fn(job)`` for every job, in order, computed by ``workers`` forked processes.
+
+    Fork shares the (read-only) features with the workers at no copy; only the small trained models travel back.
+    """
+    global _JOB
+    _JOB = fn
+    try:
+        ctx = mp.get_context("fork")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+            yield from pool.map(_worker_run, jobs)
+    finally:
+        _JOB = None
+
+
 def compare_models(features: FeatureSet, labels: dict[str, str], split: SplitLike, models: Sequence[str],
                    seeds: Sequence[int], cfg: TrainConfig, progress: bool = True,
                    on_result: Callable[[RunResult], None] | None = None,
-                   model_overrides: dict[str, dict[str, Any]] | None = None) -> Comparison:
+                   model_overrides: dict[str, dict[str, Any]] | None = None, workers: int = 0) -> Comparison:
     """Trains every model with every seed on ``split.train`` and scores it on ``split.val``.
 
     Each run seeds its init with :func:`set_seed` before building the model, so seed ``s`` of two models share
@@ -198,6 +234,10 @@ def compare_models(features: FeatureSet, labels: dict[str, str], split: SplitLik
         model_overrides: per model name, training settings (any :class:`TrainConfig` field) or constructor
             arguments over ``cfg`` (e.g. ``{"dual_stream": {"hidden_dim": 128, "patience": 4}}`` to keep the token
             models fast on a CPU).
+
+        workers: CPU processes that train runs side by side, one torch thread each (0 = one per core; 1 = in
+            this process). Small models use two cores better as two single-threaded runs than as one two-threaded
+            run; on CUDA runs are always sequential. Results match a sequential run up to float rounding.
 
     Raises:
         ValueError: if train and val share guids, either is empty, or ``models``/``seeds`` is empty.
@@ -223,24 +263,29 @@ def compare_models(features: FeatureSet, labels: dict[str, str], split: SplitLik
 
     runs: list[RunResult] = []
     trained: dict[tuple[str, int], FusionModel] = {}
-    bar = tqdm(total=len(models) * len(seeds), desc="compare", disable=not progress)
-    for name in models:
-        for seed in seeds:
-            bar.set_postfix_str(f"{name} seed {seed}")
-            run_cfg, ctor_kwargs = _split_overrides(cfg, overrides.get(name, {}))
-            set_seed(seed)
-            model = create_fusion_model(name, image_dim, text_dim, run_cfg, **ctor_kwargs)
-            result = train_model(model, train_in, y_train, val_in, y_val, run_cfg, seed)
-            run = RunResult(model=name, seed=seed, metrics=result.val_metrics, best_epoch=result.best_epoch,
-                            train_seconds=result.train_seconds, history=result.history, val_probs=result.val_probs)
-            runs.append(run)
-            trained[(name, seed)] = result.model
-            if progress:
-                bar.write(f"{name:>14} seed {seed}: {format_metrics(run.metrics)} "
-                          f"(epoch {run.best_epoch}, {run.train_seconds:.1f}s)")
-            if on_result is not None:
-                on_result(run)
-            bar.update(1)
+    jobs = [(name, seed) for name in models for seed in seeds]
+    bar = tqdm(total=len(jobs), desc="compare", disable=not progress)
+
+    def train_one(job: tuple[str, int]) -> tuple[RunResult, FusionModel]:
+        name, seed = job
+        run_cfg, ctor_kwargs = _split_overrides(cfg, overrides.get(name, {}))
+        set_seed(seed)
+        model = create_fusion_model(name, image_dim, text_dim, run_cfg, **ctor_kwargs)
+        result = train_model(model, train_in, y_train, val_in, y_val, run_cfg, seed)
+        run = RunResult(model=name, seed=seed, metrics=result.val_metrics, best_epoch=result.best_epoch,
+                        train_seconds=result.train_seconds, history=result.history, val_probs=result.val_probs)
+        return run, result.model
+
+    workers = _resolve_workers(workers, device, len(jobs))
+    for run, model in (_run_in_processes(train_one, jobs, workers) if workers > 1 else map(train_one, jobs)):
+        runs.append(run)
+        trained[(run.model, run.seed)] = model
+        if progress:
+            bar.write(f"{run.model:>14} seed {run.seed}: {format_metrics(run.metrics)} "
+                      f"(epoch {run.best_epoch}, {run.train_seconds:.1f}s)")
+        if on_result is not None:
+            on_result(run)
+        bar.update(1)
     bar.close()
     if device.type == "cuda":
         torch.cuda.empty_cache()
