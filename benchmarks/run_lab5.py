@@ -114,7 +114,8 @@ def main() -> int:
     results = Path(args.results)
     old = results.read_text() if results.exists() else "# Benchmark results\n\nNewest first.\n\n"
     head, _, rest = old.partition("\n## ")
-    results.write_text(head.rstrip() + "\n\n" + "\n".join(lines) + ("## " + rest if rest else ""))
+    section = "\n".join(lines).rstrip() + "\n"
+    results.write_text(head.rstrip() + "\n\n" + section + ("\n## " + rest if rest else ""))
     print("\n".join(lines))
     return 0
 
