@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from mmsent.data.records import Example
+from mmsent.io import atomic_write_text
 from mmsent.labels import LABELS
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-        fh.write(text)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a prediction file is an ordinary output
-    os.replace(tmp, path)
 
 
 def write_predictions(path: str | Path, examples: Sequence[Example], probs: np.ndarray) -> Path:
@@ -41,13 +29,13 @@ def write_predictions(path: str | Path, examples: Sequence[Example], probs: np.n
     if probs.shape != (len(examples), len(LABELS)):
         raise ValueError(f"expected probabilities of shape ({len(examples)}, {len(LABELS)}), got {probs.shape}")
     tags = [LABELS[i] for i in probs.argmax(axis=1)]
-    _atomic_write(path, "guid,tag\n" + "".join(f"{ex.guid},{tag}\n" for ex, tag in zip(examples, tags)))
+    atomic_write_text(path, "guid,tag\n" + "".join(f"{ex.guid},{tag}\n" for ex, tag in zip(examples, tags)))
 
     proba_path = path.with_name(f"{path.stem}_proba.csv")
     lines = ["guid,tag," + ",".join(f"p_{name}" for name in LABELS) + "\n"]
     lines += [f"{ex.guid},{tag}," + ",".join(f"{p:.6f}" for p in row) + "\n"
               for ex, tag, row in zip(examples, tags, probs)]
-    _atomic_write(proba_path, "".join(lines))
+    atomic_write_text(proba_path, "".join(lines))
     return proba_path
 
 

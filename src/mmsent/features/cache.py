@@ -11,8 +11,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mmsent.features.featureset import ModalityFeatures
+from mmsent.io import atomic_write
 
 logger = logging.getLogger("mmsent.features")
 
@@ -79,20 +78,6 @@ def text_digest(text: str) -> str:
 def json_digest(obj: Any) -> str:
     """sha256 of a canonical JSON rendering (sorted keys), for keys built from nested options."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
-
-
-def _atomic_write_bytes(path: Path, write) -> None:
-    """Writes through a temp file in the same folder and ``os.replace``s it, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 class CacheEntryError(ValueError):
@@ -208,8 +193,8 @@ class FeatureCache:
         # A stale sidecar must not vouch for the new tensor file while it is being replaced.
         with contextlib.suppress(OSError):
             meta_path.unlink()
-        _atomic_write_bytes(tensor_path, lambda tmp: save_file(tensors, tmp, metadata={"key": key}))
-        _atomic_write_bytes(
+        atomic_write(tensor_path, lambda tmp: save_file(tensors, tmp, metadata={"key": key}))
+        atomic_write(
             meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
         )
         return tensor_path

@@ -10,10 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import random
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,26 +20,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from mmsent.io import atomic_write
+
 logger = logging.getLogger("mmsent.finetune")
 
 FORMAT = "mmsent-finetune-checkpoint"
 _PREFIX = "step-"
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Calls ``write(tmp_path)`` on a temp file beside ``path``, then renames it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
