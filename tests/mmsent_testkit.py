@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -159,3 +160,12 @@ def make_examples(folder: Path, texts: Sequence[str] = TEXTS, seed: int = 0) -> 
         txt.write_text(text, encoding="utf-8")
         out.append(Example(guid, "positive", text, "utf-8", img, txt, f"train.txt:{i + 2}"))
     return out
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Autouse where imported: tiny tensors on a busy 2-core machine run 10-50x slower with intra-op thread hand-offs."""
+    from mmsent.device import torch_threads
+
+    with torch_threads(1):
+        yield

@@ -1,17 +1,3 @@
-"""Shared test settings for this folder."""
+"""Shared test settings for this folder: tests run single-threaded (see mmsent_testkit.one_torch_thread)."""
 
-from __future__ import annotations
-
-from collections.abc import Iterator
-
-import pytest
-import torch
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # These tensors are tiny: with a busy 2-core machine, intra-op thread hand-offs cost 10-50x the arithmetic.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from mmsent_testkit import one_torch_thread  # noqa: F401 -- an autouse fixture, active for this folder
