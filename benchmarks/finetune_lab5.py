@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_lab5 import REPO, machine, timed_run  # same machine line and timing as the main benchmark
+from run_lab5 import REPO, RunFailed, bench_run, machine  # same runs, machine line and timing as the main benchmark
 
 
 def _mean_f1(comparison: dict) -> dict[str, tuple[float, float]]:
@@ -40,23 +40,14 @@ def main() -> int:
     args = ap.parse_args()
 
     cache = Path(tempfile.mkdtemp(prefix="mmsent-bench-ft-cache-"))
-    mmsent = [sys.executable, "-m", "mmsent"]
     extra = [a for o in args.overrides for a in ("--set", o)]
-    runs = {}
+    presets = {"frozen": [], "finetuned": ["--config", str(REPO / "configs" / "finetune.yaml")]}
     try:
-        for label, config in (("frozen", []), ("finetuned", ["--config", str(REPO / "configs" / "finetune.yaml")])):
-            out = Path(f"{args.out}-{label}")
-            shutil.rmtree(out, ignore_errors=True)
-            cmd = mmsent + ["run", "--data", args.data, "--out", str(out), "-q", *config,
-                            "--set", f"cache_dir={cache}", *extra]
-            print(f"[bench] {label}: {shlex.join(cmd)}", flush=True)
-            wall, rss, code = timed_run(cmd)
-            if code != 0:
-                print(f"[bench] {label} run failed with exit code {code}", file=sys.stderr)
-                return code
-            runs[label] = {"wall": wall, "rss": rss, "dir": out,
-                           "metrics": json.loads((out / "metrics.json").read_text()),
-                           "comparison": json.loads((out / "comparison.json").read_text())}
+        runs = {label: bench_run(label, args.data, Path(f"{args.out}-{label}"), cache, preset + extra)
+                for label, preset in presets.items()}
+    except RunFailed as exc:
+        print(f"[bench] {exc}", file=sys.stderr)
+        return exc.code
     finally:
         if args.keep_cache:
             print(f"[bench] cache kept at {cache}")

@@ -51,6 +51,28 @@ def timed_run(cmd: list[str]) -> tuple[float, float, int]:
     return time.perf_counter() - t0, usage.ru_maxrss / 1024, proc.returncode
 
 
+class RunFailed(RuntimeError):
+    """An ``mmsent run`` of a benchmark exited non-zero."""
+
+    def __init__(self, label: str, code: int) -> None:
+        super().__init__(f"{label} run failed with exit code {code}")
+        self.code = code
+
+
+def bench_run(label: str, data: str, out: Path, cache: Path, args: list[str]) -> dict:
+    """Runs ``mmsent run`` on ``data`` into ``out`` with ``cache``; returns wall time, peak RSS and its outputs."""
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "mmsent", "run", "--data", data, "--out", str(out), "-q",
+           "--set", f"cache_dir={cache}", *args]
+    print(f"[bench] {label}: {shlex.join(cmd)}", flush=True)
+    wall, rss, code = timed_run(cmd)
+    if code != 0:
+        raise RunFailed(label, code)
+    return {"wall": wall, "rss": rss, "dir": out,
+            "metrics": json.loads((out / "metrics.json").read_text()),
+            "comparison": json.loads((out / "comparison.json").read_text())}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "datasets" / "lab5"))
@@ -60,22 +82,13 @@ def main() -> int:
     args = ap.parse_args()
 
     cache = Path(tempfile.mkdtemp(prefix="mmsent-bench-cache-"))
-    mmsent = [sys.executable, "-m", "mmsent"]
     extra = [a for o in args.overrides for a in ("--set", o)]
-    runs = {}
     try:
-        for label in ("cold", "warm"):
-            out = Path(f"{args.out}-{label}")
-            shutil.rmtree(out, ignore_errors=True)
-            cmd = mmsent + ["run", "--data", args.data, "--out", str(out), "-q", "--set", f"cache_dir={cache}"] + extra
-            print(f"[bench] {label}: {shlex.join(cmd)}", flush=True)
-            wall, rss, code = timed_run(cmd)
-            if code != 0:
-                print(f"[bench] {label} run failed with exit code {code}", file=sys.stderr)
-                return code
-            runs[label] = {"wall": wall, "rss": rss, "dir": out,
-                           "metrics": json.loads((out / "metrics.json").read_text()),
-                           "comparison": json.loads((out / "comparison.json").read_text())}
+        runs = {label: bench_run(label, args.data, Path(f"{args.out}-{label}"), cache, extra)
+                for label in ("cold", "warm")}
+    except RunFailed as exc:
+        print(f"[bench] {exc}", file=sys.stderr)
+        return exc.code
     finally:
         shutil.rmtree(cache, ignore_errors=True)
 
