@@ -35,6 +35,8 @@ def main() -> int:
     ap.add_argument("--out", default=str(REPO / "runs" / "bench-finetune-lab5"))
     ap.add_argument("--results", default=str(REPO / "benchmarks" / "RESULTS.md"))
     ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--frozen-run", help="Reuse this finished frozen run (e.g. runs/bench-finetune-lab5-frozen) "
+                    "instead of running it again; its split must equal the fine-tuned run's.")
     ap.add_argument("--keep-cache", action="store_true", help="Keep the temporary cache (features, fine-tuned "
                     "encoders) and print its path.")
     args = ap.parse_args()
@@ -44,7 +46,7 @@ def main() -> int:
     presets = {"frozen": [], "finetuned": ["--config", str(REPO / "configs" / "finetune.yaml")]}
     try:
         runs = {label: bench_run(label, args.data, Path(f"{args.out}-{label}"), cache, preset + extra)
-                for label, preset in presets.items()}
+                for label, preset in presets.items() if not (label == "frozen" and args.frozen_run)}
     except RunFailed as exc:
         print(f"[bench] {exc}", file=sys.stderr)
         return exc.code
@@ -54,35 +56,52 @@ def main() -> int:
         else:
             shutil.rmtree(cache, ignore_errors=True)
 
+    if args.frozen_run:
+        done = Path(args.frozen_run)
+        metrics = json.loads((done / "metrics.json").read_text())
+        runs["frozen"] = {"wall": metrics["timings"]["total_seconds"], "rss": metrics["timings"]["peak_rss_mib"],
+                          "dir": done, "metrics": metrics,
+                          "comparison": json.loads((done / "comparison.json").read_text())}
     frozen, tuned = runs["frozen"], runs["finetuned"]
+    if (frozen["dir"] / "split.csv").read_text() != (tuned["dir"] / "split.csv").read_text():
+        print("[bench] the frozen and fine-tuned runs used different splits; not comparable", file=sys.stderr)
+        return 1
     record = json.loads((tuned["dir"] / "finetune.json").read_text())
     lines = [
         f"## lab5 fine-tuned vs frozen encoders, {time.strftime('%Y-%m-%d %H:%M %Z')}",
         "",
         f"- Machine: {machine()}",
         (f"- Command: `python benchmarks/finetune_lab5.py {shlex.join(sys.argv[1:])}` (runs `mmsent run --data DATA` "
-         "frozen, then with `--config configs/finetune.yaml`, on one fresh cache and the same split)"),
+         "frozen, then with `--config configs/finetune.yaml`, on one fresh cache and the same split"
+         + (f"; the frozen run reused from {args.frozen_run}, total time from its metrics.json" if args.frozen_run
+            else "") + ")"),
         (f"- Total wall time: frozen **{frozen['wall'] / 60:.1f} min**, fine-tuned **{tuned['wall'] / 60:.1f} min**; "
          f"peak memory {frozen['rss']:.0f} / {tuned['rss']:.0f} MiB"),
         "",
         "Fine-tuning (training rows of the split only; best epoch chosen on held-out training rows):",
         "",
         ("| encoder | mode | trainable / total params | train + holdout rows | steps | best epoch | holdout macro-F1 "
-         "| seconds |"),
-        "|---|---|---|---|---|---|---|---|",
+         "| cross-fitting folds: seconds, mean holdout macro-F1 | seconds in all |"),
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for modality, entry in record.items():
         if not entry.get("dir"):
-            lines.append(f"| {modality} | frozen | - | - | - | - | - | - |")
+            lines.append(f"| {modality} | frozen | - | - | - | - | - | - | - |")
             continue
         res = entry["result"]
         held = (res.get("holdout_metrics") or {}).get("macro_f1")
-        lines.append(f"| {modality} | {entry['mode']} (last {res['adapter']['last_n']}) | "
-                     f"{res['adapter']['trainable_params']:,} / {res['adapter']['total_params']:,} | "
-                     f"{res['train_rows']} + {res['holdout_rows']} | {res['steps']} | {res['best_epoch']} | "
-                     f"{held:.3f} | {entry['seconds']:.0f} |" if held is not None else
-                     f"| {modality} | {entry['mode']} | - | {res['train_rows']} | {res['steps']} | "
-                     f"{res['best_epoch']} | - | {entry['seconds']:.0f} |")
+        cross = entry.get("crossfit")
+        if cross:
+            fold_f1 = [f["holdout_macro_f1"] for f in cross["fold_results"] if f.get("holdout_macro_f1") is not None]
+            cross_cell = (f"{cross['folds']}: {cross['seconds']:.0f} s, "
+                          + (f"{sum(fold_f1) / len(fold_f1):.3f}" if fold_f1 else "-"))
+        else:
+            cross_cell = "off"
+        mode = f"{entry['mode']} (last {res['adapter']['last_n']})" if entry["mode"] == "last_n" else entry["mode"]
+        lines.append(f"| {modality} | {mode} | {res['adapter']['trainable_params']:,} / "
+                     f"{res['adapter']['total_params']:,} | {res['train_rows']} + {res['holdout_rows']} | "
+                     f"{res['steps']} | {res['best_epoch']} | {'-' if held is None else f'{held:.3f}'} | "
+                     f"{cross_cell} | {entry['seconds']:.0f} |")
     stage_keys = ("load_seconds", "finetune_seconds", "extract_seconds", "compare_seconds", "total_seconds")
     lines += ["", "Stage wall times (seconds): " + ", ".join(
         f"{k.removesuffix('_seconds')} frozen {frozen['metrics']['timings'].get(k, 0):.0f} / fine-tuned "

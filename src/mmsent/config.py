@@ -105,6 +105,7 @@ class EncoderFinetuneConfig:
     warmup_fraction: float = 0.1
     grad_clip: float = 1.0
     dropout: float = 0.1
+    crossfit_folds: int = 0  # >= 2: out-of-fold features for the training rows (K more fine-tunings); 0 = off
 
 
 @dataclass
@@ -120,6 +121,9 @@ class ImageFinetuneConfig(EncoderFinetuneConfig):
 
     lr_full: float = 1e-4
     lr_last_n: float = 3e-4
+    # On lab5 the image encoder's own features of its training rows misled the fusion models (image-only macro-F1
+    # fell below frozen); out-of-fold features fixed that. Text features did better without (benchmarks/RESULTS.md).
+    crossfit_folds: int = 5
 
 
 @dataclass
@@ -129,6 +133,10 @@ class FinetuneConfig:
     Early stopping and the choice of the best epoch use ``holdout_fraction`` of the *training* rows, held out inside
     the fine-tuning (the run's validation rows never take part); 0 trains on every training row for exactly
     ``epochs`` epochs and keeps the last weights.
+
+    Each encoder's ``crossfit_folds`` (K >= 2) gives the fusion models out-of-fold features for the training rows:
+    K more copies of the encoder are fine-tuned on K-1 folds of the training rows and extract the fold they left out,
+    so no training row's features come from an encoder that learned its label (see :mod:`mmsent.finetune.crossfit`).
     """
 
     enabled: bool = False

@@ -15,6 +15,7 @@ import logging
 import platform
 import resource
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import numpy as np
 
 from mmsent.config import RunConfig
 from mmsent.data.lab_format import load_lab_dataset
-from mmsent.data.records import LabDataset
+from mmsent.data.records import Example, LabDataset
 from mmsent.data.sample import sample_dataset_path
 from mmsent.data.splits import Split, check_split, kfold_splits, load_split, make_split, save_split
 from mmsent.data.text import TextCleaner
@@ -95,8 +96,9 @@ def prepare_split(cfg: RunConfig, dataset: LabDataset, run_dir: Path | None = No
 
 
 def extract(cfg: RunConfig, dataset: LabDataset, progress: bool = True,
-            stats: dict[str, Any] | None = None, encoders: tuple[Encoder, Encoder] | None = None) -> FeatureSet:
-    """Features for every train and test row, from the content-keyed cache where possible.
+            stats: dict[str, Any] | None = None, encoders: tuple[Encoder, Encoder] | None = None,
+            examples: Sequence[Example] | None = None) -> FeatureSet:
+    """Features for every train and test row (or just ``examples``), from the content-keyed cache where possible.
 
     ``stats``, when given, receives per-modality cache and throughput figures. ``encoders`` (image, text) replaces
     the configured ones, e.g. fine-tuned encoders; their fingerprints key the cache.
@@ -104,7 +106,7 @@ def extract(cfg: RunConfig, dataset: LabDataset, progress: bool = True,
     cache_dir = Path(cfg.cache_dir).expanduser()
     image_encoder, text_encoder = encoders or create_encoders_from_config(cfg.encoders, cache_dir=cache_dir / "models")
     return extract_features(
-        dataset.train + dataset.test, image_encoder, text_encoder, TextCleaner(cfg.cleaning), FeatureCache(cache_dir),
+        list(examples) if examples is not None else dataset.train + dataset.test, image_encoder, text_encoder, TextCleaner(cfg.cleaning), FeatureCache(cache_dir),
         batch_size=cfg.encoders.batch_size, progress=progress, max_image_pixels=cfg.data.max_image_pixels,
         num_threads=cfg.encoders.num_threads, stats=stats,
     )
@@ -160,17 +162,25 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> RunResult
     split = prepare_split(cfg, dataset, run_dir)
     timings["load_seconds"] = time.perf_counter() - t0
 
-    encoders = None
+    encoders, examples, out_of_fold = None, None, {}
     if cfg.finetune.enabled:  # fine-tune on the split's training rows, then extract with the fine-tuned encoders
         from mmsent.finetune import finetune_encoders  # local: the default pipeline never imports it
 
         t = time.perf_counter()
-        encoders = finetune_encoders(cfg, dataset, split, run_dir, progress=progress)
+        tuned = finetune_encoders(cfg, dataset, split, run_dir, progress=progress)
+        encoders, out_of_fold = tuned.encoders, tuned.out_of_fold
         timings["finetune_seconds"] = time.perf_counter() - t
+        if set(out_of_fold) == {"image", "text"}:  # training rows are fully covered by out-of-fold features
+            trained = set(split.train)
+            examples = [ex for ex in dataset.train if ex.guid not in trained] + dataset.test
 
     t = time.perf_counter()
     extraction: dict[str, Any] = {}
-    feats = extract(cfg, dataset, progress=progress, stats=extraction, encoders=encoders)
+    feats = extract(cfg, dataset, progress=progress, stats=extraction, encoders=encoders, examples=examples)
+    if out_of_fold:
+        from mmsent.finetune.crossfit import merge_out_of_fold
+
+        feats = merge_out_of_fold(feats, out_of_fold)
     timings["extract_seconds"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -250,7 +260,7 @@ def predict_from_run(run_dir: str | Path, cfg: RunConfig, out: str | Path | None
         from mmsent.finetune import load_run_encoders
 
         encoders = load_run_encoders(run_dir, run_cfg)
-    feats = extract(run_cfg, dataset, progress=progress, encoders=encoders).select([ex.guid for ex in dataset.test])
+    feats = extract(run_cfg, dataset, progress=progress, encoders=encoders, examples=dataset.test)
     models = [load_model(p) for p in model_dirs]
     out_path = Path(out) if out else run_dir / PREDICTIONS_FILE
     write_predictions(out_path, dataset.test, ensemble_proba(models, feats, run_cfg.training.device))

@@ -45,3 +45,21 @@ def test_last_n_trains_only_the_top(tiny_bert, lite0_weights):
     trainable = {n.split(".")[0] + ("." + n.split(".")[1] if n.startswith("_blocks") else "")
                  for n, p in image.network.named_parameters() if p.requires_grad}
     assert trainable == {"_blocks.14", "_blocks.15", "_conv_head", "_bn1"}
+
+
+def test_features_from_the_cached_trunk_equal_extraction(tiny_bert, lab, lite0_weights):
+    # out-of-fold features are made this way: they must be what encode() makes (pooled, tokens, mask and padding)
+    text = create_text_encoder(str(tiny_bert), max_length=16, device="cpu")
+    image = create_image_encoder(f"efficientnet-lite0:{lite0_weights}", grid=2, device="cpu")
+    paths = sorted((lab / "data").glob("*.jpg"))[:3]
+    for enc, items, cfg_type, settings in (
+        (text, TEXTS, TextFinetuneConfig, (("last_n", 1), ("full", 0))),
+        (image, paths, ImageFinetuneConfig, (("last_n", 2), ("full", 0))),
+    ):
+        expected = enc.encode(items)
+        for mode, last_n in settings:
+            adapter = make_adapter(enc, cfg_type(mode=mode, last_n=last_n))
+            got = adapter.features(adapter.prepare(items, batch_size=2), batch_size=2)
+            assert got.tokens.shape == expected.tokens.shape and torch.equal(got.mask, expected.mask)
+            torch.testing.assert_close(got.pooled, expected.pooled, atol=1e-4, rtol=1e-4, msg=f"{mode}/{last_n}")
+            torch.testing.assert_close(got.tokens, expected.tokens, atol=1e-4, rtol=1e-4, msg=f"{mode}/{last_n}")

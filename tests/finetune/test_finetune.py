@@ -147,11 +147,18 @@ def test_checkpoint_of_another_run_is_not_resumed(tmp_path, tiny_bert):
 
 
 def test_no_checkpoint_pickle_in_a_finished_folder(tmp_path, tiny_bert):
-    cfg = _cfg(tmp_path, f"encoders.text={tiny_bert}", "finetune.text.epochs=1", "finetune.text.batch_size=4")
+    cfg = _cfg(tmp_path, f"encoders.text={tiny_bert}", "finetune.text.epochs=1", "finetune.text.batch_size=4",
+               "finetune.text.crossfit_folds=3")
     texts, labels, guids = separable_texts(12)
     enc = create_text_encoder(str(tiny_bert), max_length=16, device="cpu")
     folder = finetune_encoder(enc, texts, [str(i) for i in range(12)], labels, guids, cfg, progress=False)
     assert not (folder / CHECKPOINTS_DIR).exists()
+    # finished cross-fitting folds keep only their out-of-fold features (no checkpoints left behind)
+    assert sorted(p.name for p in (folder / "crossfit-k3").iterdir()) == sorted(
+        ["crossfit.json"] + [f"fold{i}.safetensors" for i in range(3)])
+    for path in (folder / "crossfit-k3").glob("*.safetensors"):
+        with safe_open(str(path), framework="pt") as fh:
+            assert sorted(fh.keys()) == ["mask", "pooled", "tokens"]
     for name in (ENCODER_WEIGHTS, HEAD_WEIGHTS):
         with safe_open(str(folder / name), framework="pt") as fh:
             assert list(fh.keys())

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+import torch
+
 from mmsent import pipeline
 from mmsent.config import load_config
 from mmsent.data.splits import load_split
@@ -16,7 +19,7 @@ from mmsent.predict import read_predictions
 
 FAST = ["finetune.enabled=true", "compare.models=concat", "compare.seeds=0", "training.epochs=2",
         "training.hidden_dim=8", "finetune.text.last_n=1", "finetune.image.last_n=1",
-        "finetune.text.epochs=1", "finetune.image.epochs=1"]
+        "finetune.text.epochs=1", "finetune.image.epochs=1", "finetune.text.crossfit_folds=3"]
 
 
 def test_validation_rows_never_reach_finetuning_and_run_uses_the_tuned_encoders(tmp_path, overrides, monkeypatch):
@@ -52,6 +55,10 @@ def test_validation_rows_never_reach_finetuning_and_run_uses_the_tuned_encoders(
     import mmsent.report
 
     monkeypatch.setattr(mmsent.report, "build_report", lambda *a, **k: None)  # the HTML report is not under test
+    compared: list = []
+    real_compare = pipeline.compare
+    monkeypatch.setattr(pipeline, "compare", lambda cfg_, feats, *a, **k: compared.append(feats) or
+                        real_compare(cfg_, feats, *a, **k))
     run_dir = tmp_path / "run"
     result = pipeline.run(cfg, run_dir, progress=False)
 
@@ -78,6 +85,17 @@ def test_validation_rows_never_reach_finetuning_and_run_uses_the_tuned_encoders(
         assert record[modality]["fingerprint"] in fingerprints  # features came from the fine-tuned encoder
         assert record[modality]["base_fingerprint"] not in fingerprints
 
+    # the fusion models trained on the cross-fitting's out-of-fold features of the training rows
+    from mmsent.finetune.crossfit import load_crossfit
+
+    for modality, folds in (("image", 5), ("text", 3)):  # the image default; the text one set in FAST
+        assert record[modality]["crossfit"]["folds"] == folds
+        oof_guids, oof = load_crossfit(record[modality]["crossfit"]["dir"])
+        assert sorted(oof_guids) == sorted(split.train)
+        pos = {g: i for i, g in enumerate(oof_guids)}
+        used = getattr(compared[0].select(split.train), modality)
+        assert torch.equal(used.pooled, oof.pooled[[pos[g] for g in split.train]])
+
     # predicting later rebuilds the same fine-tuned encoders (and hits their cached features)
     out = pipeline.predict_from_run(run_dir, cfg, tmp_path / "again.txt", progress=False)
     assert read_predictions(out) == read_predictions(result.predictions_path)
@@ -93,4 +111,44 @@ def test_a_second_run_reuses_the_finetuned_encoders(tmp_path, overrides, monkeyp
     monkeypatch.setattr(TuningAdapter, "freeze", lambda self: built.append(self.encoder.modality))
     second = stage.finetune_encoders(cfg, dataset, split, tmp_path / "two", progress=False)
     assert built == []  # no adapter was even built: both folders were found finished
-    assert [e.fingerprint() for e in first] == [e.fingerprint() for e in second]
+    assert [e.fingerprint() for e in first.encoders] == [e.fingerprint() for e in second.encoders]
+    for modality in ("image", "text"):  # and the cross-fitting's out-of-fold features came back from disk
+        assert first.out_of_fold[modality][0] == second.out_of_fold[modality][0]
+        assert torch.equal(first.out_of_fold[modality][1].tokens, second.out_of_fold[modality][1].tokens)
+
+
+def test_without_text_crossfitting_only_the_image_rows_are_replaced(tmp_path, overrides, monkeypatch):
+    cfg = load_config(overrides=overrides + FAST + ["finetune.text.crossfit_folds=0"])
+    import mmsent.report
+
+    monkeypatch.setattr(mmsent.report, "build_report", lambda *a, **k: None)
+    compared: list = []
+    real_compare = pipeline.compare
+    monkeypatch.setattr(pipeline, "compare", lambda cfg_, feats, *a, **k: compared.append(feats) or
+                        real_compare(cfg_, feats, *a, **k))
+    run_dir = tmp_path / "run"
+    pipeline.run(cfg, run_dir, progress=False)
+    split = load_split(run_dir / "split.csv")
+    record = json.loads((run_dir / "finetune.json").read_text())
+    assert "crossfit" in record["image"] and "crossfit" not in record["text"]
+
+    from mmsent.finetune.crossfit import load_crossfit
+
+    used = compared[0].select(split.train)
+    oof_guids, oof = load_crossfit(record["image"]["crossfit"]["dir"])
+    pos = {g: i for i, g in enumerate(oof_guids)}
+    assert torch.equal(used.image.pooled, oof.pooled[[pos[g] for g in split.train]])
+    # text rows: the fully fine-tuned text encoder's own features
+    _, text_encoder = stage.load_run_encoders(run_dir, cfg)
+    by_guid = {ex.guid: ex for ex in pipeline.load_dataset(cfg).train}
+    cleaner = TextCleaner(cfg.cleaning)
+    expected = text_encoder.encode([cleaner.clean(by_guid[g].text) for g in split.train])
+    torch.testing.assert_close(used.text.pooled, expected.pooled, atol=1e-5, rtol=1e-5)
+
+
+def test_a_single_crossfitting_fold_is_refused(tmp_path, overrides):
+    cfg = load_config(overrides=overrides + FAST + ["finetune.image.crossfit_folds=1"])
+    dataset = pipeline.load_dataset(cfg)
+    split = pipeline.prepare_split(cfg, dataset)
+    with pytest.raises(ValueError, match="finetune.image.crossfit_folds must be 0"):
+        stage.finetune_encoders(cfg, dataset, split, None, progress=False)

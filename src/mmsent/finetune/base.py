@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from mmsent.encoders.base import Encoder
+from mmsent.features.featureset import ModalityFeatures
 
 
 class TuningAdapter(ABC):
@@ -48,6 +49,11 @@ class TuningAdapter(ABC):
     @abstractmethod
     def forward(self, rows: Sequence[torch.Tensor]) -> torch.Tensor:
         """Trainable top on prepared rows -> pooled vectors ``(B, dim)``, the same pooling extraction uses."""
+
+    @abstractmethod
+    def features(self, rows: Sequence[torch.Tensor], batch_size: int = 64) -> ModalityFeatures:
+        """Prepared rows -> pooled vectors, tokens and mask exactly as the encoder's ``encode`` makes them (eval
+        mode, no gradients); how out-of-fold features are made without a second trunk pass."""
 
     def lengths(self, rows: Sequence[torch.Tensor]) -> list[int] | None:
         """Per-row sequence lengths for length-grouped batches; None where rows have no length (images)."""

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from mmsent.device import inference_autocast
-from mmsent.encoders.efficientnet import ConvImageEncoder
+from mmsent.encoders.efficientnet import ConvImageEncoder, grid_tokens
+from mmsent.features.featureset import ModalityFeatures
 from mmsent.finetune.base import TuningAdapter
 
 
@@ -101,16 +102,34 @@ class ImageAdapter(TuningAdapter):
                 bar.update(len(chunk))
         return out
 
-    def forward(self, rows: Sequence[torch.Tensor]) -> torch.Tensor:
+    def _feature_map(self, rows: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Prepared rows -> the encoder's final feature map ``(B, dim, h, w)``."""
         net = self.network
         x = torch.stack(list(rows)).to(self.device)
         if self.mode == "full":
-            fmap = self.encoder.feature_map(self._normalise(x))
-        else:
-            n_blocks = len(net._blocks)
-            rate = net._global_params.drop_connect_rate
-            for idx in range(self.split, n_blocks):
-                # Same stochastic-depth schedule as EfficientNet.extract_features (active in train mode only).
-                x = net._blocks[idx](x, drop_connect_rate=rate * idx / n_blocks if rate else rate)
-            fmap = net._swish(net._bn1(net._conv_head(x)))
-        return fmap.float().mean(dim=(2, 3))
+            return self.encoder.feature_map(self._normalise(x))
+        n_blocks = len(net._blocks)
+        rate = net._global_params.drop_connect_rate
+        for idx in range(self.split, n_blocks):
+            # Same stochastic-depth schedule as EfficientNet.extract_features (active in train mode only).
+            x = net._blocks[idx](x, drop_connect_rate=rate * idx / n_blocks if rate else rate)
+        return net._swish(net._bn1(net._conv_head(x)))
+
+    def forward(self, rows: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self._feature_map(rows).float().mean(dim=(2, 3))
+
+    @torch.no_grad()
+    def features(self, rows: Sequence[torch.Tensor], batch_size: int = 64) -> ModalityFeatures:
+        self.eval()
+        pooled, tokens = [], []
+        for start in range(0, len(rows), max(1, batch_size)):
+            with inference_autocast(self.device):
+                fmap = self._feature_map(rows[start : start + batch_size]).float()
+            pooled.append(fmap.mean(dim=(2, 3)).cpu())
+            tokens.append(grid_tokens(fmap, self.encoder.grid).contiguous().cpu())
+        if not pooled:
+            side = self.encoder.grid or self.encoder.map_side
+            return ModalityFeatures(torch.zeros(0, self.dim), torch.zeros(0, side * side, self.dim),
+                                    torch.zeros(0, side * side, dtype=torch.bool))
+        tok = torch.cat(tokens)
+        return ModalityFeatures(torch.cat(pooled), tok, torch.ones(tok.shape[:2], dtype=torch.bool))

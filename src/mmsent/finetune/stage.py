@@ -9,9 +9,11 @@ training rows (guid, content digest, label). The same data and settings therefor
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +25,11 @@ from mmsent.device import torch_threads
 from mmsent.encoders.base import Encoder
 from mmsent.encoders.registry import create_encoders_from_config
 from mmsent.features.cache import json_digest, text_digest
+from mmsent.features.featureset import ModalityFeatures
 from mmsent.finetune.base import TuningAdapter
 from mmsent.finetune.checkpoint import write_json
+from mmsent.finetune.crossfit import RECORD_FILE as CROSSFIT_RECORD
+from mmsent.finetune.crossfit import crossfit, crossfit_dir, is_crossfitted, load_crossfit
 from mmsent.finetune.finetuned import CHECKPOINTS_DIR, apply_finetuned, is_finetuned, read_meta, save_finetuned
 from mmsent.finetune.trainer import StepCallback, finetune
 from mmsent.labels import label_to_index
@@ -70,31 +75,71 @@ def finetune_encoder(encoder: Encoder, items: Sequence, item_ids: Sequence[str],
     ecfg: EncoderFinetuneConfig = getattr(cfg.finetune, modality)
     shared = {k: v for k, v in dataclasses.asdict(cfg.finetune).items()
               if k not in ("enabled", "output_dir", "checkpoint_every", "text", "image")}
+    # crossfit_folds is left out of the key: the cross-fitting has its own subfolder, the full fine-tuning is the same
+    key_settings = {k: v for k, v in dataclasses.asdict(ecfg).items() if k != "crossfit_folds"}
     base_fp = encoder.fingerprint()
-    key = json_digest({"version": _KEY_VERSION, "encoder": base_fp, "settings": dataclasses.asdict(ecfg),
+    key = json_digest({"version": _KEY_VERSION, "encoder": base_fp, "settings": key_settings,
                        "shared": shared, "data_note": data_note,
                        "rows": [[str(g), str(i), int(y)] for g, i, y in zip(guids, item_ids, labels)]})
     folder = finetune_root(cfg) / f"{modality}-{key[:20]}"
-    if is_finetuned(folder):
+    folds = int(ecfg.crossfit_folds)
+    if folds == 1 or folds < 0:
+        raise ValueError(f"finetune.{modality}.crossfit_folds must be 0 (off) or >= 2, got {folds}")
+    cf_dir = crossfit_dir(folder, folds) if folds > 1 else None
+    full_done = is_finetuned(folder)
+    crossfit_done = cf_dir is None or is_crossfitted(cf_dir)
+    if full_done and crossfit_done:
         logger.info("%s: reusing the fine-tuned encoder in %s", modality, folder)
         apply_finetuned(encoder, folder)
         return folder
     adapter = make_adapter(encoder, ecfg, cfg.data.max_image_pixels)
-    logger.info("fine-tuning the %s encoder %s (%s, %d of %d parameters trainable) on %d rows -> %s", modality,
+    logger.info("fine-tuning the %s encoder %s (%s, %d of %d parameters trainable) on %d rows%s -> %s", modality,
                 encoder.name, ecfg.mode if ecfg.mode == "full" else f"last {adapter.last_n}",
-                adapter.describe()["trainable_params"], adapter.describe()["total_params"], len(items), folder)
+                adapter.describe()["trainable_params"], adapter.describe()["total_params"], len(items),
+                f", then {folds} cross-fitting folds" if cf_dir is not None else "", folder)
+    desc = f"{modality} fine-tune"
+    # One trunk pass, shared by the cross-fitting folds and the full fine-tuning.
+    rows = adapter.prepare(list(items), batch_size=cfg.encoders.batch_size, progress=progress)
+    if not crossfit_done:
+        crossfit(adapter, items, rows, labels, guids, ecfg, cfg.finetune, cf_dir, run_key=key, progress=progress,
+                 callbacks=callbacks, desc=desc)
+    if full_done:
+        apply_finetuned(encoder, folder)
+        return folder
     result = finetune(adapter, items, labels, guids, ecfg, cfg.finetune, folder / CHECKPOINTS_DIR, run_key=key,
-                      progress=progress, callbacks=callbacks, prepare_batch_size=cfg.encoders.batch_size,
-                      desc=f"{modality} fine-tune")
+                      progress=progress, callbacks=callbacks, rows=rows, desc=desc)
     settings = {"encoder": dataclasses.asdict(ecfg), "shared": shared}
     save_finetuned(folder, adapter, result, base_fingerprint=base_fp, settings=settings,
                    extra={"key": key, "rows": len(guids), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return folder
 
 
+@dataclass
+class FinetunedEncoders:
+    """What :func:`finetune_encoders` returns.
+
+    Attributes:
+        image: the image encoder to extract validation/test features with (fine-tuned on every training row, or
+            frozen).
+        text: the same for text.
+        out_of_fold: modality -> ``(guids, features)`` of the training rows from the cross-fitting (modalities that
+            were fine-tuned with ``crossfit_folds >= 2``); they replace the encoders' own features of those rows.
+        record: what the run's ``finetune.json`` holds.
+    """
+
+    image: Encoder
+    text: Encoder
+    out_of_fold: dict[str, tuple[list[str], ModalityFeatures]] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def encoders(self) -> tuple[Encoder, Encoder]:
+        return self.image, self.text
+
+
 def finetune_encoders(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir: str | Path | None = None, *,
-                      progress: bool = True, callbacks: Sequence[StepCallback] = ()) -> tuple[Encoder, Encoder]:
-    """Fine-tunes the configured encoders on ``split.train`` rows and returns ``(image_encoder, text_encoder)``.
+                      progress: bool = True, callbacks: Sequence[StepCallback] = ()) -> FinetunedEncoders:
+    """Fine-tunes the configured encoders on ``split.train`` rows (and cross-fits them, see ``crossfit_folds``).
 
     Validation rows never take part: only ``split.train`` rows are prepared, trained on or used for early stopping
     (which holds out ``finetune.holdout_fraction`` of the training rows). Encoders whose mode is ``frozen`` come back
@@ -114,6 +159,7 @@ def finetune_encoders(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir
     labels = [label_to_index(ex.label) for ex in train]  # type: ignore[arg-type]
     guids = [ex.guid for ex in train]
     record: dict[str, Any] = {}
+    out_of_fold: dict[str, tuple[list[str], ModalityFeatures]] = {}
     with torch_threads(cfg.encoders.num_threads):
         for encoder in (image, text):
             modality = encoder.modality
@@ -136,9 +182,18 @@ def finetune_encoders(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir
             record[modality] = {"mode": getattr(cfg.finetune, modality).mode, "dir": str(folder.resolve()),
                                 "fingerprint": meta["fingerprint"], "base_fingerprint": meta["base_fingerprint"],
                                 "seconds": time.perf_counter() - t0, "result": meta["result"]}
+            folds = int(getattr(cfg.finetune, modality).crossfit_folds)
+            if folds > 1:
+                cf_dir = crossfit_dir(folder, folds)
+                oof_guids, oof = load_crossfit(cf_dir)
+                if sorted(oof_guids) != sorted(guids):
+                    raise RuntimeError(f"{cf_dir}: out-of-fold features cover other rows than the split's training rows")
+                out_of_fold[modality] = (oof_guids, oof)
+                record[modality]["crossfit"] = {"dir": str(cf_dir.resolve()),
+                                                **json.loads((cf_dir / CROSSFIT_RECORD).read_text(encoding="utf-8"))}
     if run_dir is not None:
         write_json(Path(run_dir) / RUN_RECORD, record)
-    return image, text
+    return FinetunedEncoders(image, text, out_of_fold, record)
 
 
 def load_run_encoders(run_dir: str | Path, cfg: RunConfig) -> tuple[Encoder, Encoder]:
@@ -147,8 +202,6 @@ def load_run_encoders(run_dir: str | Path, cfg: RunConfig) -> tuple[Encoder, Enc
     Raises:
         FileNotFoundError: if the run has no record or a fine-tuned folder it names is gone.
     """
-    import json
-
     path = Path(run_dir) / RUN_RECORD
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the run did not fine-tune its encoders")

@@ -15,6 +15,7 @@ import torch
 
 from mmsent.device import inference_autocast
 from mmsent.encoders.hf_text import HFTextEncoder
+from mmsent.features.featureset import ModalityFeatures
 from mmsent.finetune.base import TuningAdapter
 
 # Where encoder-only models keep their transformer layers (BERT/RoBERTa/MPNet/..., DistilBERT, others).
@@ -147,27 +148,55 @@ class TextAdapter(TuningAdapter):
         return [int(r.shape[0]) for r in rows]
 
     # -- top --------------------------------------------------------------------------------------------------------
-    def forward(self, rows: Sequence[torch.Tensor]) -> torch.Tensor:
+    def _states(self, rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prepared rows -> last hidden states ``(B, L, dim)`` and attention mask ``(B, L)`` (L: longest row)."""
         if self.mode == "full":
             input_ids, mask = self._pad_ids(rows)
-            states = self.network(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        else:
-            longest = max(int(r.shape[0]) for r in rows)
-            hidden = rows[0].new_zeros((len(rows), longest, rows[0].shape[-1]))
-            lengths = torch.tensor([int(r.shape[0]) for r in rows])
-            for i, r in enumerate(rows):
-                hidden[i, : r.shape[0]] = r
-            hidden = hidden.to(self.device)
-            mask = (torch.arange(longest).unsqueeze(0) < lengths.unsqueeze(1)).long().to(self.device)
-            # The ids only drive the (discarded) embedding lookup; the hook substitutes the cached states.
-            dummy = torch.full_like(mask, self.encoder.tokenizer.pad_token_id)
-            handle = self.network.embeddings.register_forward_hook(lambda _m, _i, _o: hidden)
-            try:
-                with self._only_layers(self.split, len(self._layers)):
-                    states = self.network(input_ids=dummy, attention_mask=mask).last_hidden_state
-            finally:
-                handle.remove()
+            return self.network(input_ids=input_ids, attention_mask=mask).last_hidden_state, mask
+        longest = max(int(r.shape[0]) for r in rows)
+        hidden = rows[0].new_zeros((len(rows), longest, rows[0].shape[-1]))
+        lengths = torch.tensor([int(r.shape[0]) for r in rows])
+        for i, r in enumerate(rows):
+            hidden[i, : r.shape[0]] = r
+        hidden = hidden.to(self.device)
+        mask = (torch.arange(longest).unsqueeze(0) < lengths.unsqueeze(1)).long().to(self.device)
+        # The ids only drive the (discarded) embedding lookup; the hook substitutes the cached states.
+        dummy = torch.full_like(mask, self.encoder.tokenizer.pad_token_id)
+        handle = self.network.embeddings.register_forward_hook(lambda _m, _i, _o: hidden)
+        try:
+            with self._only_layers(self.split, len(self._layers)):
+                states = self.network(input_ids=dummy, attention_mask=mask).last_hidden_state
+        finally:
+            handle.remove()
+        return states, mask
+
+    def _pool(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.encoder.pooling == "cls":
             return states[:, 0]
         m = mask.unsqueeze(-1).to(states.dtype)
         return (states * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+    def forward(self, rows: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self._pool(*self._states(rows))
+
+    @torch.no_grad()
+    def features(self, rows: Sequence[torch.Tensor], batch_size: int = 64) -> ModalityFeatures:
+        """As :meth:`HFTextEncoder.encode` returns them: tokens padded to ``max_length`` with exact zeros."""
+        self.eval()
+        n, width = len(rows), self.encoder.max_length
+        pooled = torch.zeros(n, self.dim)
+        tokens = torch.zeros(n, width, self.dim)
+        out_mask = torch.zeros(n, width, dtype=torch.bool)
+        order = sorted(range(n), key=lambda i: int(rows[i].shape[0]), reverse=True)
+        for start in range(0, n, max(1, batch_size)):
+            idx = order[start : start + batch_size]
+            with inference_autocast(self.device):
+                states, mask = self._states([rows[i] for i in idx])
+            states = states.float()
+            vec = self._pool(states, mask).cpu()
+            states = (states * mask.unsqueeze(-1)).cpu()
+            idx_t = torch.tensor(idx)
+            pooled[idx_t] = vec
+            tokens[idx_t, : states.shape[1]] = states
+            out_mask[idx_t, : states.shape[1]] = mask.bool().cpu()
+        return ModalityFeatures(pooled, tokens, out_mask)

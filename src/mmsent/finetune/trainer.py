@@ -156,7 +156,8 @@ def _evaluate(adapter: TuningAdapter, head: torch.nn.Module, rows: list[torch.Te
 def finetune(adapter: TuningAdapter, items: Sequence, labels: Sequence[int], guids: Sequence[str],
              ecfg: EncoderFinetuneConfig, fcfg: FinetuneConfig, checkpoint_dir: str | Path | None, *,
              run_key: str = "", progress: bool = False, callbacks: Sequence[StepCallback] = (),
-             prepare_batch_size: int = 32, desc: str = "fine-tune") -> FinetuneResult:
+             prepare_batch_size: int = 32, desc: str = "fine-tune",
+             rows: Sequence[torch.Tensor] | None = None) -> FinetuneResult:
     """Fine-tunes ``adapter``'s encoder on ``items`` (rows of the run's training split only) and keeps the best epoch.
 
     On CPU, an interrupted call resumed from its checkpoint ends with weights bit-identical to an uninterrupted one:
@@ -177,6 +178,8 @@ def finetune(adapter: TuningAdapter, items: Sequence, labels: Sequence[int], gui
             would; the next call resumes from the last checkpoint).
         prepare_batch_size: batch size of the one-off trunk pass.
         desc: progress bar label.
+        rows: ``adapter.prepare(items)`` when the caller already has it (cross-fitting shares one trunk pass among
+            its folds); None prepares here.
     """
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -193,7 +196,11 @@ def finetune(adapter: TuningAdapter, items: Sequence, labels: Sequence[int], gui
     train_idx, hold_idx = holdout_split(list(labels), fcfg.holdout_fraction, seed)
     if not train_idx:
         raise ValueError("no rows left to fine-tune on")
-    rows = adapter.prepare(list(items), batch_size=prepare_batch_size, progress=progress)
+    if rows is None:
+        rows = adapter.prepare(list(items), batch_size=prepare_batch_size, progress=progress)
+    elif len(rows) != n:
+        raise ValueError(f"finetune: {len(rows)} prepared rows for {n} items")
+    rows = list(rows)
     lengths = adapter.lengths(rows)
     y = torch.as_tensor(list(labels), dtype=torch.long, device=device)
     weights = class_weights(y[train_idx].cpu()).to(device) if fcfg.class_weighting else None

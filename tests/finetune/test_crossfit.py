@@ -1,0 +1,121 @@
+"""Cross-fitting: every training row's features come from an encoder copy that never trained on that row."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_finetune import Kill, _cfg, _kill_after, separable_texts
+
+from mmsent.encoders import create_text_encoder
+from mmsent.features.featureset import FeatureSet, ModalityFeatures
+from mmsent.finetune import crossfit as cf
+from mmsent.finetune import make_adapter
+
+
+def test_folds_partition_the_rows_and_keep_label_shares():
+    labels = [0] * 12 + [1] * 6 + [2] * 3
+    folds = cf.fold_rows(labels, 3, seed=0)
+    assert sorted(i for f in folds for i in f) == list(range(21))
+    for held in folds:
+        assert sorted(labels[i] for i in held) == [0, 0, 0, 0, 1, 1, 2]
+    assert folds == cf.fold_rows(labels, 3, seed=0) and folds != cf.fold_rows(labels, 3, seed=1)
+    with pytest.raises(ValueError, match="crossfit_folds"):
+        cf.fold_rows(labels, 1, seed=0)
+    with pytest.raises(ValueError, match="21 training rows into 30 folds"):
+        cf.fold_rows(labels, 30, seed=0)
+
+
+def _setup(tmp_path, tiny_bert, *extra: str):
+    cfg = _cfg(tmp_path, "finetune.text.epochs=2", "finetune.text.batch_size=4", "finetune.text.last_n=1",
+               "finetune.text.crossfit_folds=3", "finetune.holdout_fraction=0.25", "finetune.patience=0", *extra)
+    texts, labels, guids = separable_texts(18)
+    adapter = make_adapter(create_text_encoder(str(tiny_bert), max_length=16, device="cpu"), cfg.finetune.text)
+    return cfg, texts, labels, guids, adapter
+
+
+def test_each_rows_features_come_from_a_fold_that_never_trained_on_it(tmp_path, tiny_bert, monkeypatch):
+    cfg, texts, labels, guids, adapter = _setup(tmp_path, tiny_bert)
+    trained: list[set[str]] = []
+    real = cf.finetune
+
+    def spy(adapter_, items, labels_, guids_, *args, callbacks=(), **kwargs):
+        seen: set[str] = set()
+        trained.append(seen)
+        return real(adapter_, items, labels_, guids_, *args, callbacks=[*callbacks, lambda i: seen.update(i.guids)],
+                    **kwargs)
+
+    monkeypatch.setattr(cf, "finetune", spy)
+    start = {k: v.clone() for k, v in adapter.tuned_state().items()}
+    rows = adapter.prepare(texts)
+    out_guids, feats = cf.crossfit(adapter, texts, rows, labels, guids, cfg.finetune.text, cfg.finetune,
+                                   tmp_path / "cf", run_key="k")
+    assert out_guids == guids and len(feats) == 18
+    assert len(trained) == 3
+    for fold, held in enumerate(cf.fold_rows(labels, 3, cfg.finetune.seed)):
+        held_guids = {guids[i] for i in held}
+        assert trained[fold] and not trained[fold] & held_guids  # the fold's steps never saw its own rows
+        assert trained[fold] <= set(guids) - held_guids
+    # the encoder is handed back with the weights every fold started from
+    for key, value in adapter.tuned_state().items():
+        assert torch.equal(value, start[key])
+    # features differ from the untuned encoder's (the folds did train) and match what was stored
+    plain = adapter.features(rows)
+    assert not torch.allclose(plain.pooled, feats.pooled)
+    again_guids, again = cf.load_crossfit(tmp_path / "cf")
+    pos = {g: i for i, g in enumerate(again_guids)}
+    assert torch.equal(again.pooled[[pos[g] for g in guids]], feats.pooled)
+
+
+def test_an_interrupted_crossfit_resumes_to_the_same_features(tmp_path, tiny_bert):
+    cfg, texts, labels, guids, adapter = _setup(tmp_path, tiny_bert, "finetune.checkpoint_every=1")
+    rows = adapter.prepare(texts)
+    args = (cfg.finetune.text, cfg.finetune)
+    _, expected = cf.crossfit(adapter, texts, rows, labels, guids, *args, tmp_path / "plain", run_key="k")
+
+    # 9 training + 3 holdout rows per fold, batch 4: 3 steps an epoch, 6 a fold; step 4 is mid-epoch of fold 2
+    cfg2, texts, labels, guids, adapter = _setup(tmp_path, tiny_bert, "finetune.checkpoint_every=1")
+    killer = _kill_after(4)
+    calls = {"n": 0}
+
+    def kill_in_second_fold(info):
+        if info.step == 1:
+            calls["n"] += 1
+        if calls["n"] == 2:
+            killer(info)
+
+    with pytest.raises(Kill):
+        cf.crossfit(adapter, texts, rows, labels, guids, *args, tmp_path / "cut", run_key="k",
+                    callbacks=[kill_in_second_fold])
+    assert (tmp_path / "cut" / "fold0.safetensors").is_file() and (tmp_path / "cut" / "fold1").is_dir()
+    assert not cf.is_crossfitted(tmp_path / "cut")
+
+    cfg3, texts, labels, guids, adapter = _setup(tmp_path, tiny_bert, "finetune.checkpoint_every=1")
+    _, resumed = cf.crossfit(adapter, texts, adapter.prepare(texts), labels, guids, *args, tmp_path / "cut",
+                             run_key="k")
+    for name in ("pooled", "tokens", "mask"):
+        assert torch.equal(getattr(resumed, name), getattr(expected, name)), name
+    assert not (tmp_path / "cut" / "fold1").exists()  # the fold's checkpoints went once it finished
+
+
+def _mf(values: list[float], width: int = 2) -> ModalityFeatures:
+    pooled = torch.tensor(values).unsqueeze(1).repeat(1, 3)
+    return ModalityFeatures(pooled, pooled.unsqueeze(1).repeat(1, width, 1), torch.ones(len(values), width).bool())
+
+
+def test_merge_replaces_and_adds_rows_by_guid():
+    feats = FeatureSet(["a", "b", "v"], _mf([1, 2, 3]), _mf([10, 20, 30]))
+    merged = cf.merge_out_of_fold(feats, {"image": (["b", "a"], _mf([-2, -1]))})
+    assert merged.guids == ["a", "b", "v"]
+    assert merged.image.pooled[:, 0].tolist() == [-1, -2, 3] and merged.text.pooled[:, 0].tolist() == [10, 20, 30]
+
+    only_heldout = FeatureSet(["v"], _mf([3]), _mf([30]))
+    both = {"image": (["a", "b"], _mf([-1, -2])), "text": (["a", "b"], _mf([-10, -20]))}
+    merged = cf.merge_out_of_fold(only_heldout, both)
+    assert merged.guids == ["a", "b", "v"]
+    assert merged.text.pooled[:, 0].tolist() == [-10, -20, 30]
+    assert merged.image.tokens.shape == (3, 2, 3)
+
+    with pytest.raises(KeyError, match="no image features for guid.*b"):
+        cf.merge_out_of_fold(only_heldout, {"image": (["a"], _mf([-1]))} | {"text": (["b"], _mf([-2]))})
+    with pytest.raises(ValueError, match="tokens"):
+        cf.merge_out_of_fold(feats, {"image": (["a"], _mf([-1], width=5))})
