@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mmsent.config import ImageFinetuneConfig, TextFinetuneConfig
@@ -63,3 +64,12 @@ def test_features_from_the_cached_trunk_equal_extraction(tiny_bert, lab, lite0_w
             assert got.tokens.shape == expected.tokens.shape and torch.equal(got.mask, expected.mask)
             torch.testing.assert_close(got.pooled, expected.pooled, atol=1e-4, rtol=1e-4, msg=f"{mode}/{last_n}")
             torch.testing.assert_close(got.tokens, expected.tokens, atol=1e-4, rtol=1e-4, msg=f"{mode}/{last_n}")
+
+
+def test_text_last_n_beyond_the_model_trains_every_layer_and_zero_is_refused(tiny_bert):
+    enc = create_text_encoder(str(tiny_bert), device="cpu")
+    adapter = make_adapter(enc, TextFinetuneConfig(last_n=6))  # the tiny model has 2 layers
+    assert adapter.last_n == 2 and adapter.split == 0
+    assert not any(p.requires_grad for p in enc.model.embeddings.parameters())
+    with pytest.raises(ValueError, match="last_n must be >= 1"):
+        make_adapter(enc, TextFinetuneConfig(last_n=0))

@@ -9,6 +9,7 @@ as :class:`~mmsent.encoders.hf_text.HFTextEncoder` computes it for extraction.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -17,6 +18,8 @@ from mmsent.device import inference_autocast
 from mmsent.encoders.hf_text import HFTextEncoder
 from mmsent.features.featureset import ModalityFeatures
 from mmsent.finetune.base import TuningAdapter
+
+logger = logging.getLogger("mmsent.finetune")
 
 # Where encoder-only models keep their transformer layers (BERT/RoBERTa/MPNet/..., DistilBERT, others).
 _LAYER_PATHS = ("encoder.layer", "encoder.layers", "transformer.layer", "layers")
@@ -48,7 +51,8 @@ class TextAdapter(TuningAdapter):
     Args:
         encoder: the text encoder (its model is changed in place).
         mode: ``"full"`` (embeddings and every layer train) or ``"last_n"``.
-        last_n: layers that train in ``last_n`` mode (1..number of layers); the embeddings stay frozen.
+        last_n: layers that train in ``last_n`` mode (>= 1; more than the model has means all); the embeddings stay
+            frozen.
     """
 
     def __init__(self, encoder: HFTextEncoder, mode: str = "last_n", last_n: int = 2) -> None:
@@ -57,8 +61,14 @@ class TextAdapter(TuningAdapter):
         self.mode = mode
         self.layers_path, self._owner, self._attr, self._layers = find_layers(self.network)
         n_layers = len(self._layers)
-        if mode == "last_n" and not 1 <= last_n <= n_layers:
-            raise ValueError(f"finetune.text.last_n must be 1..{n_layers} for {encoder.name}, got {last_n}")
+        if mode == "last_n" and last_n < 1:
+            raise ValueError(f"finetune.text.last_n must be >= 1 (and counts {encoder.name}'s {n_layers} layers), "
+                             f"got {last_n}")
+        if mode == "last_n" and last_n > n_layers:
+            # The default names all of MiniLM's 6 layers; a shallower model trains all of its own.
+            logger.info("finetune.text.last_n=%d > %s's %d layers: all of them train (the embeddings stay frozen)",
+                        last_n, encoder.name, n_layers)
+            last_n = n_layers
         if mode not in ("full", "last_n"):
             raise ValueError(f"text fine-tuning mode must be full or last_n here, got {mode!r}")
         self.last_n = n_layers if mode == "full" else int(last_n)
