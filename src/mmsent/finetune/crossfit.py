@@ -134,8 +134,9 @@ def crossfit(adapter: TuningAdapter, items: Sequence, rows: Sequence[torch.Tenso
         shutil.rmtree(out_dir / f"fold{fold}", ignore_errors=True)  # its checkpoints: the fold is done
         parts.append((held, _load_fold(path)[1]))  # read back: exactly what a rerun would reuse
         results.append(result)
+        held_f1 = result["holdout_macro_f1"]
         logger.info("%s: cross-fitting fold %d/%d done (%d rows held out, holdout macro-F1 %s)", desc, fold + 1, k,
-                    len(held), result["holdout_macro_f1"])
+                    len(held), "-" if held_f1 is None else f"{held_f1:.3f}")
     load_tuned_state(adapter.network, start)
 
     order = [i for held, _ in parts for i in held]

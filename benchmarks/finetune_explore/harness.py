@@ -1,0 +1,117 @@
+"""Exploration harness behind the fine-tuning variants table in benchmarks/RESULTS.md (2026-11-30).
+
+Not a polished tool: scripts used to compare fine-tuning variants on lab5 quickly. The frozen trunk's outputs for
+every train+val row of the run's split are cached once (in $MMSENT_EXPLORE, default /tmp/mmsent-explore), a variant
+fine-tunes the top on the training rows only (optionally K-fold cross-fitted), and the downstream models are
+compared on the validation rows exactly as ``mmsent run`` does (3 seeds). Examples::
+
+    python benchmarks/finetune_explore/exp_image.py last_n=2 folds=5 tag=base
+    python benchmarks/finetune_explore/exp_text.py last_n=6 epochs=4 folds=5 tag=l6e4
+    python benchmarks/finetune_explore/views.py 2 2 3400      # 2 augmented trunk views of the 3400 training rows
+    python benchmarks/finetune_explore/exp_image.py last_n=2 views=2 epochs=4 folds=5 tag=views
+    python benchmarks/finetune_explore/combo.py base-oof base-naive   # image / text features saved by the above
+"""
+import copy, json, logging, sys, time
+from pathlib import Path
+import torch, numpy as np
+from mmsent.config import load_config
+from mmsent import pipeline
+from mmsent.encoders.registry import create_encoders_from_config
+from mmsent.encoders.efficientnet import grid_tokens
+from mmsent.finetune.stage import make_adapter
+from mmsent.finetune.trainer import finetune
+from mmsent.features.featureset import FeatureSet, ModalityFeatures
+from mmsent.data.text import TextCleaner
+from mmsent.labels import label_to_index
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+import os
+
+REPO = Path(__file__).resolve().parents[2]
+OUT = Path(os.environ.get("MMSENT_EXPLORE", "/tmp/mmsent-explore"))
+OUT.mkdir(parents=True, exist_ok=True)
+DATA = os.environ.get("MMSENT_LAB5", str(REPO.parent / "shared" / "datasets" / "lab5"))
+CACHE = os.environ.get("MMSENT_CACHE", "/tmp/mmsent-explore/cache")
+torch.set_num_threads(2)
+
+def setup(overrides=()):
+    cfg = load_config(None, [f"data.root={DATA}", f"cache_dir={CACHE}", *overrides])
+    ds = pipeline.load_dataset(cfg)
+    split = pipeline.prepare_split(cfg, ds)
+    feats = pipeline.extract(cfg, ds, progress=False)
+    by = {e.guid: e for e in ds.train}
+    guids = split.train + split.val
+    ex = [by[g] for g in guids]
+    labels = {e.guid: e.label for e in ds.train}
+    return cfg, ds, split, feats.select(guids), ex, labels
+
+def trunk_cache(cfg, ex, modality, last_n):
+    path = OUT / f"trunk-{modality}-{last_n}.pt"
+    img, txt = create_encoders_from_config(cfg.encoders, cache_dir=Path(cfg.cache_dir) / "models")
+    enc = img if modality == "image" else txt
+    ecfg = copy.deepcopy(getattr(cfg.finetune, modality)); ecfg.mode = "last_n"; ecfg.last_n = last_n
+    adapter = make_adapter(enc, ecfg)
+    if path.exists():
+        rows = torch.load(path, weights_only=False)
+    else:
+        t = time.time()
+        if modality == "image":
+            items = [e.image_path for e in ex]
+        else:
+            cl = TextCleaner(cfg.cleaning); items = [cl.clean(e.text) for e in ex]
+        rows = adapter.prepare(items, batch_size=32)
+        torch.save(rows, path); print(f"trunk {modality} {last_n}: {time.time()-t:.0f}s", flush=True)
+    return adapter, rows
+
+@torch.no_grad()
+def top_features(adapter, rows, modality, grid=3, bs=64):
+    adapter.eval()
+    pooled, tokens, masks = [], [], []
+    if modality == "image":
+        net = adapter.network
+        for s in range(0, len(rows), bs):
+            x = torch.stack(rows[s:s+bs])
+            for idx in range(adapter.split, len(net._blocks)):
+                x = net._blocks[idx](x)
+            fmap = net._swish(net._bn1(net._conv_head(x))).float()
+            pooled.append(fmap.mean(dim=(2, 3))); tokens.append(grid_tokens(fmap, grid))
+        P = torch.cat(pooled); T = torch.cat(tokens)
+        return ModalityFeatures(P, T, torch.ones(T.shape[:2], dtype=torch.bool))
+    raise NotImplementedError
+
+def tune(adapter, rows, idx, y, ecfg, fcfg, seed=0):
+    fcfg = copy.deepcopy(fcfg); fcfg.seed = seed
+    adapter.prepare = lambda items, **kw: [rows[i] for i in items]
+    res = finetune(adapter, list(idx), [y[i] for i in idx], [str(i) for i in idx], ecfg, fcfg, None)
+    return res
+
+def score(cfg, feats, split, labels, models, seeds=(0, 1, 2)):
+    c = copy.deepcopy(cfg); c.compare.models = list(models); c.compare.seeds = list(seeds)
+    comp = pipeline.compare(c, feats, split, labels, progress=False)
+    return {r["model"]: round(r["macro_f1_mean"], 4) for r in comp.summary()}
+
+@torch.no_grad()
+def text_top_features(adapter, rows, max_length=64, bs=64):
+    adapter.eval()
+    n = len(rows); D = rows[0].shape[-1]
+    P = torch.zeros(n, D); T = torch.zeros(n, max_length, D); M = torch.zeros(n, max_length, dtype=torch.bool)
+    order = sorted(range(n), key=lambda i: rows[i].shape[0], reverse=True)
+    for s in range(0, n, bs):
+        idx = order[s:s+bs]; rr = [rows[i] for i in idx]
+        longest = max(r.shape[0] for r in rr)
+        hidden = rr[0].new_zeros((len(rr), longest, D)); lengths = torch.tensor([r.shape[0] for r in rr])
+        for i, r in enumerate(rr): hidden[i, :r.shape[0]] = r
+        mask = (torch.arange(longest).unsqueeze(0) < lengths.unsqueeze(1)).long()
+        dummy = torch.full_like(mask, adapter.encoder.tokenizer.pad_token_id)
+        h = adapter.network.embeddings.register_forward_hook(lambda _m, _i, _o: hidden)
+        try:
+            with adapter._only_layers(adapter.split, len(adapter._layers)):
+                st = adapter.network(input_ids=dummy, attention_mask=mask).last_hidden_state
+        finally:
+            h.remove()
+        m = mask.unsqueeze(-1).float()
+        vec = (st * m).sum(1) / m.sum(1).clamp(min=1.0)
+        st = st * m
+        it = torch.tensor(idx)
+        P[it] = vec; T[it, :longest] = st; M[it, :longest] = mask.bool()
+    return ModalityFeatures(P, T, M)
