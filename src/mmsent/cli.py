@@ -276,7 +276,9 @@ def finetune(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(
             continue
         held = (entry["result"].get("holdout_metrics") or {}).get("macro_f1")
         score = f", holdout macro-F1 {held:.3f}" if held is not None else ""
-        console.print(f"{modality}: {entry['mode']}, best epoch {entry['result']['best_epoch']}{score}, "
+        cross = entry.get("crossfit")
+        folds = f", out-of-fold features from {cross['folds']} folds" if cross else ""
+        console.print(f"{modality}: {entry['mode']}, best epoch {entry['result']['best_epoch']}{score}{folds}, "
                       f"{entry['seconds']:.0f} s -> {entry['dir']}")
 
 

@@ -1,0 +1,23 @@
+"""`mmsent finetune` end to end on the tiny fixtures: what it prints and what it leaves behind."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from mmsent.cli import app
+
+
+def test_finetune_command_reports_each_encoder_and_its_crossfitting(tmp_path, overrides):
+    args = ["finetune", "--out", str(tmp_path / "run"), "-q"]
+    for o in overrides + ["finetune.text.last_n=1", "finetune.image.last_n=1", "finetune.text.epochs=1",
+                          "finetune.image.epochs=1", "finetune.image.crossfit_folds=2"]:
+        args += ["--set", o]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "image: last_n, best epoch 1" in result.output and "out-of-fold features from 2 folds" in result.output
+    assert "text: last_n, best epoch 1" in result.output
+    record = json.loads((tmp_path / "run" / "finetune.json").read_text())
+    assert record["image"]["crossfit"]["folds"] == 2 and "crossfit" not in record["text"]
+    assert len(record["image"]["crossfit"]["fold_results"]) == 2
