@@ -28,12 +28,12 @@ from mmsent.data.records import Example, LabDataset
 from mmsent.data.sample import sample_dataset_path
 from mmsent.data.splits import Split, check_split, kfold_splits, load_split, make_split, save_split
 from mmsent.data.text import TextCleaner
-from mmsent.device import resolve_device
+from mmsent.device import resolve_device, torch_threads
 from mmsent.encoders.base import Encoder
 from mmsent.encoders.registry import create_encoders_from_config
 from mmsent.features.cache import FeatureCache
-from mmsent.features.extract import extract_features
-from mmsent.features.featureset import FeatureSet
+from mmsent.features.extract import extract_features, extract_image_features, extract_text_features
+from mmsent.features.featureset import FeatureSet, ModalityFeatures
 from mmsent.labels import LABELS
 from mmsent.predict import write_predictions
 from mmsent.training.compare import Comparison, compare_models
@@ -112,6 +112,37 @@ def extract(cfg: RunConfig, dataset: LabDataset, progress: bool = True,
     )
 
 
+def _training_rows_features(cfg: RunConfig, dataset: LabDataset, split: Split, encoders: tuple[Encoder, Encoder],
+                            skip: set[str], stats: dict[str, Any]) -> dict[str, tuple[list[str], ModalityFeatures]]:
+    """The encoders' own features of the split's training rows, for the modalities not in ``skip``.
+
+    Their figures are added to ``stats[modality]`` (rows encoded/reused, seconds).
+    """
+    trained = set(split.train)
+    rows = [ex for ex in dataset.train if ex.guid in trained]
+    guids = [ex.guid for ex in rows]
+    cache = FeatureCache(Path(cfg.cache_dir).expanduser())
+    out: dict[str, tuple[list[str], ModalityFeatures]] = {}
+    with torch_threads(cfg.encoders.num_threads):
+        for encoder in encoders:
+            modality = encoder.modality
+            if modality in skip:
+                continue
+            part: dict[str, Any] = {}
+            kw = {"batch_size": cfg.encoders.batch_size, "progress": False, "stats": part}
+            if modality == "image":
+                feats = extract_image_features(rows, encoder, cache, max_image_pixels=cfg.data.max_image_pixels, **kw)
+            else:
+                feats = extract_text_features(rows, encoder, TextCleaner(cfg.cleaning), cache, **kw)
+            entry = stats.setdefault(modality, {})
+            for key in ("encoded", "reused", "seconds", "encode_seconds"):
+                entry[key] = entry.get(key, 0) + (part.get(key) or 0)
+            if entry.get("encode_seconds"):
+                entry["items_per_second"] = entry["encoded"] / entry["encode_seconds"]
+            out[modality] = (guids, feats)
+    return out
+
+
 def compare(cfg: RunConfig, feats: FeatureSet, split: Split, labels: dict[str, str],
             progress: bool = True) -> Comparison:
     """Every model of ``compare.models`` × every seed on the split, with the per-model overrides that apply."""
@@ -170,7 +201,7 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> RunResult
         tuned = finetune_encoders(cfg, dataset, split, run_dir, progress=progress)
         encoders, out_of_fold = tuned.encoders, tuned.out_of_fold
         timings["finetune_seconds"] = time.perf_counter() - t
-        if set(out_of_fold) == {"image", "text"}:  # training rows are fully covered by out-of-fold features
+        if out_of_fold:  # cross-fitted modalities have their training rows' features already: encode the others
             trained = set(split.train)
             examples = [ex for ex in dataset.train if ex.guid not in trained] + dataset.test
 
@@ -180,7 +211,8 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> RunResult
     if out_of_fold:
         from mmsent.finetune.crossfit import merge_out_of_fold
 
-        feats = merge_out_of_fold(feats, out_of_fold)
+        own = _training_rows_features(cfg, dataset, split, encoders, skip=set(out_of_fold), stats=extraction)
+        feats = merge_out_of_fold(feats, {**out_of_fold, **own})
     timings["extract_seconds"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -131,6 +131,11 @@ def test_without_text_crossfitting_only_the_image_rows_are_replaced(tmp_path, ov
     split = load_split(run_dir / "split.csv")
     record = json.loads((run_dir / "finetune.json").read_text())
     assert "crossfit" in record["image"] and "crossfit" not in record["text"]
+    # the tuned image encoder only encoded the rows without out-of-fold features (validation and test rows)
+    extraction = json.loads((run_dir / "metrics.json").read_text())["extraction"]
+    n_test = len(pipeline.load_dataset(cfg).test)
+    assert 0 < extraction["image"]["encoded"] <= len(split.val) + n_test
+    assert extraction["text"]["encoded"] + extraction["text"]["reused"] > len(split.val) + n_test
 
     from mmsent.finetune.crossfit import load_crossfit
 

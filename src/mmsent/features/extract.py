@@ -252,44 +252,55 @@ def extract_features(
         stats: when given, receives per-modality cache/throughput figures under ``"image"`` and ``"text"``.
     """
     stats = {} if stats is None else stats
-    guids = [ex.guid for ex in examples]
     with torch_threads(num_threads):
-        paths = [ex.image_path for ex in examples]
-        image_ids = image_item_ids(paths)
-        encode_kw = {"max_pixels": max_image_pixels} if max_image_pixels is not None else {}
-        if encode_kw and not _accepts(image_encoder.encode, "max_pixels"):
-            logger.warning("%s.encode takes no max_pixels; max_image_pixels is ignored", type(image_encoder).__name__)
-            encode_kw = {}
-        image = extract_modality(
-            "image",
-            guids,
-            paths,
-            image_ids,
-            image_data_fingerprint(guids, image_ids),
-            image_encoder,
-            cache,
-            # max_image_pixels is not part of the key: the limit only refuses images, it never changes the features
-            # of one it accepts; resizing/cropping/grid are in the encoder fingerprint.
-            batch_size=batch_size,
-            progress=progress,
-            encode_kwargs=encode_kw,
-            stats=stats.setdefault("image", {"encoder": image_encoder.name}),
-        )
+        image = extract_image_features(examples, image_encoder, cache, batch_size=batch_size, progress=progress,
+                                       max_image_pixels=max_image_pixels,
+                                       stats=stats.setdefault("image", {"encoder": image_encoder.name}))
+        text = extract_text_features(examples, text_encoder, cleaner, cache, batch_size=batch_size,
+                                     progress=progress, stats=stats.setdefault("text", {"encoder": text_encoder.name}))
+    return FeatureSet([ex.guid for ex in examples], image, text)
 
-        if cleaner is None:
-            cleaned, cleaner_fp = [ex.text for ex in examples], "raw"
-        else:
-            cleaned, cleaner_fp = [cleaner.clean(ex.text) for ex in examples], cleaner.fingerprint()
-        text = extract_modality(
-            "text",
-            guids,
-            cleaned,
-            [text_digest(t) for t in cleaned],
-            text_data_fingerprint(guids, cleaned, cleaner_fp),
-            text_encoder,
-            cache,
-            batch_size=batch_size,
-            progress=progress,
-            stats=stats.setdefault("text", {"encoder": text_encoder.name}),
-        )
-    return FeatureSet(guids, image, text)
+
+def extract_image_features(
+    examples: Sequence[Example],
+    encoder: Encoder,
+    cache: FeatureCache | None,
+    *,
+    batch_size: int = 32,
+    progress: bool = True,
+    max_image_pixels: int | None = None,
+    stats: dict[str, Any] | None = None,
+) -> ModalityFeatures:
+    """The image half of :func:`extract_features` (same cache entries), for callers that need one modality."""
+    guids = [ex.guid for ex in examples]
+    paths = [ex.image_path for ex in examples]
+    image_ids = image_item_ids(paths)
+    encode_kw = {"max_pixels": max_image_pixels} if max_image_pixels is not None else {}
+    if encode_kw and not _accepts(encoder.encode, "max_pixels"):
+        logger.warning("%s.encode takes no max_pixels; max_image_pixels is ignored", type(encoder).__name__)
+        encode_kw = {}
+    # max_image_pixels is not part of the key: the limit only refuses images, it never changes the features of one
+    # it accepts; resizing/cropping/grid are in the encoder fingerprint.
+    return extract_modality("image", guids, paths, image_ids, image_data_fingerprint(guids, image_ids), encoder, cache,
+                            batch_size=batch_size, progress=progress, encode_kwargs=encode_kw, stats=stats)
+
+
+def extract_text_features(
+    examples: Sequence[Example],
+    encoder: Encoder,
+    cleaner: Any,
+    cache: FeatureCache | None,
+    *,
+    batch_size: int = 32,
+    progress: bool = True,
+    stats: dict[str, Any] | None = None,
+) -> ModalityFeatures:
+    """The text half of :func:`extract_features` (same cache entries), for callers that need one modality."""
+    guids = [ex.guid for ex in examples]
+    if cleaner is None:
+        cleaned, cleaner_fp = [ex.text for ex in examples], "raw"
+    else:
+        cleaned, cleaner_fp = [cleaner.clean(ex.text) for ex in examples], cleaner.fingerprint()
+    return extract_modality("text", guids, cleaned, [text_digest(t) for t in cleaned],
+                            text_data_fingerprint(guids, cleaned, cleaner_fp), encoder, cache,
+                            batch_size=batch_size, progress=progress, stats=stats)
