@@ -34,11 +34,11 @@ from mmsent.encoders.registry import create_encoders_from_config
 from mmsent.features.cache import FeatureCache
 from mmsent.features.extract import extract_features, extract_image_features, extract_text_features
 from mmsent.features.featureset import FeatureSet, ModalityFeatures
+from mmsent.fusion.registry import load_model, save_model
 from mmsent.labels import LABELS
 from mmsent.predict import write_predictions
 from mmsent.training.compare import Comparison, compare_models
 from mmsent.training.metrics import compute_metrics
-from mmsent.fusion.registry import load_model, save_model
 from mmsent.training.trainer import predict_proba
 
 log = logging.getLogger("mmsent.pipeline")
@@ -263,7 +263,7 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> RunResult
         from mmsent.report import build_report  # local: matplotlib is needed only here
 
         build_report(run_dir)
-    except Exception:  # noqa: BLE001 -- the run's results are written; a broken report must not lose them
+    except Exception:
         log.exception("building the HTML report failed; rebuild it with `mmsent report %s`", run_dir)
     return RunResult(run_dir, comparison, chosen, predictions_path, timings)
 

@@ -73,7 +73,7 @@ def test_an_interrupted_crossfit_resumes_to_the_same_features(tmp_path, tiny_ber
     _, expected = cf.crossfit(adapter, texts, rows, labels, guids, *args, tmp_path / "plain", run_key="k")
 
     # 9 training + 3 holdout rows per fold, batch 4: 3 steps an epoch, 6 a fold; step 4 is mid-epoch of fold 2
-    cfg2, texts, labels, guids, adapter = _setup(tmp_path, tiny_bert, "finetune.checkpoint_every=1")
+    _, texts, labels, guids, adapter = _setup(tmp_path, tiny_bert, "finetune.checkpoint_every=1")
     killer = _kill_after(4)
     calls = {"n": 0}
 
@@ -89,7 +89,7 @@ def test_an_interrupted_crossfit_resumes_to_the_same_features(tmp_path, tiny_ber
     assert (tmp_path / "cut" / "fold0.safetensors").is_file() and (tmp_path / "cut" / "fold1").is_dir()
     assert not cf.is_crossfitted(tmp_path / "cut")
 
-    cfg3, texts, labels, guids, adapter = _setup(tmp_path, tiny_bert, "finetune.checkpoint_every=1")
+    _, texts, labels, guids, adapter = _setup(tmp_path, tiny_bert, "finetune.checkpoint_every=1")
     _, resumed = cf.crossfit(adapter, texts, adapter.prepare(texts), labels, guids, *args, tmp_path / "cut",
                              run_key="k")
     for name in ("pooled", "tokens", "mask"):

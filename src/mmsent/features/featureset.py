@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Sequence
 
 import torch
 
@@ -29,12 +29,12 @@ class ModalityFeatures:
     def __len__(self) -> int:
         return int(self.pooled.shape[0])
 
-    def index(self, idx: torch.Tensor | Sequence[int]) -> "ModalityFeatures":
+    def index(self, idx: torch.Tensor | Sequence[int]) -> ModalityFeatures:
         idx_t = torch.as_tensor(idx, dtype=torch.long)
         return ModalityFeatures(self.pooled[idx_t], self.tokens[idx_t], self.mask[idx_t])
 
     @staticmethod
-    def concat(parts: Sequence["ModalityFeatures"]) -> "ModalityFeatures":
+    def concat(parts: Sequence[ModalityFeatures]) -> ModalityFeatures:
         return ModalityFeatures(
             torch.cat([p.pooled for p in parts]),
             torch.cat([p.tokens for p in parts]),
@@ -59,7 +59,7 @@ class FeatureSet:
     def __len__(self) -> int:
         return len(self.guids)
 
-    def select(self, guids: Sequence[str]) -> "FeatureSet":
+    def select(self, guids: Sequence[str]) -> FeatureSet:
         """Returns the rows for ``guids`` in that order.
 
         Raises:
