@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from mmsent_testkit import one_torch_thread  # noqa: F401 -- autouse: one torch thread per test
 
 from mmsent.config import TrainConfig
 from mmsent.explain import baseline_from_features, dominant_modality, explain, overlay_heatmap
@@ -14,14 +15,6 @@ from mmsent.labels import LABELS
 
 IMAGE_DIM, TEXT_DIM, GRID = 10, 8, 3
 TINY = TrainConfig(hidden_dim=16, dropout=0.1, num_layers=1, num_heads=2)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def models(name: str, seeds=(0, 1), dtype=torch.float32):

@@ -17,7 +17,6 @@ import torch, numpy as np
 from mmsent.config import load_config
 from mmsent import pipeline
 from mmsent.encoders.registry import create_encoders_from_config
-from mmsent.encoders.efficientnet import grid_tokens
 from mmsent.finetune.stage import make_adapter
 from mmsent.finetune.trainer import finetune
 from mmsent.features.featureset import FeatureSet, ModalityFeatures
@@ -63,21 +62,9 @@ def trunk_cache(cfg, ex, modality, last_n):
         torch.save(rows, path); print(f"trunk {modality} {last_n}: {time.time()-t:.0f}s", flush=True)
     return adapter, rows
 
-@torch.no_grad()
-def top_features(adapter, rows, modality, grid=3, bs=64):
-    adapter.eval()
-    pooled, tokens, masks = [], [], []
-    if modality == "image":
-        net = adapter.network
-        for s in range(0, len(rows), bs):
-            x = torch.stack(rows[s:s+bs])
-            for idx in range(adapter.split, len(net._blocks)):
-                x = net._blocks[idx](x)
-            fmap = net._swish(net._bn1(net._conv_head(x))).float()
-            pooled.append(fmap.mean(dim=(2, 3))); tokens.append(grid_tokens(fmap, grid))
-        P = torch.cat(pooled); T = torch.cat(tokens)
-        return ModalityFeatures(P, T, torch.ones(T.shape[:2], dtype=torch.bool))
-    raise NotImplementedError
+def top_features(adapter, rows, modality=None):
+    """Features of prepared rows as extraction makes them (the adapter's own top pass)."""
+    return adapter.features(rows)
 
 def tune(adapter, rows, idx, y, ecfg, fcfg, seed=0):
     fcfg = copy.deepcopy(fcfg); fcfg.seed = seed
@@ -90,28 +77,6 @@ def score(cfg, feats, split, labels, models, seeds=(0, 1, 2)):
     comp = pipeline.compare(c, feats, split, labels, progress=False)
     return {r["model"]: round(r["macro_f1_mean"], 4) for r in comp.summary()}
 
-@torch.no_grad()
-def text_top_features(adapter, rows, max_length=64, bs=64):
-    adapter.eval()
-    n = len(rows); D = rows[0].shape[-1]
-    P = torch.zeros(n, D); T = torch.zeros(n, max_length, D); M = torch.zeros(n, max_length, dtype=torch.bool)
-    order = sorted(range(n), key=lambda i: rows[i].shape[0], reverse=True)
-    for s in range(0, n, bs):
-        idx = order[s:s+bs]; rr = [rows[i] for i in idx]
-        longest = max(r.shape[0] for r in rr)
-        hidden = rr[0].new_zeros((len(rr), longest, D)); lengths = torch.tensor([r.shape[0] for r in rr])
-        for i, r in enumerate(rr): hidden[i, :r.shape[0]] = r
-        mask = (torch.arange(longest).unsqueeze(0) < lengths.unsqueeze(1)).long()
-        dummy = torch.full_like(mask, adapter.encoder.tokenizer.pad_token_id)
-        h = adapter.network.embeddings.register_forward_hook(lambda _m, _i, _o: hidden)
-        try:
-            with adapter._only_layers(adapter.split, len(adapter._layers)):
-                st = adapter.network(input_ids=dummy, attention_mask=mask).last_hidden_state
-        finally:
-            h.remove()
-        m = mask.unsqueeze(-1).float()
-        vec = (st * m).sum(1) / m.sum(1).clamp(min=1.0)
-        st = st * m
-        it = torch.tensor(idx)
-        P[it] = vec; T[it, :longest] = st; M[it, :longest] = mask.bool()
-    return ModalityFeatures(P, T, M)
+
+def text_top_features(adapter, rows):
+    return adapter.features(rows)

@@ -7,16 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from mmsent_runkit import write_lab_dataset
-from mmsent_testkit import build_tiny_bert
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny tensors on a shared 2-core machine: thread hand-offs cost more than they save
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from mmsent_testkit import build_tiny_bert, one_torch_thread  # noqa: F401 -- autouse: one torch thread per test
 
 
 @pytest.fixture(scope="session")
