@@ -119,3 +119,21 @@ def test_merge_replaces_and_adds_rows_by_guid():
         cf.merge_out_of_fold(only_heldout, {"image": (["a"], _mf([-1]))} | {"text": (["b"], _mf([-2]))})
     with pytest.raises(ValueError, match="tokens"):
         cf.merge_out_of_fold(feats, {"image": (["a"], _mf([-1], width=5))})
+
+
+def test_damaged_or_foreign_fold_files_are_trained_again_and_a_damaged_finished_one_is_named(tmp_path, tiny_bert,
+                                                                                           caplog):
+    cfg, texts, labels, guids, adapter = _setup(tmp_path, tiny_bert)
+    rows = adapter.prepare(texts)
+    args = (cfg.finetune.text, cfg.finetune)
+    _, expected = cf.crossfit(adapter, texts, rows, labels, guids, *args, tmp_path / "cf", run_key="k")
+    (tmp_path / "cf" / "fold0.safetensors").write_bytes(b"not a safetensors file")
+    (tmp_path / "cf" / "fold1.safetensors").replace(tmp_path / "cf" / "fold2.safetensors")  # fold 2: fold 1's rows
+    with pytest.raises(ValueError, match=r"fold0.safetensors: not a readable cross-fitting fold.*delete"):
+        cf.load_crossfit(tmp_path / "cf")
+    with caplog.at_level("WARNING", logger="mmsent.finetune"):
+        _, again = cf.crossfit(adapter, texts, rows, labels, guids, *args, tmp_path / "cf", run_key="k")
+    assert "not a readable cross-fitting fold" in caplog.text and "holds other rows than fold 2" in caplog.text
+    for name in ("pooled", "tokens", "mask"):
+        assert torch.equal(getattr(again, name), getattr(expected, name)), name
+    cf.load_crossfit(tmp_path / "cf")  # readable again

@@ -75,9 +75,18 @@ def _save_fold(path: Path, guids: Sequence[str], feats: ModalityFeatures, result
 
 
 def _load_fold(path: Path) -> tuple[list[str], ModalityFeatures, dict[str, Any]]:
-    tensors, meta = load_tensors(path)
-    feats = ModalityFeatures(tensors["pooled"].float(), tensors["tokens"].float(), tensors["mask"].bool())
-    return json.loads(meta["guids"]), feats, json.loads(meta.get("result", "{}"))
+    """Reads one fold's features.
+
+    Raises:
+        ValueError: naming the file, if it is damaged or not a fold file.
+    """
+    try:
+        tensors, meta = load_tensors(path)
+        feats = ModalityFeatures(tensors["pooled"].float(), tensors["tokens"].float(), tensors["mask"].bool())
+        return json.loads(meta["guids"]), feats, json.loads(meta.get("result", "{}"))
+    except Exception as exc:  # noqa: BLE001 -- safetensors, KeyError and JSON errors all mean the same here
+        raise ValueError(f"{path}: not a readable cross-fitting fold ({exc}); delete {path.parent} to compute "
+                         "the folds again") from exc
 
 
 def crossfit(adapter: TuningAdapter, items: Sequence, rows: Sequence[torch.Tensor], labels: Sequence[int],
@@ -113,12 +122,17 @@ def crossfit(adapter: TuningAdapter, items: Sequence, rows: Sequence[torch.Tenso
         path = out_dir / f"fold{fold}.safetensors"
         held_guids = [str(guids[i]) for i in held]
         if path.is_file():
-            got_guids, feats, result = _load_fold(path)
+            try:
+                got_guids, feats, result = _load_fold(path)
+            except ValueError as exc:
+                logger.warning("%s; training the fold again", exc)
+                got_guids = []
             if got_guids == held_guids:
                 parts.append((held, feats))
                 results.append(result)
                 continue
-            logger.warning("%s holds other rows than fold %d of this run; training the fold again", path, fold)
+            if got_guids:
+                logger.warning("%s holds other rows than fold %d of this run; training the fold again", path, fold)
         held_set = set(held)
         train = [i for i in range(n) if i not in held_set]
         load_tuned_state(adapter.network, start)
