@@ -84,7 +84,7 @@ def _load_fold(path: Path) -> tuple[list[str], ModalityFeatures, dict[str, Any]]
         tensors, meta = load_tensors(path)
         feats = ModalityFeatures(tensors["pooled"].float(), tensors["tokens"].float(), tensors["mask"].bool())
         return json.loads(meta["guids"]), feats, json.loads(meta.get("result", "{}"))
-    except Exception as exc:  # noqa: BLE001 -- safetensors, KeyError and JSON errors all mean the same here
+    except Exception as exc:  # safetensors, KeyError and JSON errors all mean the same here
         raise ValueError(f"{path}: not a readable cross-fitting fold ({exc}); delete {path.parent} to compute "
                          "the folds again") from exc
 
