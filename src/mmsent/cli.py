@@ -278,6 +278,8 @@ def finetune(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(
         score = f", holdout macro-F1 {held:.3f}" if held is not None else ""
         cross = entry.get("crossfit")
         folds = f", out-of-fold features from {cross['folds']} folds" if cross else ""
+        if cross and cross.get("cv_metrics"):
+            folds += f" (cross-validated macro-F1 {cross['cv_metrics']['macro_f1']:.3f})"
         console.print(f"{modality}: {entry['mode']}, best epoch {entry['result']['best_epoch']}{score}{folds}, "
                       f"{entry['seconds']:.0f} s -> {entry['dir']}")
 

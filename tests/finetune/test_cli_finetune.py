@@ -16,7 +16,8 @@ def test_finetune_command_reports_each_encoder_and_its_crossfitting(tmp_path, ov
         args += ["--set", o]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "image: last_n, best epoch 1" in result.output and "out-of-fold features from 2 folds" in result.output
+    assert "image: last_n, best epoch 1" in result.output
+    assert "out-of-fold features from 2 folds (cross-validated macro-F1 " in result.output
     assert "text: last_n, best epoch 1" in result.output
     record = json.loads((tmp_path / "run" / "finetune.json").read_text())
     assert record["image"]["crossfit"]["folds"] == 2 and "crossfit" not in record["text"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from test_finetune import Kill, _cfg, _kill_after, separable_texts
@@ -10,6 +12,7 @@ from mmsent.encoders import create_text_encoder
 from mmsent.features.featureset import FeatureSet, ModalityFeatures
 from mmsent.finetune import crossfit as cf
 from mmsent.finetune import make_adapter
+from mmsent.training.metrics import compute_metrics
 
 
 def test_folds_partition_the_rows_and_keep_label_shares():
@@ -36,13 +39,16 @@ def _setup(tmp_path, tiny_bert, *extra: str):
 def test_each_rows_features_come_from_a_fold_that_never_trained_on_it(tmp_path, tiny_bert, monkeypatch):
     cfg, texts, labels, guids, adapter = _setup(tmp_path, tiny_bert)
     trained: list[set[str]] = []
+    heads: list[torch.nn.Module] = []
     real = cf.finetune
 
     def spy(adapter_, items, labels_, guids_, *args, callbacks=(), **kwargs):
         seen: set[str] = set()
         trained.append(seen)
-        return real(adapter_, items, labels_, guids_, *args, callbacks=[*callbacks, lambda i: seen.update(i.guids)],
-                    **kwargs)
+        result = real(adapter_, items, labels_, guids_, *args, callbacks=[*callbacks, lambda i: seen.update(i.guids)],
+                      **kwargs)
+        heads.append(result.head)
+        return result
 
     monkeypatch.setattr(cf, "finetune", spy)
     start = {k: v.clone() for k, v in adapter.tuned_state().items()}
@@ -64,6 +70,17 @@ def test_each_rows_features_come_from_a_fold_that_never_trained_on_it(tmp_path, 
     again_guids, again = cf.load_crossfit(tmp_path / "cf")
     pos = {g: i for i, g in enumerate(again_guids)}
     assert torch.equal(again.pooled[[pos[g] for g in guids]], feats.pooled)
+    # the cross-validated score: each fold head's predictions on the rows that fold left out, over all rows
+    predicted = torch.empty(18, dtype=torch.long)
+    for head, held in zip(heads, cf.fold_rows(labels, 3, cfg.finetune.seed), strict=True):
+        head.eval()
+        with torch.no_grad():
+            predicted[held] = head(feats.pooled[held]).argmax(1)
+    record = json.loads((tmp_path / "cf" / cf.RECORD_FILE).read_text(encoding="utf-8"))
+    expected = compute_metrics(labels, predicted.tolist())
+    assert record["cv_metrics"]["n"] == 18
+    assert record["cv_metrics"]["macro_f1"] == pytest.approx(expected["macro_f1"])
+    assert record["cv_metrics"]["accuracy"] == pytest.approx(expected["accuracy"])
 
 
 def test_an_interrupted_crossfit_resumes_to_the_same_features(tmp_path, tiny_bert):
