@@ -11,8 +11,8 @@ The downstream unimodal score on the validation rows is computed too, for the re
 
 A variant is ``base`` or comma-separated ``key=value`` pairs: ``ls`` label smoothing, ``mix`` mixup alpha on the
 trunk outputs (images) / pooled vectors (text), any field of the encoder's fine-tuning config (``epochs``,
-``lr_last_n``, ``dropout``, ``weight_decay``, ...), ``folds_only=1`` to skip the downstream score,
-``freeze_blocks=1`` (images) to train the head conv alone on the same trunk cache.
+``lr_last_n``, ``dropout``, ``weight_decay``, ...) or ``holdout_fraction`` / ``patience``, ``folds_only=1`` to skip
+the downstream score, ``freeze_blocks=1`` (images) to train the head conv alone on the same trunk cache.
 """
 import copy, json, sys, time
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
@@ -84,6 +84,9 @@ def run_variant(spec):
         if hasattr(ecfg, k):
             setattr(ecfg, k, type(getattr(ecfg, k))(v))
     fcfg = copy.deepcopy(cfg.finetune)
+    for k in ("holdout_fraction", "patience"):  # shared settings: early stopping on a holdout of the training rows
+        if k in args:
+            setattr(fcfg, k, type(getattr(fcfg, k))(args[k]))
     reg.ls = float(args.get("ls", 0)); adapter.forward = make_forward(float(args.get("mix", 0)))
     adapter.freeze()
     if int(args.get("freeze_blocks", 0)):  # images: only the head conv (+ its BatchNorm) trains, as last_n=0 would
@@ -106,7 +109,8 @@ def run_variant(spec):
             K = torch.zeros(ntr, *m.mask.shape[1:], dtype=m.mask.dtype)
         P[held] = m.pooled; T[held] = m.tokens; K[held] = m.mask
     oof_f1 = compute_metrics(np.array(y[:ntr]), oof_logits.argmax(1).numpy())["macro_f1"]
-    out = {"variant": spec, "last_n": last_n, "oof_head_macro_f1": round(oof_f1, 4), "cv_seconds": round(time.time() - t)}
+    out = {"variant": spec, "last_n": last_n, "oof_head_macro_f1": round(oof_f1, 4),
+           "cv_seconds": round(time.time() - t)}
     print(spec, "OOF head macro-F1 over training rows", out["oof_head_macro_f1"], flush=True)
     if not int(args.get("folds_only", 0)):
         load_tuned_state(adapter.network, base_state)
@@ -119,7 +123,8 @@ def run_variant(spec):
                                    torch.cat([mo.mask, mv.mask]))
             fs_own = FeatureSet(feats.guids, feats.image, own)
             out["downstream_own"] = score(cfg, fs_own, split, labels, ["text_only"])
-        fs = (FeatureSet(feats.guids, M, feats.text) if modality == "image" else FeatureSet(feats.guids, feats.image, M))
+        fs = (FeatureSet(feats.guids, M, feats.text) if modality == "image"
+              else FeatureSet(feats.guids, feats.image, M))
         out["downstream_oof"] = score(cfg, fs, split, labels, [f"{modality}_only"])
         print(spec, out, flush=True)
         safe = spec.replace("=", "").replace(",", "_")

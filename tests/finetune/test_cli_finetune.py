@@ -21,4 +21,7 @@ def test_finetune_command_reports_each_encoder_and_its_crossfitting(tmp_path, ov
     assert "text: last_n, best epoch 1" in result.output
     record = json.loads((tmp_path / "run" / "finetune.json").read_text())
     assert record["image"]["crossfit"]["folds"] == 2 and "crossfit" not in record["text"]
+    cross = record["image"]["crossfit"]
+    assert cross["cv_metrics"]["n"] == cross["rows"]  # every training row predicted by the fold that left it out
+    assert not any("predictions" in fold for fold in cross["fold_results"])  # those stay in crossfit.json
     assert len(record["image"]["crossfit"]["fold_results"]) == 2

@@ -189,8 +189,10 @@ def finetune_encoders(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir
                 if sorted(oof_guids) != sorted(guids):
                     raise RuntimeError(f"{cf_dir}: out-of-fold features cover other rows than the split's training rows")
                 out_of_fold[modality] = (oof_guids, oof)
-                record[modality]["crossfit"] = {"dir": str(cf_dir.resolve()),
-                                                **json.loads((cf_dir / CROSSFIT_RECORD).read_text(encoding="utf-8"))}
+                cross = json.loads((cf_dir / CROSSFIT_RECORD).read_text(encoding="utf-8"))
+                for fold in cross.get("fold_results", []):
+                    fold.pop("predictions", None)  # one class per training row: kept in crossfit.json only
+                record[modality]["crossfit"] = {"dir": str(cf_dir.resolve()), **cross}
     if run_dir is not None:
         write_json(Path(run_dir) / RUN_RECORD, record)
     return FinetunedEncoders(image, text, out_of_fold, record)
