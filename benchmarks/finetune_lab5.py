@@ -35,6 +35,9 @@ def _mean_f1(comparison: dict) -> dict[str, tuple[float, float]]:
 def finished_run(folder: str | Path) -> dict:
     """A finished ``mmsent run`` folder read back as :func:`bench_run` returns it (total time from metrics.json)."""
     done = Path(folder)
+    if not (done / "metrics.json").is_file() or not (done / "comparison.json").is_file():
+        raise SystemExit(f"[bench] {done} is not a finished mmsent run (no metrics.json / comparison.json); "
+                         "rerun without reusing it")
     metrics = json.loads((done / "metrics.json").read_text())
     return {"wall": metrics["timings"]["total_seconds"], "rss": metrics["timings"]["peak_rss_mib"], "dir": done,
             "metrics": metrics, "comparison": json.loads((done / "comparison.json").read_text())}

@@ -12,13 +12,7 @@ cfg, ds, split, feats, ex, labels = setup()
 ntr = len(split.train)
 y = [label_to_index(e.label) for e in ex]
 adapter, rows = trunk_cache(cfg, ex, "image", last_n)
-ecfg = copy.deepcopy(cfg.finetune.image); ecfg.mode = "last_n"; ecfg.last_n = last_n
-for k, v in args.items():
-    if hasattr(ecfg, k) and k not in ("last_n",):
-        setattr(ecfg, k, type(getattr(ecfg, k))(v))
-fcfg = copy.deepcopy(cfg.finetune)
-for k in ("patience", "holdout_fraction"):
-    if k in args: setattr(fcfg, k, type(getattr(fcfg, k))(args[k]))
+ecfg, fcfg = variant_configs(cfg, "image", last_n, args)
 if args.get("aug") == "flip":
     _fwd = adapter.forward
     def fwd(rows_):

@@ -12,13 +12,7 @@ cfg, ds, split, feats, ex, labels = setup()
 ntr = len(split.train)
 y = [label_to_index(e.label) for e in ex]
 adapter, rows = trunk_cache(cfg, ex, "text", last_n)
-ecfg = copy.deepcopy(cfg.finetune.text); ecfg.mode = "last_n"; ecfg.last_n = last_n
-for k, v in args.items():
-    if hasattr(ecfg, k) and k not in ("last_n", "mode"):
-        setattr(ecfg, k, type(getattr(ecfg, k))(v))
-fcfg = copy.deepcopy(cfg.finetune)
-for k in ("patience", "holdout_fraction"):
-    if k in args: setattr(fcfg, k, type(getattr(fcfg, k))(args[k]))
+ecfg, fcfg = variant_configs(cfg, "text", last_n, args)
 base = {k: v.clone() for k, v in adapter.tuned_state().items()}
 print("ecfg", ecfg, flush=True)
 t = time.time()

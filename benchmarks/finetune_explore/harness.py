@@ -62,6 +62,19 @@ def trunk_cache(cfg, ex, modality, last_n):
         torch.save(rows, path); print(f"trunk {modality} {last_n}: {time.time()-t:.0f}s", flush=True)
     return adapter, rows
 
+def variant_configs(cfg, modality, last_n, args):
+    """(encoder settings, shared settings) of a variant: the config's, in last_n mode, with ``args`` overriding any
+    encoder field (but last_n / mode) and ``patience`` / ``holdout_fraction``."""
+    ecfg = copy.deepcopy(getattr(cfg.finetune, modality)); ecfg.mode = "last_n"; ecfg.last_n = last_n
+    for k, v in args.items():
+        if hasattr(ecfg, k) and k not in ("last_n", "mode"):
+            setattr(ecfg, k, type(getattr(ecfg, k))(v))
+    fcfg = copy.deepcopy(cfg.finetune)
+    for k in ("patience", "holdout_fraction"):
+        if k in args:
+            setattr(fcfg, k, type(getattr(fcfg, k))(args[k]))
+    return ecfg, fcfg
+
 def top_features(adapter, rows, modality=None):
     """Features of prepared rows as extraction makes them (the adapter's own top pass)."""
     return adapter.features(rows)

@@ -79,14 +79,7 @@ def make_forward(alpha):
 
 def run_variant(spec):
     args = {} if spec == "base" else dict(kv.split("=", 1) for kv in spec.split(","))
-    ecfg = copy.deepcopy(getattr(cfg.finetune, modality)); ecfg.mode = "last_n"; ecfg.last_n = last_n
-    for k, v in args.items():
-        if hasattr(ecfg, k):
-            setattr(ecfg, k, type(getattr(ecfg, k))(v))
-    fcfg = copy.deepcopy(cfg.finetune)
-    for k in ("holdout_fraction", "patience"):  # shared settings: early stopping on a holdout of the training rows
-        if k in args:
-            setattr(fcfg, k, type(getattr(fcfg, k))(args[k]))
+    ecfg, fcfg = variant_configs(cfg, modality, last_n, args)
     reg.ls = float(args.get("ls", 0)); adapter.forward = make_forward(float(args.get("mix", 0)))
     adapter.freeze()
     if int(args.get("freeze_blocks", 0)):  # images: only the head conv (+ its BatchNorm) trains, as last_n=0 would

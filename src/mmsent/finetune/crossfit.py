@@ -189,6 +189,7 @@ def _cross_validated_metrics(held_out: Sequence[Sequence[int]], results: Sequenc
     None when a reused fold predates the stored predictions (its features are still valid).
     """
     if any(len(r.get("predictions") or []) != len(held) for held, r in zip(held_out, results)):
+        logger.info("no cross-validated score: a reused fold was stored without its head's predictions")
         return None
     order = [i for held in held_out for i in held]
     predicted = [p for r in results for p in r["predictions"]]
