@@ -114,6 +114,7 @@ def test_predict_with_names_a_model_not_compared(tmp_path, cfg, fakes):
     cfg.compare.predict_with = "dual_stream"
     with pytest.raises(ValueError, match="predict_with"):
         pipeline.run(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()  # refused before any work
 
 
 def test_predict_with_a_named_model(tmp_path, cfg, fakes):

@@ -252,7 +252,8 @@ def finetune(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(
 
     The fine-tuned encoders go to finetune.output_dir (default: CACHE_DIR/finetune), keyed by data and settings, so
     `mmsent run --set finetune.enabled=true` with the same config reuses them. Modes per encoder:
-    --set finetune.text.mode=full|last_n|frozen (same for image).
+    --set finetune.text.mode=full|last_n|frozen (same for image). --set finetune.joint.enabled=true trains the tops
+    of both encoders together with a fusion model (finetune.joint.fusion) instead.
     """
     from mmsent.finetune import finetune_encoders
     from mmsent.pipeline import load_dataset, prepare_split
@@ -270,6 +271,7 @@ def finetune(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(
         _fail(exc)
         return
     record = json.loads((run_dir / "finetune.json").read_text(encoding="utf-8"))
+    joint = record.pop("joint", None)
     for modality, entry in record.items():
         if not entry.get("dir"):
             console.print(f"{modality}: frozen (not fine-tuned)")
@@ -280,8 +282,14 @@ def finetune(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(
         folds = f", out-of-fold features from {cross['folds']} folds" if cross else ""
         if cross and cross.get("cv_metrics"):
             folds += f" (cross-validated macro-F1 {cross['cv_metrics']['macro_f1']:.3f})"
-        console.print(f"{modality}: {entry['mode']}, best epoch {entry['result']['best_epoch']}{score}{folds}, "
+        console.print(f"{modality}: {entry['mode']}{' (end to end)' if entry.get('joint') else ''}, best epoch {entry['result']['best_epoch']}{score}{folds}, "
                       f"{entry['seconds']:.0f} s -> {entry['dir']}")
+    if joint:
+        held = (joint["result"].get("holdout_metrics") or {}).get("macro_f1")
+        score = f", holdout macro-F1 {held:.3f}" if held is not None else ""
+        console.print(f"{joint['model']}: trained end to end with both encoders, best epoch "
+                      f"{joint['result']['best_epoch']}{score}, {joint['seconds']:.0f} s -> {joint['dir']} "
+                      "(`mmsent run` with this config compares it with the other models)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -127,6 +127,29 @@ class ImageFinetuneConfig(EncoderFinetuneConfig):
 
 
 @dataclass
+class JointFinetuneConfig:
+    """End-to-end training: one fusion model trained together with the top of both encoders.
+
+    The tops start from the pretrained weights (each encoder's ``mode``/``last_n`` decide what trains, at its own
+    learning rate) and learn through the fusion model; a linear head per encoder adds its own loss, weighted by
+    ``aux_weight``, so that the weaker image branch keeps learning instead of leaving the work to the text branch.
+    The fused model then joins the comparison as ``joint_{fusion}``; the other models train on the features of the
+    jointly tuned encoders. Early stopping uses the shared ``holdout_fraction`` / ``patience`` of the training rows.
+    """
+
+    enabled: bool = False
+    fusion: str = "gated"  # any fusion model name; token models (single/dual stream) train on the tops' tokens
+    epochs: int = 3
+    batch_size: int = 32
+    head_lr: float = 1e-3  # the fusion model and the per-encoder heads
+    aux_weight: float = 1.0  # 0 = the fused loss alone
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    dropout: float = 0.1  # of the per-encoder heads; the fusion model takes training.dropout
+
+
+@dataclass
 class FinetuneConfig:
     """Unimodal fine-tuning of the encoders on the split's training rows before feature extraction.
 
@@ -149,6 +172,7 @@ class FinetuneConfig:
     output_dir: str | None = None  # None: {cache_dir}/finetune, keyed by content so reruns reuse the encoders
     text: TextFinetuneConfig = field(default_factory=TextFinetuneConfig)
     image: ImageFinetuneConfig = field(default_factory=ImageFinetuneConfig)
+    joint: JointFinetuneConfig = field(default_factory=JointFinetuneConfig)
 
 
 @dataclass

@@ -152,13 +152,25 @@ def compare(cfg: RunConfig, feats: FeatureSet, split: Split, labels: dict[str, s
                           workers=cfg.compare.workers)
 
 
+def check_predict_with(cfg: RunConfig) -> None:
+    """Fails before any work if ``compare.predict_with`` names a model the run will not compare."""
+    allowed = ["best", *cfg.compare.models]
+    if cfg.finetune.enabled and cfg.finetune.joint.enabled:
+        from mmsent.finetune.joint import joint_model_name
+
+        allowed.append(joint_model_name(cfg.finetune.joint.fusion))
+    if cfg.compare.predict_with not in allowed:
+        raise ValueError(f"compare.predict_with={cfg.compare.predict_with!r} is not among the models this run compares;"
+                         f" use one of {', '.join(allowed)}")
+
+
 def choose_model(cfg: RunConfig, comparison: Comparison) -> str:
     """The model that predicts: the config's choice, or the highest mean validation macro-F1."""
     if cfg.compare.predict_with == "best":
         return comparison.best_model()
-    if cfg.compare.predict_with not in cfg.compare.models:
-        raise ValueError(f"compare.predict_with={cfg.compare.predict_with!r} is not among compare.models "
-                         f"{cfg.compare.models}; use 'best' or one of those")
+    if cfg.compare.predict_with not in comparison.model_names():
+        raise ValueError(f"compare.predict_with={cfg.compare.predict_with!r} is not among the compared models "
+                         f"{comparison.model_names()}; use 'best' or one of those")
     return cfg.compare.predict_with
 
 
@@ -182,6 +194,7 @@ def ensemble_proba(models: list, feats: FeatureSet, device: str = "auto") -> np.
 
 def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> RunResult:
     """The whole main job on one dataset; writes config, split, comparison, models, predictions and metrics."""
+    check_predict_with(cfg)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / "config.yaml")
@@ -193,13 +206,13 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> RunResult
     split = prepare_split(cfg, dataset, run_dir)
     timings["load_seconds"] = time.perf_counter() - t0
 
-    encoders, examples, out_of_fold = None, None, {}
+    encoders, examples, out_of_fold, joint = None, None, {}, None
     if cfg.finetune.enabled:  # fine-tune on the split's training rows, then extract with the fine-tuned encoders
         from mmsent.finetune import finetune_encoders  # local: the default pipeline never imports it
 
         t = time.perf_counter()
         tuned = finetune_encoders(cfg, dataset, split, run_dir, progress=progress)
-        encoders, out_of_fold = tuned.encoders, tuned.out_of_fold
+        encoders, out_of_fold, joint = tuned.encoders, tuned.out_of_fold, tuned.joint
         timings["finetune_seconds"] = time.perf_counter() - t
         if out_of_fold:  # cross-fitted modalities have their training rows' features already: encode the others
             trained = set(split.train)
@@ -218,6 +231,11 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> RunResult
     t = time.perf_counter()
     labels = {ex.guid: ex.label for ex in dataset.train}
     comparison = compare(cfg, feats, split, labels, progress=progress)
+    if joint is not None:  # the fusion model trained end to end reads the same features: score it beside the others
+        result = joint.record.get("result", {})
+        comparison.add_trained(joint.name, cfg.finetune.seed, joint.fusion, feats, labels,
+                               train_seconds=float(result.get("seconds", 0.0)),
+                               best_epoch=int(result.get("best_epoch", 0)), history=result.get("history"))
     comparison.save(run_dir)
     write_validation_predictions(run_dir / "validation_predictions.csv", comparison, labels)
     timings["compare_seconds"] = time.perf_counter() - t

@@ -59,9 +59,22 @@ class TuningAdapter(ABC):
         """Per-row sequence lengths for length-grouped batches; None where rows have no length (images)."""
         return None
 
+    def forward_tokens(self, rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Trainable top on prepared rows -> ``(pooled, tokens, mask)`` with gradients, shaped as :meth:`features`
+        shapes them (for token fusion models trained end to end); tokens are padded to the batch's longest row."""
+        raise NotImplementedError(f"{type(self).__name__} gives no token outputs")
+
     def layer_groups(self) -> list[list[torch.nn.Parameter]]:
         """Trainable parameters grouped bottom to top (for layer-wise lr decay); one group by default."""
         return [[p for m in self.trainable_modules().values() for p in m.parameters()]]
+
+    def lr_groups(self, ecfg: Any) -> list[tuple[list[torch.nn.Parameter], float]]:
+        """``(parameters, learning rate)`` per layer group: ``ecfg.lr_full`` or ``ecfg.lr_last_n`` for the top group,
+        times ``ecfg.layer_decay`` (if it has one) per group below it."""
+        lr = ecfg.lr_full if self.mode == "full" else ecfg.lr_last_n
+        decay = float(getattr(ecfg, "layer_decay", 1.0))
+        groups = self.layer_groups()
+        return [(params, lr * decay ** (len(groups) - 1 - k)) for k, params in enumerate(groups)]
 
     def freeze(self) -> None:
         """Only the trainable modules get gradients."""

@@ -118,6 +118,11 @@ class ImageAdapter(TuningAdapter):
     def forward(self, rows: Sequence[torch.Tensor]) -> torch.Tensor:
         return self._feature_map(rows).float().mean(dim=(2, 3))
 
+    def forward_tokens(self, rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        fmap = self._feature_map(rows).float()
+        tokens = grid_tokens(fmap, self.encoder.grid)
+        return fmap.mean(dim=(2, 3)), tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+
     @torch.no_grad()
     def features(self, rows: Sequence[torch.Tensor], batch_size: int = 64) -> ModalityFeatures:
         self.eval()

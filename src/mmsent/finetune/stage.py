@@ -31,6 +31,7 @@ from mmsent.finetune.checkpoint import write_json
 from mmsent.finetune.crossfit import RECORD_FILE as CROSSFIT_RECORD
 from mmsent.finetune.crossfit import crossfit, crossfit_dir, is_crossfitted, load_crossfit
 from mmsent.finetune.finetuned import CHECKPOINTS_DIR, apply_finetuned, is_finetuned, read_meta, save_finetuned
+from mmsent.finetune.joint import JointResult, finetune_joint
 from mmsent.finetune.trainer import StepCallback, finetune
 from mmsent.labels import label_to_index
 
@@ -74,7 +75,7 @@ def finetune_encoder(encoder: Encoder, items: Sequence, item_ids: Sequence[str],
     modality = encoder.modality
     ecfg: EncoderFinetuneConfig = getattr(cfg.finetune, modality)
     shared = {k: v for k, v in dataclasses.asdict(cfg.finetune).items()
-              if k not in ("enabled", "output_dir", "checkpoint_every", "text", "image")}
+              if k not in ("enabled", "output_dir", "checkpoint_every", "text", "image", "joint")}
     # crossfit_folds is left out of the key: the cross-fitting has its own subfolder, the full fine-tuning is the same
     key_settings = {k: v for k, v in dataclasses.asdict(ecfg).items() if k != "crossfit_folds"}
     base_fp = encoder.fingerprint()
@@ -125,12 +126,14 @@ class FinetunedEncoders:
         out_of_fold: modality -> ``(guids, features)`` of the training rows from the cross-fitting (modalities that
             were fine-tuned with ``crossfit_folds >= 2``); they replace the encoders' own features of those rows.
         record: what the run's ``finetune.json`` holds.
+        joint: the end-to-end training (``finetune.joint.enabled``), whose fusion model joins the comparison.
     """
 
     image: Encoder
     text: Encoder
     out_of_fold: dict[str, tuple[list[str], ModalityFeatures]] = field(default_factory=dict)
     record: dict[str, Any] = field(default_factory=dict)
+    joint: JointResult | None = None
 
     @property
     def encoders(self) -> tuple[Encoder, Encoder]:
@@ -158,6 +161,12 @@ def finetune_encoders(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir
         raise ValueError("the split names a guid as both training and validation row")
     labels = [label_to_index(ex.label) for ex in train]  # type: ignore[arg-type]
     guids = [ex.guid for ex in train]
+    if cfg.finetune.joint.enabled:
+        with torch_threads(cfg.encoders.num_threads):
+            tuned = _finetune_jointly(image, text, train, labels, guids, cfg, progress, callbacks)
+        if run_dir is not None:
+            write_json(Path(run_dir) / RUN_RECORD, tuned.record)
+        return tuned
     record: dict[str, Any] = {}
     out_of_fold: dict[str, tuple[list[str], ModalityFeatures]] = {}
     with torch_threads(cfg.encoders.num_threads):
@@ -196,6 +205,31 @@ def finetune_encoders(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir
     if run_dir is not None:
         write_json(Path(run_dir) / RUN_RECORD, record)
     return FinetunedEncoders(image, text, out_of_fold, record)
+
+
+def _finetune_jointly(image: Encoder, text: Encoder, train: Sequence, labels: list[int], guids: list[str],
+                      cfg: RunConfig, progress: bool, callbacks: Sequence[StepCallback]) -> FinetunedEncoders:
+    """The ``finetune.joint`` path: both tops and a fusion model trained together; records it as ``finetune.json``
+    records separate fine-tunings (one entry per encoder) plus a ``joint`` entry."""
+    from mmsent.features.extract import image_item_ids
+
+    t0 = time.perf_counter()
+    cleaner = TextCleaner(cfg.cleaning)
+    texts = [cleaner.clean(ex.text) for ex in train]
+    paths = [ex.image_path for ex in train]
+    ids = [f"{i}:{text_digest(t)}" for i, t in zip(image_item_ids(paths), texts)]
+    joint = finetune_joint(image, text, list(zip(paths, texts)), ids, labels, guids, cfg, finetune_root(cfg),
+                           progress=progress, callbacks=callbacks, data_note=cleaner.fingerprint())
+    seconds = time.perf_counter() - t0
+    record: dict[str, Any] = {}
+    for modality in ("image", "text"):
+        folder = joint.folder / modality
+        meta = read_meta(folder)
+        record[modality] = {"mode": getattr(cfg.finetune, modality).mode, "dir": str(folder.resolve()),
+                            "fingerprint": meta["fingerprint"], "base_fingerprint": meta["base_fingerprint"],
+                            "seconds": seconds, "result": meta["result"], "joint": True}
+    record["joint"] = {"dir": str(joint.folder.resolve()), "model": joint.name, "seconds": seconds, **joint.record}
+    return FinetunedEncoders(image, text, {}, record, joint)
 
 
 def load_run_encoders(run_dir: str | Path, cfg: RunConfig) -> tuple[Encoder, Encoder]:

@@ -189,6 +189,11 @@ class TextAdapter(TuningAdapter):
     def forward(self, rows: Sequence[torch.Tensor]) -> torch.Tensor:
         return self._pool(*self._states(rows))
 
+    def forward_tokens(self, rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        states, mask = self._states(rows)
+        # Padding positions are exact zeros, as in the extracted features.
+        return self._pool(states, mask), states * mask.unsqueeze(-1).to(states.dtype), mask.bool()
+
     @torch.no_grad()
     def features(self, rows: Sequence[torch.Tensor], batch_size: int = 64) -> ModalityFeatures:
         """As :meth:`HFTextEncoder.encode` returns them: tokens padded to ``max_length`` with exact zeros."""

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mmsent.config import EncoderFinetuneConfig, FinetuneConfig
+from mmsent.config import EncoderFinetuneConfig, FinetuneConfig, JointFinetuneConfig
 from mmsent.device import autocast_dtype
 from mmsent.finetune.base import TuningAdapter
 from mmsent.finetune.batching import epoch_batches, length_sorted_batches
@@ -34,6 +34,10 @@ from mmsent.training.seed import set_seed
 from mmsent.training.trainer import class_weights
 
 logger = logging.getLogger("mmsent.finetune")
+
+# What the loop reads from a settings section: epochs, batch_size, head_lr, weight_decay, warmup_fraction, grad_clip,
+# dropout (the encoder learning rates are the adapter's business, see TuningAdapter.lr_groups).
+TrainSettings = EncoderFinetuneConfig | JointFinetuneConfig
 
 
 @dataclass
@@ -107,19 +111,23 @@ def make_head(dim: int, dropout: float) -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.Dropout(dropout), torch.nn.Linear(dim, len(LABELS)))
 
 
-def _param_groups(adapter: TuningAdapter, head: torch.nn.Module, lr: float, head_lr: float, weight_decay: float,
-                  layer_decay: float) -> list[dict[str, Any]]:
-    # Biases and norm gains are not decayed; with layer_decay < 1 lower layers move less than upper ones.
+def _param_groups(adapter: TuningAdapter, head: torch.nn.Module, ecfg: TrainSettings) -> list[dict[str, Any]]:
+    # Biases and norm gains are not decayed; the adapter decides each of its groups' lr (layer-wise decay, per encoder).
     groups: list[dict[str, Any]] = []
-    layer_params = adapter.layer_groups()
-    scaled = [(params, lr * layer_decay ** (len(layer_params) - 1 - k)) for k, params in enumerate(layer_params)]
-    for params, group_lr in scaled + [(list(head.parameters()), head_lr)]:
+    for params, group_lr in adapter.lr_groups(ecfg) + [(list(head.parameters()), ecfg.head_lr)]:
         params = [p for p in params if p.requires_grad]
         for decay in (True, False):
             chosen = [p for p in params if (p.ndim >= 2) == decay]
             if chosen:
-                groups.append({"params": chosen, "lr": group_lr, "weight_decay": weight_decay if decay else 0.0})
+                groups.append({"params": chosen, "lr": group_lr, "weight_decay": ecfg.weight_decay if decay else 0.0})
     return groups
+
+
+def split_outputs(out: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """A head's output -> ``(logits, auxiliary logits)``; heads return a tuple only for auxiliary losses."""
+    if isinstance(out, tuple):
+        return out[0], tuple(out[1:])
+    return out, ()
 
 
 def _prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -146,7 +154,7 @@ def _evaluate(adapter: TuningAdapter, head: torch.nn.Module, rows: list[torch.Te
     head.eval()
     logits = torch.empty(len(rows), len(LABELS), device=y.device)
     for batch in length_sorted_batches(idx, 64, lengths):
-        logits[batch] = head(adapter.forward([rows[i] for i in batch]).float()).float()
+        logits[batch] = split_outputs(head(adapter.forward([rows[i] for i in batch])))[0].float()
     sel = torch.as_tensor(idx, device=y.device)
     loss = float(F.cross_entropy(logits[sel], y[sel], weight=weights))
     metrics = compute_metrics(y[sel].cpu().numpy(), logits[sel].argmax(1).cpu().numpy())
@@ -154,10 +162,10 @@ def _evaluate(adapter: TuningAdapter, head: torch.nn.Module, rows: list[torch.Te
 
 
 def finetune(adapter: TuningAdapter, items: Sequence, labels: Sequence[int], guids: Sequence[str],
-             ecfg: EncoderFinetuneConfig, fcfg: FinetuneConfig, checkpoint_dir: str | Path | None, *,
+             ecfg: TrainSettings, fcfg: FinetuneConfig, checkpoint_dir: str | Path | None, *,
              run_key: str = "", progress: bool = False, callbacks: Sequence[StepCallback] = (),
              prepare_batch_size: int = 32, desc: str = "fine-tune",
-             rows: Sequence[torch.Tensor] | None = None) -> FinetuneResult:
+             rows: Sequence[Any] | None = None, head: torch.nn.Module | None = None) -> FinetuneResult:
     """Fine-tunes ``adapter``'s encoder on ``items`` (rows of the run's training split only) and keeps the best epoch.
 
     On CPU, an interrupted call resumed from its checkpoint ends with weights bit-identical to an uninterrupted one:
@@ -169,7 +177,8 @@ def finetune(adapter: TuningAdapter, items: Sequence, labels: Sequence[int], gui
         items: what the adapter prepares (cleaned texts / image paths), one per guid.
         labels: class indices, one per item.
         guids: row ids, reported to ``callbacks``.
-        ecfg: this encoder's settings (epochs, batch size, learning rates, ...).
+        ecfg: this encoder's settings (epochs, batch size, learning rates, ...), or the joint section when
+            ``adapter`` is a :class:`~mmsent.finetune.joint.JointAdapter`.
         fcfg: shared settings (seed, holdout fraction, patience, class weighting, checkpoint interval, amp).
         checkpoint_dir: where resumable checkpoints go; None disables checkpointing and resuming.
         run_key: identifies the run; a checkpoint with another key is ignored instead of resumed.
@@ -180,6 +189,9 @@ def finetune(adapter: TuningAdapter, items: Sequence, labels: Sequence[int], gui
         desc: progress bar label.
         rows: ``adapter.prepare(items)`` when the caller already has it (cross-fitting shares one trunk pass among
             its folds); None prepares here.
+        head: what maps ``adapter.forward`` to logits; None builds the default (dropout + linear on the pooled
+            vector). In training mode a head may return ``(logits, *auxiliary_logits)``: each auxiliary term adds
+            ``head.aux_weight`` times its (class-weighted) cross-entropy to the loss.
     """
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -205,10 +217,9 @@ def finetune(adapter: TuningAdapter, items: Sequence, labels: Sequence[int], gui
     y = torch.as_tensor(list(labels), dtype=torch.long, device=device)
     weights = class_weights(y[train_idx].cpu()).to(device) if fcfg.class_weighting else None
 
-    head = make_head(adapter.dim, ecfg.dropout).to(device)
-    lr = ecfg.lr_full if adapter.mode == "full" else ecfg.lr_last_n
-    optimizer = torch.optim.AdamW(_param_groups(adapter, head, lr, ecfg.head_lr, ecfg.weight_decay,
-                                                getattr(ecfg, "layer_decay", 1.0)))
+    head = (head if head is not None else make_head(adapter.dim, ecfg.dropout)).to(device)
+    aux_weight = float(getattr(head, "aux_weight", 0.0))
+    optimizer = torch.optim.AdamW(_param_groups(adapter, head, ecfg))
     steps_per_epoch = math.ceil(len(train_idx) / ecfg.batch_size)
     total_steps = ecfg.epochs * steps_per_epoch
     scheduler = get_linear_schedule_with_warmup(optimizer, int(ecfg.warmup_fraction * total_steps), total_steps)
@@ -263,8 +274,10 @@ def finetune(adapter: TuningAdapter, items: Sequence, labels: Sequence[int], gui
         for b in range(st["batch"], len(batches)):
             batch = batches[b]
             with autocast():
-                logits = head(adapter.forward([rows[i] for i in batch]))
+                logits, aux_logits = split_outputs(head(adapter.forward([rows[i] for i in batch])))
             loss = F.cross_entropy(logits.float(), y[batch], weight=weights)
+            for aux in aux_logits:
+                loss = loss + aux_weight * F.cross_entropy(aux.float(), y[batch], weight=weights)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()

@@ -6,8 +6,8 @@ import csv
 import json
 import multiprocessing as mp
 import os
-from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -124,6 +124,33 @@ class Comparison:
         """The trained model of :meth:`best_run`."""
         run = self.best_run(name)
         return self.models[(run.model, run.seed)]
+
+    def add_trained(self, name: str, seed: int, model: FusionModel, val_features: FeatureSet,
+                    labels: dict[str, str], *, train_seconds: float = 0.0, best_epoch: int = 0,
+                    history: list[dict[str, float]] | None = None) -> RunResult:
+        """Adds a model trained elsewhere (e.g. end to end with the encoders), scored on this comparison's validation
+        rows exactly as the others are, so it can be chosen to predict.
+
+        Args:
+            name: its name in the table (must not be taken already).
+            seed: the seed it was trained with.
+            model: the trained model (eval mode).
+            val_features: features of (at least) :attr:`val_guids`.
+            labels: guid -> label name.
+        """
+        if name in self.model_names():
+            raise ValueError(f"the comparison already has a model named {name!r}")
+        from mmsent.training.metrics import compute_metrics
+        from mmsent.training.trainer import predict_proba
+
+        y_val = _label_indices(labels, self.val_guids, "val")
+        probs = predict_proba(model, val_features.select(self.val_guids))
+        run = RunResult(model=name, seed=int(seed), metrics=compute_metrics(y_val, probs.argmax(axis=1)),
+                        best_epoch=int(best_epoch), train_seconds=float(train_seconds), history=list(history or []),
+                        val_probs=probs)
+        self.runs.append(run)
+        self.models[(name, int(seed))] = model
+        return run
 
     def to_markdown(self) -> str:
         """A table of mean ± std over seeds, best model (by macro-F1) in bold."""
