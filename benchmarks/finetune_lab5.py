@@ -11,6 +11,8 @@ Usage::
 
     python benchmarks/finetune_lab5.py [--data ../shared/datasets/lab5] [--set key=value ...]
     python benchmarks/finetune_lab5.py --finetune-seeds 0,1,2 --frozen-run runs/bench-finetune-lab5-frozen
+    python benchmarks/finetune_lab5.py --preset configs/joint.yaml --out runs/bench-joint-lab5 \
+        --finetune-seeds 0,1,2 --frozen-run runs/bench-finetune-lab5-frozen     # end-to-end training
 """
 
 from __future__ import annotations
@@ -54,6 +56,13 @@ def finetuning_rows(seed: int, record: dict) -> list[str]:
     """Rows of the fine-tuning table for one fine-tuned run's finetune.json."""
     lines = []
     for modality, entry in record.items():
+        if modality == "joint":
+            res = entry["result"]
+            held = (res.get("holdout_metrics") or {}).get("macro_f1")
+            lines.append(f"| {seed} | {entry['model']} | trained with both tops | - | {res['train_rows']} + "
+                         f"{res['holdout_rows']} | {res['steps']} | {res['best_epoch']} | "
+                         f"{'-' if held is None else f'{held:.3f}'} | off | {entry['seconds']:.0f} |")
+            continue
         if not entry.get("dir"):
             lines.append(f"| {seed} | {modality} | frozen | - | - | - | - | - | - | - |")
             continue
@@ -66,6 +75,7 @@ def finetuning_rows(seed: int, record: dict) -> list[str]:
         else:
             cross_cell = "off"
         mode = f"{entry['mode']} (last {res['adapter']['last_n']})" if entry["mode"] == "last_n" else entry["mode"]
+        mode += " (end to end)" if entry.get("joint") else ""
         lines.append(f"| {seed} | {modality} | {mode} | {res['adapter']['trainable_params']:,} / "
                      f"{res['adapter']['total_params']:,} | {res['train_rows']} + {res['holdout_rows']} | "
                      f"{res['steps']} | {res['best_epoch']} | {'-' if held is None else f'{held:.3f}'} | "
@@ -73,7 +83,7 @@ def finetuning_rows(seed: int, record: dict) -> list[str]:
     return lines
 
 
-def report(frozen: dict, tuned: dict[int, dict], command: str, reused: list[str]) -> list[str]:
+def report(frozen: dict, tuned: dict[int, dict], command: str, reused: list[str], preset: str) -> list[str]:
     """The RESULTS.md section: times, fine-tuning per seed, validation macro-F1 frozen vs fine-tuned."""
     seeds = sorted(tuned)
     walls = ", ".join(f"seed {s} **{tuned[s]['wall'] / 60:.1f} min**" for s in seeds)
@@ -82,7 +92,7 @@ def report(frozen: dict, tuned: dict[int, dict], command: str, reused: list[str]
         f"## lab5 fine-tuned vs frozen encoders, {time.strftime('%Y-%m-%d %H:%M %Z')}",
         "",
         f"- Machine: {machine()}",
-        (f"- Command: `{command}` (runs `mmsent run --data DATA` frozen, then with `--config configs/finetune.yaml` "
+        (f"- Command: `{command}` (runs `mmsent run --data DATA` frozen, then with `--config {preset}` "
          "once per fine-tuning seed, on one fresh cache and the same split"
          + (f"; reused finished runs: {', '.join(reused)} (their times from their metrics.json)" if reused else "")
          + ")"),
@@ -117,6 +127,17 @@ def report(frozen: dict, tuned: dict[int, dict], command: str, reused: list[str]
         mean = sum(f_tuned[s][model][0] for s in seeds) / len(seeds)
         lines.append(f"| {model} | {a:.3f} ± {sa:.3f} |{cells}" + (f" {mean:.3f} |" if len(seeds) > 1 else "")
                      + f" {mean - a:+.3f} |")
+    fusion = {m: v for m, v in f_frozen.items() if m not in ("text_only", "image_only")}
+    best_frozen = max(fusion, key=lambda m: fusion[m][0]) if fusion else None
+    for model in dict.fromkeys(m for s in seeds for m in f_tuned[s] if m not in f_frozen):
+        if best_frozen is None or not all(model in f_tuned[s] for s in seeds):
+            continue
+        # models with no frozen counterpart (trained end to end): against the best frozen fusion model
+        cells = "".join(f" {f_tuned[s][model][0]:.3f} ± {f_tuned[s][model][1]:.3f} |" for s in seeds)
+        mean = sum(f_tuned[s][model][0] for s in seeds) / len(seeds)
+        a = fusion[best_frozen][0]
+        lines.append(f"| {model} | {a:.3f} ({best_frozen}) |{cells}" + (f" {mean:.3f} |" if len(seeds) > 1 else "")
+                     + f" {mean - a:+.3f} |")
     for label, run in [("frozen", frozen)] + [(f"fine-tuned (seed {s})", tuned[s]) for s in seeds]:
         ens = run["metrics"]["ensemble_validation_metrics"]
         lines.append(f"\n{label}: predicting with **{run['metrics']['chosen_model']}** (seed ensemble), validation "
@@ -130,6 +151,8 @@ def main() -> int:
     ap.add_argument("--out", default=str(REPO / "runs" / "bench-finetune-lab5"))
     ap.add_argument("--results", default=str(REPO / "benchmarks" / "RESULTS.md"))
     ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--preset", default="configs/finetune.yaml", help="The fine-tuning config, relative to the "
+                    "repository (configs/joint.yaml: end-to-end training). Default: configs/finetune.yaml.")
     ap.add_argument("--finetune-seeds", default="0", help="Comma-separated finetune.seed values: one fine-tuned run "
                     "each (the table averages them). Default: 0.")
     ap.add_argument("--frozen-run", help="Reuse this finished frozen run (e.g. runs/bench-finetune-lab5-frozen) "
@@ -151,7 +174,7 @@ def main() -> int:
         return 2
     cache = Path(tempfile.mkdtemp(prefix="mmsent-bench-ft-cache-"))
     extra = [a for o in args.overrides for a in ("--set", o)]
-    preset = ["--config", str(REPO / "configs" / "finetune.yaml")]
+    preset = ["--config", str(REPO / args.preset)]
     try:
         frozen = (finished_run(args.frozen_run) if args.frozen_run
                   else bench_run("frozen", args.data, Path(f"{args.out}-frozen"), cache, extra))
@@ -174,7 +197,8 @@ def main() -> int:
         print("[bench] the frozen and fine-tuned runs used different splits; not comparable", file=sys.stderr)
         return 1
     reused = ([f"frozen {args.frozen_run}"] if args.frozen_run else []) + [f"fine-tuned {f}" for f in args.finetuned_run]
-    lines = report(frozen, tuned, f"python benchmarks/finetune_lab5.py {shlex.join(sys.argv[1:])}", reused)
+    lines = report(frozen, tuned, f"python benchmarks/finetune_lab5.py {shlex.join(sys.argv[1:])}", reused,
+                   args.preset)
     results = Path(args.results)
     old = results.read_text() if results.exists() else "# Benchmark results\n\nNewest first.\n\n"
     head, _, rest = old.partition("\n## ")

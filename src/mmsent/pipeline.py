@@ -214,7 +214,7 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> RunResult
         tuned = finetune_encoders(cfg, dataset, split, run_dir, progress=progress)
         encoders, out_of_fold, joint = tuned.encoders, tuned.out_of_fold, tuned.joint
         timings["finetune_seconds"] = time.perf_counter() - t
-        if out_of_fold:  # cross-fitted modalities have their training rows' features already: encode the others
+        if out_of_fold:  # the fine-tuning already made these modalities' training-row features: encode the rest
             trained = set(split.train)
             examples = [ex for ex in dataset.train if ex.guid not in trained] + dataset.test
 

@@ -63,6 +63,10 @@ def test_validation_rows_never_reach_the_joint_training_and_its_model_joins_the_
         monkeypatch.setattr(cls, "prepare", spy_prepare(cls))
     monkeypatch.setattr(joint_mod, "finetune", spy_finetune)
     _no_report(monkeypatch)
+    compared: list = []
+    real_compare = pipeline.compare
+    monkeypatch.setattr(pipeline, "compare", lambda cfg_, feats, *a, **k: compared.append(feats) or
+                        real_compare(cfg_, feats, *a, **k))
     run_dir = tmp_path / "run"
     result = pipeline.run(cfg, run_dir, progress=False)
 
@@ -87,6 +91,17 @@ def test_validation_rows_never_reach_the_joint_training_and_its_model_joins_the_
     image, text = stage.load_run_encoders(run_dir, cfg)
     feats = pipeline.extract(cfg, dataset, progress=False, encoders=(image, text),
                              examples=[by_guid[g] for g in split.val])
+    # the training rows' features came from the cached trunks, and equal what the tuned encoders extract
+    extraction = json.loads((run_dir / "metrics.json").read_text())["extraction"]
+    assert extraction["image"]["encoded"] + extraction["image"]["reused"] == len(split.val) + len(dataset.test)
+    encoded = pipeline.extract(cfg, dataset, progress=False, encoders=(image, text),
+                               examples=[by_guid[g] for g in split.train])
+    used = compared[0].select(split.train)
+    for modality in ("image", "text"):
+        torch.testing.assert_close(getattr(used, modality).pooled, getattr(encoded, modality).pooled,
+                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(getattr(used, modality).tokens, getattr(encoded, modality).tokens,
+                                   atol=1e-5, rtol=1e-5, msg=modality)  # both rounded through float16
     fusion = load_model(Path(record["joint"]["dir"]) / "fusion")
     from mmsent.training.metrics import compute_metrics
     from mmsent.training.trainer import predict_proba

@@ -75,7 +75,7 @@ def modality_key(
     return config_key, json_digest({"config": config_key, "data": data_fp})
 
 
-def _round_like_cache(f: ModalityFeatures) -> ModalityFeatures:
+def round_like_cache(f: ModalityFeatures) -> ModalityFeatures:
     """Rounds tokens through float16 as the cache stores them, so a cold run and a cached run return equal values."""
     tokens = f.tokens.float().clamp(-FP16_MAX, FP16_MAX).half().float()
     return ModalityFeatures(f.pooled.float(), tokens, f.mask.bool())
@@ -171,7 +171,7 @@ def extract_modality(
         )
         if len(computed) != len(todo):
             raise RuntimeError(f"{encoder.name} returned {len(computed)} rows for {len(todo)} inputs")
-        computed = _round_like_cache(computed)
+        computed = round_like_cache(computed)
     t_enc = time.perf_counter() - t_enc
 
     row_of = {iid: r for r, iid in enumerate(todo)}

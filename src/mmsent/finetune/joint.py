@@ -22,7 +22,7 @@ import logging
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ import torch
 from mmsent.config import RunConfig
 from mmsent.encoders.base import Encoder
 from mmsent.features.cache import json_digest
+from mmsent.features.extract import round_like_cache
 from mmsent.features.featureset import ModalityFeatures
 from mmsent.finetune.base import TuningAdapter
 from mmsent.finetune.checkpoint import write_json
@@ -175,12 +176,16 @@ class JointResult:
         fusion: the jointly trained fusion model (eval mode).
         name: its name in the comparison, ``joint_{fusion}``.
         record: ``joint.json``.
+        train_features: modality -> ``(guids, features)`` of the training rows, computed from the cached trunk
+            outputs with the tuned tops (what extraction would give, without a second pass over the images); empty
+            when a finished training was reused.
     """
 
     folder: Path
     fusion: FusionModel
     name: str
     record: dict[str, Any]
+    train_features: dict[str, tuple[list[str], ModalityFeatures]] = field(default_factory=dict)
 
 
 def joint_key(image: Encoder, text: Encoder, cfg: RunConfig, rows: Sequence[Sequence[Any]], data_note: str) -> str:
@@ -249,9 +254,13 @@ def finetune_joint(image: Encoder, text: Encoder, items: Sequence[tuple[Any, str
                 "%d rows -> %s", jcfg.fusion, adapter.describe()["image"]["trainable_params"]
                 + adapter.describe()["text"]["trainable_params"], adapter.describe()["image"]["total_params"]
                 + adapter.describe()["text"]["total_params"], len(items), folder)
+    rows = adapter.prepare(list(items), batch_size=cfg.encoders.batch_size, progress=progress)
     result = finetune(adapter, list(items), labels, guids, jcfg, cfg.finetune, folder / CHECKPOINTS_DIR,
-                      run_key=key, progress=progress, callbacks=callbacks, prepare_batch_size=cfg.encoders.batch_size,
-                      desc="joint fine-tune", head=head)
+                      run_key=key, progress=progress, callbacks=callbacks, desc="joint fine-tune", head=head,
+                      rows=rows)
+    # Rounded as extraction rounds them, so these rows look exactly like rows extracted now or read from the cache.
+    train_features = {"image": (list(guids), round_like_cache(image_adapter.features([r[0] for r in rows]))),
+                      "text": (list(guids), round_like_cache(text_adapter.features([r[1] for r in rows])))}
     shared = {k: v for k, v in dataclasses.asdict(cfg.finetune).items()
               if k not in ("enabled", "output_dir", "checkpoint_every", "text", "image")}
     created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -267,7 +276,7 @@ def finetune_joint(image: Encoder, text: Encoder, items: Sequence[tuple[Any, str
               "result": {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name != "head"}}
     write_json(folder / RECORD_FILE, record)
     shutil.rmtree(folder / CHECKPOINTS_DIR, ignore_errors=True)
-    return JointResult(folder, fusion, name, record)
+    return JointResult(folder, fusion, name, record, train_features)
 
 
 def _read_record(folder: Path) -> dict[str, Any]:

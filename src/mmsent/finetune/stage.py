@@ -123,8 +123,10 @@ class FinetunedEncoders:
         image: the image encoder to extract validation/test features with (fine-tuned on every training row, or
             frozen).
         text: the same for text.
-        out_of_fold: modality -> ``(guids, features)`` of the training rows from the cross-fitting (modalities that
-            were fine-tuned with ``crossfit_folds >= 2``); they replace the encoders' own features of those rows.
+        out_of_fold: modality -> ``(guids, features)`` of the training rows that replace the encoders' own features
+            of those rows: from the cross-fitting (modalities fine-tuned with ``crossfit_folds >= 2``), or, after an
+            end-to-end training, the tuned tops' features computed from the cached trunks (equal to extraction's,
+            without a second pass over the images).
         record: what the run's ``finetune.json`` holds.
         joint: the end-to-end training (``finetune.joint.enabled``), whose fusion model joins the comparison.
     """
@@ -229,7 +231,7 @@ def _finetune_jointly(image: Encoder, text: Encoder, train: Sequence, labels: li
                             "fingerprint": meta["fingerprint"], "base_fingerprint": meta["base_fingerprint"],
                             "seconds": seconds, "result": meta["result"], "joint": True}
     record["joint"] = {"dir": str(joint.folder.resolve()), "model": joint.name, "seconds": seconds, **joint.record}
-    return FinetunedEncoders(image, text, {}, record, joint)
+    return FinetunedEncoders(image, text, dict(joint.train_features), record, joint)
 
 
 def load_run_encoders(run_dir: str | Path, cfg: RunConfig) -> tuple[Encoder, Encoder]:
