@@ -129,6 +129,15 @@ def test_a_second_joint_run_reuses_the_finished_training(tmp_path, overrides, mo
     assert [e.fingerprint() for e in first.encoders] == [e.fingerprint() for e in second.encoders]
     for a, b in zip(first.joint.fusion.state_dict().values(), second.joint.fusion.state_dict().values()):
         assert torch.equal(a, b)
+    # trained again elsewhere (another process would start from another RNG state): the same seed, the same weights
+    torch.manual_seed(1234)
+    monkeypatch.undo()
+    cfg.finetune.output_dir = str(tmp_path / "elsewhere")
+    third = stage.finetune_encoders(cfg, dataset, split, None, progress=False)
+    assert third.joint.folder != first.joint.folder and third.joint.train_features
+    for a, b in zip(first.joint.fusion.state_dict().values(), third.joint.fusion.state_dict().values()):
+        assert torch.equal(a, b)
+    assert [e.fingerprint() for e in first.encoders] == [e.fingerprint() for e in third.encoders]
 
 
 @pytest.mark.parametrize(("setting", "message"), [("finetune.image.crossfit_folds=5", "crossfit_folds=5"),

@@ -39,6 +39,7 @@ from mmsent.finetune.finetuned import CHECKPOINTS_DIR, apply_finetuned, is_finet
 from mmsent.finetune.trainer import StepCallback, finetune, make_head
 from mmsent.fusion.base import FusionInputs, FusionModel
 from mmsent.fusion.registry import create_fusion_model, load_model, save_model
+from mmsent.training.seed import set_seed
 
 logger = logging.getLogger("mmsent.finetune")
 
@@ -188,15 +189,16 @@ class JointResult:
     train_features: dict[str, tuple[list[str], ModalityFeatures]] = field(default_factory=dict)
 
 
-def joint_key(image: Encoder, text: Encoder, cfg: RunConfig, rows: Sequence[Sequence[Any]], data_note: str) -> str:
-    """Content key of an end-to-end training: both base encoders, every setting that matters, the training rows."""
+def joint_key(image: Encoder, text: Encoder, cfg: RunConfig, fusion: FusionModel, rows: Sequence[Sequence[Any]],
+              data_note: str) -> str:
+    """Content key of an end-to-end training: both base encoders, the settings that shape it (not the comparison's
+    training settings: only the fusion model's constructor arguments), the training rows."""
     ft = dataclasses.asdict(cfg.finetune)
     shared = {k: v for k, v in ft.items() if k not in ("enabled", "output_dir", "checkpoint_every", "text", "image")}
     encoders = {m: {k: v for k, v in ft[m].items() if k != "crossfit_folds"} for m in ("image", "text")}
-    fusion = {"training": dataclasses.asdict(cfg.training),
-              "overrides": cfg.compare.model_overrides.get(cfg.finetune.joint.fusion, {})}
     return json_digest({"version": _KEY_VERSION, "image": image.fingerprint(), "text": text.fingerprint(),
-                        "settings": encoders, "shared": shared, "fusion": fusion, "data_note": data_note,
+                        "settings": encoders, "shared": shared,
+                        "fusion": {"name": fusion.fusion_name, "hparams": fusion.hparams}, "data_note": data_note,
                         "rows": [[str(x) for x in row] for row in rows]})
 
 
@@ -234,7 +236,10 @@ def finetune_joint(image: Encoder, text: Encoder, items: Sequence[tuple[Any, str
             raise ValueError(f"finetune.{modality}.crossfit_folds={ecfg.crossfit_folds} applies to separate "
                              "fine-tuning only; with finetune.joint.enabled=true set it to 0")
     base = {"image": image.fingerprint(), "text": text.fingerprint()}
-    key = joint_key(image, text, cfg, [[g, i, y] for g, i, y in zip(guids, item_ids, labels)], data_note)
+    set_seed(cfg.finetune.seed)  # the fusion model's and the heads' initial weights
+    fusion = build_joint_fusion(cfg, int(image.dim), int(text.dim))
+    head = JointHead(fusion, int(image.dim), int(text.dim), jcfg.aux_weight, jcfg.dropout)
+    key = joint_key(image, text, cfg, fusion, [[g, i, y] for g, i, y in zip(guids, item_ids, labels)], data_note)
     folder = folder_root / f"joint-{key[:20]}"
     name = joint_model_name(jcfg.fusion)
     if is_joint_done(folder):
@@ -246,10 +251,8 @@ def finetune_joint(image: Encoder, text: Encoder, items: Sequence[tuple[Any, str
 
     image_adapter = make_adapter(image, cfg.finetune.image, cfg.data.max_image_pixels)
     text_adapter = make_adapter(text, cfg.finetune.text)
-    fusion = build_joint_fusion(cfg, image_adapter.dim, text_adapter.dim)
     adapter = JointAdapter(image_adapter, text_adapter, cfg.finetune.image, cfg.finetune.text,
                            with_tokens=getattr(fusion, "uses_tokens", True))
-    head = JointHead(fusion, image_adapter.dim, text_adapter.dim, jcfg.aux_weight, jcfg.dropout)
     logger.info("training %s end to end with the top of both encoders (%d of %d encoder parameters trainable) on "
                 "%d rows -> %s", jcfg.fusion, adapter.describe()["image"]["trainable_params"]
                 + adapter.describe()["text"]["trainable_params"], adapter.describe()["image"]["total_params"]
