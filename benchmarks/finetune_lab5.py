@@ -30,6 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_lab5 import REPO, RunFailed, bench_run, machine  # same runs, machine line and timing as the main benchmark
 
 
+DEFAULT_PRESET = "configs/finetune.yaml"
+
+
 def _mean_f1(comparison: dict) -> dict[str, tuple[float, float]]:
     return {row["model"]: (row["macro_f1_mean"], row.get("macro_f1_std", 0.0)) for row in comparison["summary"]}
 
@@ -89,7 +92,8 @@ def report(frozen: dict, tuned: dict[int, dict], command: str, reused: list[str]
     walls = ", ".join(f"seed {s} **{tuned[s]['wall'] / 60:.1f} min**" for s in seeds)
     rss = ", ".join(f"{tuned[s]['rss']:.0f}" for s in seeds)
     lines = [
-        f"## lab5 fine-tuned vs frozen encoders, {time.strftime('%Y-%m-%d %H:%M %Z')}",
+        f"## lab5 fine-tuned vs frozen encoders{'' if preset == DEFAULT_PRESET else f' ({preset})'}, "
+        f"{time.strftime('%Y-%m-%d %H:%M %Z')}",
         "",
         f"- Machine: {machine()}",
         (f"- Command: `{command}` (runs `mmsent run --data DATA` frozen, then with `--config {preset}` "
@@ -151,7 +155,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(REPO / "runs" / "bench-finetune-lab5"))
     ap.add_argument("--results", default=str(REPO / "benchmarks" / "RESULTS.md"))
     ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--preset", default="configs/finetune.yaml", help="The fine-tuning config, relative to the "
+    ap.add_argument("--preset", default=DEFAULT_PRESET, help="The fine-tuning config, relative to the "
                     "repository (configs/joint.yaml: end-to-end training). Default: configs/finetune.yaml.")
     ap.add_argument("--finetune-seeds", default="0", help="Comma-separated finetune.seed values: one fine-tuned run "
                     "each (the table averages them). Default: 0.")

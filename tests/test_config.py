@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -59,3 +61,12 @@ def test_model_overrides_merge_per_model():
                                  "compare.model_overrides.concat.dropout=0.5"])
     assert cfg.compare.model_overrides["dual_stream"] == {"hidden_dim": 64, "patience": 4}
     assert cfg.compare.model_overrides["concat"] == {"dropout": 0.5}
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "finetune.yaml", "joint.yaml"])
+def test_shipped_presets_load_without_unknown_keys(name):
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / name)
+    if name == "joint.yaml":  # joint training refuses cross-fitting and frozen encoders: the preset must not ask
+        assert cfg.finetune.enabled and cfg.finetune.joint.enabled
+        assert cfg.finetune.image.crossfit_folds == cfg.finetune.text.crossfit_folds == 0
+        assert "frozen" not in (cfg.finetune.image.mode, cfg.finetune.text.mode)

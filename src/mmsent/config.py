@@ -160,6 +160,9 @@ class FinetuneConfig:
     Each encoder's ``crossfit_folds`` (K >= 2) gives the fusion models out-of-fold features for the training rows:
     K more copies of the encoder are fine-tuned on K-1 folds of the training rows and extract the fold they left out,
     so no training row's features come from an encoder that learned its label (see :mod:`mmsent.finetune.crossfit`).
+
+    ``joint.enabled`` replaces the two separate fine-tunings with one end-to-end training of both tops and a fusion
+    model (see :class:`JointFinetuneConfig`).
     """
 
     enabled: bool = False
