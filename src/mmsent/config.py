@@ -121,6 +121,7 @@ class ImageFinetuneConfig(EncoderFinetuneConfig):
 
     lr_full: float = 1e-4
     lr_last_n: float = 3e-4
+    augment: bool = False  # mode=full only: random resized crop + flip per training image and step (GPU recipe)
     # On lab5 the image encoder's own features of its training rows misled the fusion models (image-only macro-F1
     # fell below frozen); out-of-fold features fixed that. Text features did better without (benchmarks/RESULTS.md).
     crossfit_folds: int = 5

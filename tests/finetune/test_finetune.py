@@ -94,11 +94,15 @@ def _kill_after(step: int):
     return callback
 
 
-@pytest.mark.parametrize("modality", ["text", "image"])
-def test_interrupted_run_resumes_to_the_same_weights(tmp_path, tiny_bert, lite0_weights, lab, modality):
+@pytest.mark.parametrize(("modality", "extra"), [("text", ()), ("image", ()),
+                                                 ("image", ("finetune.image.mode=full", "finetune.image.augment=true"))],
+                         ids=["text", "image", "image-full-augmented"])
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, tiny_bert, lite0_weights, lab, modality, extra):
     # 18 training rows + 6 holdout, batch 4: 5 steps per epoch, 2 epochs; checkpoints every 2 steps and per epoch.
+    # Augmented: the crops are drawn from the RNG the checkpoint saves, so the resumed steps draw the same ones.
     cfg = _cfg(tmp_path, "finetune.holdout_fraction=0.25", "finetune.patience=0", f"finetune.{modality}.epochs=2",
-               f"finetune.{modality}.batch_size=4", f"finetune.{modality}.last_n=1", "finetune.checkpoint_every=2")
+               f"finetune.{modality}.batch_size=4", f"finetune.{modality}.last_n=1", "finetune.checkpoint_every=2",
+               *extra)
     ecfg = getattr(cfg.finetune, modality)
     texts, labels, guids = separable_texts(24)
     paths = sorted((lab / "data").glob("*.jpg"))[:24]

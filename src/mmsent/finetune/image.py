@@ -2,8 +2,9 @@
 
 BatchNorm layers keep their running statistics (eval mode) throughout: CPU batches of 16-32 give noisy batch
 statistics, and freezing them is the usual recipe for fine-tuning with small batches. Their affine weights train.
-There is no data augmentation: the trunk's outputs are computed once per image, which is what makes ``last_n``
-affordable on a CPU.
+``last_n`` has no pixel augmentation: the trunk's outputs are computed once per image, which is what makes it
+affordable on a CPU. ``full`` can augment (``augment=True``: a random resized crop and flip of every training image at
+every step, :mod:`mmsent.finetune.augment`), the usual recipe on a GPU.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from mmsent.device import inference_autocast
 from mmsent.encoders.efficientnet import ConvImageEncoder, grid_tokens
 from mmsent.features.featureset import ModalityFeatures
+from mmsent.finetune.augment import random_resized_crop_flip
 from mmsent.finetune.base import TuningAdapter
 
 
@@ -29,16 +31,22 @@ class ImageAdapter(TuningAdapter):
             conv train; ``last_n=0`` trains the head conv alone).
         last_n: trainable blocks in ``last_n`` mode.
         max_pixels: decompression-bomb limit handed to the image loader.
+        augment: random resized crop + flip of each training image per step (``mode="full"`` only).
     """
 
     def __init__(self, encoder: ConvImageEncoder, mode: str = "last_n", last_n: int = 2,
-                 max_pixels: int | None = None) -> None:
+                 max_pixels: int | None = None, augment: bool = False) -> None:
         self.encoder = encoder
         self.network = encoder.net
         self.mode = mode
         self.max_pixels = max_pixels
+        self.augment = bool(augment)
+        self.training = False
         if mode not in ("full", "last_n"):
             raise ValueError(f"image fine-tuning mode must be full or last_n here, got {mode!r}")
+        if self.augment and mode != "full":
+            raise ValueError("finetune.image.augment needs finetune.image.mode=full: in last_n mode the frozen trunk "
+                             "runs once per image, so its input cannot change from step to step")
         if mode == "last_n":
             if not all(hasattr(self.network, a) for a in ("_conv_stem", "_bn0", "_blocks", "_conv_head", "_bn1")):
                 raise ValueError(f"finetune.image.mode=last_n needs an EfficientNet-Lite encoder, not {encoder.name}; "
@@ -63,9 +71,14 @@ class ImageAdapter(TuningAdapter):
 
     def train(self) -> None:
         super().train()
+        self.training = True
         for module in self.network.modules():
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                 module.eval()
+
+    def eval(self) -> None:
+        super().eval()
+        self.training = False
 
     def _normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         """``(B, S, S, 3)`` uint8 -> normalised float ``(B, 3, S, S)`` on the device, as extraction does."""
@@ -107,7 +120,10 @@ class ImageAdapter(TuningAdapter):
         net = self.network
         x = torch.stack(list(rows)).to(self.device)
         if self.mode == "full":
-            return self.encoder.feature_map(self._normalise(x))
+            x = self._normalise(x)
+            if self.augment and self.training:
+                x = random_resized_crop_flip(x)
+            return self.encoder.feature_map(x)
         n_blocks = len(net._blocks)
         rate = net._global_params.drop_connect_rate
         for idx in range(self.split, n_blocks):

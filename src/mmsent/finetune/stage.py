@@ -47,7 +47,8 @@ def make_adapter(encoder: Encoder, ecfg: EncoderFinetuneConfig, max_pixels: int 
     if encoder.modality == "image":
         from mmsent.finetune.image import ImageAdapter
 
-        return ImageAdapter(encoder, ecfg.mode, ecfg.last_n, max_pixels=max_pixels)  # type: ignore[arg-type]
+        return ImageAdapter(encoder, ecfg.mode, ecfg.last_n, max_pixels=max_pixels,  # type: ignore[arg-type]
+                            augment=getattr(ecfg, "augment", False))
     from mmsent.finetune.text import TextAdapter
 
     return TextAdapter(encoder, ecfg.mode, ecfg.last_n)  # type: ignore[arg-type]
