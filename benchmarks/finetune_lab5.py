@@ -29,7 +29,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_lab5 import REPO, RunFailed, bench_run, machine  # same runs, machine line and timing as the main benchmark
 
-
 DEFAULT_PRESET = "configs/finetune.yaml"
 
 
@@ -92,8 +91,8 @@ def report(frozen: dict, tuned: dict[int, dict], command: str, reused: list[str]
     walls = ", ".join(f"seed {s} **{tuned[s]['wall'] / 60:.1f} min**" for s in seeds)
     rss = ", ".join(f"{tuned[s]['rss']:.0f}" for s in seeds)
     lines = [
-        f"## lab5 fine-tuned vs frozen encoders{'' if preset == DEFAULT_PRESET else f' ({preset})'}, "
-        f"{time.strftime('%Y-%m-%d %H:%M %Z')}",
+        (f"## lab5 fine-tuned vs frozen encoders{'' if preset == DEFAULT_PRESET else f' ({preset})'}, "
+         f"{time.strftime('%Y-%m-%d %H:%M %Z')}"),
         "",
         f"- Machine: {machine()}",
         (f"- Command: `{command}` (runs `mmsent run --data DATA` frozen, then with `--config {preset}` "

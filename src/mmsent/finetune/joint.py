@@ -189,12 +189,18 @@ class JointResult:
     train_features: dict[str, tuple[list[str], ModalityFeatures]] = field(default_factory=dict)
 
 
+def _shared_settings(cfg: RunConfig) -> dict[str, Any]:
+    """The ``finetune`` settings besides the per-encoder sections that shape a joint training (``joint`` included)."""
+    return {k: v for k, v in dataclasses.asdict(cfg.finetune).items()
+            if k not in ("enabled", "output_dir", "checkpoint_every", "text", "image")}
+
+
 def joint_key(image: Encoder, text: Encoder, cfg: RunConfig, fusion: FusionModel, rows: Sequence[Sequence[Any]],
               data_note: str) -> str:
     """Content key of an end-to-end training: both base encoders, the settings that shape it (not the comparison's
     training settings: only the fusion model's constructor arguments), the training rows."""
     ft = dataclasses.asdict(cfg.finetune)
-    shared = {k: v for k, v in ft.items() if k not in ("enabled", "output_dir", "checkpoint_every", "text", "image")}
+    shared = _shared_settings(cfg)
     encoders = {m: {k: v for k, v in ft[m].items() if k != "crossfit_folds"} for m in ("image", "text")}
     return json_digest({"version": _KEY_VERSION, "image": image.fingerprint(), "text": text.fingerprint(),
                         "settings": encoders, "shared": shared,
@@ -253,10 +259,10 @@ def finetune_joint(image: Encoder, text: Encoder, items: Sequence[tuple[Any, str
     text_adapter = make_adapter(text, cfg.finetune.text)
     adapter = JointAdapter(image_adapter, text_adapter, cfg.finetune.image, cfg.finetune.text,
                            with_tokens=getattr(fusion, "uses_tokens", True))
+    sizes = adapter.describe()
     logger.info("training %s end to end with the top of both encoders (%d of %d encoder parameters trainable) on "
-                "%d rows -> %s", jcfg.fusion, adapter.describe()["image"]["trainable_params"]
-                + adapter.describe()["text"]["trainable_params"], adapter.describe()["image"]["total_params"]
-                + adapter.describe()["text"]["total_params"], len(items), folder)
+                "%d rows -> %s", jcfg.fusion, sizes["image"]["trainable_params"] + sizes["text"]["trainable_params"],
+                sizes["image"]["total_params"] + sizes["text"]["total_params"], len(items), folder)
     rows = adapter.prepare(list(items), batch_size=cfg.encoders.batch_size, progress=progress)
     result = finetune(adapter, list(items), labels, guids, jcfg, cfg.finetune, folder / CHECKPOINTS_DIR,
                       run_key=key, progress=progress, callbacks=callbacks, desc="joint fine-tune", head=head,
@@ -264,8 +270,7 @@ def finetune_joint(image: Encoder, text: Encoder, items: Sequence[tuple[Any, str
     # Rounded as extraction rounds them, so these rows look exactly like rows extracted now or read from the cache.
     train_features = {"image": (list(guids), round_like_cache(image_adapter.features([r[0] for r in rows]))),
                       "text": (list(guids), round_like_cache(text_adapter.features([r[1] for r in rows])))}
-    shared = {k: v for k, v in dataclasses.asdict(cfg.finetune).items()
-              if k not in ("enabled", "output_dir", "checkpoint_every", "text", "image")}
+    shared = _shared_settings(cfg)
     created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     for modality, sub, sub_head in (("image", image_adapter, head.image_head), ("text", text_adapter, head.text_head)):
         sub_result = dataclasses.replace(result, head=sub_head, adapter=sub.describe())
