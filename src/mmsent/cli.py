@@ -282,7 +282,8 @@ def finetune(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(
         folds = f", out-of-fold features from {cross['folds']} folds" if cross else ""
         if cross and cross.get("cv_metrics"):
             folds += f" (cross-validated macro-F1 {cross['cv_metrics']['macro_f1']:.3f})"
-        console.print(f"{modality}: {entry['mode']}{' (end to end)' if entry.get('joint') else ''}, best epoch {entry['result']['best_epoch']}{score}{folds}, "
+        mode = f"{entry['mode']} (end to end)" if entry.get("joint") else entry["mode"]
+        console.print(f"{modality}: {mode}, best epoch {entry['result']['best_epoch']}{score}{folds}, "
                       f"{entry['seconds']:.0f} s -> {entry['dir']}")
     if joint:
         held = (joint["result"].get("holdout_metrics") or {}).get("macro_f1")

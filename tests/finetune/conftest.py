@@ -42,3 +42,44 @@ def overrides(tmp_path, tiny_bert, lite0_weights, lab) -> list[str]:
         "finetune.text.epochs=2", "finetune.text.batch_size=4", "finetune.image.epochs=2",
         "finetune.image.batch_size=4",
     ]
+
+
+@pytest.fixture
+def no_report(monkeypatch) -> None:
+    """Runs skip the HTML report (not under test here)."""
+    import mmsent.report
+
+    monkeypatch.setattr(mmsent.report, "build_report", lambda *a, **k: None)
+
+
+@pytest.fixture
+def prepared_items(monkeypatch) -> dict[str, list]:
+    """modality -> every item the fine-tuning adapters' trunk pass saw (image paths / cleaned texts), in order."""
+    from mmsent.finetune.image import ImageAdapter
+    from mmsent.finetune.text import TextAdapter
+
+    seen: dict[str, list] = {}
+
+    def spy(cls):
+        original = cls.prepare
+
+        def prepare(self, items, *args, **kwargs):
+            seen.setdefault(self.encoder.modality, []).extend(items)
+            return original(self, items, *args, **kwargs)
+        return prepare
+
+    for cls in (ImageAdapter, TextAdapter):
+        monkeypatch.setattr(cls, "prepare", spy(cls))
+    return seen
+
+
+@pytest.fixture
+def compared_features(monkeypatch) -> list:
+    """The FeatureSet each ``pipeline.compare`` call of a run received."""
+    from mmsent import pipeline
+
+    seen: list = []
+    real_compare = pipeline.compare
+    monkeypatch.setattr(pipeline, "compare", lambda cfg_, feats, *a, **k: seen.append(feats) or
+                        real_compare(cfg_, feats, *a, **k))
+    return seen

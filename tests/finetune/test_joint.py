@@ -29,18 +29,12 @@ JOINT = ["finetune.enabled=true", "finetune.joint.enabled=true", "finetune.joint
          "training.epochs=2", "training.hidden_dim=8"]
 
 
-def _no_report(monkeypatch) -> None:
-    import mmsent.report
-
-    monkeypatch.setattr(mmsent.report, "build_report", lambda *a, **k: None)  # the HTML report is not under test
-
-
-def test_validation_rows_never_reach_the_joint_training_and_its_model_joins_the_comparison(tmp_path, overrides,
-                                                                                           monkeypatch):
+def test_validation_rows_never_reach_the_joint_training_and_its_model_joins_the_comparison(
+        tmp_path, overrides, monkeypatch, no_report, prepared_items, compared_features):
     cfg = load_config(overrides=overrides + JOINT + ["compare.predict_with=joint_gated"])
     calls: list[list[str]] = []
     stepped: set[str] = set()
-    prepared: dict[str, list] = {}
+    prepared, compared = prepared_items, compared_features
     real_finetune = joint_mod.finetune
 
     def spy_finetune(adapter, items, labels, guids, *args, callbacks=(), **kwargs):
@@ -48,25 +42,7 @@ def test_validation_rows_never_reach_the_joint_training_and_its_model_joins_the_
         return real_finetune(adapter, items, labels, guids, *args,
                              callbacks=[*callbacks, lambda info: stepped.update(info.guids)], **kwargs)
 
-    def spy_prepare(cls):
-        original = cls.prepare
-
-        def prepare(self, items, *args, **kwargs):
-            prepared.setdefault(self.encoder.modality, []).extend(items)
-            return original(self, items, *args, **kwargs)
-        return prepare
-
-    from mmsent.finetune.image import ImageAdapter
-    from mmsent.finetune.text import TextAdapter
-
-    for cls in (ImageAdapter, TextAdapter):
-        monkeypatch.setattr(cls, "prepare", spy_prepare(cls))
     monkeypatch.setattr(joint_mod, "finetune", spy_finetune)
-    _no_report(monkeypatch)
-    compared: list = []
-    real_compare = pipeline.compare
-    monkeypatch.setattr(pipeline, "compare", lambda cfg_, feats, *a, **k: compared.append(feats) or
-                        real_compare(cfg_, feats, *a, **k))
     run_dir = tmp_path / "run"
     result = pipeline.run(cfg, run_dir, progress=False)
 

@@ -22,11 +22,13 @@ FAST = ["finetune.enabled=true", "compare.models=concat", "compare.seeds=0", "tr
         "finetune.text.epochs=1", "finetune.image.epochs=1", "finetune.text.crossfit_folds=3"]
 
 
-def test_validation_rows_never_reach_finetuning_and_run_uses_the_tuned_encoders(tmp_path, overrides, monkeypatch):
+def test_validation_rows_never_reach_finetuning_and_run_uses_the_tuned_encoders(tmp_path, overrides, monkeypatch,
+                                                                               no_report, prepared_items,
+                                                                               compared_features):
     cfg = load_config(overrides=overrides + FAST)
     calls: list[dict] = []
     stepped: dict[str, set[str]] = {"image": set(), "text": set()}
-    prepared: dict[str, list] = {}
+    prepared, compared = prepared_items, compared_features
     real_finetune = stage.finetune
 
     def spy_finetune(adapter, items, labels, guids, *args, callbacks=(), **kwargs):
@@ -37,28 +39,7 @@ def test_validation_rows_never_reach_finetuning_and_run_uses_the_tuned_encoders(
 
         return real_finetune(adapter, items, labels, guids, *args, callbacks=[*callbacks, spy], **kwargs)
 
-    def spy_prepare(cls):
-        original = cls.prepare
-
-        def prepare(self, items, *args, **kwargs):
-            prepared.setdefault(self.encoder.modality, []).extend(items)
-            return original(self, items, *args, **kwargs)
-        return prepare
-
-    from mmsent.finetune.image import ImageAdapter
-    from mmsent.finetune.text import TextAdapter
-
-    for cls in (ImageAdapter, TextAdapter):
-        monkeypatch.setattr(cls, "prepare", spy_prepare(cls))
     monkeypatch.setattr(stage, "finetune", spy_finetune)
-
-    import mmsent.report
-
-    monkeypatch.setattr(mmsent.report, "build_report", lambda *a, **k: None)  # the HTML report is not under test
-    compared: list = []
-    real_compare = pipeline.compare
-    monkeypatch.setattr(pipeline, "compare", lambda cfg_, feats, *a, **k: compared.append(feats) or
-                        real_compare(cfg_, feats, *a, **k))
     run_dir = tmp_path / "run"
     result = pipeline.run(cfg, run_dir, progress=False)
 
@@ -117,15 +98,10 @@ def test_a_second_run_reuses_the_finetuned_encoders(tmp_path, overrides, monkeyp
         assert torch.equal(first.out_of_fold[modality][1].tokens, second.out_of_fold[modality][1].tokens)
 
 
-def test_without_text_crossfitting_only_the_image_rows_are_replaced(tmp_path, overrides, monkeypatch):
+def test_without_text_crossfitting_only_the_image_rows_are_replaced(tmp_path, overrides, no_report,
+                                                                    compared_features):
     cfg = load_config(overrides=overrides + FAST + ["finetune.text.crossfit_folds=0"])
-    import mmsent.report
-
-    monkeypatch.setattr(mmsent.report, "build_report", lambda *a, **k: None)
-    compared: list = []
-    real_compare = pipeline.compare
-    monkeypatch.setattr(pipeline, "compare", lambda cfg_, feats, *a, **k: compared.append(feats) or
-                        real_compare(cfg_, feats, *a, **k))
+    compared = compared_features
     run_dir = tmp_path / "run"
     pipeline.run(cfg, run_dir, progress=False)
     split = load_split(run_dir / "split.csv")

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from mmsent.config import EncoderConfig
+from mmsent.config import EncoderConfig, RunConfig
 from mmsent.encoders.base import Encoder
 from mmsent.finetune.base import TuningAdapter
 from mmsent.finetune.checkpoint import load_tensors, save_tensors, write_json
@@ -33,6 +33,13 @@ HEAD_WEIGHTS = "head.safetensors"
 META_FILE = "finetuned.json"
 CHECKPOINTS_DIR = "checkpoints"
 FORMAT = "mmsent-finetuned-encoder"
+
+
+def shared_settings(cfg: RunConfig, *, joint: bool) -> dict[str, Any]:
+    """The ``finetune`` settings outside the per-encoder sections that shape a fine-tuning (part of its key and
+    record); ``joint`` includes the end-to-end section, which separate fine-tunings ignore."""
+    skip = {"enabled", "output_dir", "checkpoint_every", "text", "image"} | (set() if joint else {"joint"})
+    return {k: v for k, v in dataclasses.asdict(cfg.finetune).items() if k not in skip}
 
 
 def encoder_network(encoder: Encoder) -> torch.nn.Module:

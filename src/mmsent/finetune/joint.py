@@ -35,7 +35,7 @@ from mmsent.features.extract import round_like_cache
 from mmsent.features.featureset import ModalityFeatures
 from mmsent.finetune.base import TuningAdapter
 from mmsent.finetune.checkpoint import write_json
-from mmsent.finetune.finetuned import CHECKPOINTS_DIR, apply_finetuned, is_finetuned, save_finetuned
+from mmsent.finetune.finetuned import CHECKPOINTS_DIR, apply_finetuned, is_finetuned, save_finetuned, shared_settings
 from mmsent.finetune.trainer import StepCallback, finetune, make_head
 from mmsent.fusion.base import FusionInputs, FusionModel
 from mmsent.fusion.registry import create_fusion_model, load_model, save_model
@@ -88,9 +88,6 @@ class JointAdapter(TuningAdapter):
     def lr_groups(self, ecfg: Any) -> list[tuple[list[torch.nn.Parameter], float]]:
         # Each encoder keeps its own learning rates: the image top is a CNN, the text top a transformer.
         return self.image.lr_groups(self.image_cfg) + self.text.lr_groups(self.text_cfg)
-
-    def layer_groups(self) -> list[list[torch.nn.Parameter]]:
-        return self.image.layer_groups() + self.text.layer_groups()
 
     def freeze(self) -> None:
         self.image.freeze()
@@ -189,18 +186,12 @@ class JointResult:
     train_features: dict[str, tuple[list[str], ModalityFeatures]] = field(default_factory=dict)
 
 
-def _shared_settings(cfg: RunConfig) -> dict[str, Any]:
-    """The ``finetune`` settings besides the per-encoder sections that shape a joint training (``joint`` included)."""
-    return {k: v for k, v in dataclasses.asdict(cfg.finetune).items()
-            if k not in ("enabled", "output_dir", "checkpoint_every", "text", "image")}
-
-
 def joint_key(image: Encoder, text: Encoder, cfg: RunConfig, fusion: FusionModel, rows: Sequence[Sequence[Any]],
               data_note: str) -> str:
     """Content key of an end-to-end training: both base encoders, the settings that shape it (not the comparison's
     training settings: only the fusion model's constructor arguments), the training rows."""
     ft = dataclasses.asdict(cfg.finetune)
-    shared = _shared_settings(cfg)
+    shared = shared_settings(cfg, joint=True)
     encoders = {m: {k: v for k, v in ft[m].items() if k != "crossfit_folds"} for m in ("image", "text")}
     return json_digest({"version": _KEY_VERSION, "image": image.fingerprint(), "text": text.fingerprint(),
                         "settings": encoders, "shared": shared,
@@ -270,7 +261,7 @@ def finetune_joint(image: Encoder, text: Encoder, items: Sequence[tuple[Any, str
     # Rounded as extraction rounds them, so these rows look exactly like rows extracted now or read from the cache.
     train_features = {"image": (list(guids), round_like_cache(image_adapter.features([r[0] for r in rows]))),
                       "text": (list(guids), round_like_cache(text_adapter.features([r[1] for r in rows])))}
-    shared = _shared_settings(cfg)
+    shared = shared_settings(cfg, joint=True)
     created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     for modality, sub, sub_head in (("image", image_adapter, head.image_head), ("text", text_adapter, head.text_head)):
         sub_result = dataclasses.replace(result, head=sub_head, adapter=sub.describe())

@@ -30,7 +30,14 @@ from mmsent.finetune.base import TuningAdapter
 from mmsent.finetune.checkpoint import write_json
 from mmsent.finetune.crossfit import RECORD_FILE as CROSSFIT_RECORD
 from mmsent.finetune.crossfit import crossfit, crossfit_dir, is_crossfitted, load_crossfit
-from mmsent.finetune.finetuned import CHECKPOINTS_DIR, apply_finetuned, is_finetuned, read_meta, save_finetuned
+from mmsent.finetune.finetuned import (
+    CHECKPOINTS_DIR,
+    apply_finetuned,
+    is_finetuned,
+    read_meta,
+    save_finetuned,
+    shared_settings,
+)
 from mmsent.finetune.joint import JointResult, finetune_joint
 from mmsent.finetune.trainer import StepCallback, finetune
 from mmsent.labels import label_to_index
@@ -75,8 +82,7 @@ def finetune_encoder(encoder: Encoder, items: Sequence, item_ids: Sequence[str],
     """
     modality = encoder.modality
     ecfg: EncoderFinetuneConfig = getattr(cfg.finetune, modality)
-    shared = {k: v for k, v in dataclasses.asdict(cfg.finetune).items()
-              if k not in ("enabled", "output_dir", "checkpoint_every", "text", "image", "joint")}
+    shared = shared_settings(cfg, joint=False)
     # crossfit_folds is left out of the key: the cross-fitting has its own subfolder, the full fine-tuning is the same
     key_settings = {k: v for k, v in dataclasses.asdict(ecfg).items() if k != "crossfit_folds"}
     base_fp = encoder.fingerprint()
@@ -190,10 +196,7 @@ def finetune_encoders(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir
                 ids, note = [text_digest(t) for t in items], cleaner.fingerprint()
             folder = finetune_encoder(encoder, items, ids, labels, guids, cfg, progress=progress,
                                       callbacks=callbacks, data_note=note)
-            meta = read_meta(folder)
-            record[modality] = {"mode": getattr(cfg.finetune, modality).mode, "dir": str(folder.resolve()),
-                                "fingerprint": meta["fingerprint"], "base_fingerprint": meta["base_fingerprint"],
-                                "seconds": time.perf_counter() - t0, "result": meta["result"]}
+            record[modality] = _record_entry(cfg, modality, folder, time.perf_counter() - t0)
             folds = int(getattr(cfg.finetune, modality).crossfit_folds)
             if folds > 1:
                 cf_dir = crossfit_dir(folder, folds)
@@ -208,6 +211,14 @@ def finetune_encoders(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir
     if run_dir is not None:
         write_json(Path(run_dir) / RUN_RECORD, record)
     return FinetunedEncoders(image, text, out_of_fold, record)
+
+
+def _record_entry(cfg: RunConfig, modality: str, folder: Path, seconds: float) -> dict[str, Any]:
+    """One encoder's entry in ``finetune.json``: its fine-tuned folder, fingerprints and result."""
+    meta = read_meta(folder)
+    return {"mode": getattr(cfg.finetune, modality).mode, "dir": str(folder.resolve()),
+            "fingerprint": meta["fingerprint"], "base_fingerprint": meta["base_fingerprint"], "seconds": seconds,
+            "result": meta["result"]}
 
 
 def _finetune_jointly(image: Encoder, text: Encoder, train: Sequence, labels: list[int], guids: list[str],
@@ -226,11 +237,7 @@ def _finetune_jointly(image: Encoder, text: Encoder, train: Sequence, labels: li
     seconds = time.perf_counter() - t0
     record: dict[str, Any] = {}
     for modality in ("image", "text"):
-        folder = joint.folder / modality
-        meta = read_meta(folder)
-        record[modality] = {"mode": getattr(cfg.finetune, modality).mode, "dir": str(folder.resolve()),
-                            "fingerprint": meta["fingerprint"], "base_fingerprint": meta["base_fingerprint"],
-                            "seconds": seconds, "result": meta["result"], "joint": True}
+        record[modality] = {**_record_entry(cfg, modality, joint.folder / modality, seconds), "joint": True}
     record["joint"] = {"dir": str(joint.folder.resolve()), "model": joint.name, "seconds": seconds, **joint.record}
     return FinetunedEncoders(image, text, dict(joint.train_features), record, joint)
 
