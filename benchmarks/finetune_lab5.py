@@ -11,8 +11,6 @@ Usage::
 
     python benchmarks/finetune_lab5.py [--data ../shared/datasets/lab5] [--set key=value ...]
     python benchmarks/finetune_lab5.py --finetune-seeds 0,1,2 --frozen-run runs/bench-finetune-lab5-frozen
-    python benchmarks/finetune_lab5.py --preset configs/joint.yaml --out runs/bench-joint-lab5 \
-        --finetune-seeds 0,1,2 --frozen-run runs/bench-finetune-lab5-frozen     # end-to-end training
 """
 
 from __future__ import annotations
@@ -58,13 +56,6 @@ def finetuning_rows(seed: int, record: dict) -> list[str]:
     """Rows of the fine-tuning table for one fine-tuned run's finetune.json."""
     lines = []
     for modality, entry in record.items():
-        if modality == "joint":
-            res = entry["result"]
-            held = (res.get("holdout_metrics") or {}).get("macro_f1")
-            lines.append(f"| {seed} | {entry['model']} | trained with both tops | - | {res['train_rows']} + "
-                         f"{res['holdout_rows']} | {res['steps']} | {res['best_epoch']} | "
-                         f"{'-' if held is None else f'{held:.3f}'} | off | {entry['seconds']:.0f} |")
-            continue
         if not entry.get("dir"):
             lines.append(f"| {seed} | {modality} | frozen | - | - | - | - | - | - | - |")
             continue
@@ -77,7 +68,6 @@ def finetuning_rows(seed: int, record: dict) -> list[str]:
         else:
             cross_cell = "off"
         mode = f"{entry['mode']} (last {res['adapter']['last_n']})" if entry["mode"] == "last_n" else entry["mode"]
-        mode += " (end to end)" if entry.get("joint") else ""
         lines.append(f"| {seed} | {modality} | {mode} | {res['adapter']['trainable_params']:,} / "
                      f"{res['adapter']['total_params']:,} | {res['train_rows']} + {res['holdout_rows']} | "
                      f"{res['steps']} | {res['best_epoch']} | {'-' if held is None else f'{held:.3f}'} | "
@@ -155,7 +145,7 @@ def main() -> int:
     ap.add_argument("--results", default=str(REPO / "benchmarks" / "RESULTS.md"))
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--preset", default=DEFAULT_PRESET, help="The fine-tuning config, relative to the "
-                    "repository (configs/joint.yaml: end-to-end training). Default: configs/finetune.yaml.")
+                    "repository. Default: configs/finetune.yaml.")
     ap.add_argument("--finetune-seeds", default="0", help="Comma-separated finetune.seed values: one fine-tuned run "
                     "each (the table averages them). Default: 0.")
     ap.add_argument("--frozen-run", help="Reuse this finished frozen run (e.g. runs/bench-finetune-lab5-frozen) "

@@ -101,6 +101,7 @@ class FakeImageEncoder(Encoder):
 
     modality = "image"
     dim = 8
+    network = torch.nn.Identity()  # no weights: extraction never asks for them
 
     def __init__(self, tag: str = "v1") -> None:
         self.name = f"fake-image-{tag}"
@@ -125,6 +126,7 @@ class FakeTextEncoder(Encoder):
 
     modality = "text"
     dim = 6
+    network = torch.nn.Identity()
 
     def __init__(self, tag: str = "v1", max_length: int = 5) -> None:
         self.name = f"fake-text-{tag}"

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 import mmsent.pipeline as pipeline
+import mmsent.run_folder as run_folder
 from mmsent.cli import app
 from mmsent.data.sample import sample_dataset_path
 from mmsent_testkit import FakeImageEncoder, FakeTextEncoder
@@ -22,6 +23,7 @@ FAST = ["--set", "training.hidden_dim=16", "--set", "training.epochs=2", "--set"
 def fakes(monkeypatch):
     encoders = (FakeImageEncoder(), FakeTextEncoder(max_length=8))
     monkeypatch.setattr(pipeline, "create_encoders_from_config", lambda cfg, **kw: encoders)
+    monkeypatch.setattr(run_folder, "create_encoders_from_config", lambda cfg, **kw: encoders)
     return encoders
 
 
@@ -72,4 +74,4 @@ def test_run_then_predict(tmp_path, fakes):
 def test_predict_without_a_run_explains(tmp_path):
     result = runner.invoke(app, ["predict", str(tmp_path)])
     assert result.exit_code == 1
-    assert "no saved models" in result.output
+    assert "a run directory" in result.output and "Traceback" not in result.output

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import subprocess
+import sys
+import types
+import typing
 from pathlib import Path
 
 import pytest
 import yaml
 
-from mmsent.config import ConfigError, RunConfig, load_config
+from mmsent.config import ConfigError, RunConfig, load_config, validate
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_defaults_round_trip_through_yaml(tmp_path):
@@ -63,10 +71,361 @@ def test_model_overrides_merge_per_model():
     assert cfg.compare.model_overrides["concat"] == {"dropout": 0.5}
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "finetune.yaml", "joint.yaml"])
-def test_shipped_presets_load_without_unknown_keys(name):
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / name)
-    if name == "joint.yaml":  # joint training refuses cross-fitting and frozen encoders: the preset must not ask
-        assert cfg.finetune.enabled and cfg.finetune.joint.enabled
-        assert cfg.finetune.image.crossfit_folds == cfg.finetune.text.crossfit_folds == 0
-        assert "frozen" not in (cfg.finetune.image.mode, cfg.finetune.text.mode)
+@pytest.mark.parametrize("name", ["default.yaml", "finetune.yaml"])
+def test_shipped_presets_load_and_validate(name):
+    cfg = load_config(CONFIGS / name)
+    assert validate(cfg) is cfg
+    if name == "finetune.yaml":
+        assert cfg.finetune.enabled
+        assert cfg.finetune.text.crossfit_folds is None and cfg.finetune.image.crossfit_folds == 5
+
+
+# --- fixed choices (Literal) ----------------------------------------------------------------------------------------
+
+def _fixed_choice_keys() -> dict[str, list[str]]:
+    """Every key whose annotation holds a Literal, with its choices, found from the dataclasses themselves."""
+    found: dict[str, list[str]] = {}
+
+    def walk(cls: type, prefix: str) -> None:
+        for name, hint in typing.get_type_hints(cls).items():
+            if dataclasses.is_dataclass(hint):
+                walk(hint, f"{prefix}{name}.")
+                continue
+            union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+            members = typing.get_args(hint) if union else (hint,)
+            choices = [c for m in members if typing.get_origin(m) is typing.Literal for c in typing.get_args(m)]
+            if choices:
+                found[f"{prefix}{name}"] = choices
+
+    walk(RunConfig, "")
+    return found
+
+
+FIXED_CHOICES = _fixed_choice_keys()
+
+
+def _set(cfg: RunConfig, dotted: str, value) -> None:
+    *path, last = dotted.split(".")
+    node = cfg
+    for part in path:
+        node = getattr(node, part)
+    setattr(node, last, value)
+
+
+def test_the_fixed_choice_keys_are_the_expected_ones():
+    assert set(FIXED_CHOICES) == {
+        "data.on_error", "cleaning.hashtags", "encoders.text_pooling", "encoders.device", "encoders.num_threads",
+        "training.gate_from", "training.device", "compare.workers", "finetune.text.mode", "finetune.image.mode",
+    }
+    assert FIXED_CHOICES["encoders.device"] == FIXED_CHOICES["training.device"] == ["auto", "cpu", "cuda"]
+
+
+@pytest.mark.parametrize("source", ["override", "file", "code"])
+@pytest.mark.parametrize("key", sorted(FIXED_CHOICES))
+def test_a_typo_in_any_fixed_choice_names_the_key_and_the_allowed_values(key, source, tmp_path):
+    choices = FIXED_CHOICES[key]
+    typo = f"{choices[0]}x"
+    with pytest.raises(ConfigError) as err:
+        if source == "override":
+            load_config(overrides=[f"{key}={typo}"])
+        elif source == "file":
+            nested: dict = {}
+            node = nested
+            *path, last = key.split(".")
+            for part in path:
+                node = node.setdefault(part, {})
+            node[last] = typo
+            (tmp_path / "c.yaml").write_text(yaml.safe_dump(nested), encoding="utf-8")
+            load_config(tmp_path / "c.yaml")
+        else:
+            cfg = RunConfig()
+            _set(cfg, key, typo)
+            validate(cfg)
+    message = str(err.value)
+    assert message.startswith(f"{key}: ") and repr(typo) in message
+    assert all(choice in message for choice in choices), message
+    assert message.endswith(f"did you mean {choices[0]!r}?")
+    assert "\n" not in message
+
+
+def test_fixed_choice_message_reads_plainly():
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["cleaning.hashtags=banana"])
+    assert str(err.value) == "cleaning.hashtags: 'banana' is not one of strip_symbol, drop, keep"
+
+
+@pytest.mark.parametrize("value", ["auto", "cpu", "cuda", "cuda:1"])
+def test_devices(value):
+    cfg = load_config(overrides=[f"encoders.device={value}", f"training.device={value}"])
+    assert cfg.encoders.device == cfg.training.device == value
+
+
+@pytest.mark.parametrize("value", ["gpu", "cuda:", "cuda:x", "mps"])
+def test_unknown_devices_are_refused(value):
+    with pytest.raises(ConfigError, match=r"training\.device: .* is not one of auto, cpu, cuda, cuda:<index>"):
+        load_config(overrides=[f"training.device={value}"])
+
+
+# --- names against the registries -----------------------------------------------------------------------------------
+
+def test_a_model_name_typo_suggests_the_registered_name():
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["compare.models=concatt"])
+    message = str(err.value)
+    assert message.startswith("compare.models: unknown model 'concatt'; allowed: ")
+    allowed = message.split("allowed: ")[1].split(";")[0].split(", ")
+    assert {"concat", "gated", "single_stream", "dual_stream", "text_only", "image_only"} <= set(allowed)
+    assert message.endswith("did you mean 'concat'?")
+
+
+def test_model_names_get_the_registry_forgiveness_but_no_duplicates():
+    assert load_config(overrides=["compare.models=Dual-Stream, concat"]).compare.models == ["Dual-Stream", "concat"]
+    with pytest.raises(ConfigError, match=r"compare\.models: 'Concat' is listed twice"):
+        load_config(overrides=["compare.models=concat,Concat"])
+    with pytest.raises(ConfigError, match=r"compare\.models: empty; allowed: .*concat"):
+        load_config(overrides=["compare.models=[]"])
+
+
+def test_predict_with_must_be_best_or_a_compared_model():
+    assert load_config(overrides=["compare.predict_with=gated"]).compare.predict_with == "gated"
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["compare.models=concat,gated", "compare.predict_with=dual_stream"])
+    assert str(err.value) == ("compare.predict_with: 'dual_stream' is not among compare.models; "
+                              "allowed: best, concat, gated")
+    with pytest.raises(ConfigError, match=r"compare\.predict_with: 'bset' .*allowed: best, .*did you mean 'best'\?"):
+        load_config(overrides=["compare.predict_with=bset"])
+
+
+def test_model_overrides_name_known_models_and_type_training_keys():
+    # an override for a model that is not compared is allowed (and ignored by the comparison)
+    cfg = load_config(overrides=["compare.models=concat", "compare.model_overrides.concat.lr=5e-4",
+                                 "compare.model_overrides.single_stream.pool=cls"])
+    assert cfg.compare.model_overrides["concat"] == {"lr": 5e-4}
+    assert cfg.compare.model_overrides["single_stream"] == {"hidden_dim": 128, "patience": 4, "pool": "cls"}
+    with pytest.raises(ConfigError, match=r"compare\.model_overrides: unknown model 'dual_steam'.*"
+                                          r"did you mean 'dual_stream'\?"):
+        load_config(overrides=["compare.model_overrides.dual_steam.hidden_dim=64"])
+    with pytest.raises(ConfigError, match=r"compare\.model_overrides\.concat\.patience: expected an integer or null"):
+        load_config(overrides=["compare.model_overrides.concat.patience=many"])
+    with pytest.raises(ConfigError, match=r"compare\.model_overrides\.concat\.dropout: 1\.5 is out of range"):
+        load_config(overrides=["compare.model_overrides.concat.dropout=1.5"])
+    with pytest.raises(ConfigError, match=r"compare\.model_overrides\.concat: expected a mapping"):
+        load_config(overrides=["compare.model_overrides.concat=5"])
+
+
+def test_an_unknown_image_encoder_lists_the_registered_ones():
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["encoders.image=efficientnet-lite9"])
+    message = str(err.value)
+    assert message.startswith("encoders.image: unknown image encoder 'efficientnet-lite9'; allowed: ")
+    assert "efficientnet-lite2" in message and "resnet50" in message and "did you mean 'efficientnet-lite" in message
+    with pytest.raises(ConfigError, match=r"encoders\.image: 'resnet50:' has no weights file"):
+        load_config(overrides=["encoders.image=resnet50:"])
+
+
+@pytest.mark.parametrize("name", ["efficientnet-lite2", "EfficientNet-Lite0", "lite1", "resnet",
+                                  "resnet50:/weights/r50.pth"])
+def test_registered_image_encoders_aliases_and_weight_paths_load(name):
+    assert load_config(overrides=[f"encoders.image={name}"]).encoders.image == name
+
+
+def test_text_encoder_is_free_but_not_empty():
+    assert load_config(overrides=["encoders.text=bert-base-multilingual-cased"]).encoders.text
+    with pytest.raises(ConfigError, match=r"encoders\.text: empty"):
+        load_config(overrides=["encoders.text= "])
+
+
+# --- ranges and contradictions --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("data.val_fraction=1", "data.val_fraction: 1.0 is out of range; allowed: a number in (0, 1)"),
+    ("data.val_fraction=nan", "data.val_fraction: nan is out of range"),
+    ("data.kfold=1", "data.kfold: 1 is out of range; allowed: null or an integer >= 2"),
+    ("data.max_image_pixels=0", "data.max_image_pixels: 0 is out of range; allowed: an integer >= 1"),
+    ("encoders.text_max_length=1", "encoders.text_max_length: 1 is out of range; allowed: an integer >= 2"),
+    ("encoders.image_grid=-1", "encoders.image_grid: -1 is out of range; allowed: an integer >= 0"),
+    ("encoders.num_threads=-2", "encoders.num_threads: -2 is out of range; allowed: auto or an integer >= 1"),
+    ("training.lr=0", "training.lr: 0.0 is out of range; allowed: a number > 0"),
+    ("training.epochs=0", "training.epochs: 0 is out of range; allowed: an integer >= 1"),
+    ("training.dropout=1", "training.dropout: 1.0 is out of range; allowed: a number in [0, 1)"),
+    ("training.patience=-1", "training.patience: -1 is out of range; allowed: null or an integer >= 1"),
+    ("training.num_heads=0", "training.num_heads: 0 is out of range; allowed: an integer >= 1"),
+    ("compare.workers=-1", "compare.workers: -1 is out of range; allowed: auto or an integer >= 1"),
+    ("finetune.holdout_fraction=1", "finetune.holdout_fraction: 1.0 is out of range; allowed: a number in [0, 1)"),
+    ("finetune.checkpoint_every=-5", "finetune.checkpoint_every: -5 is out of range; allowed: null or an integer"),
+    ("finetune.image.crossfit_folds=1", "finetune.image.crossfit_folds: 1 is out of range; allowed: null or an"),
+    ("finetune.text.layer_decay=0", "finetune.text.layer_decay: 0.0 is out of range; allowed: a number in (0, 1]"),
+    ("finetune.image.warmup_fraction=1", "finetune.image.warmup_fraction: 1.0 is out of range"),
+    ("finetune.image.lr_full=-1e-4", "finetune.image.lr_full: -0.0001 is out of range; allowed: a number > 0"),
+    ("finetune.text.grad_clip=-1", "finetune.text.grad_clip: -1.0 is out of range; allowed: a number >= 0"),
+])
+def test_values_out_of_range_name_the_key_and_the_range(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=[override])
+    assert str(err.value).startswith(message)
+
+
+def test_range_boundaries_that_are_allowed():
+    cfg = load_config(overrides=["data.kfold=2", "data.fold=1", "training.dropout=0", "finetune.holdout_fraction=0",
+                                 "finetune.text.layer_decay=1", "encoders.image_grid=0", "finetune.image.last_n=0",
+                                 "finetune.image.crossfit_folds=2", "compare.workers=1", "encoders.num_threads=1"])
+    assert (cfg.data.kfold, cfg.data.fold, cfg.compare.workers, cfg.encoders.num_threads) == (2, 1, 1, 1)
+
+
+def test_contradictions_between_keys():
+    with pytest.raises(ConfigError, match=r"data\.split_file and data\.kfold contradict"):
+        load_config(overrides=["data.split_file=runs/a/split.csv", "data.kfold=5"])
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["data.kfold=5", "data.fold=5"])
+    assert str(err.value) == "data.fold: 5 is out of range for data.kfold=5; allowed: 0..4"
+    with pytest.raises(ConfigError, match=r"data\.fold: 1 needs data\.kfold"):
+        load_config(overrides=["data.fold=1"])
+    with pytest.raises(ConfigError, match=r"data\.fold: -1 is out of range"):
+        load_config(overrides=["data.kfold=5", "data.fold=-1"])
+    with pytest.raises(ConfigError, match=r"finetune\.text\.last_n: 0 is out of range with finetune\.text\.mode="):
+        load_config(overrides=["finetune.text.last_n=0"])
+    assert load_config(overrides=["finetune.text.last_n=0", "finetune.text.mode=full"]).finetune.text.last_n == 0
+    assert load_config(overrides=["data.split_file=runs/a/split.csv"]).data.split_file == "runs/a/split.csv"
+
+
+def test_seeds_are_a_nonempty_list_without_duplicates():
+    with pytest.raises(ConfigError, match=r"compare\.seeds: 1 is listed twice"):
+        load_config(overrides=["compare.seeds=1,2,1"])
+    with pytest.raises(ConfigError, match=r"compare\.seeds: empty"):
+        load_config(overrides=["compare.seeds=[]"])
+    with pytest.raises(ConfigError, match=r"compare\.seeds\[1\]: expected an integer, got 'b'"):
+        load_config(overrides=["compare.seeds=1,b"])
+
+
+# --- explicit spellings, legacy zeros, retired keys -----------------------------------------------------------------
+
+def test_null_and_auto_spellings():
+    cfg = load_config(overrides=["training.patience=null", "finetune.patience=~", "finetune.checkpoint_every=null",
+                                 "compare.workers=4", "encoders.num_threads=auto", "data.kfold=null",
+                                 "finetune.image.crossfit_folds=null", "data.split_file=null"])
+    assert cfg.training.patience is None and cfg.finetune.patience is None and cfg.finetune.checkpoint_every is None
+    assert cfg.compare.workers == 4 and cfg.encoders.num_threads == "auto"
+    assert cfg.data.kfold is None and cfg.finetune.image.crossfit_folds is None and cfg.data.split_file is None
+    defaults = RunConfig()
+    assert defaults.data.kfold is None and defaults.compare.workers == defaults.encoders.num_threads == "auto"
+    assert defaults.finetune.text.crossfit_folds is None and defaults.finetune.image.crossfit_folds == 5
+    assert defaults.training.patience == 8 and defaults.finetune.patience == 1
+    assert defaults.finetune.checkpoint_every == 50
+
+
+def test_legacy_zeros_from_earlier_run_folders_load_as_the_explicit_spelling(tmp_path):
+    legacy = {  # what a run folder's config.yaml held before null/auto (and with the retired features off)
+        "data": {"kfold": 0, "fold": 0},
+        "encoders": {"num_threads": 0},
+        "training": {"patience": 0},
+        "compare": {"workers": 0, "model_overrides": {"dual_stream": {"hidden_dim": 128, "patience": 0}}},
+        "finetune": {"patience": 0, "checkpoint_every": 0, "text": {"crossfit_folds": 0},
+                     "image": {"crossfit_folds": 0, "augment": False},
+                     "joint": {"enabled": False, "fusion": "gated", "epochs": 3}},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(legacy), encoding="utf-8")
+    cfg = load_config(tmp_path / "config.yaml")
+    assert cfg.data.kfold is None and cfg.encoders.num_threads == "auto" and cfg.compare.workers == "auto"
+    assert cfg.training.patience is None and cfg.finetune.patience is None and cfg.finetune.checkpoint_every is None
+    assert cfg.finetune.text.crossfit_folds is None and cfg.finetune.image.crossfit_folds is None
+    assert cfg.compare.model_overrides["dual_stream"] == {"hidden_dim": 128, "patience": None}
+    assert "joint" not in cfg.to_dict()["finetune"] and "augment" not in cfg.to_dict()["finetune"]["image"]
+    cfg.save(tmp_path / "again.yaml")  # saved again, it uses the new spelling
+    assert load_config(tmp_path / "again.yaml") == cfg
+    assert "kfold: null" in (tmp_path / "again.yaml").read_text(encoding="utf-8")
+    assert load_config(overrides=["compare.workers=0"]).compare.workers == "auto"
+
+
+def test_a_zero_is_no_legacy_spelling_elsewhere_or_in_code():
+    with pytest.raises(ConfigError, match=r"training\.epochs: 0 is out of range"):
+        load_config(overrides=["training.epochs=0"])
+    cfg = RunConfig()
+    cfg.data.kfold = 0
+    with pytest.raises(ConfigError, match=r"data\.kfold: 0 is out of range; allowed: null or an integer >= 2"):
+        validate(cfg)
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"finetune": {"joint": {"enabled": True}}}, r"finetune\.joint\.enabled: True is no longer supported"),
+    ({"finetune": {"image": {"augment": True}}}, r"finetune\.image\.augment: True is no longer supported"),
+])
+def test_retired_features_switched_on_are_refused(data, message, tmp_path):
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path / "c.yaml")
+
+
+# --- unknown keys, configs built in code ----------------------------------------------------------------------------
+
+def test_unknown_keys_get_a_suggestion(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown config key 'training\.lrr'; known keys here: .*mean 'lr'\?"):
+        load_config(overrides=["training.lrr=1"])
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"finetune": {"txt": {"mode": "full"}}}), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"unknown config key 'finetune\.txt'.*did you mean 'text'\?"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_validate_checks_a_config_built_in_code():
+    assert validate(RunConfig()) == RunConfig()
+    cfg = RunConfig()
+    cfg.compare.models = ["concatt"]
+    with pytest.raises(ConfigError, match=r"did you mean 'concat'\?"):
+        validate(cfg)
+    cfg = RunConfig()
+    cfg.training.lr = "fast"
+    with pytest.raises(ConfigError, match=r"training\.lr: expected a number, got 'fast'"):
+        validate(cfg)
+    cfg = RunConfig()
+    cfg.training = 3
+    with pytest.raises(ConfigError, match=r"'training' is a section"):
+        validate(cfg)
+
+
+# --- failing early: before any data is read -------------------------------------------------------------------------
+
+def test_load_config_refuses_a_typo_before_anything_else_runs():
+    # the CLI and library entry points call load_config before reading any data
+    with pytest.raises(ConfigError, match=r"cleaning\.hashtags"):
+        load_config(overrides=["cleaning.hashtags=banana"])
+
+
+def test_a_fixed_choice_typo_fails_in_under_a_second_without_heavy_imports():
+    code = (
+        "import json, sys, time\n"
+        "t = time.perf_counter()\n"
+        "from mmsent.config import ConfigError, load_config\n"
+        "try:\n"
+        "    load_config(overrides=['finetune.image.mode=fulll'])\n"
+        "    error = None\n"
+        "except ConfigError as exc:\n"
+        "    error = str(exc)\n"
+        "heavy = [m for m in ('torch', 'PIL', 'mmsent.data', 'mmsent.pipeline') if m in sys.modules]\n"
+        "print(json.dumps({'error': error, 'seconds': time.perf_counter() - t, 'heavy': heavy}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["error"] and result["error"].startswith("finetune.image.mode: 'fulll'")
+    assert result["heavy"] == [] and result["seconds"] < 1.0
+
+
+def test_cli_run_with_a_typo_exits_with_one_line_and_reads_no_data(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from mmsent.cli import app
+
+    calls = []
+
+    def spy_run(*args, **kwargs):
+        calls.append(args)
+        raise AssertionError("the pipeline ran on a bad config")
+
+    fake_pipeline = types.ModuleType("mmsent.pipeline")
+    fake_pipeline.run = spy_run
+    monkeypatch.setitem(sys.modules, "mmsent.pipeline", fake_pipeline)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", "--set", "finetune.text.mode=fulll", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert calls == []
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "finetune.text.mode" in lines[0] and "full, last_n, frozen" in lines[0], lines
+    assert not (out / "data_report.json").exists()

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import mmsent.pipeline as pipeline
+import mmsent.run_folder as run_folder
 import mmsent.training.compare as compare_mod
 from mmsent.config import load_config
 from mmsent.data.sample import sample_dataset_path
@@ -25,6 +26,7 @@ FAST = ["training.hidden_dim=16", "training.epochs=3", "training.patience=2", "t
 def fakes(monkeypatch):
     encoders = (FakeImageEncoder(), FakeTextEncoder(max_length=8))
     monkeypatch.setattr(pipeline, "create_encoders_from_config", lambda cfg, **kw: encoders)
+    monkeypatch.setattr(run_folder, "create_encoders_from_config", lambda cfg, **kw: encoders)
     return encoders
 
 
@@ -69,7 +71,7 @@ def test_validation_rows_never_reach_training(tmp_path, cfg, fakes, monkeypatch)
     pipeline.run(cfg, tmp_path / "run", progress=False)
     split = load_split(tmp_path / "run" / "split.csv")
     dataset = pipeline.load_dataset(cfg)
-    feats = pipeline.extract(cfg, dataset, progress=False)
+    feats = pipeline.extract(cfg, dataset.train + dataset.test, progress=False)
     val = feats.select(split.val)
     val_rows = torch.cat([val.image.pooled, val.text.pooled], 1)
     train = feats.select(split.train)
@@ -105,7 +107,10 @@ def test_predict_from_run_matches_the_runs_own_predictions(tmp_path, cfg, fakes)
 
 
 def test_predict_from_run_without_models_says_what_to_do(tmp_path, cfg):
-    with pytest.raises(FileNotFoundError, match="no saved models"):
+    with pytest.raises(FileNotFoundError, match="is .* a run directory.*mmsent run --out RUN_DIR"):
+        pipeline.predict_from_run(tmp_path, cfg)
+    (tmp_path / "config.yaml").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="names no chosen_model: the run did not finish"):
         pipeline.predict_from_run(tmp_path, cfg)
 
 

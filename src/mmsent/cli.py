@@ -88,7 +88,7 @@ def run(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(None,
 def validate(data: Optional[Path] = DataOpt, config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
              on_error: Optional[str] = OnErrorOpt) -> None:
     """Checks a dataset and prints what was found (every bad row, encodings, label counts)."""
-    from mmsent.pipeline import _report_dict, load_dataset
+    from mmsent.pipeline import data_report, load_dataset
 
     cfg = _config(config, set_, data, on_error)
     try:
@@ -96,7 +96,7 @@ def validate(data: Optional[Path] = DataOpt, config: Optional[Path] = ConfigOpt,
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
         return
-    print(json.dumps(_report_dict(dataset), indent=2))
+    print(json.dumps(data_report(dataset), indent=2))
 
 
 @app.command()
@@ -127,7 +127,8 @@ def extract(data: Optional[Path] = DataOpt, config: Optional[Path] = ConfigOpt, 
 
     cfg = _config(config, set_, data, on_error)
     try:
-        feats = extract_stage(cfg, load_dataset(cfg), progress=not quiet)
+        dataset = load_dataset(cfg)
+        feats = extract_stage(cfg, dataset.train + dataset.test, progress=not quiet)
     except (ValueError, FileNotFoundError, ImportError) as exc:
         _fail(exc)
         return
@@ -136,17 +137,16 @@ def extract(data: Optional[Path] = DataOpt, config: Optional[Path] = ConfigOpt, 
 
 
 def _compare(cfg: RunConfig, out: Path, quiet: bool) -> None:
+    from mmsent.pipeline import compare as compare_stage
     from mmsent.pipeline import extract as extract_stage
     from mmsent.pipeline import load_dataset, prepare_split
-    from mmsent.pipeline import compare as compare_stage
 
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.yaml")
     dataset = load_dataset(cfg)
     split = prepare_split(cfg, dataset, out)
-    feats = extract_stage(cfg, dataset, progress=not quiet)
-    labels = {ex.guid: ex.label for ex in dataset.train}
-    comparison = compare_stage(cfg, feats, split, labels, progress=not quiet)
+    feats = extract_stage(cfg, dataset.train + dataset.test, progress=not quiet)
+    comparison = compare_stage(cfg, feats, split, dataset.labels(), progress=not quiet)
     comparison.save(out)
     print(comparison.to_markdown())
 
@@ -252,8 +252,7 @@ def finetune(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(
 
     The fine-tuned encoders go to finetune.output_dir (default: CACHE_DIR/finetune), keyed by data and settings, so
     `mmsent run --set finetune.enabled=true` with the same config reuses them. Modes per encoder:
-    --set finetune.text.mode=full|last_n|frozen (same for image). --set finetune.joint.enabled=true trains the tops
-    of both encoders together with a fusion model (finetune.joint.fusion) instead.
+    --set finetune.text.mode=full|last_n|frozen (same for image).
     """
     from mmsent.finetune import finetune_encoders
     from mmsent.pipeline import load_dataset, prepare_split
@@ -271,7 +270,6 @@ def finetune(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(
         _fail(exc)
         return
     record = json.loads((run_dir / "finetune.json").read_text(encoding="utf-8"))
-    joint = record.pop("joint", None)
     for modality, entry in record.items():
         if not entry.get("dir"):
             console.print(f"{modality}: frozen (not fine-tuned)")
@@ -282,15 +280,8 @@ def finetune(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(
         folds = f", out-of-fold features from {cross['folds']} folds" if cross else ""
         if cross and cross.get("cv_metrics"):
             folds += f" (cross-validated macro-F1 {cross['cv_metrics']['macro_f1']:.3f})"
-        mode = f"{entry['mode']} (end to end)" if entry.get("joint") else entry["mode"]
-        console.print(f"{modality}: {mode}, best epoch {entry['result']['best_epoch']}{score}{folds}, "
+        console.print(f"{modality}: {entry['mode']}, best epoch {entry['result']['best_epoch']}{score}{folds}, "
                       f"{entry['seconds']:.0f} s -> {entry['dir']}")
-    if joint:
-        held = (joint["result"].get("holdout_metrics") or {}).get("macro_f1")
-        score = f", holdout macro-F1 {held:.3f}" if held is not None else ""
-        console.print(f"{joint['model']}: trained end to end with both encoders, best epoch "
-                      f"{joint['result']['best_epoch']}{score}, {joint['seconds']:.0f} s -> {joint['dir']} "
-                      "(`mmsent run` with this config compares it with the other models)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -51,10 +51,10 @@ def inference_autocast(device: torch.device) -> contextlib.AbstractContextManage
     return torch.autocast(device_type="cuda", dtype=dtype)
 
 
-def resolve_num_threads(num_threads: int = 0) -> int:
-    """0 (or less) means every core the process may use."""
-    if num_threads and num_threads > 0:
-        return int(num_threads)
+def resolve_num_threads(num_threads: int | str | None = "auto") -> int:
+    """``"auto"`` (or None) means every core the process may use."""
+    if isinstance(num_threads, int) and num_threads > 0:
+        return num_threads
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS / Windows
@@ -62,7 +62,7 @@ def resolve_num_threads(num_threads: int = 0) -> int:
 
 
 @contextlib.contextmanager
-def torch_threads(num_threads: int = 0) -> Iterator[int]:
+def torch_threads(num_threads: int | str | None = "auto") -> Iterator[int]:
     """Sets torch's intra-op thread count for the block, then restores it (so library callers keep theirs)."""
     previous = torch.get_num_threads()
     n = resolve_num_threads(num_threads)
@@ -71,3 +71,14 @@ def torch_threads(num_threads: int = 0) -> Iterator[int]:
         yield n
     finally:
         torch.set_num_threads(previous)
+
+
+def has_fast_bf16(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 matmuls natively (CUDA with bf16, or a CPU with AVX512-BF16 or AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        # Private probes, hence getattr: on CPUs without them bf16 is emulated and slower than fp32.
+        probes = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        return any(bool(p()) for p in probes if p is not None)
+    return False

@@ -174,8 +174,9 @@ def explain(models: Sequence[FusionModel], inputs: FusionInputs, *, baseline: Ba
         else:
             ablation[modality] = torch.zeros(len(inputs))
 
-    gates = [e["gate"].float().cpu() for e in per_model if "gate" in e]
-    gate_from = next((getattr(m, "gate_from", None) for m in models if hasattr(m, "gate_from")), None)
+    gated = [(e["gate"].float().cpu(), m.explanation_info()) for m, e in zip(models, per_model) if "gate" in e]
+    gates = [g for g, _ in gated]
+    gate_from = gated[0][1].get("gate_from") if gated else None
     attention = [e["text_to_image_attention"].float().cpu() for e in per_model if "text_to_image_attention" in e]
     if attention:
         # Mean over the real text tokens: rows of padded tokens are zero, so dividing by the real count is exact.

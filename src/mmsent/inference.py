@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +22,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mmsent.config import RunConfig, load_config
-from mmsent.data.images import load_image, load_image_bytes
 from mmsent.data.text import TextCleaner
-from mmsent.encoders.base import Encoder
-from mmsent.encoders.efficientnet import center_crop_resized
-from mmsent.encoders.registry import create_encoders_from_config
+from mmsent.encoders.base import ImageEncoder, TextEncoder
 from mmsent.explain import Baseline, explain, overlay_heatmap
-from mmsent.fusion.base import FusionInputs, FusionModel
-from mmsent.fusion.registry import load_model
+from mmsent.fusion.base import FusionInputs
+from mmsent.run_folder import load_run_models
 
 log = logging.getLogger("mmsent.inference")
 
@@ -47,20 +42,6 @@ class Prepared:
     cleaned: list[str]
     tokens: list[list[str]]
     timings_ms: dict[str, float] = field(default_factory=dict)
-
-
-def chosen_model_name(run_dir: Path) -> str:
-    """The model a run predicts with: ``metrics.json``'s ``chosen_model``, else the only design under ``models/``."""
-    metrics = run_dir / "metrics.json"
-    if metrics.is_file():
-        name = json.loads(metrics.read_text(encoding="utf-8")).get("chosen_model")
-        if name:
-            return str(name)
-    names = sorted({p.name.rsplit("_seed", 1)[0] for p in (run_dir / "models").glob("*_seed*")})
-    if len(names) != 1:
-        raise FileNotFoundError(f"{run_dir}: no metrics.json naming chosen_model, and models/ holds "
-                                f"{len(names)} designs ({', '.join(names) or 'none'})")
-    return names[0]
 
 
 def png_data_uri(image: Image.Image) -> str:
@@ -85,28 +66,13 @@ class RunPredictor:
     """
 
     def __init__(self, run_dir: str | Path, *, model_name: str | None = None, device: str = "cpu",
-                 encoders: tuple[Encoder, Encoder] | None = None, max_image_pixels: int | None = None,
+                 encoders: tuple[ImageEncoder, TextEncoder] | None = None, max_image_pixels: int | None = None,
                  baseline: Baseline = "zeros") -> None:
-        self.run_dir = Path(run_dir)
-        if not (self.run_dir / "config.yaml").is_file():
-            raise FileNotFoundError(f"{self.run_dir / 'config.yaml'} not found; is {self.run_dir} a run directory?")
-        self.cfg: RunConfig = load_config(self.run_dir / "config.yaml")
-        self.model_name = model_name or chosen_model_name(self.run_dir)
-        dirs = sorted((self.run_dir / "models").glob(f"{self.model_name}_seed*"),
-                      key=lambda p: int(p.name.rsplit("_seed", 1)[1]) if p.name.rsplit("_seed", 1)[1].isdigit() else 0)
-        if not dirs:
-            raise FileNotFoundError(f"{self.run_dir / 'models'}: no saved {self.model_name}_seed* models")
-        self.models: list[FusionModel] = [load_model(p, device) for p in dirs]
-        self.seeds = [int(m.saved_meta.get("seed", i)) for i, m in enumerate(self.models)]
+        ensemble = load_run_models(run_dir, model_name=model_name, device=device)
+        self.run_dir, self.cfg, self.model_name = ensemble.run_dir, ensemble.cfg, ensemble.name
+        self.models, self.seeds = ensemble.models, ensemble.seeds
         if encoders is None:
-            run_cfg = replace(self.cfg, encoders=replace(self.cfg.encoders, device=device))
-            if run_cfg.finetune.enabled:  # the run's features came from its fine-tuned encoders, not the base ones
-                from mmsent.finetune import load_run_encoders
-
-                encoders = load_run_encoders(self.run_dir, run_cfg)
-            else:
-                encoders = create_encoders_from_config(run_cfg.encoders,
-                                                       cache_dir=Path(run_cfg.cache_dir).expanduser() / "models")
+            encoders = ensemble.encoders(device)
         self.image_encoder, self.text_encoder = encoders
         hp = self.models[0].hparams
         if (hp.get("image_dim"), hp.get("text_dim")) != (self.image_encoder.dim, self.text_encoder.dim):
@@ -116,8 +82,7 @@ class RunPredictor:
         self.cleaner = TextCleaner(self.cfg.cleaning)
         self.max_image_pixels = max_image_pixels or self.cfg.data.max_image_pixels
         self.baseline = baseline
-        tokenizer = getattr(self.text_encoder, "tokenizer", None)
-        self._special = set(getattr(tokenizer, "all_special_tokens", []) or [])
+        self._special = self.text_encoder.special_tokens
         self._lock = threading.Lock()
 
     # -- description ------------------------------------------------------------------------------------------------
@@ -131,31 +96,21 @@ class RunPredictor:
     # -- inputs -----------------------------------------------------------------------------------------------------
     def load(self, image: ImageInput, name: str = "<upload>") -> Image.Image:
         """Decodes an image from bytes, a path or a PIL image, with the run's pixel limit (raises ImageLoadError)."""
-        side = getattr(self.image_encoder, "resize_size", None)
-        if isinstance(image, Image.Image):
-            return image.convert("RGB")
-        if isinstance(image, (bytes, bytearray, memoryview)):
-            return load_image_bytes(bytes(image), max_pixels=self.max_image_pixels, min_side=side, name=name)
-        return load_image(image, max_pixels=self.max_image_pixels, min_side=side)
-
-    def crop(self, image: Image.Image) -> np.ndarray:
-        """The ``(S, S, 3)`` center crop the image encoder sees (its grid cells tile this crop)."""
-        enc = self.image_encoder
-        return center_crop_resized(image, enc.input_size, enc.resize_size, enc.resample)
+        return self.image_encoder.open(image, self.max_image_pixels, name=name)
 
     def prepare(self, images: Sequence[Image.Image], texts: Sequence[str]) -> Prepared:
         """Encodes decoded images and raw texts (cleaned here) into one batch of model inputs."""
         if len(images) != len(texts):
             raise ValueError(f"{len(images)} images but {len(texts)} texts")
         t0 = time.perf_counter()
-        crops = [self.crop(im) for im in images]
-        pooled, tokens = self.image_encoder.encode_tensor(torch.from_numpy(np.stack(crops)))
+        crops = [self.image_encoder.crop(im) for im in images]
+        pooled, tokens = self.image_encoder.encode_pixels(torch.from_numpy(np.stack(crops)))
         t1 = time.perf_counter()
         cleaned = [self.cleaner(t) for t in texts]
         text = self.text_encoder.encode(cleaned, batch_size=max(1, len(cleaned)))
         # Cut the padding columns no row uses: models mask them anyway, so this only saves work.
         width = int(text.mask.any(0).nonzero().max()) + 1 if bool(text.mask.any()) else 1
-        tok_lists = [self.text_encoder.tokens(c) if hasattr(self.text_encoder, "tokens") else [] for c in cleaned]
+        tok_lists = [self.text_encoder.tokens(c) for c in cleaned]
         t2 = time.perf_counter()
         inputs = FusionInputs(pooled.float(), tokens.float(), torch.ones(tokens.shape[:2], dtype=torch.bool),
                               text.pooled.float(), text.tokens[:, :width].float(), text.mask[:, :width].bool())

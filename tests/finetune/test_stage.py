@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from mmsent import pipeline
-from mmsent.config import load_config
+from mmsent.config import ConfigError, load_config
 from mmsent.data.splits import load_split
 from mmsent.data.text import TextCleaner
 from mmsent.features.cache import FeatureCache
 from mmsent.finetune import stage
-from mmsent.finetune.base import TuningAdapter
 from mmsent.predict import read_predictions
+from mmsent.run_folder import load_run_encoders
 
 FAST = ["finetune.enabled=true", "compare.models=concat", "compare.seeds=0", "training.epochs=2",
         "training.hidden_dim=8", "finetune.text.last_n=1", "finetune.image.last_n=1",
@@ -88,19 +88,27 @@ def test_a_second_run_reuses_the_finetuned_encoders(tmp_path, overrides, monkeyp
     dataset = pipeline.load_dataset(cfg)
     split = pipeline.prepare_split(cfg, dataset)
     first = stage.finetune_encoders(cfg, dataset, split, tmp_path / "one", progress=False)
-    built: list[str] = []
-    monkeypatch.setattr(TuningAdapter, "freeze", lambda self: built.append(self.encoder.modality))
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("a finished fine-tuning was trained again")
+
+    # nothing is prepared (no trunk pass), fine-tuned or cross-fitted the second time
+    for name in ("make_adapter", "finetune", "crossfit"):
+        monkeypatch.setattr(stage, name, no_work)
     second = stage.finetune_encoders(cfg, dataset, split, tmp_path / "two", progress=False)
-    assert built == []  # no adapter was even built: both folders were found finished
-    assert [e.fingerprint() for e in first.encoders] == [e.fingerprint() for e in second.encoders]
-    for modality in ("image", "text"):  # and the cross-fitting's out-of-fold features came back from disk
-        assert first.out_of_fold[modality][0] == second.out_of_fold[modality][0]
-        assert torch.equal(first.out_of_fold[modality][1].tokens, second.out_of_fold[modality][1].tokens)
+    for modality in ("image", "text"):
+        one, two = getattr(first, modality), getattr(second, modality)
+        assert one.fingerprint() == two.fingerprint() and "state:" in two.fingerprint()  # the tuned weights
+        assert all(torch.equal(a, b) for a, b in zip(one.network.state_dict().values(),
+                                                       two.network.state_dict().values(), strict=True))
+        # and the cross-fitting's out-of-fold features came back from disk
+        assert first.precomputed[modality][0] == second.precomputed[modality][0]
+        assert torch.equal(first.precomputed[modality][1].tokens, second.precomputed[modality][1].tokens)
 
 
 def test_without_text_crossfitting_only_the_image_rows_are_replaced(tmp_path, overrides, no_report,
                                                                     compared_features):
-    cfg = load_config(overrides=overrides + FAST + ["finetune.text.crossfit_folds=0"])
+    cfg = load_config(overrides=overrides + FAST + ["finetune.text.crossfit_folds=null"])
     compared = compared_features
     run_dir = tmp_path / "run"
     pipeline.run(cfg, run_dir, progress=False)
@@ -120,16 +128,13 @@ def test_without_text_crossfitting_only_the_image_rows_are_replaced(tmp_path, ov
     pos = {g: i for i, g in enumerate(oof_guids)}
     assert torch.equal(used.image.pooled, oof.pooled[[pos[g] for g in split.train]])
     # text rows: the fully fine-tuned text encoder's own features
-    _, text_encoder = stage.load_run_encoders(run_dir, cfg)
+    _, text_encoder = load_run_encoders(run_dir, cfg)
     by_guid = {ex.guid: ex for ex in pipeline.load_dataset(cfg).train}
     cleaner = TextCleaner(cfg.cleaning)
     expected = text_encoder.encode([cleaner.clean(by_guid[g].text) for g in split.train])
     torch.testing.assert_close(used.text.pooled, expected.pooled, atol=1e-5, rtol=1e-5)
 
 
-def test_a_single_crossfitting_fold_is_refused(tmp_path, overrides):
-    cfg = load_config(overrides=overrides + FAST + ["finetune.image.crossfit_folds=1"])
-    dataset = pipeline.load_dataset(cfg)
-    split = pipeline.prepare_split(cfg, dataset)
-    with pytest.raises(ValueError, match="finetune.image.crossfit_folds must be 0"):
-        stage.finetune_encoders(cfg, dataset, split, None, progress=False)
+def test_a_single_crossfitting_fold_is_refused(overrides):
+    with pytest.raises(ConfigError, match="finetune.image.crossfit_folds"):
+        load_config(overrides=overrides + FAST + ["finetune.image.crossfit_folds=1"])

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
+import pytest
 import torch
 
 from mmsent.config import TrainConfig
-from mmsent.fusion import FusionInputs, FusionModel, create_fusion_model
+from mmsent.fusion import FusionInputs, FusionModel, create_fusion_model, registry
 
 IMAGE_DIM, TEXT_DIM, IMAGE_TOKENS, TEXT_TOKENS = 20, 12, 9, 10
 TINY = TrainConfig(hidden_dim=16, dropout=0.1, num_layers=2, num_heads=2)
@@ -45,3 +49,27 @@ def rows(inputs: FusionInputs, idx: Sequence[int], trim: bool = False) -> Fusion
 def cat(a: FusionInputs, b: FusionInputs) -> FusionInputs:
     return FusionInputs(*(torch.cat([getattr(a, f), getattr(b, f)]) for f in (
         "image_pooled", "image_tokens", "image_mask", "text_pooled", "text_tokens", "text_mask")))
+
+
+@contextlib.contextmanager
+def dropped_in_fusion_module(folder: Path, name: str, text: str) -> Iterator[Path]:
+    """Writes ``folder/name.py`` and makes it a module of ``mmsent.fusion``, as if dropped into src/mmsent/fusion/.
+
+    Inside the block the package path also holds ``folder`` and the registry has forgotten its discovery (so its next
+    query imports the new module); afterwards the path, the registry and the import are as they were.
+    """
+    import mmsent.fusion as package
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.py"
+    path.write_text(text, encoding="utf-8")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(package, "__path__", [*package.__path__, str(folder)])
+        mp.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+        mp.setattr(registry, "_discovered", False)
+        try:
+            yield path
+        finally:
+            sys.modules.pop(f"{package.__name__}.{name}", None)
+            vars(package).pop(name, None)
+            sys.path_importer_cache.pop(str(folder), None)

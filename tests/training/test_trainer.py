@@ -8,7 +8,7 @@ import torch
 
 from mmsent.fusion import create_fusion_model
 from mmsent.training import class_weights, compute_metrics, predict_proba, set_seed, train_model
-from mmsent.training.trainer import _batches
+from mmsent.training.loop import epoch_batches
 
 from .helpers import IMAGE_DIM, TEXT_DIM, make_task, tiny_cfg
 
@@ -62,7 +62,7 @@ def test_class_weighting_changes_the_loss() -> None:
     train, y_train, val, y_val = _noise_task()
     runs = {}
     for weighting in (True, False):
-        cfg = tiny_cfg(epochs=2, patience=0, class_weighting=weighting)
+        cfg = tiny_cfg(epochs=2, patience=None, class_weighting=weighting)
         runs[weighting] = train_model(_build("concat", 0, cfg), train, y_train, val, y_val, cfg, seed=0)
     expected = class_weights(y_train).tolist()
     assert runs[True].class_weights == pytest.approx(expected) and runs[False].class_weights is None
@@ -72,7 +72,7 @@ def test_class_weighting_changes_the_loss() -> None:
 
 def test_same_seed_same_result_other_seed_differs() -> None:
     train, y_train, val, y_val = _noise_task()
-    cfg = tiny_cfg(epochs=3, patience=0)
+    cfg = tiny_cfg(epochs=3, patience=None)
     results = {}
     for key, seed in (("a", 5), ("b", 5), ("c", 6)):
         model = _build("dual_stream", seed, cfg)
@@ -117,10 +117,10 @@ def test_bf16_autocast_is_optional(amp: bool) -> None:
 
 def test_length_grouped_batches_cover_every_row_once() -> None:
     lengths = torch.randint(1, 65, (1000,), generator=torch.Generator().manual_seed(0))
-    batches = _batches(1000, 64, torch.Generator().manual_seed(1), lengths)
-    assert sorted(torch.cat(batches).tolist()) == list(range(1000))
+    batches = epoch_batches(range(1000), 64, seed=1, epoch=0, lengths=lengths.tolist())
+    assert sorted(i for b in batches for i in b) == list(range(1000))
     padded = sum(int(lengths[b].max()) * len(b) for b in batches)
-    plain = sum(int(lengths[b].max()) * len(b) for b in _batches(1000, 64, torch.Generator().manual_seed(1)))
+    plain = sum(int(lengths[b].max()) * len(b) for b in epoch_batches(range(1000), 64, seed=1, epoch=0))
     assert padded < 0.7 * plain
-    again = _batches(1000, 64, torch.Generator().manual_seed(1), lengths)
-    assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))
+    assert batches == epoch_batches(range(1000), 64, seed=1, epoch=0, lengths=lengths.tolist())
+    assert batches != epoch_batches(range(1000), 64, seed=1, epoch=1, lengths=lengths.tolist())

@@ -85,3 +85,7 @@ class LabDataset:
     train: list[Example]
     test: list[Example]
     report: LoadReport = field(default_factory=LoadReport)
+
+    def labels(self) -> dict[str, str]:
+        """guid -> label name of every labelled row."""
+        return {ex.guid: str(ex.label) for ex in self.train}

@@ -1,14 +1,20 @@
-"""The small protocol every encoder follows."""
+"""The interface every encoder declares, and the members callers (extraction, fine-tuning, serving) may use."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
+import numpy as np
 import torch
+from PIL import Image
 
 from mmsent.features.featureset import ModalityFeatures
+
+ImageItem = Path | str
+ImageSource = bytes | Path | str | Image.Image
 
 
 class Encoder(ABC):
@@ -24,6 +30,11 @@ class Encoder(ABC):
     modality: str
     dim: int
 
+    @property
+    @abstractmethod
+    def network(self) -> torch.nn.Module:
+        """The module that holds the encoder's weights (what fine-tuning changes and checkpoints)."""
+
     @abstractmethod
     def fingerprint(self) -> str:
         """A string that changes whenever the weights or the preprocessing change (feeds the cache key)."""
@@ -37,19 +48,114 @@ class Encoder(ABC):
 
     @property
     def device(self) -> torch.device:
-        return torch.device("cpu")
-
-    def to(self, device: torch.device | str) -> "Encoder":
-        """Moves the underlying network; encoders default to CPU."""
-        return self
+        return next(self.network.parameters()).device
 
     def mark_weights_changed(self) -> None:
         """Declares that the network's weights were changed in place (fine-tuning).
 
         From then on the fingerprint hashes the weights in memory instead of naming the files they came from, so
-        features of the changed encoder get their own cache key. Encoders that cannot be fine-tuned raise.
+        features of the changed encoder get their own cache key.
         """
         raise NotImplementedError(f"{type(self).__name__} does not support changing its weights in place")
 
 
-ImageItem = Path | str
+@dataclass(frozen=True)
+class ImagePreprocess:
+    """How an image becomes the network's input, stored with the encoder (as timm's ``pretrained_cfg``).
+
+    Attributes:
+        input_size: side of the square crop the network sees.
+        resize_size: the shorter side is resized to this before the center crop.
+        mean: per-channel mean subtracted from 0-255 pixel values.
+        std: per-channel divisor after the mean.
+        resample: PIL resampling filter.
+    """
+
+    input_size: int = 224
+    resize_size: int = 224
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    resample: int = Image.Resampling.BICUBIC
+
+
+class ImageEncoder(Encoder):
+    """An image encoder: decoding and cropping (:meth:`open`, :meth:`crop`), then :meth:`encode_pixels`.
+
+    For partial fine-tuning it is a stem followed by ``num_blocks`` blocks and a final layer: :meth:`forward_trunk`
+    runs the frozen part up to block ``split``, :meth:`forward_top` the rest, and :meth:`top_modules` names the
+    modules that then train. Encoders without such a split have ``num_blocks = 0`` (full fine-tuning only).
+    """
+
+    modality = "image"
+    preprocess: ImagePreprocess
+    grid: int
+    num_blocks: int = 0
+
+    @abstractmethod
+    def open(self, source: ImageSource, max_pixels: int | None = None, name: str = "<upload>") -> Image.Image:
+        """Decodes an image (bytes, path or PIL image) to RGB, refusing more than ``max_pixels`` pixels."""
+
+    @abstractmethod
+    def crop(self, image: Image.Image) -> np.ndarray:
+        """The ``(S, S, 3)`` uint8 center crop the network sees (its token grid tiles this crop)."""
+
+    @abstractmethod
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``(B, S, S, 3)`` uint8 crops -> the network's normalised float input ``(B, 3, S, S)`` on its device."""
+
+    @abstractmethod
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised input -> final feature map ``(B, dim, h, w)``."""
+
+    @abstractmethod
+    def forward_head(self, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feature map -> (pooled ``(B, dim)``, grid tokens ``(B, T, dim)``), exactly as :meth:`encode` pools."""
+
+    @abstractmethod
+    def encode_pixels(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, S, S, 3)`` uint8 crops -> (pooled, tokens) float32 on the CPU, in inference mode."""
+
+    @abstractmethod
+    def encode(self, items: Sequence[ImageItem], batch_size: int = 32, progress: bool = False, *,
+               max_pixels: int | None = None) -> ModalityFeatures:
+        """Encodes image files, refusing images of more than ``max_pixels`` pixels."""
+
+    def forward_trunk(self, x: torch.Tensor, split: int) -> torch.Tensor:
+        """Normalised input -> the activations entering block ``split`` (stem and blocks below it)."""
+        raise NotImplementedError(f"{self.name} has no block split; fine-tune it with mode=full")
+
+    def forward_top(self, x: torch.Tensor, split: int) -> torch.Tensor:
+        """Activations entering block ``split`` -> final feature map (blocks ``split..`` and the final layer)."""
+        raise NotImplementedError(f"{self.name} has no block split; fine-tune it with mode=full")
+
+    def top_modules(self, split: int) -> dict[str, torch.nn.Module]:
+        """Qualified name (in :attr:`network`) -> module, for blocks ``split..`` and the final layer."""
+        raise NotImplementedError(f"{self.name} has no block split; fine-tune it with mode=full")
+
+
+class TextEncoder(Encoder):
+    """A text encoder over a Hugging Face tokenizer and model.
+
+    Attributes:
+        max_length: tokens per text (truncation); token outputs are padded to exactly this length.
+        pooling: ``"mean"`` (masked mean of the token states) or ``"cls"``.
+        tokenizer: the Hugging Face tokenizer.
+    """
+
+    modality = "text"
+    max_length: int
+    pooling: str
+    tokenizer: object
+
+    @abstractmethod
+    def tokens(self, text: str) -> list[str]:
+        """The tokenizer's tokens for ``text``; position ``i`` is token state ``i`` of :meth:`encode`."""
+
+    @property
+    @abstractmethod
+    def special_tokens(self) -> set[str]:
+        """Tokens such as ``[CLS]`` that carry no word of the text."""
+
+    @abstractmethod
+    def pool(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Token states ``(B, L, dim)`` and mask ``(B, L)`` -> the pooled vector, as :meth:`encode` pools."""

@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from mmsent.data.images import load_image
+from mmsent.data.images import load_image, load_image_bytes
 from mmsent.device import inference_autocast, resolve_device
-from mmsent.encoders.base import Encoder, ImageItem
-from mmsent.features.cache import file_digest, state_dict_digest
+from mmsent.encoders.base import ImageEncoder, ImageItem, ImagePreprocess, ImageSource
 from mmsent.features.featureset import ModalityFeatures
+from mmsent.fingerprint import file_digest, state_dict_digest
 
 logger = logging.getLogger("mmsent.encoders")
 
@@ -62,10 +62,10 @@ def center_crop_resized(img: Image.Image, size: int, resize: int, resample: int)
     return np.asarray(out, dtype=np.uint8)
 
 
-class ConvImageEncoder(Encoder):
+class ConvImageEncoder(ImageEncoder):
     """Shared machinery of CNN image encoders: threaded decoding, normalisation, map -> pooled + grid tokens.
 
-    Subclasses set the class attributes below and implement :meth:`feature_map` (and their weights loading).
+    Subclasses set :attr:`preprocess` and implement :meth:`forward_features` (and their weights loading).
 
     Args:
         name: registry name.
@@ -76,12 +76,7 @@ class ConvImageEncoder(Encoder):
         decode_workers: threads that decode JPEGs while the network runs.
     """
 
-    modality = "image"
-    input_size: int = 224
-    resize_size: int = 224
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    resample: int = Image.Resampling.BICUBIC
+    preprocess = ImagePreprocess()
     stride: int = 32
     lib_versions: str = ""
 
@@ -95,29 +90,21 @@ class ConvImageEncoder(Encoder):
         weights_file: str | Path | None = None,
         decode_workers: int = 2,
     ) -> None:
-        map_side = math.ceil(self.input_size / self.stride)
+        map_side = math.ceil(self.preprocess.input_size / self.stride)
         if not 0 <= grid <= map_side:
             raise ValueError(f"grid must be 0 (full {map_side}x{map_side} map) or 1..{map_side}, got {grid}")
         self.name = name
         self.grid = int(grid)
         self.map_side = map_side
-        self.net = net.eval()
+        self.net = net.eval().to(resolve_device(device))
         self.weights_file = Path(weights_file) if weights_file is not None else None
         self.decode_workers = max(1, int(decode_workers))
-        self._device = torch.device("cpu")
-        self.to(resolve_device(device))
-        self._mean = torch.tensor(self.mean).view(1, 3, 1, 1) * 1.0
-        self._std = torch.tensor(self.std).view(1, 3, 1, 1) * 1.0
+        self._mean = torch.tensor(self.preprocess.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self._std = torch.tensor(self.preprocess.std, dtype=torch.float32).view(1, 3, 1, 1)
 
-    # -- Encoder protocol -------------------------------------------------------------------------------------------
     @property
-    def device(self) -> torch.device:
-        return self._device
-
-    def to(self, device: torch.device | str) -> ConvImageEncoder:
-        self._device = resolve_device(device)
-        self.net.to(self._device)
-        return self
+    def network(self) -> torch.nn.Module:
+        return self.net
 
     @property
     def num_tokens(self) -> int:
@@ -133,25 +120,39 @@ class ConvImageEncoder(Encoder):
             if self.weights_file is not None
             else f"state:{state_dict_digest(self.net)}"
         )
-        resample = Image.Resampling(self.resample).name.lower()
+        pre = self.preprocess
+        resample = Image.Resampling(pre.resample).name.lower()
         return (
-            f"{self.name}|weights={weights}|input={self.input_size}|resize={self.resize_size}|resample={resample}"
-            f"|mean={self.mean}|std={self.std}|grid={self.grid}|{self.lib_versions}|code=v{_CODE_VERSION}"
+            f"{self.name}|weights={weights}|input={pre.input_size}|resize={pre.resize_size}|resample={resample}"
+            f"|mean={pre.mean}|std={pre.std}|grid={self.grid}|{self.lib_versions}|code=v{_CODE_VERSION}"
         )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, grid={self.grid}, dim={self.dim}, device={self.device})"
 
-    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised ``(B, 3, S, S)`` batch -> final feature map ``(B, dim, h, w)``."""
-        raise NotImplementedError
+    # -- preprocessing ----------------------------------------------------------------------------------------------
+    def open(self, source: ImageSource, max_pixels: int | None = None, name: str = "<upload>") -> Image.Image:
+        if isinstance(source, Image.Image):
+            return source.convert("RGB")
+        # draft-mode JPEG decoding at >= the resize side: a 2000 px photo decoded at 1/4 scale is ~10x cheaper
+        side = self.preprocess.resize_size
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            return load_image_bytes(bytes(source), max_pixels=max_pixels, min_side=side, name=name)
+        return load_image(source, max_pixels=max_pixels, min_side=side)
 
-    # -- decoding ---------------------------------------------------------------------------------------------------
+    def crop(self, image: Image.Image) -> np.ndarray:
+        pre = self.preprocess
+        return center_crop_resized(image, pre.input_size, pre.resize_size, pre.resample)
+
     def load(self, path: ImageItem, max_pixels: int | None = None) -> np.ndarray:
         """Decodes and crops one image to ``(S, S, 3)`` uint8 (runs in worker threads; PIL releases the GIL)."""
-        # draft-mode JPEG decoding at >= input size: decoding a 2000 px photo at 1/4 scale is ~10x cheaper
-        img = load_image(path, max_pixels=max_pixels, min_side=self.resize_size)
-        return center_crop_resized(img, self.input_size, self.resize_size, self.resample)
+        return self.crop(self.open(path, max_pixels))
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+        x = (x - self._mean.to(x.device)) / self._std.to(x.device)
+        # channels_last lets oneDNN / cuDNN pick their fastest convolution kernels
+        return x.contiguous(memory_format=torch.channels_last)
 
     def _decoded_batches(
         self, paths: Sequence[ImageItem], batch_size: int, max_pixels: int | None
@@ -173,16 +174,13 @@ class ConvImageEncoder(Encoder):
                     fut.cancel()
 
     # -- encoding ---------------------------------------------------------------------------------------------------
-    def encode_tensor(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, S, S, 3)`` uint8 -> (pooled ``(B, D)``, tokens ``(B, T, D)``), float32 on the CPU."""
-        x = pixels.to(self._device, non_blocking=True).permute(0, 3, 1, 2).float()
-        x = (x - self._mean.to(x.device)) / self._std.to(x.device)
-        # channels_last lets oneDNN / cuDNN pick their fastest convolution kernels
-        x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), inference_autocast(self._device):
-            fmap = self.feature_map(x).float()
-            pooled = fmap.mean(dim=(2, 3))
-            tokens = grid_tokens(fmap, self.grid)
+    def forward_head(self, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fmap = fmap.float()
+        return fmap.mean(dim=(2, 3)), grid_tokens(fmap, self.grid)
+
+    def encode_pixels(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode(), inference_autocast(self.device):
+            pooled, tokens = self.forward_head(self.forward_features(self.normalize(pixels)))
         return pooled.cpu(), tokens.contiguous().cpu()
 
     def encode(
@@ -212,7 +210,7 @@ class ConvImageEncoder(Encoder):
         start = 0
         with tqdm(total=n, disable=not progress, unit="img", desc=f"image {self.name}", dynamic_ncols=True) as bar:
             for batch in self._decoded_batches(items, max(1, batch_size), max_pixels):
-                p, t = self.encode_tensor(torch.from_numpy(batch))
+                p, t = self.encode_pixels(torch.from_numpy(batch))
                 pooled[start : start + len(batch)] = p
                 tokens[start : start + len(batch)] = t
                 start += len(batch)
@@ -250,9 +248,6 @@ class EfficientNetLiteEncoder(ConvImageEncoder):
         decode_workers: JPEG decoding threads.
     """
 
-    # TF's EfficientNet-Lite preprocessing: (x - 127) / 128, i.e. [-1, 1]
-    mean = (127.0, 127.0, 127.0)
-    std = (128.0, 128.0, 128.0)
 
     def __init__(
         self,
@@ -269,7 +264,9 @@ class EfficientNetLiteEncoder(ConvImageEncoder):
         import efficientnet_lite_pytorch
         from efficientnet_lite_pytorch import EfficientNet
 
-        self.input_size = self.resize_size = int(EfficientNet.get_image_size(model_name))
+        size = int(EfficientNet.get_image_size(model_name))
+        # TF's EfficientNet-Lite preprocessing: (x - 127) / 128, i.e. [-1, 1]
+        self.preprocess = ImagePreprocess(size, size, (127.0, 127.0, 127.0), (128.0, 128.0, 128.0))
         self.lib_versions = f"efficientnet_lite_pytorch={efficientnet_lite_pytorch.__version__}"
         net = EfficientNet.from_name(model_name)
         if pretrained or weights_path is not None:
@@ -282,9 +279,31 @@ class EfficientNetLiteEncoder(ConvImageEncoder):
         else:
             weights_path = None
         self.dim = int(net._bn1.num_features)
+        self.num_blocks = len(net._blocks)
         super().__init__(
             model_name, net, grid=grid, device=device, weights_file=weights_path, decode_workers=decode_workers
         )
 
-    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.extract_features(x)
+
+    # The library's own module names (``_blocks``, ``_conv_head``...) are private: they are read here only, behind
+    # the declared split interface, so fine-tuning never touches them.
+    def forward_trunk(self, x: torch.Tensor, split: int) -> torch.Tensor:
+        net = self.net
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        for block in net._blocks[:split]:
+            x = block(x)  # eval mode: no drop connect
+        return x
+
+    def forward_top(self, x: torch.Tensor, split: int) -> torch.Tensor:
+        net = self.net
+        rate = net._global_params.drop_connect_rate
+        for idx in range(split, self.num_blocks):
+            # Same stochastic-depth schedule as EfficientNet.extract_features (active in train mode only).
+            x = net._blocks[idx](x, drop_connect_rate=rate * idx / self.num_blocks if rate else rate)
+        return net._swish(net._bn1(net._conv_head(x)))
+
+    def top_modules(self, split: int) -> dict[str, torch.nn.Module]:
+        blocks = {f"_blocks.{i}": self.net._blocks[i] for i in range(split, self.num_blocks)}
+        return {**blocks, "_conv_head": self.net._conv_head, "_bn1": self.net._bn1}

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from mmsent.device import inference_autocast, resolve_device
-from mmsent.encoders.base import Encoder
-from mmsent.features.cache import files_digest, state_dict_digest
-from mmsent.features.featureset import ModalityFeatures
+from mmsent.encoders.base import TextEncoder
+from mmsent.features.featureset import ModalityFeatures, masked_mean
+from mmsent.fingerprint import files_digest, state_dict_digest
 
 logger = logging.getLogger("mmsent.encoders")
 
@@ -138,7 +138,7 @@ def _not_found_message(name: str, exc: Exception) -> str:
     )
 
 
-class HFTextEncoder(Encoder):
+class HFTextEncoder(TextEncoder):
     """Token states and a pooled sentence vector from a Hugging Face encoder model.
 
     Args:
@@ -151,8 +151,6 @@ class HFTextEncoder(Encoder):
 
     Texts are never lower-cased here: the tokenizer applies its own ``do_lower_case``.
     """
-
-    modality = "text"
 
     def __init__(
         self,
@@ -186,20 +184,20 @@ class HFTextEncoder(Encoder):
         self.max_length = int(max_length)
         self.pooling = pooling
         self.dim = int(self.model.config.hidden_size)
-        self.model.eval()
-        self._device = torch.device("cpu")
-        self.to(resolve_device(device))
+        self.model.eval().to(resolve_device(device))
         self._fingerprint: str | None = None
         self._weights_changed = False
 
     @property
-    def device(self) -> torch.device:
-        return self._device
+    def network(self) -> torch.nn.Module:
+        return self.model
 
-    def to(self, device: torch.device | str) -> HFTextEncoder:
-        self._device = resolve_device(device)
-        self.model.to(self._device)
-        return self
+    @property
+    def special_tokens(self) -> set[str]:
+        return set(self.tokenizer.all_special_tokens)
+
+    def pool(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return masked_mean(states, mask) if self.pooling == "mean" else states[:, 0]
 
     def __repr__(self) -> str:
         return (
@@ -262,8 +260,8 @@ class HFTextEncoder(Encoder):
             for row, tt in enumerate(batch_types):
                 types[row, : len(tt)] = torch.tensor(tt)
             inputs["token_type_ids"] = types
-        inputs = {k: v.to(self._device) for k, v in inputs.items()}
-        with torch.inference_mode(), inference_autocast(self._device):
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        with torch.inference_mode(), inference_autocast(self.device):
             states = self.model(**inputs).last_hidden_state.float()
         return states.cpu(), mask.bool()
 
@@ -291,11 +289,7 @@ class HFTextEncoder(Encoder):
             for start in range(0, n, batch_size):
                 idx = order[start : start + batch_size]
                 states, mask = self._forward([ids[i] for i in idx], [types[i] for i in idx] if types else None)
-                if self.pooling == "mean":
-                    m = mask.unsqueeze(-1).float()
-                    vec = (states * m).sum(1) / m.sum(1).clamp(min=1.0)
-                else:
-                    vec = states[:, 0]
+                vec = self.pool(states, mask)
                 states = states * mask.unsqueeze(-1)  # padded positions are exactly zero on disk and downstream
                 idx_t = torch.tensor(idx)
                 width = states.shape[1]

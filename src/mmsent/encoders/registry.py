@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 
-from mmsent.config import EncoderConfig
 from mmsent.encoders.base import Encoder
 
 IMAGE_ENCODERS: dict[str, str] = {
@@ -104,9 +103,10 @@ def create_text_encoder(
 
 
 def create_encoders_from_config(
-    cfg: EncoderConfig, *, pretrained: bool = True, cache_dir: str | Path | None = None
+    cfg: Any, *, pretrained: bool = True, cache_dir: str | Path | None = None
 ) -> tuple[Encoder, Encoder]:
-    """Builds ``(image_encoder, text_encoder)`` from the ``encoders`` config section.
+    """Builds ``(image_encoder, text_encoder)`` from the ``encoders`` config section (a
+    :class:`~mmsent.config.EncoderConfig`; not imported here, as the config checks names against this registry).
 
     Args:
         pretrained: False gives a random image net (smoke runs).

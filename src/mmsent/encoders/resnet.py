@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from mmsent.encoders.base import ImagePreprocess
 from mmsent.encoders.efficientnet import ConvImageEncoder
 
 logger = logging.getLogger("mmsent.encoders")
@@ -50,10 +51,8 @@ class ResNet50Encoder(ConvImageEncoder):
         decode_workers: JPEG decoding threads.
     """
 
-    input_size = 224
-    resize_size = 256  # the standard ImageNet eval transform: shorter side 256, center crop 224
-    mean = IMAGENET_MEAN
-    std = IMAGENET_STD
+    # the standard ImageNet eval transform: shorter side 256, center crop 224
+    preprocess = ImagePreprocess(224, 256, IMAGENET_MEAN, IMAGENET_STD)
 
     def __init__(
         self,
@@ -100,7 +99,7 @@ class ResNet50Encoder(ConvImageEncoder):
             "resnet50", net, grid=grid, device=device, weights_file=weights_file, decode_workers=decode_workers
         )
 
-    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         n = self.net
         x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
         return n.layer4(n.layer3(n.layer2(n.layer1(x))))

@@ -1,7 +1,6 @@
-"""Feature containers and the content-keyed on-disk feature cache."""
+"""Feature containers, the content-keyed on-disk feature cache, and extraction (:mod:`mmsent.features.extract`)."""
 
 from mmsent.features.cache import FeatureCache
-from mmsent.features.extract import extract_features
 from mmsent.features.featureset import FeatureSet, ModalityFeatures
 
-__all__ = ["FeatureCache", "FeatureSet", "ModalityFeatures", "extract_features"]
+__all__ = ["FeatureCache", "FeatureSet", "ModalityFeatures"]

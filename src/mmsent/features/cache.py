@@ -1,4 +1,4 @@
-"""Content-keyed on-disk feature cache, plus the hashing helpers its keys are built from.
+"""Content-keyed on-disk feature cache (keys are built from :mod:`mmsent.fingerprint` digests).
 
 Layout: ``root/{modality}/{key[:2]}/{key}.safetensors`` (pooled float32, tokens float16, mask bool) and a JSON
 sidecar ``{key}.json`` next to it (guids, encoder fingerprint, creation time, shapes, per-item content ids).
@@ -8,12 +8,10 @@ The sidecar is written last, so an entry without one is incomplete and ignored.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
-import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,58 +25,6 @@ logger = logging.getLogger("mmsent.features")
 
 CACHE_FORMAT = 1
 FP16_MAX = 65504.0
-
-_digest_memo: dict[tuple[str, int, int, str], str] = {}
-_digest_lock = threading.Lock()
-
-
-def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
-    """Hex digest of a file's bytes, memoised per (path, size, mtime) so repeat calls cost one ``stat``."""
-    p = Path(path)
-    st = p.stat()
-    memo_key = (str(p.resolve()), st.st_size, st.st_mtime_ns, algorithm)
-    with _digest_lock:
-        hit = _digest_memo.get(memo_key)
-    if hit is not None:
-        return hit
-    h = hashlib.new(algorithm)
-    with p.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    digest = h.hexdigest()
-    with _digest_lock:
-        _digest_memo[memo_key] = digest
-    return digest
-
-
-def files_digest(paths: Iterable[str | Path], algorithm: str = "sha256") -> str:
-    """One digest over several files (names and contents), independent of the order given."""
-    h = hashlib.new(algorithm)
-    for p in sorted(Path(x) for x in paths):
-        h.update(f"{p.name}\0{file_digest(p, algorithm)}\n".encode())
-    return h.hexdigest()
-
-
-def state_dict_digest(state: torch.nn.Module | Mapping[str, torch.Tensor]) -> str:
-    """sha256 over every tensor of a module's state dict (names, dtypes, shapes and bytes)."""
-    sd = state.state_dict() if isinstance(state, torch.nn.Module) else state
-    h = hashlib.sha256()
-    for name in sorted(sd):
-        t = sd[name].detach().to("cpu").contiguous()
-        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\n".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
-    return h.hexdigest()
-
-
-def text_digest(text: str) -> str:
-    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def json_digest(obj: Any) -> str:
-    """sha256 of a canonical JSON rendering (sorted keys), for keys built from nested options."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
-
 
 class CacheEntryError(ValueError):
     """An entry on disk is unreadable or inconsistent with its sidecar."""

@@ -12,22 +12,21 @@ or changed items are encoded: a run on a subset, or on a dataset with a few edit
 from __future__ import annotations
 
 import hashlib
-import inspect
 import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
+from mmsent.data.records import Example
 from mmsent.device import torch_threads
-from mmsent.features.cache import CACHE_FORMAT, FP16_MAX, FeatureCache, file_digest, json_digest, text_digest
+from mmsent.encoders.base import Encoder, ImageEncoder, TextEncoder
+from mmsent.features.cache import CACHE_FORMAT, FP16_MAX, FeatureCache
 from mmsent.features.featureset import FeatureSet, ModalityFeatures
-
-if TYPE_CHECKING:  # runtime imports would be circular: mmsent.encoders.base imports mmsent.features
-    from mmsent.data.records import Example
-    from mmsent.encoders.base import Encoder
+from mmsent.fingerprint import file_digest, json_digest, text_digest
 
 logger = logging.getLogger("mmsent.features")
 
@@ -79,14 +78,6 @@ def round_like_cache(f: ModalityFeatures) -> ModalityFeatures:
     """Rounds tokens through float16 as the cache stores them, so a cold run and a cached run return equal values."""
     tokens = f.tokens.float().clamp(-FP16_MAX, FP16_MAX).half().float()
     return ModalityFeatures(f.pooled.float(), tokens, f.mask.bool())
-
-
-def _accepts(fn: Callable, kwarg: str) -> bool:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return kwarg in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def _reuse_rows(
@@ -220,17 +211,53 @@ def extract_modality(
     return feats
 
 
+@dataclass
+class FeatureSource:
+    """Where a run's features come from: its two encoders, plus rows whose features were made elsewhere.
+
+    Attributes:
+        image: the image encoder.
+        text: the text encoder.
+        precomputed: modality -> ``(guids, features)`` taken for those rows instead of encoding them (the
+            out-of-fold features of cross-fitted fine-tuning).
+    """
+
+    image: ImageEncoder
+    text: TextEncoder
+    precomputed: dict[str, tuple[list[str], ModalityFeatures]] = field(default_factory=dict)
+
+
+def _merge_precomputed(examples: Sequence[Example], precomputed: tuple[list[str], ModalityFeatures] | None,
+                       extract: Callable[[Sequence[Example]], ModalityFeatures],
+                       stats: dict[str, Any] | None) -> ModalityFeatures:
+    """Features of ``examples`` in order: precomputed rows where given, ``extract`` for the others."""
+    if not precomputed:
+        return extract(examples)
+    guids, given = precomputed
+    given_pos = {str(g): i for i, g in enumerate(guids)}
+    todo = [ex for ex in examples if ex.guid not in given_pos]
+    own = extract(todo)
+    if stats is not None:
+        stats["precomputed"] = len(examples) - len(todo)
+    if len(own) and own.tokens.shape[1:] != given.tokens.shape[1:]:
+        raise ValueError(f"precomputed tokens are {tuple(given.tokens.shape[1:])}, extracted ones "
+                         f"{tuple(own.tokens.shape[1:])}: were they made with other encoder settings?")
+    own_pos = {ex.guid: len(given) + i for i, ex in enumerate(todo)}
+    both = ModalityFeatures.concat([given, own]) if len(own) else given
+    return both.index(torch.tensor([given_pos.get(ex.guid, own_pos.get(ex.guid, -1)) for ex in examples],
+                                   dtype=torch.long))
+
+
 def extract_features(
     examples: Sequence[Example],
-    image_encoder: Encoder,
-    text_encoder: Encoder,
+    source: FeatureSource,
     cleaner: Any,
     cache: FeatureCache | None,
     *,
     batch_size: int = 32,
     progress: bool = True,
     max_image_pixels: int | None = None,
-    num_threads: int = 0,
+    num_threads: int | str = "auto",
     stats: dict[str, dict[str, Any]] | None = None,
 ) -> FeatureSet:
     """Image and text features for ``examples`` (in their order), from the cache where possible.
@@ -240,30 +267,32 @@ def extract_features(
 
     Args:
         examples: the examples; ``image_path`` and the uncleaned ``text`` are read.
-        image_encoder: encodes image paths.
-        text_encoder: encodes cleaned texts.
+        source: the encoders, and any precomputed rows.
         cleaner: has ``clean(text)`` and ``fingerprint()`` (a :class:`~mmsent.data.text.TextCleaner`); None keeps the
             raw text.
         cache: a :class:`FeatureCache`, or None to always encode.
         batch_size: items per forward pass.
         progress: progress bars with throughput.
         max_image_pixels: images larger than this are refused (decompression-bomb guard).
-        num_threads: torch CPU threads while encoding (0 = every core), restored afterwards.
+        num_threads: torch CPU threads while encoding ("auto" = every core), restored afterwards.
         stats: when given, receives per-modality cache/throughput figures under ``"image"`` and ``"text"``.
     """
     stats = {} if stats is None else stats
+    image_stats = stats.setdefault("image", {"encoder": source.image.name})
+    text_stats = stats.setdefault("text", {"encoder": source.text.name})
     with torch_threads(num_threads):
-        image = extract_image_features(examples, image_encoder, cache, batch_size=batch_size, progress=progress,
-                                       max_image_pixels=max_image_pixels,
-                                       stats=stats.setdefault("image", {"encoder": image_encoder.name}))
-        text = extract_text_features(examples, text_encoder, cleaner, cache, batch_size=batch_size,
-                                     progress=progress, stats=stats.setdefault("text", {"encoder": text_encoder.name}))
+        image = _merge_precomputed(examples, source.precomputed.get("image"), lambda rows: extract_image_features(
+            rows, source.image, cache, batch_size=batch_size, progress=progress, max_image_pixels=max_image_pixels,
+            stats=image_stats), image_stats)
+        text = _merge_precomputed(examples, source.precomputed.get("text"), lambda rows: extract_text_features(
+            rows, source.text, cleaner, cache, batch_size=batch_size, progress=progress, stats=text_stats),
+            text_stats)
     return FeatureSet([ex.guid for ex in examples], image, text)
 
 
 def extract_image_features(
     examples: Sequence[Example],
-    encoder: Encoder,
+    encoder: ImageEncoder,
     cache: FeatureCache | None,
     *,
     batch_size: int = 32,
@@ -275,10 +304,7 @@ def extract_image_features(
     guids = [ex.guid for ex in examples]
     paths = [ex.image_path for ex in examples]
     image_ids = image_item_ids(paths)
-    encode_kw = {"max_pixels": max_image_pixels} if max_image_pixels is not None else {}
-    if encode_kw and not _accepts(encoder.encode, "max_pixels"):
-        logger.warning("%s.encode takes no max_pixels; max_image_pixels is ignored", type(encoder).__name__)
-        encode_kw = {}
+    encode_kw = {"max_pixels": max_image_pixels}
     # max_image_pixels is not part of the key: the limit only refuses images, it never changes the features of one
     # it accepts; resizing/cropping/grid are in the encoder fingerprint.
     return extract_modality("image", guids, paths, image_ids, image_data_fingerprint(guids, image_ids), encoder, cache,
@@ -287,7 +313,7 @@ def extract_image_features(
 
 def extract_text_features(
     examples: Sequence[Example],
-    encoder: Encoder,
+    encoder: TextEncoder,
     cleaner: Any,
     cache: FeatureCache | None,
     *,

@@ -71,3 +71,9 @@ class FeatureSet:
             raise KeyError(f"no features for guid(s) {missing[:5]} ({len(missing)} in all)")
         idx = [pos[g] for g in guids]
         return FeatureSet(list(guids), self.image.index(idx), self.text.index(idx))
+
+
+def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the real positions: ``(B, T, D)`` states and a ``(B, T)`` mask -> ``(B, D)`` (0 for no real one)."""
+    m = mask.unsqueeze(-1).to(states.dtype)
+    return (states * m).sum(1) / m.sum(1).clamp(min=1.0)

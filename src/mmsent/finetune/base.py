@@ -12,6 +12,15 @@ from mmsent.encoders.base import Encoder
 from mmsent.features.featureset import ModalityFeatures
 
 
+def load_partial_state(network: torch.nn.Module, state: dict[str, torch.Tensor], name: str) -> None:
+    """Loads some of ``network``'s tensors, refusing names it does not have."""
+    unknown = sorted(set(state) - set(network.state_dict()))
+    if unknown:
+        raise ValueError(f"tuned weights name {len(unknown)} tensors {name} lacks, e.g. {unknown[:3]}; were they made "
+                         "from another encoder?")
+    network.load_state_dict(state, strict=False)
+
+
 class TuningAdapter(ABC):
     """Splits an encoder into a frozen trunk (run once per item) and a trainable top (run every step).
 
@@ -59,22 +68,19 @@ class TuningAdapter(ABC):
         """Per-row sequence lengths for length-grouped batches; None where rows have no length (images)."""
         return None
 
-    def forward_tokens(self, rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Trainable top on prepared rows -> ``(pooled, tokens, mask)`` with gradients, shaped as :meth:`features`
-        shapes them (for token fusion models trained end to end); tokens are padded to the batch's longest row."""
-        raise NotImplementedError(f"{type(self).__name__} gives no token outputs")
-
     def layer_groups(self) -> list[list[torch.nn.Parameter]]:
         """Trainable parameters grouped bottom to top (for layer-wise lr decay); one group by default."""
         return [[p for m in self.trainable_modules().values() for p in m.parameters()]]
 
-    def lr_groups(self, ecfg: Any) -> list[tuple[list[torch.nn.Parameter], float]]:
-        """``(parameters, learning rate)`` per layer group: ``ecfg.lr_full`` or ``ecfg.lr_last_n`` for the top group,
-        times ``ecfg.layer_decay`` (if it has one) per group below it."""
-        lr = ecfg.lr_full if self.mode == "full" else ecfg.lr_last_n
-        decay = float(getattr(ecfg, "layer_decay", 1.0))
+    def lr_groups(self, lr: float, layer_decay: float = 1.0) -> list[tuple[list[torch.nn.Parameter], float]]:
+        """``(parameters, learning rate)`` per layer group: ``lr`` for the top group, times ``layer_decay`` per group
+        below it."""
         groups = self.layer_groups()
-        return [(params, lr * decay ** (len(groups) - 1 - k)) for k, params in enumerate(groups)]
+        return [(params, lr * layer_decay ** (len(groups) - 1 - k)) for k, params in enumerate(groups)]
+
+    def load_tuned_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Loads tensors keyed as :meth:`tuned_state` keys them, refusing keys the network does not have."""
+        load_partial_state(self.network, state, self.encoder.name)
 
     def freeze(self) -> None:
         """Only the trainable modules get gradients."""

@@ -26,7 +26,6 @@ import logging
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +33,11 @@ import numpy as np
 import torch
 
 from mmsent.config import EncoderFinetuneConfig, FinetuneConfig
-from mmsent.features.featureset import FeatureSet, ModalityFeatures
+from mmsent.features.featureset import ModalityFeatures
 from mmsent.finetune.base import TuningAdapter
-from mmsent.finetune.checkpoint import load_tensors, save_tensors, write_json
-from mmsent.finetune.trainer import StepCallback, finetune, load_tuned_state
+from mmsent.finetune.trainer import finetune
+from mmsent.io import load_tensors, save_tensors, write_json
+from mmsent.training.loop import StepCallback
 from mmsent.training.metrics import compute_metrics
 
 logger = logging.getLogger("mmsent.finetune")
@@ -61,7 +61,7 @@ def fold_rows(labels: Sequence[int], folds: int, seed: int) -> list[list[int]]:
 
     n = len(labels)
     if folds < 2:
-        raise ValueError(f"crossfit_folds must be 0 (off) or >= 2, got {folds}")
+        raise ValueError(f"crossfit_folds must be null (off) or >= 2, got {folds}")
     if n < folds:
         raise ValueError(f"cannot cut {n} training rows into {folds} folds; lower crossfit_folds")
     counts = np.bincount(np.asarray(labels, dtype=int))
@@ -118,7 +118,7 @@ def crossfit(adapter: TuningAdapter, items: Sequence, rows: Sequence[torch.Tenso
         ``(guids, features)``: every training row's out-of-fold features, in the order of ``guids``.
     """
     out_dir = Path(out_dir)
-    k = int(ecfg.crossfit_folds)
+    k = int(ecfg.crossfit_folds or 0)
     held_out = fold_rows(list(labels), k, fcfg.seed)
     start = {name: value.detach().clone() for name, value in adapter.tuned_state().items()}
     n, parts, results = len(rows), [], []
@@ -140,7 +140,7 @@ def crossfit(adapter: TuningAdapter, items: Sequence, rows: Sequence[torch.Tenso
                 logger.warning("%s holds other rows than fold %d of this run; training the fold again", path, fold)
         held_set = set(held)
         train = [i for i in range(n) if i not in held_set]
-        load_tuned_state(adapter.network, start)
+        adapter.load_tuned_state(start)
         res = finetune(adapter, [items[i] for i in train], [labels[i] for i in train], [guids[i] for i in train],
                        ecfg, fcfg, out_dir / f"fold{fold}" / "checkpoints", run_key=f"{run_key}|k{k}|fold{fold}",
                        progress=progress, callbacks=callbacks, rows=[rows[i] for i in train],
@@ -157,7 +157,7 @@ def crossfit(adapter: TuningAdapter, items: Sequence, rows: Sequence[torch.Tenso
         held_f1 = result["holdout_macro_f1"]
         logger.info("%s: cross-fitting fold %d/%d done (%d rows held out, holdout macro-F1 %s)", desc, fold + 1, k,
                     len(held), "-" if held_f1 is None else f"{held_f1:.3f}")
-    load_tuned_state(adapter.network, start)
+    adapter.load_tuned_state(start)
 
     order = [i for held, _ in parts for i in held]
     stacked = ModalityFeatures.concat([f for _, f in parts])
@@ -219,49 +219,3 @@ def load_crossfit(out_dir: str | Path) -> tuple[list[str], ModalityFeatures]:
 
 def is_crossfitted(out_dir: str | Path) -> bool:
     return (Path(out_dir) / RECORD_FILE).is_file()
-
-
-def merge_out_of_fold(feats: FeatureSet, out_of_fold: dict[str, tuple[Sequence[str], ModalityFeatures]]
-                      ) -> FeatureSet:
-    """``feats`` with the rows named in ``out_of_fold`` (modality -> (guids, features)) taken from there instead.
-
-    Guids only present in ``out_of_fold`` are added (in its order, before ``feats``' own rows); a guid that ends up
-    without features of some modality raises a ``KeyError``.
-    """
-    if not out_of_fold:
-        return feats
-    own = set(feats.guids)
-    per_modality = {m: {str(g): i for i, g in enumerate(guids)} for m, (guids, _) in out_of_fold.items()}
-    extra = list(dict.fromkeys(g for pos in per_modality.values() for g in pos if g not in own))
-    guids = extra + list(feats.guids)
-    own_pos = {g: i for i, g in enumerate(feats.guids)}
-    modal: dict[str, ModalityFeatures] = {}
-    for modality in ("image", "text"):
-        base: ModalityFeatures = getattr(feats, modality)
-        if modality not in out_of_fold:
-            missing = [g for g in extra if g not in own_pos]
-            if missing:
-                raise KeyError(f"no {modality} features for guid(s) {missing[:5]}")
-            modal[modality] = base
-            continue
-        oof = out_of_fold[modality][1]
-        pos = per_modality[modality]
-        if oof.tokens.shape[1:] != base.tokens.shape[1:] and len(base):
-            raise ValueError(f"out-of-fold {modality} tokens are {tuple(oof.tokens.shape[1:])}, extracted ones "
-                             f"{tuple(base.tokens.shape[1:])}: were they made with other encoder settings?")
-        missing = [g for g in guids if g not in pos and g not in own_pos]
-        if missing:
-            raise KeyError(f"no {modality} features for guid(s) {missing[:5]}")
-        from_oof = torch.tensor([g in pos for g in guids], dtype=torch.bool)
-        oof_idx = torch.tensor([pos[g] for g in guids if g in pos], dtype=torch.long)
-        own_idx = torch.tensor([own_pos[g] for g in guids if g not in pos], dtype=torch.long)
-        parts = []
-        for name in ("pooled", "tokens", "mask"):
-            a, b = getattr(oof, name), getattr(base, name)
-            out = a.new_empty((len(guids), *a.shape[1:]))
-            out[from_oof] = a[oof_idx]
-            if len(own_idx):
-                out[~from_oof] = b[own_idx].to(out.dtype)
-            parts.append(out)
-        modal[modality] = ModalityFeatures(*parts)
-    return replace(feats, guids=guids, image=modal["image"], text=modal["text"])

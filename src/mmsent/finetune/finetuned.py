@@ -20,13 +20,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from mmsent.config import EncoderConfig, RunConfig
 from mmsent.encoders.base import Encoder
-from mmsent.finetune.base import TuningAdapter
-from mmsent.finetune.checkpoint import load_tensors, save_tensors, write_json
-from mmsent.finetune.trainer import FinetuneResult, load_tuned_state
+from mmsent.finetune.base import TuningAdapter, load_partial_state
+from mmsent.finetune.trainer import FinetuneResult
+from mmsent.io import load_tensors, save_tensors, write_json
 
 ENCODER_WEIGHTS = "encoder.safetensors"
 HEAD_WEIGHTS = "head.safetensors"
@@ -35,20 +33,11 @@ CHECKPOINTS_DIR = "checkpoints"
 FORMAT = "mmsent-finetuned-encoder"
 
 
-def shared_settings(cfg: RunConfig, *, joint: bool) -> dict[str, Any]:
+def shared_settings(cfg: RunConfig) -> dict[str, Any]:
     """The ``finetune`` settings outside the per-encoder sections that shape a fine-tuning (part of its key and
-    record); ``joint`` includes the end-to-end section, which separate fine-tunings ignore."""
-    skip = {"enabled", "output_dir", "checkpoint_every", "text", "image"} | (set() if joint else {"joint"})
+    record)."""
+    skip = {"enabled", "output_dir", "checkpoint_every", "text", "image"}
     return {k: v for k, v in dataclasses.asdict(cfg.finetune).items() if k not in skip}
-
-
-def encoder_network(encoder: Encoder) -> torch.nn.Module:
-    """The module holding an encoder's weights (``net`` for CNN encoders, ``model`` for text encoders)."""
-    for attr in ("net", "model"):
-        module = getattr(encoder, attr, None)
-        if isinstance(module, torch.nn.Module):
-            return module
-    raise TypeError(f"{type(encoder).__name__} exposes no network (.net or .model) to fine-tune")
 
 
 def is_finetuned(folder: str | Path) -> bool:
@@ -115,9 +104,8 @@ def apply_finetuned(encoder: Encoder, folder: str | Path) -> Encoder:
         raise ValueError(f"{folder} was fine-tuned from another base encoder or preprocessing:\n"
                          f"  recorded {meta['base_fingerprint']}\n  given    {encoder.fingerprint()}")
     tensors, _ = load_tensors(Path(folder) / ENCODER_WEIGHTS)
-    network = encoder_network(encoder)
-    device = next(network.parameters()).device
-    load_tuned_state(network, {k: v.to(device) for k, v in tensors.items()})
+    network = encoder.network
+    load_partial_state(network, {k: v.to(encoder.device) for k, v in tensors.items()}, encoder.name)
     network.eval()
     encoder.mark_weights_changed()
     if encoder.fingerprint() != meta["fingerprint"]:

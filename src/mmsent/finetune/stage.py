@@ -13,7 +13,6 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,9 @@ from mmsent.data.text import TextCleaner
 from mmsent.device import torch_threads
 from mmsent.encoders.base import Encoder
 from mmsent.encoders.registry import create_encoders_from_config
-from mmsent.features.cache import json_digest, text_digest
+from mmsent.features.extract import FeatureSource, image_item_ids
 from mmsent.features.featureset import ModalityFeatures
 from mmsent.finetune.base import TuningAdapter
-from mmsent.finetune.checkpoint import write_json
 from mmsent.finetune.crossfit import RECORD_FILE as CROSSFIT_RECORD
 from mmsent.finetune.crossfit import crossfit, crossfit_dir, is_crossfitted, load_crossfit
 from mmsent.finetune.finetuned import (
@@ -38,15 +36,17 @@ from mmsent.finetune.finetuned import (
     save_finetuned,
     shared_settings,
 )
-from mmsent.finetune.joint import JointResult, finetune_joint
-from mmsent.finetune.trainer import StepCallback, finetune
+from mmsent.finetune.trainer import finetune
+from mmsent.fingerprint import json_digest, text_digest
+from mmsent.io import write_json
 from mmsent.labels import label_to_index
+from mmsent.training.loop import StepCallback
 
 logger = logging.getLogger("mmsent.finetune")
 
 RUN_RECORD = "finetune.json"
-MODES = ("full", "last_n", "frozen")
-_KEY_VERSION = 1
+# 2: the shared training loop (warm-up from the first step); folders of version 1 are fine-tuned again
+_KEY_VERSION = 2
 
 
 def make_adapter(encoder: Encoder, ecfg: EncoderFinetuneConfig, max_pixels: int | None = None) -> TuningAdapter:
@@ -54,8 +54,7 @@ def make_adapter(encoder: Encoder, ecfg: EncoderFinetuneConfig, max_pixels: int 
     if encoder.modality == "image":
         from mmsent.finetune.image import ImageAdapter
 
-        return ImageAdapter(encoder, ecfg.mode, ecfg.last_n, max_pixels=max_pixels,  # type: ignore[arg-type]
-                            augment=getattr(ecfg, "augment", False))
+        return ImageAdapter(encoder, ecfg.mode, ecfg.last_n, max_pixels=max_pixels)  # type: ignore[arg-type]
     from mmsent.finetune.text import TextAdapter
 
     return TextAdapter(encoder, ecfg.mode, ecfg.last_n)  # type: ignore[arg-type]
@@ -81,8 +80,8 @@ def finetune_encoder(encoder: Encoder, items: Sequence, item_ids: Sequence[str],
         data_note: what else decides the items' content (the cleaner's fingerprint), part of the key.
     """
     modality = encoder.modality
-    ecfg: EncoderFinetuneConfig = getattr(cfg.finetune, modality)
-    shared = shared_settings(cfg, joint=False)
+    ecfg = encoder_settings(cfg, modality)
+    shared = shared_settings(cfg)
     # crossfit_folds is left out of the key: the cross-fitting has its own subfolder, the full fine-tuning is the same
     key_settings = {k: v for k, v in dataclasses.asdict(ecfg).items() if k != "crossfit_folds"}
     base_fp = encoder.fingerprint()
@@ -90,9 +89,7 @@ def finetune_encoder(encoder: Encoder, items: Sequence, item_ids: Sequence[str],
                        "shared": shared, "data_note": data_note,
                        "rows": [[str(g), str(i), int(y)] for g, i, y in zip(guids, item_ids, labels)]})
     folder = finetune_root(cfg) / f"{modality}-{key[:20]}"
-    folds = int(ecfg.crossfit_folds)
-    if folds == 1 or folds < 0:
-        raise ValueError(f"finetune.{modality}.crossfit_folds must be 0 (off) or >= 2, got {folds}")
+    folds = int(ecfg.crossfit_folds or 0)
     cf_dir = crossfit_dir(folder, folds) if folds > 1 else None
     full_done = is_finetuned(folder)
     crossfit_done = cf_dir is None or is_crossfitted(cf_dir)
@@ -116,53 +113,33 @@ def finetune_encoder(encoder: Encoder, items: Sequence, item_ids: Sequence[str],
         return folder
     result = finetune(adapter, items, labels, guids, ecfg, cfg.finetune, folder / CHECKPOINTS_DIR, run_key=key,
                       progress=progress, callbacks=callbacks, rows=rows, desc=desc)
+    held = (result.holdout_metrics or {}).get("macro_f1")
+    logger.info("%s: best epoch %d of %d%s, %.0f s", desc, result.best_epoch, len(result.history),
+                "" if held is None else f", holdout macro-F1 {held:.3f}", result.seconds)
     settings = {"encoder": dataclasses.asdict(ecfg), "shared": shared}
     save_finetuned(folder, adapter, result, base_fingerprint=base_fp, settings=settings,
                    extra={"key": key, "rows": len(guids), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return folder
 
 
-@dataclass
-class FinetunedEncoders:
-    """What :func:`finetune_encoders` returns.
-
-    Attributes:
-        image: the image encoder to extract validation/test features with (fine-tuned on every training row, or
-            frozen).
-        text: the same for text.
-        out_of_fold: modality -> ``(guids, features)`` of the training rows that replace the encoders' own features
-            of those rows: from the cross-fitting (modalities fine-tuned with ``crossfit_folds >= 2``), or, after an
-            end-to-end training, the tuned tops' features computed from the cached trunks (equal to extraction's,
-            without a second pass over the images).
-        record: what the run's ``finetune.json`` holds.
-        joint: the end-to-end training (``finetune.joint.enabled``), whose fusion model joins the comparison.
-    """
-
-    image: Encoder
-    text: Encoder
-    out_of_fold: dict[str, tuple[list[str], ModalityFeatures]] = field(default_factory=dict)
-    record: dict[str, Any] = field(default_factory=dict)
-    joint: JointResult | None = None
-
-    @property
-    def encoders(self) -> tuple[Encoder, Encoder]:
-        return self.image, self.text
+def encoder_settings(cfg: RunConfig, modality: str) -> EncoderFinetuneConfig:
+    """The ``finetune.image`` or ``finetune.text`` section."""
+    return cfg.finetune.image if modality == "image" else cfg.finetune.text
 
 
 def finetune_encoders(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir: str | Path | None = None, *,
-                      progress: bool = True, callbacks: Sequence[StepCallback] = ()) -> FinetunedEncoders:
+                      progress: bool = True, callbacks: Sequence[StepCallback] = ()) -> FeatureSource:
     """Fine-tunes the configured encoders on ``split.train`` rows (and cross-fits them, see ``crossfit_folds``).
 
     Validation rows never take part: only ``split.train`` rows are prepared, trained on or used for early stopping
     (which holds out ``finetune.holdout_fraction`` of the training rows). Encoders whose mode is ``frozen`` come back
     as built. With ``run_dir``, ``finetune.json`` there records which fine-tuned folders the run used.
+
+    Returns:
+        The encoders to extract with, and the cross-fitted modalities' out-of-fold features of the training rows
+        (which extraction takes instead of encoding those rows).
     """
-    for modality in ("image", "text"):
-        mode = getattr(cfg.finetune, modality).mode
-        if mode not in MODES:
-            raise ValueError(f"finetune.{modality}.mode must be one of {', '.join(MODES)}, got {mode!r}")
-    cache_dir = Path(cfg.cache_dir).expanduser()
-    image, text = create_encoders_from_config(cfg.encoders, cache_dir=cache_dir / "models")
+    image, text = create_encoders_from_config(cfg.encoders, cache_dir=Path(cfg.cache_dir).expanduser() / "models")
     val = set(split.val)
     by_guid = {ex.guid: ex for ex in dataset.train}
     train = [by_guid[g] for g in split.train if g not in val]
@@ -170,24 +147,17 @@ def finetune_encoders(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir
         raise ValueError("the split names a guid as both training and validation row")
     labels = [label_to_index(ex.label) for ex in train]  # type: ignore[arg-type]
     guids = [ex.guid for ex in train]
-    if cfg.finetune.joint.enabled:
-        with torch_threads(cfg.encoders.num_threads):
-            tuned = _finetune_jointly(image, text, train, labels, guids, cfg, progress, callbacks)
-        if run_dir is not None:
-            write_json(Path(run_dir) / RUN_RECORD, tuned.record)
-        return tuned
     record: dict[str, Any] = {}
     out_of_fold: dict[str, tuple[list[str], ModalityFeatures]] = {}
     with torch_threads(cfg.encoders.num_threads):
         for encoder in (image, text):
             modality = encoder.modality
-            if getattr(cfg.finetune, modality).mode == "frozen":
+            ecfg = encoder_settings(cfg, modality)
+            if ecfg.mode == "frozen":
                 record[modality] = {"mode": "frozen", "fingerprint": encoder.fingerprint()}
                 continue
             t0 = time.perf_counter()
             if modality == "image":
-                from mmsent.features.extract import image_item_ids
-
                 items: list = [ex.image_path for ex in train]
                 ids, note = image_item_ids(items), ""
             else:
@@ -196,10 +166,9 @@ def finetune_encoders(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir
                 ids, note = [text_digest(t) for t in items], cleaner.fingerprint()
             folder = finetune_encoder(encoder, items, ids, labels, guids, cfg, progress=progress,
                                       callbacks=callbacks, data_note=note)
-            record[modality] = _record_entry(cfg, modality, folder, time.perf_counter() - t0)
-            folds = int(getattr(cfg.finetune, modality).crossfit_folds)
-            if folds > 1:
-                cf_dir = crossfit_dir(folder, folds)
+            record[modality] = _record_entry(ecfg, folder, time.perf_counter() - t0)
+            if ecfg.crossfit_folds:
+                cf_dir = crossfit_dir(folder, ecfg.crossfit_folds)
                 oof_guids, oof = load_crossfit(cf_dir)
                 if sorted(oof_guids) != sorted(guids):
                     raise RuntimeError(f"{cf_dir}: out-of-fold features cover other rows than the split's training rows")
@@ -210,51 +179,11 @@ def finetune_encoders(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir
                 record[modality]["crossfit"] = {"dir": str(cf_dir.resolve()), **cross}
     if run_dir is not None:
         write_json(Path(run_dir) / RUN_RECORD, record)
-    return FinetunedEncoders(image, text, out_of_fold, record)
+    return FeatureSource(image, text, out_of_fold)
 
 
-def _record_entry(cfg: RunConfig, modality: str, folder: Path, seconds: float) -> dict[str, Any]:
+def _record_entry(ecfg: EncoderFinetuneConfig, folder: Path, seconds: float) -> dict[str, Any]:
     """One encoder's entry in ``finetune.json``: its fine-tuned folder, fingerprints and result."""
     meta = read_meta(folder)
-    return {"mode": getattr(cfg.finetune, modality).mode, "dir": str(folder.resolve()),
-            "fingerprint": meta["fingerprint"], "base_fingerprint": meta["base_fingerprint"], "seconds": seconds,
-            "result": meta["result"]}
-
-
-def _finetune_jointly(image: Encoder, text: Encoder, train: Sequence, labels: list[int], guids: list[str],
-                      cfg: RunConfig, progress: bool, callbacks: Sequence[StepCallback]) -> FinetunedEncoders:
-    """The ``finetune.joint`` path: both tops and a fusion model trained together; records it as ``finetune.json``
-    records separate fine-tunings (one entry per encoder) plus a ``joint`` entry."""
-    from mmsent.features.extract import image_item_ids
-
-    t0 = time.perf_counter()
-    cleaner = TextCleaner(cfg.cleaning)
-    texts = [cleaner.clean(ex.text) for ex in train]
-    paths = [ex.image_path for ex in train]
-    ids = [f"{i}:{text_digest(t)}" for i, t in zip(image_item_ids(paths), texts)]
-    joint = finetune_joint(image, text, list(zip(paths, texts)), ids, labels, guids, cfg, finetune_root(cfg),
-                           progress=progress, callbacks=callbacks, data_note=cleaner.fingerprint())
-    seconds = time.perf_counter() - t0
-    record: dict[str, Any] = {}
-    for modality in ("image", "text"):
-        record[modality] = {**_record_entry(cfg, modality, joint.folder / modality, seconds), "joint": True}
-    record["joint"] = {"dir": str(joint.folder.resolve()), "model": joint.name, "seconds": seconds, **joint.record}
-    return FinetunedEncoders(image, text, dict(joint.train_features), record, joint)
-
-
-def load_run_encoders(run_dir: str | Path, cfg: RunConfig) -> tuple[Encoder, Encoder]:
-    """The encoders a finished fine-tuning run extracted with, rebuilt from its ``finetune.json``.
-
-    Raises:
-        FileNotFoundError: if the run has no record or a fine-tuned folder it names is gone.
-    """
-    path = Path(run_dir) / RUN_RECORD
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: the run did not fine-tune its encoders")
-    record = json.loads(path.read_text(encoding="utf-8"))
-    image, text = create_encoders_from_config(cfg.encoders, cache_dir=Path(cfg.cache_dir).expanduser() / "models")
-    for encoder in (image, text):
-        entry = record.get(encoder.modality, {})
-        if entry.get("dir"):
-            apply_finetuned(encoder, entry["dir"])
-    return image, text
+    return {"mode": ecfg.mode, "dir": str(folder.resolve()), "fingerprint": meta["fingerprint"],
+            "base_fingerprint": meta["base_fingerprint"], "seconds": seconds, "result": meta["result"]}

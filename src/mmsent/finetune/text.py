@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from mmsent.device import inference_autocast
-from mmsent.encoders.hf_text import HFTextEncoder
+from mmsent.encoders.base import TextEncoder
 from mmsent.features.featureset import ModalityFeatures
 from mmsent.finetune.base import TuningAdapter
 
@@ -46,7 +46,7 @@ def find_layers(model: torch.nn.Module) -> tuple[str, torch.nn.Module, str, torc
 
 
 class TextAdapter(TuningAdapter):
-    """Trunk/top split of an :class:`HFTextEncoder`.
+    """Trunk/top split of a :class:`~mmsent.encoders.base.TextEncoder`.
 
     Args:
         encoder: the text encoder (its model is changed in place).
@@ -55,9 +55,9 @@ class TextAdapter(TuningAdapter):
             frozen.
     """
 
-    def __init__(self, encoder: HFTextEncoder, mode: str = "last_n", last_n: int = 2) -> None:
+    def __init__(self, encoder: TextEncoder, mode: str = "last_n", last_n: int = 2) -> None:
         self.encoder = encoder
-        self.network = encoder.model
+        self.network = encoder.network
         self.mode = mode
         self.layers_path, self._owner, self._attr, self._layers = find_layers(self.network)
         n_layers = len(self._layers)
@@ -180,23 +180,12 @@ class TextAdapter(TuningAdapter):
             handle.remove()
         return states, mask
 
-    def _pool(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if self.encoder.pooling == "cls":
-            return states[:, 0]
-        m = mask.unsqueeze(-1).to(states.dtype)
-        return (states * m).sum(1) / m.sum(1).clamp(min=1.0)
-
     def forward(self, rows: Sequence[torch.Tensor]) -> torch.Tensor:
-        return self._pool(*self._states(rows))
-
-    def forward_tokens(self, rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        states, mask = self._states(rows)
-        # Padding positions are exact zeros, as in the extracted features.
-        return self._pool(states, mask), states * mask.unsqueeze(-1).to(states.dtype), mask.bool()
+        return self.encoder.pool(*self._states(rows))
 
     @torch.no_grad()
     def features(self, rows: Sequence[torch.Tensor], batch_size: int = 64) -> ModalityFeatures:
-        """As :meth:`HFTextEncoder.encode` returns them: tokens padded to ``max_length`` with exact zeros."""
+        """As the encoder's ``encode`` returns them: tokens padded to ``max_length`` with exact zeros."""
         self.eval()
         n, width = len(rows), self.encoder.max_length
         pooled = torch.zeros(n, self.dim)
@@ -208,7 +197,7 @@ class TextAdapter(TuningAdapter):
             with inference_autocast(self.device):
                 states, mask = self._states([rows[i] for i in idx])
             states = states.float()
-            vec = self._pool(states, mask).cpu()
+            vec = self.encoder.pool(states, mask).cpu()
             states = (states * mask.unsqueeze(-1)).cpu()
             idx_t = torch.tensor(idx)
             pooled[idx_t] = vec

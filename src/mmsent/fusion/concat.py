@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from mmsent.fusion.base import FusionInputs, FusionModel
+from mmsent.fusion.registry import register_fusion_model
 from mmsent.labels import LABELS
 
 
@@ -24,6 +25,7 @@ class PooledProjection(nn.Module):
         return self.net(x)
 
 
+@register_fusion_model("concat")
 class ConcatFusion(FusionModel):
     """Projects each pooled vector, concatenates them and classifies with one linear layer.
 
@@ -38,8 +40,6 @@ class ConcatFusion(FusionModel):
 
     def __init__(self, image_dim: int, text_dim: int, hidden_dim: int = 256, dropout: float = 0.3) -> None:
         super().__init__()
-        self.fusion_name = "concat"
-        self.hparams = {"image_dim": image_dim, "text_dim": text_dim, "hidden_dim": hidden_dim, "dropout": dropout}
         self.image_proj = PooledProjection(image_dim, hidden_dim, dropout)
         self.text_proj = PooledProjection(text_dim, hidden_dim, dropout)
         self.dropout = nn.Dropout(dropout)

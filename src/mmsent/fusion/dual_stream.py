@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from mmsent.fusion.base import FusionInputs, FusionModel
+from mmsent.fusion.registry import register_fusion_model
 from mmsent.fusion.single_stream import TokenEmbedding, ensure_nonempty, masked_mean, transformer_encoder
 from mmsent.labels import LABELS
 
@@ -58,6 +59,7 @@ class CoAttentionLayer(nn.Module):
         return new_image, new_text, text_to_image
 
 
+@register_fusion_model("dual_stream")
 class DualStreamFusion(FusionModel):
     """Self-attention within each modality, co-attention across them, masked-mean pooling per stream.
 
@@ -78,6 +80,8 @@ class DualStreamFusion(FusionModel):
         max_text_tokens: text position embeddings.
     """
 
+    config_fields = ("hidden_dim", "dropout", "num_layers", "num_heads")
+
     def __init__(self, image_dim: int, text_dim: int, hidden_dim: int = 256, dropout: float = 0.3,
                  num_layers: int = 1, num_heads: int = 4, attn_dropout: float = 0.1,
                  combine: Literal["concat", "product"] = "concat", max_image_tokens: int = 144,
@@ -85,10 +89,6 @@ class DualStreamFusion(FusionModel):
         super().__init__()
         if combine not in ("concat", "product"):
             raise ValueError(f"combine must be 'concat' or 'product', got {combine!r}")
-        self.fusion_name = "dual_stream"
-        self.hparams = {"image_dim": image_dim, "text_dim": text_dim, "hidden_dim": hidden_dim, "dropout": dropout,
-                        "num_layers": num_layers, "num_heads": num_heads, "attn_dropout": attn_dropout,
-                        "combine": combine, "max_image_tokens": max_image_tokens, "max_text_tokens": max_text_tokens}
         self.combine = combine
         self.image_embed = TokenEmbedding(image_dim, hidden_dim, max_image_tokens, "image")
         self.text_embed = TokenEmbedding(text_dim, hidden_dim, max_text_tokens, "text")

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from mmsent.fusion.base import FusionInputs, FusionModel
+from mmsent.fusion.registry import register_fusion_model
 from mmsent.labels import LABELS
 
 
+# Decorators apply bottom-up: "gated" registers first.
+@register_fusion_model("gated_text", gate_from="text")
+@register_fusion_model("gated_image", gate_from="image")
+@register_fusion_model("gated")
 class GatedFusion(FusionModel):
     """``logits = W(sigmoid(U x_g) * V x_o)`` with ``x_g`` the gating modality's pooled vector, ``x_o`` the other's.
 
@@ -26,16 +31,14 @@ class GatedFusion(FusionModel):
     """
 
     uses_tokens = False
+    config_fields = ("hidden_dim", "dropout", "gate_from")
 
     def __init__(self, image_dim: int, text_dim: int, hidden_dim: int = 256, dropout: float = 0.3,
                  gate_from: Literal["image", "text"] = "image") -> None:
         super().__init__()
         if gate_from not in ("image", "text"):
             raise ValueError(f"gate_from must be 'image' or 'text', got {gate_from!r}")
-        self.fusion_name = "gated"
         self.gate_from = gate_from
-        self.hparams = {"image_dim": image_dim, "text_dim": text_dim, "hidden_dim": hidden_dim, "dropout": dropout,
-                        "gate_from": gate_from}
         gate_dim, other_dim = (image_dim, text_dim) if gate_from == "image" else (text_dim, image_dim)
         # LayerNorm first: without it the sigmoid saturates on the CNN's large unnormalised activations.
         self.gate_norm = nn.LayerNorm(gate_dim)
@@ -45,6 +48,10 @@ class GatedFusion(FusionModel):
         self.value = nn.Linear(other_dim, hidden_dim)  # V
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_dim, len(LABELS))  # W
+
+    def explanation_info(self) -> dict[str, Any]:
+        """``{"gate_from": ...}``: the modality whose features computed ``last_explanation["gate"]``."""
+        return {"gate_from": self.gate_from}
 
     def forward(self, inputs: FusionInputs) -> torch.Tensor:
         x_g, x_o = ((inputs.image_pooled, inputs.text_pooled) if self.gate_from == "image"

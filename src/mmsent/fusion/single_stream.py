@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from mmsent.fusion.base import FusionInputs, FusionModel
+from mmsent.fusion.registry import register_fusion_model
 from mmsent.labels import LABELS
 
 
@@ -78,6 +79,7 @@ def transformer_encoder(hidden_dim: int, num_heads: int, num_layers: int, dropou
     return nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
 
 
+@register_fusion_model("single_stream")
 class SingleStreamFusion(FusionModel):
     """One transformer encoder over ``[CLS] + image tokens + text tokens`` per sample.
 
@@ -95,6 +97,8 @@ class SingleStreamFusion(FusionModel):
         max_text_tokens: text position embeddings.
     """
 
+    config_fields = ("hidden_dim", "dropout", "num_layers", "num_heads")
+
     def __init__(self, image_dim: int, text_dim: int, hidden_dim: int = 256, dropout: float = 0.3,
                  num_layers: int = 1, num_heads: int = 4, attn_dropout: float = 0.1,
                  pool: Literal["cls", "cls_mean"] = "cls_mean", max_image_tokens: int = 144,
@@ -102,10 +106,6 @@ class SingleStreamFusion(FusionModel):
         super().__init__()
         if pool not in ("cls", "cls_mean"):
             raise ValueError(f"pool must be 'cls' or 'cls_mean', got {pool!r}")
-        self.fusion_name = "single_stream"
-        self.hparams = {"image_dim": image_dim, "text_dim": text_dim, "hidden_dim": hidden_dim, "dropout": dropout,
-                        "num_layers": num_layers, "num_heads": num_heads, "attn_dropout": attn_dropout, "pool": pool,
-                        "max_image_tokens": max_image_tokens, "max_text_tokens": max_text_tokens}
         self.pool = pool
         self.image_embed = TokenEmbedding(image_dim, hidden_dim, max_image_tokens, "image")
         self.text_embed = TokenEmbedding(text_dim, hidden_dim, max_text_tokens, "text")

@@ -7,6 +7,7 @@ from torch import nn
 
 from mmsent.fusion.base import FusionInputs, FusionModel
 from mmsent.fusion.concat import PooledProjection
+from mmsent.fusion.registry import register_fusion_model
 from mmsent.labels import LABELS
 
 
@@ -18,7 +19,6 @@ class _UnimodalHead(FusionModel):
 
     def __init__(self, image_dim: int, text_dim: int, hidden_dim: int = 256, dropout: float = 0.3) -> None:
         super().__init__()
-        self.hparams = {"image_dim": image_dim, "text_dim": text_dim, "hidden_dim": hidden_dim, "dropout": dropout}
         in_dim = image_dim if self._modality == "image" else text_dim
         self.proj = PooledProjection(in_dim, hidden_dim, dropout)
         self.dropout = nn.Dropout(dropout)
@@ -29,23 +29,17 @@ class _UnimodalHead(FusionModel):
         return self.classifier(self.dropout(self.proj(x)))
 
 
+@register_fusion_model("text_only")
 class TextOnly(_UnimodalHead):
     """Text-only ablation: ignores the image entirely."""
 
     modalities = ("text",)
     _modality = "text"
 
-    def __init__(self, image_dim: int, text_dim: int, hidden_dim: int = 256, dropout: float = 0.3) -> None:
-        super().__init__(image_dim, text_dim, hidden_dim, dropout)
-        self.fusion_name = "text_only"
 
-
+@register_fusion_model("image_only")
 class ImageOnly(_UnimodalHead):
     """Image-only ablation: ignores the text entirely."""
 
     modalities = ("image",)
     _modality = "image"
-
-    def __init__(self, image_dim: int, text_dim: int, hidden_dim: int = 256, dropout: float = 0.3) -> None:
-        super().__init__(image_dim, text_dim, hidden_dim, dropout)
-        self.fusion_name = "image_only"

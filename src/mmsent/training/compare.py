@@ -37,7 +37,7 @@ class SplitLike(Protocol):
 
 
 @dataclass
-class RunResult:
+class ModelRun:
     """One model trained with one seed.
 
     Attributes:
@@ -75,14 +75,14 @@ class Comparison:
     """Runs of several models x seeds on one split, and their trained models.
 
     Attributes:
-        runs: one :class:`RunResult` per (model, seed), in training order.
+        runs: one :class:`ModelRun` per (model, seed), in training order.
         models: trained models (best-epoch weights, eval mode) keyed by ``(name, seed)``.
         val_guids: validation guids, the row order of every run's ``val_probs``.
         train_size: number of training rows.
         config: the training config used.
     """
 
-    runs: list[RunResult]
+    runs: list[ModelRun]
     models: dict[tuple[str, int], FusionModel] = field(repr=False)
     val_guids: list[str] = field(repr=False)
     train_size: int = 0
@@ -112,7 +112,7 @@ class Comparison:
             raise ValueError("empty comparison")
         return max(self.summary(), key=lambda row: row["macro_f1_mean"])["model"]
 
-    def best_run(self, name: str | None = None) -> RunResult:
+    def best_run(self, name: str | None = None) -> ModelRun:
         """The seed of ``name`` (default: :meth:`best_model`) with the highest validation macro-F1."""
         name = name or self.best_model()
         runs = [r for r in self.runs if r.model == name]
@@ -124,33 +124,6 @@ class Comparison:
         """The trained model of :meth:`best_run`."""
         run = self.best_run(name)
         return self.models[(run.model, run.seed)]
-
-    def add_trained(self, name: str, seed: int, model: FusionModel, val_features: FeatureSet,
-                    labels: dict[str, str], *, train_seconds: float = 0.0, best_epoch: int = 0,
-                    history: list[dict[str, float]] | None = None) -> RunResult:
-        """Adds a model trained elsewhere (e.g. end to end with the encoders), scored on this comparison's validation
-        rows exactly as the others are, so it can be chosen to predict.
-
-        Args:
-            name: its name in the table (must not be taken already).
-            seed: the seed it was trained with.
-            model: the trained model (eval mode).
-            val_features: features of (at least) :attr:`val_guids`.
-            labels: guid -> label name.
-        """
-        if name in self.model_names():
-            raise ValueError(f"the comparison already has a model named {name!r}")
-        from mmsent.training.metrics import compute_metrics
-        from mmsent.training.trainer import predict_proba
-
-        y_val = _label_indices(labels, self.val_guids, "val")
-        probs = predict_proba(model, val_features.select(self.val_guids))
-        run = RunResult(model=name, seed=int(seed), metrics=compute_metrics(y_val, probs.argmax(axis=1)),
-                        best_epoch=int(best_epoch), train_seconds=float(train_seconds), history=list(history or []),
-                        val_probs=probs)
-        self.runs.append(run)
-        self.models[(name, int(seed))] = model
-        return run
 
     def to_markdown(self) -> str:
         """A table of mean ± std over seeds, best model (by macro-F1) in bold."""
@@ -199,7 +172,7 @@ def _label_indices(labels: dict[str, str], guids: Sequence[str], what: str) -> n
     return np.array([label_to_index(labels[g]) for g in guids], dtype=np.int64)
 
 
-def _split_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
+def split_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
     """Per-model overrides: TrainConfig fields (epochs, patience, hidden_dim...) go into a copy of ``cfg``; the rest
     are constructor arguments of the model (e.g. ``attn_dropout``, ``pool``)."""
     names = {f.name for f in fields(TrainConfig)}
@@ -207,10 +180,11 @@ def _split_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> tuple[Train
     return replace(cfg, **train_part), {k: v for k, v in overrides.items() if k not in names}
 
 
-def _resolve_workers(workers: int, device: torch.device, n_jobs: int) -> int:
+def _resolve_workers(workers: int | str, device: torch.device, n_jobs: int) -> int:
     if device.type != "cpu" or "fork" not in mp.get_all_start_methods():
         return 1
-    return max(1, min(workers or (os.cpu_count() or 1), n_jobs))
+    wanted = (os.cpu_count() or 1) if workers == "auto" else int(workers)
+    return max(1, min(wanted, n_jobs))
 
 
 _JOB: Callable[[Any], Any] | None = None  # the closure a forked worker runs; inherited through fork, never pickled
@@ -242,8 +216,8 @@ def _run_in_processes(fn: Callable[[Any], Any], jobs: Sequence[Any], workers: in
 
 def compare_models(features: FeatureSet, labels: dict[str, str], split: SplitLike, models: Sequence[str],
                    seeds: Sequence[int], cfg: TrainConfig, progress: bool = True,
-                   on_result: Callable[[RunResult], None] | None = None,
-                   model_overrides: dict[str, dict[str, Any]] | None = None, workers: int = 0) -> Comparison:
+                   on_result: Callable[[ModelRun], None] | None = None,
+                   model_overrides: dict[str, dict[str, Any]] | None = None, workers: int | str = "auto") -> Comparison:
     """Trains every model with every seed on ``split.train`` and scores it on ``split.val``.
 
     Each run seeds its init with :func:`set_seed` before building the model, so seed ``s`` of two models share
@@ -257,13 +231,13 @@ def compare_models(features: FeatureSet, labels: dict[str, str], split: SplitLik
         seeds: one run per seed and model.
         cfg: training config (also supplies the model sizes).
         progress: a progress bar over runs and a line per finished run.
-        on_result: called with each :class:`RunResult` as soon as it is done (e.g. to write partial results).
+        on_result: called with each :class:`ModelRun` as soon as it is done (e.g. to write partial results).
         model_overrides: per model name, training settings (any :class:`TrainConfig` field) or constructor
             arguments over ``cfg`` (e.g. ``{"dual_stream": {"hidden_dim": 128, "patience": 4}}`` to keep the token
             models fast on a CPU).
 
-        workers: CPU processes that train runs side by side, one torch thread each (0 = one per core; 1 = in
-            this process). Small models use two cores better as two single-threaded runs than as one two-threaded
+        workers: CPU processes that train runs side by side, one torch thread each (``"auto"`` = one per core; 1 =
+            in this process). Small models use two cores better as two single-threaded runs than as one two-threaded
             run; on CUDA runs are always sequential. Results match a sequential run up to float rounding.
 
     Raises:
@@ -288,18 +262,18 @@ def compare_models(features: FeatureSet, labels: dict[str, str], split: SplitLik
     if unknown:
         raise ValueError(f"model_overrides names models not being compared: {sorted(unknown)}")
 
-    runs: list[RunResult] = []
+    runs: list[ModelRun] = []
     trained: dict[tuple[str, int], FusionModel] = {}
     jobs = [(name, seed) for name in models for seed in seeds]
     bar = tqdm(total=len(jobs), desc="compare", disable=not progress)
 
-    def train_one(job: tuple[str, int]) -> tuple[RunResult, FusionModel]:
+    def train_one(job: tuple[str, int]) -> tuple[ModelRun, FusionModel]:
         name, seed = job
-        run_cfg, ctor_kwargs = _split_overrides(cfg, overrides.get(name, {}))
+        run_cfg, ctor_kwargs = split_overrides(cfg, overrides.get(name, {}))
         set_seed(seed)
         model = create_fusion_model(name, image_dim, text_dim, run_cfg, **ctor_kwargs)
         result = train_model(model, train_in, y_train, val_in, y_val, run_cfg, seed)
-        run = RunResult(model=name, seed=seed, metrics=result.val_metrics, best_epoch=result.best_epoch,
+        run = ModelRun(model=name, seed=seed, metrics=result.val_metrics, best_epoch=result.best_epoch,
                         train_seconds=result.train_seconds, history=result.history, val_probs=result.val_probs)
         return run, result.model
 

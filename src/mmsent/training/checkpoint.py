@@ -17,36 +17,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
-from mmsent.io import atomic_write
+from mmsent.io import load_tensors, save_tensors, write_json
 
-logger = logging.getLogger("mmsent.finetune")
+logger = logging.getLogger("mmsent.training")
 
 FORMAT = "mmsent-finetune-checkpoint"
 _PREFIX = "step-"
-
-
-
-
-def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
-                 ) -> Path:
-    """Atomic safetensors write; tensors are copied to contiguous CPU storage (which also unties shared weights)."""
-    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    return atomic_write(path, lambda tmp: save_file(flat, tmp, metadata=dict(metadata or {})))
-
-
-def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Reads a safetensors file (never pickle) -> ``(tensors, metadata)``."""
-    with safe_open(str(path), framework="pt", device="cpu") as fh:
-        return {k: fh.get_tensor(k) for k in fh.keys()}, dict(fh.metadata() or {})  # noqa: SIM118 -- not a dict
-
-
-def write_json(path: str | Path, obj: Any) -> Path:
-    """Atomic JSON write."""
-    text = json.dumps(obj, indent=2, sort_keys=True)
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 # -- optimizer, scheduler and RNG state -----------------------------------------------------------------------------
