@@ -69,9 +69,10 @@ def run(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(None,
         config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, on_error: Optional[str] = OnErrorOpt,
         quiet: bool = QuietOpt) -> None:
     """The main job: validate → split → extract features (cached) → compare all models → predict the test rows."""
+    cfg = _config(config, set_, data, on_error)
+    # the config is checked before the heavy imports: a typo fails at once
     from mmsent.pipeline import run as run_pipeline
 
-    cfg = _config(config, set_, data, on_error)
     run_dir = out or _default_run_dir()
     try:
         result = run_pipeline(cfg, run_dir, progress=not quiet)
@@ -88,9 +89,9 @@ def run(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(None,
 def validate(data: Optional[Path] = DataOpt, config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
              on_error: Optional[str] = OnErrorOpt) -> None:
     """Checks a dataset and prints what was found (every bad row, encodings, label counts)."""
+    cfg = _config(config, set_, data, on_error)
     from mmsent.pipeline import data_report, load_dataset
 
-    cfg = _config(config, set_, data, on_error)
     try:
         dataset = load_dataset(cfg)
     except (ValueError, FileNotFoundError) as exc:
@@ -104,9 +105,9 @@ def prepare(data: Optional[Path] = DataOpt, out: Path = typer.Option(..., "--out
             config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
             on_error: Optional[str] = OnErrorOpt) -> None:
     """Validates the dataset and writes the train/validation split (split.csv) and config into the run directory."""
+    cfg = _config(config, set_, data, on_error)
     from mmsent.pipeline import load_dataset, prepare_split
 
-    cfg = _config(config, set_, data, on_error)
     try:
         dataset = load_dataset(cfg)
         out.mkdir(parents=True, exist_ok=True)
@@ -122,10 +123,10 @@ def prepare(data: Optional[Path] = DataOpt, out: Path = typer.Option(..., "--out
 def extract(data: Optional[Path] = DataOpt, config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
             on_error: Optional[str] = OnErrorOpt, quiet: bool = QuietOpt) -> None:
     """Extracts image and text features for every row into the feature cache (a later run reuses them)."""
+    cfg = _config(config, set_, data, on_error)
     from mmsent.pipeline import extract as extract_stage
     from mmsent.pipeline import load_dataset
 
-    cfg = _config(config, set_, data, on_error)
     try:
         dataset = load_dataset(cfg)
         feats = extract_stage(cfg, dataset.train + dataset.test, progress=not quiet)
@@ -187,9 +188,9 @@ def predict(run_dir: Path = typer.Argument(..., help="A finished run directory (
             config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
             on_error: Optional[str] = OnErrorOpt, quiet: bool = QuietOpt) -> None:
     """Writes guid,tag predictions for the unlabeled rows of a dataset with a run's saved models."""
+    cfg = _config(config, set_, data, on_error)
     from mmsent.pipeline import predict_from_run
 
-    cfg = _config(config, set_, data, on_error)
     try:
         path = predict_from_run(run_dir, cfg, out, progress=not quiet)
     except (ValueError, FileNotFoundError, ImportError) as exc:
@@ -254,10 +255,10 @@ def finetune(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(
     `mmsent run --set finetune.enabled=true` with the same config reuses them. Modes per encoder:
     --set finetune.text.mode=full|last_n|frozen (same for image).
     """
+    cfg = _config(config, set_, data, on_error)
     from mmsent.finetune import finetune_encoders
     from mmsent.pipeline import load_dataset, prepare_split
 
-    cfg = _config(config, set_, data, on_error)
     cfg.finetune.enabled = True
     run_dir = out or _default_run_dir()
     try:

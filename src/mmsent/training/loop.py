@@ -217,8 +217,8 @@ def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Ten
 
 
 def _check_finite(loss: torch.Tensor, where: str) -> None:
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"{where}: the loss became {float(loss)}; lower the learning rate or check the "
+    if not torch.isfinite(loss.detach()):
+        raise FloatingPointError(f"{where}: the loss became {loss.item()}; lower the learning rate or check the "
                                  "features for non-finite values")
 
 
