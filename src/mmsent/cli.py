@@ -6,6 +6,8 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
@@ -52,9 +54,14 @@ def _default_run_dir() -> Path:
     return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
 
 
-def _fail(exc: Exception) -> None:
-    console.print(f"[red]error:[/red] {exc}")
-    raise typer.Exit(1) from exc
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Errors about the user's input or files end the command with one red line and exit code 1, no traceback."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
 
 
 @app.callback()
@@ -74,11 +81,8 @@ def run(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(None,
     from mmsent.pipeline import run as run_pipeline
 
     run_dir = out or _default_run_dir()
-    try:
+    with _user_errors():
         result = run_pipeline(cfg, run_dir, progress=not quiet)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
-        _fail(exc)
-        return
     console.print(f"[green]done[/green] in {result.timings['total_seconds']:.0f} s; predicting with "
                   f"[bold]{result.chosen_model}[/bold]; outputs in {run_dir}")
     if result.predictions_path:
@@ -92,11 +96,8 @@ def validate(data: Optional[Path] = DataOpt, config: Optional[Path] = ConfigOpt,
     cfg = _config(config, set_, data, on_error)
     from mmsent.pipeline import data_report, load_dataset
 
-    try:
+    with _user_errors():
         dataset = load_dataset(cfg)
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(exc)
-        return
     print(json.dumps(data_report(dataset), indent=2))
 
 
@@ -108,14 +109,11 @@ def prepare(data: Optional[Path] = DataOpt, out: Path = typer.Option(..., "--out
     cfg = _config(config, set_, data, on_error)
     from mmsent.pipeline import load_dataset, prepare_split
 
-    try:
+    with _user_errors():
         dataset = load_dataset(cfg)
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "config.yaml")
         split = prepare_split(cfg, dataset, out)
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(exc)
-        return
     console.print(f"{len(split.train)} train / {len(split.val)} validation rows -> {out / 'split.csv'}")
 
 
@@ -127,12 +125,9 @@ def extract(data: Optional[Path] = DataOpt, config: Optional[Path] = ConfigOpt, 
     from mmsent.pipeline import extract as extract_stage
     from mmsent.pipeline import load_dataset
 
-    try:
+    with _user_errors():
         dataset = load_dataset(cfg)
         feats = extract_stage(cfg, dataset.train + dataset.test, progress=not quiet)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
-        _fail(exc)
-        return
     console.print(f"features for {len(feats)} rows: image {feats.image.dim}-d x {feats.image.tokens.shape[1]} tokens, "
                   f"text {feats.text.dim}-d x {feats.text.tokens.shape[1]} tokens; cache {cfg.cache_dir}")
 
@@ -163,10 +158,8 @@ def train(model: str = typer.Argument(..., help="concat | gated | single_stream 
     cfg = _config(config, set_, data, on_error)
     cfg.compare.models = [model]
     cfg.compare.seeds = list(seed)
-    try:
+    with _user_errors():
         _compare(cfg, out or _default_run_dir(), quiet)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
-        _fail(exc)
 
 
 @app.command()
@@ -175,10 +168,8 @@ def compare(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(N
             on_error: Optional[str] = OnErrorOpt, quiet: bool = QuietOpt) -> None:
     """Trains and compares all configured models over all seeds on one split (no prediction file)."""
     cfg = _config(config, set_, data, on_error)
-    try:
+    with _user_errors():
         _compare(cfg, out or _default_run_dir(), quiet)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
-        _fail(exc)
 
 
 @app.command()
@@ -191,11 +182,8 @@ def predict(run_dir: Path = typer.Argument(..., help="A finished run directory (
     cfg = _config(config, set_, data, on_error)
     from mmsent.pipeline import predict_from_run
 
-    try:
+    with _user_errors():
         path = predict_from_run(run_dir, cfg, out, progress=not quiet)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
-        _fail(exc)
-        return
     console.print(f"predictions: {path}")
 
 
@@ -207,11 +195,8 @@ def report(run_dir: Path = typer.Argument(..., help="A finished run directory.")
     """Rebuilds RUN_DIR/report.html (self-contained) and the figures in RUN_DIR/report/."""
     from mmsent.report import build_report
 
-    try:
+    with _user_errors():
         path = build_report(run_dir, explain=explain, max_errors=max_errors)
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(exc)
-        return
     console.print(f"report: {path}")
 
 
@@ -235,11 +220,8 @@ def serve(run_dir: Path = typer.Argument(..., help="A finished run directory (ho
     torch.set_num_threads(resolve_num_threads(threads))
     settings = ServeSettings(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_image_pixels=max_image_pixels,
                              max_batch=max_batch)
-    try:
+    with _user_errors():
         api = create_app(run_dir, settings=settings, model_name=model)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
-        _fail(exc)
-        return
     console.print(f"serving {run_dir} on http://{host}:{port}/ (API docs at /docs)")
     uvicorn.run(api, host=host, port=port, log_level="info")
 
@@ -261,15 +243,12 @@ def finetune(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(
 
     cfg.finetune.enabled = True
     run_dir = out or _default_run_dir()
-    try:
+    with _user_errors():
         dataset = load_dataset(cfg)
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(run_dir / "config.yaml")
         split = prepare_split(cfg, dataset, run_dir)
         finetune_encoders(cfg, dataset, split, run_dir, progress=not quiet)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
-        _fail(exc)
-        return
     record = json.loads((run_dir / "finetune.json").read_text(encoding="utf-8"))
     for modality, entry in record.items():
         if not entry.get("dir"):

@@ -1,41 +1,28 @@
-"""Why a fusion model predicted what it did: modality ablation, gate values, attention maps, token importance.
+"""Why a fusion model predicted what it did (:func:`explain`): modality ablation, gates, attention, token importance.
 
-Everything here works on :class:`~mmsent.fusion.base.FusionInputs` and a list of models (the seeds of one design,
-whose probabilities are averaged); callers that start from raw images and texts use
-:class:`mmsent.inference.RunPredictor`, which attaches words and image crops to these numbers.
-
-Scores, per row:
-  * ``modality_ablation``: drop in the probability of the predicted class when one modality's features are replaced
-    by a baseline (zeros, or training means from :func:`baseline_from_features`). Works for every model.
-  * ``gate``: :class:`~mmsent.fusion.gated.GatedFusion`'s gate values, summarised.
-  * ``image_attention``: :class:`~mmsent.fusion.dual_stream.DualStreamFusion`'s text->image attention, averaged over
-    the real text tokens, as a ``grid x grid`` map over the center-cropped image.
-  * ``image_saliency`` / ``text_saliency``: gradient x input on the image cells / text token states for the
-    predicted class's logit minus the mean logit. Pooled-only models read the pooled vectors, so the gradient is routed
-    through them as if each pooled vector were the mean of its tokens (exact for mean pooling of text; for images
-    exact whenever the grid divides the final map evenly).
+Works on :class:`~mmsent.fusion.base.FusionInputs` and one design's seed models; raw images and texts go through
+:class:`mmsent.inference.RunPredictor`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from mmsent.features.featureset import FeatureSet
+from mmsent.features.featureset import FeatureSet, masked_mean
 from mmsent.fusion.base import FusionInputs, FusionModel
-from mmsent.fusion.single_stream import masked_mean
 from mmsent.labels import LABELS
 
 #: below this difference between the two ablation scores neither modality is called dominant
 DOMINANCE_MARGIN = 0.02
 
 
-@dataclass
+@dataclasses.dataclass
 class ModalityBaseline:
     """What a removed modality is replaced by: a pooled vector ``(D,)`` and a token vector ``(D,)`` or ``(T, D)``."""
 
@@ -61,9 +48,7 @@ def baseline_from_features(feats: FeatureSet) -> dict[str, ModalityBaseline]:
 
 def _replace(inputs: FusionInputs, modality: str, baseline: Baseline) -> FusionInputs:
     """``inputs`` with one modality's pooled vector and (real) tokens set to the baseline; masks kept."""
-    pooled = getattr(inputs, f"{modality}_pooled")
-    tokens = getattr(inputs, f"{modality}_tokens")
-    mask = getattr(inputs, f"{modality}_mask")
+    pooled, tokens = getattr(inputs, f"{modality}_pooled"), getattr(inputs, f"{modality}_tokens")
     if baseline == "zeros":
         new_pooled, new_tokens = torch.zeros_like(pooled), torch.zeros_like(tokens)
     else:
@@ -72,21 +57,16 @@ def _replace(inputs: FusionInputs, modality: str, baseline: Baseline) -> FusionI
         tok = base.tokens.to(tokens)
         if tok.dim() == 2 and tok.shape[0] != tokens.shape[1]:
             tok = tok.mean(0)  # a per-cell mean that does not fit this sequence: fall back to one mean token
-        new_tokens = (tok.expand_as(tokens) * mask.unsqueeze(-1).to(tokens.dtype)).clone()
-    fields = {f: getattr(inputs, f) for f in ("image_pooled", "image_tokens", "image_mask", "text_pooled",
-                                              "text_tokens", "text_mask")}
-    fields[f"{modality}_pooled"], fields[f"{modality}_tokens"] = new_pooled, new_tokens
-    return FusionInputs(**fields)
+        mask = getattr(inputs, f"{modality}_mask").unsqueeze(-1).to(tokens.dtype)
+        new_tokens = (tok.expand_as(tokens) * mask).clone()
+    return dataclasses.replace(inputs, **{f"{modality}_pooled": new_pooled, f"{modality}_tokens": new_tokens})
 
 
 @torch.inference_mode()
 def ensemble_probs(models: Sequence[FusionModel], inputs: FusionInputs) -> tuple[torch.Tensor, list[dict]]:
     """Mean softmax over ``models`` ``(B, 3)``, and each model's ``last_explanation`` of this pass."""
-    probs, explanations = [], []
-    for model in models:
-        probs.append(torch.softmax(model(inputs).float(), dim=-1))
-        explanations.append(dict(model.last_explanation))
-    return torch.stack(probs).mean(0), explanations
+    probs = torch.stack([torch.softmax(model(inputs).float(), dim=-1) for model in models]).mean(0)
+    return probs, [dict(model.last_explanation) for model in models]
 
 
 def _token_saliency(models: Sequence[FusionModel], inputs: FusionInputs, target: torch.Tensor,
@@ -107,16 +87,14 @@ def _token_saliency(models: Sequence[FusionModel], inputs: FusionInputs, target:
             txt_pool = masked_mean(tt, tm) if text_pooling == "mean" else tt[:, 0]
             ip = inputs.image_pooled.clone() + (img_mean - img_mean.detach())
             tp = inputs.text_pooled.clone() + (txt_pool - txt_pool.detach())
-            logits = model(FusionInputs(ip, it, im, tp, tt, tm))
             # The target's logit against the mean logit: softmax-invariant like a log-probability, but it does
             # not saturate, so a confident prediction still gets token scores.
-            logits = logits.float()
+            logits = model(FusionInputs(ip, it, im, tp, tt, tm)).float()
             score = (logits[rows, target.clone()] - logits.mean(-1)).sum()
             g_img, g_txt = torch.autograd.grad(score, [it, tt], allow_unused=True)
-            if g_img is not None:
-                image_sal += ((g_img * it).sum(-1) * im).detach().float().cpu()
-            if g_txt is not None:
-                text_sal += ((g_txt * tt).sum(-1) * tm).detach().float().cpu()
+            for sal, grad, x, mask in ((image_sal, g_img, it, im), (text_sal, g_txt, tt, tm)):
+                if grad is not None:  # None when the model does not read that modality
+                    sal += ((grad * x).sum(-1) * mask).detach().float().cpu()
     return image_sal / len(models), text_sal / len(models)
 
 
@@ -130,10 +108,9 @@ def _grid(values: np.ndarray, digits: int | None = 6) -> list[list[float]] | Non
 
 
 def dominant_modality(drops: dict[str, float], margin: float = DOMINANCE_MARGIN) -> str:
-    """``"image"``/``"text"`` when removing it costs the prediction clearly more than removing the other, ``"both"``
-    when both matter about equally, ``"neither"`` when removing either alone costs less than ``margin``.
+    """``"image"``/``"text"`` when removing it costs the prediction clearly more than the other, else ``"both"``.
 
-    A negative drop (removing the modality *raises* the predicted probability) counts as no support.
+    ``"neither"`` when removing either alone costs less than ``margin``; a negative drop counts as no support.
     """
     image, text = max(drops.get("image", 0.0), 0.0), max(drops.get("text", 0.0), 0.0)
     if image < margin and text < margin:
@@ -155,9 +132,11 @@ def explain(models: Sequence[FusionModel], inputs: FusionInputs, *, baseline: Ba
         saliency: compute gradient x input (one forward and backward pass per model).
 
     Returns:
-        One dict per row: ``label``, ``probabilities``, ``modality_ablation``, ``dominant_modality``, ``baseline``,
-        ``gate`` (or None), ``image_attention`` (grid or None), ``image_saliency`` (grid or None) and
-        ``text_saliency`` (per token position; None when no model reads text).
+        One dict per row: ``label``, ``probabilities``, ``dominant_modality``, ``baseline`` and
+        ``modality_ablation``: drop in the predicted class's probability when a modality is replaced by the baseline;
+        ``gate`` / ``image_attention`` (grid): gated fusion's gate summary / dual-stream's text->image attention;
+        ``image_saliency`` (grid) / ``text_saliency`` (per token): gradient x input for the predicted logit minus the
+        mean logit, routed through pooled vectors as if each were the mean of its tokens. None where absent.
     """
     if not models:
         raise ValueError("explain needs at least one model")
@@ -166,69 +145,47 @@ def explain(models: Sequence[FusionModel], inputs: FusionInputs, *, baseline: Ba
     rows = torch.arange(len(inputs))
     p_target = probs[rows, target]
     reads = set().union(*(m.modalities for m in models))
-    ablation: dict[str, torch.Tensor] = {}
-    for modality in ("image", "text"):
-        if modality in reads:
-            ablated, _ = ensemble_probs(models, _replace(inputs, modality, baseline))
-            ablation[modality] = p_target - ablated[rows, target]
-        else:
-            ablation[modality] = torch.zeros(len(inputs))
+    ablation = {modality: torch.zeros(len(inputs)) for modality in ("image", "text")}  # zero for unread ones
+    for modality in [m for m in ablation if m in reads]:
+        ablated, _ = ensemble_probs(models, _replace(inputs, modality, baseline))
+        ablation[modality] = p_target - ablated[rows, target]
 
-    gated = [(e["gate"].float().cpu(), m.explanation_info()) for m, e in zip(models, per_model) if "gate" in e]
-    gates = [g for g, _ in gated]
-    gate_from = gated[0][1].get("gate_from") if gated else None
+    gates = [e["gate"].float().cpu() for e in per_model if "gate" in e]
+    gate_from = next((m.explanation_info().get("gate_from") for m, e in zip(models, per_model) if "gate" in e), None)
     attention = [e["text_to_image_attention"].float().cpu() for e in per_model if "text_to_image_attention" in e]
     if attention:
         # Mean over the real text tokens: rows of padded tokens are zero, so dividing by the real count is exact.
         real = inputs.text_mask[:, : attention[0].shape[1]].float().cpu()
-        att = torch.stack(attention).mean(0)
-        image_attention = att.sum(1) / real.sum(1, keepdim=True).clamp(min=1.0)
-    image_sal = text_sal = None
-    if saliency:
-        image_sal, text_sal = _token_saliency(models, inputs, target, text_pooling)
+        image_attention = torch.stack(attention).mean(0).sum(1) / real.sum(1, keepdim=True).clamp(min=1.0)
+    image_sal, text_sal = _token_saliency(models, inputs, target, text_pooling) if saliency else (None, None)
 
     out = []
     for i in range(len(inputs)):
         scores = {k: round(float(v[i]), 6) for k, v in ablation.items()}
-        dominant = dominant_modality(scores)
-        row: dict[str, Any] = {
+        g = torch.stack([x[i] for x in gates]) if gates else None
+        out.append({
             "label": LABELS[int(target[i])],
             "probabilities": {name: round(float(probs[i, k]), 6) for k, name in enumerate(LABELS)},
             "modality_ablation": scores,
-            "dominant_modality": dominant,
+            "dominant_modality": dominant_modality(scores),
             "baseline": "zeros" if baseline == "zeros" else "training_mean",
-            "gate": None,
-            "image_attention": None,
-            "image_saliency": None,
-            "text_saliency": None,
-        }
-        if gates:
-            g = torch.stack([x[i] for x in gates])
-            row["gate"] = {"gate_from": gate_from, "mean": round(float(g.mean()), 6),
-                           "open_fraction": round(float((g > 0.5).float().mean()), 6),
-                           "per_seed_mean": [round(float(x), 6) for x in g.mean(-1)]}
-        if attention:
-            row["image_attention"] = _grid(image_attention[i].numpy())
-        if image_sal is not None and "image" in reads:
-            row["image_saliency"] = _grid(image_sal[i].numpy(), digits=None)
-        if text_sal is not None and "text" in reads:
-            row["text_saliency"] = [float(v) for v in text_sal[i][inputs.text_mask[i].cpu()]]
-        out.append(row)
+            "gate": None if g is None else {
+                "gate_from": gate_from, "mean": round(float(g.mean()), 6),
+                "open_fraction": round(float((g > 0.5).float().mean()), 6),
+                "per_seed_mean": [round(float(x), 6) for x in g.mean(-1)]},
+            "image_attention": _grid(image_attention[i].numpy()) if attention else None,
+            "image_saliency": _grid(image_sal[i].numpy(), digits=None) if saliency and "image" in reads else None,
+            "text_saliency": ([float(v) for v in text_sal[i][inputs.text_mask[i].cpu()]]
+                              if saliency and "text" in reads else None),
+        })
     return out
 
 
 def overlay_heatmap(crop: np.ndarray, cells: Sequence[Sequence[float]] | np.ndarray, alpha: float = 0.55,
                     cmap: str = "inferno") -> Image.Image:  # noqa: F821 -- PIL imported lazily
-    """Draws a ``grid x grid`` map over the center-cropped image the grid cells came from.
+    """Draws a ``grid x grid`` map (row 0 on top) over the ``(S, S, 3)`` uint8 crop, at opacity up to ``alpha``.
 
-    Values are taken by magnitude and scaled to the map's own maximum, so maps of different rows are not comparable
-    in brightness, only in shape.
-
-    Args:
-        crop: ``(S, S, 3)`` uint8, the crop the image encoder saw.
-        cells: the map, row 0 at the top.
-        alpha: opacity of the heat-map at its maximum.
-        cmap: a matplotlib colormap name.
+    Values are taken by magnitude and scaled to the map's own maximum: maps of different rows compare in shape only.
     """
     from matplotlib import colormaps
     from PIL import Image
@@ -238,8 +195,7 @@ def overlay_heatmap(crop: np.ndarray, cells: Sequence[Sequence[float]] | np.ndar
     values = values / peak if peak > 0 else values
     h, w = crop.shape[:2]
     # Bilinear upsampling of the cell centers, as the cells are averages over regions, not hard tiles.
-    up = np.asarray(Image.fromarray(values).resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
-    colors = colormaps[cmap](np.clip(up, 0.0, 1.0))[..., :3]
-    weight = (alpha * np.clip(up, 0.0, 1.0))[..., None]
-    blended = crop.astype(np.float32) / 255.0 * (1 - weight) + colors * weight
+    up = np.clip(np.asarray(Image.fromarray(values).resize((w, h), Image.Resampling.BILINEAR), np.float32), 0.0, 1.0)
+    weight = (alpha * up)[..., None]
+    blended = crop.astype(np.float32) / 255.0 * (1 - weight) + colormaps[cmap](up)[..., :3] * weight
     return Image.fromarray(np.clip(blended * 255.0 + 0.5, 0, 255).astype(np.uint8))

@@ -1,20 +1,12 @@
-"""A finished run's seed ensemble and encoders, loaded once, predicting raw (image, text) pairs with explanations.
-
-Used by the web service and by the report's error gallery::
-
-    predictor = RunPredictor("runs/sample")
-    [result] = predictor.predict([open("cat.jpg", "rb").read()], ["what a day"])
-"""
+"""A finished run's seed ensemble and encoders, loaded once, predicting raw (image, text) pairs with explanations."""
 
 from __future__ import annotations
 
 import base64
 import io
-import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +20,7 @@ from mmsent.explain import Baseline, explain, overlay_heatmap
 from mmsent.fusion.base import FusionInputs
 from mmsent.run_folder import load_run_models
 
-log = logging.getLogger("mmsent.inference")
-
 ImageInput = bytes | str | Path | Image.Image
-
-
-@dataclass
-class Prepared:
-    """One batch turned into model inputs, with what is needed to show the explanation."""
-
-    inputs: FusionInputs
-    crops: list[np.ndarray]
-    cleaned: list[str]
-    tokens: list[list[str]]
-    timings_ms: dict[str, float] = field(default_factory=dict)
 
 
 def png_data_uri(image: Image.Image) -> str:
@@ -71,9 +50,7 @@ class RunPredictor:
         ensemble = load_run_models(run_dir, model_name=model_name, device=device)
         self.run_dir, self.cfg, self.model_name = ensemble.run_dir, ensemble.cfg, ensemble.name
         self.models, self.seeds = ensemble.models, ensemble.seeds
-        if encoders is None:
-            encoders = ensemble.encoders(device)
-        self.image_encoder, self.text_encoder = encoders
+        self.image_encoder, self.text_encoder = encoders or ensemble.encoders(device)
         hp = self.models[0].hparams
         if (hp.get("image_dim"), hp.get("text_dim")) != (self.image_encoder.dim, self.text_encoder.dim):
             raise ValueError(f"{self.model_name} was trained on {hp.get('image_dim')}-d image and "
@@ -82,10 +59,8 @@ class RunPredictor:
         self.cleaner = TextCleaner(self.cfg.cleaning)
         self.max_image_pixels = max_image_pixels or self.cfg.data.max_image_pixels
         self.baseline = baseline
-        self._special = self.text_encoder.special_tokens
         self._lock = threading.Lock()
 
-    # -- description ------------------------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         """What is loaded, for ``/health`` and the response's ``model`` block."""
         return {"name": self.model_name, "seeds": self.seeds, "run_dir": str(self.run_dir),
@@ -93,34 +68,13 @@ class RunPredictor:
                 "labels": list(self.models[0].saved_meta.get("labels", [])) or None,
                 "modalities": sorted(set().union(*(m.modalities for m in self.models)))}
 
-    # -- inputs -----------------------------------------------------------------------------------------------------
     def load(self, image: ImageInput, name: str = "<upload>") -> Image.Image:
         """Decodes an image from bytes, a path or a PIL image, with the run's pixel limit (raises ImageLoadError)."""
         return self.image_encoder.open(image, self.max_image_pixels, name=name)
 
-    def prepare(self, images: Sequence[Image.Image], texts: Sequence[str]) -> Prepared:
-        """Encodes decoded images and raw texts (cleaned here) into one batch of model inputs."""
-        if len(images) != len(texts):
-            raise ValueError(f"{len(images)} images but {len(texts)} texts")
-        t0 = time.perf_counter()
-        crops = [self.image_encoder.crop(im) for im in images]
-        pooled, tokens = self.image_encoder.encode_pixels(torch.from_numpy(np.stack(crops)))
-        t1 = time.perf_counter()
-        cleaned = [self.cleaner(t) for t in texts]
-        text = self.text_encoder.encode(cleaned, batch_size=max(1, len(cleaned)))
-        # Cut the padding columns no row uses: models mask them anyway, so this only saves work.
-        width = int(text.mask.any(0).nonzero().max()) + 1 if bool(text.mask.any()) else 1
-        tok_lists = [self.text_encoder.tokens(c) for c in cleaned]
-        t2 = time.perf_counter()
-        inputs = FusionInputs(pooled.float(), tokens.float(), torch.ones(tokens.shape[:2], dtype=torch.bool),
-                              text.pooled.float(), text.tokens[:, :width].float(), text.mask[:, :width].bool())
-        return Prepared(inputs, crops, cleaned, tok_lists,
-                        {"image_encode": (t1 - t0) * 1e3, "text_encode": (t2 - t1) * 1e3})
-
-    # -- prediction -------------------------------------------------------------------------------------------------
     def predict(self, images: Sequence[ImageInput], texts: Sequence[str], *, explain_inputs: bool = True,
                 overlay: bool = False) -> list[dict[str, Any]]:
-        """Label, probabilities and evidence for each (image, text) pair.
+        """Label, probabilities, cleaned text, evidence and timings for each (image, text) pair.
 
         Args:
             images: encoded bytes, paths or PIL images.
@@ -132,34 +86,43 @@ class RunPredictor:
         Raises:
             ImageLoadError: for an image that cannot be used.
         """
+        if len(images) != len(texts):
+            raise ValueError(f"{len(images)} images but {len(texts)} texts")
         decoded = [self.load(im) for im in images]
         with self._lock:
             t0 = time.perf_counter()
-            prep = self.prepare(decoded, texts)
+            crops = [self.image_encoder.crop(im) for im in decoded]
+            pooled, tokens = self.image_encoder.encode_pixels(torch.from_numpy(np.stack(crops)))
             t1 = time.perf_counter()
-            rows = explain(self.models, prep.inputs, baseline=self.baseline, saliency=explain_inputs,
-                           text_pooling=self.cfg.encoders.text_pooling)
+            cleaned = [self.cleaner(t) for t in texts]
+            text = self.text_encoder.encode(cleaned, batch_size=max(1, len(cleaned)))
+            # Cut the padding columns no row uses: models mask them anyway, so this only saves work.
+            width = int(text.mask.any(0).nonzero().max()) + 1 if bool(text.mask.any()) else 1
+            words = [self.text_encoder.tokens(c) for c in cleaned]
             t2 = time.perf_counter()
+            inputs = FusionInputs(pooled.float(), tokens.float(), torch.ones(tokens.shape[:2], dtype=torch.bool),
+                                  text.pooled.float(), text.tokens[:, :width].float(), text.mask[:, :width].bool())
+            rows = explain(self.models, inputs, baseline=self.baseline, saliency=explain_inputs,
+                           text_pooling=self.cfg.encoders.text_pooling)
+            t3 = time.perf_counter()
+        timing = {"image_encode": t1 - t0, "text_encode": t2 - t1, "fusion_and_explain": t3 - t2, "total": t3 - t0}
         results = []
         for i, row in enumerate(rows):
-            evidence = {k: row[k] for k in ("modality_ablation", "dominant_modality", "baseline", "gate",
-                                             "image_attention", "image_saliency")}
-            evidence["tokens"] = self._token_scores(prep.tokens[i], row["text_saliency"])
             cells = row["image_attention"] or row["image_saliency"]
+            evidence = {k: v for k, v in row.items() if k not in ("label", "probabilities", "text_saliency")}
+            evidence["tokens"] = self._token_scores(words[i], row["text_saliency"])
             evidence["image_map"] = "attention" if row["image_attention"] else ("saliency" if cells else None)
             if overlay:
-                evidence["image_overlay_png"] = png_data_uri(overlay_heatmap(prep.crops[i], cells)) if cells else None
-            results.append({"label": row["label"], "probabilities": row["probabilities"],
-                            "cleaned_text": prep.cleaned[i], "evidence": evidence})
-        timing = {**prep.timings_ms, "fusion_and_explain": (t2 - t1) * 1e3, "total": (t2 - t0) * 1e3}
-        for r in results:
-            r["timing_ms"] = {k: round(v, 2) for k, v in timing.items()}
+                evidence["image_overlay_png"] = png_data_uri(overlay_heatmap(crops[i], cells)) if cells else None
+            results.append({"label": row["label"], "probabilities": row["probabilities"], "cleaned_text": cleaned[i],
+                            "evidence": evidence, "timing_ms": {k: round(v * 1e3, 2) for k, v in timing.items()}})
         return results
 
     def _token_scores(self, tokens: list[str], scores: list[float] | None) -> list[dict[str, Any]] | None:
         """Pairs tokens with gradient x input, scaled to [-1, 1] by the largest magnitude; special tokens dropped."""
         if scores is None or not tokens:
             return None
-        pairs = [(t, s) for t, s in zip(tokens, scores) if t not in self._special]
+        special = self.text_encoder.special_tokens
+        pairs = [(t, s) for t, s in zip(tokens, scores) if t not in special]
         peak = max((abs(s) for _, s in pairs), default=0.0) or 1.0
         return [{"token": t, "score": round(s / peak, 4)} for t, s in pairs]

@@ -7,11 +7,7 @@ _INDEX = {name: i for i, name in enumerate(LABELS)}
 
 
 def label_to_index(label: str) -> int:
-    """Maps a label name to its class index.
-
-    Raises:
-        KeyError: if the name is not one of :data:`LABELS`.
-    """
+    """Maps a label name to its class index; KeyError if it is not one of :data:`LABELS`."""
     return _INDEX[label]
 
 

@@ -128,7 +128,13 @@ def feature_source(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir: P
         from mmsent.finetune import finetune_encoders  # local: the default pipeline never imports it
 
         return finetune_encoders(cfg, dataset, split, run_dir, progress=progress)
-    return FeatureSource(*create_encoders_from_config(cfg.encoders, cache_dir=Path(cfg.cache_dir).expanduser() / "models"))
+    return configured_source(cfg)
+
+
+def configured_source(cfg: RunConfig) -> FeatureSource:
+    """The encoders ``cfg.encoders`` names, as built (pretrained weights)."""
+    cache_dir = Path(cfg.cache_dir).expanduser() / "models"
+    return FeatureSource(*create_encoders_from_config(cfg.encoders, cache_dir=cache_dir))
 
 
 def extract(cfg: RunConfig, examples: list, source: FeatureSource | None = None, progress: bool = True,
@@ -138,10 +144,8 @@ def extract(cfg: RunConfig, examples: list, source: FeatureSource | None = None,
     ``source`` defaults to the configured encoders; ``stats``, when given, receives per-modality cache and
     throughput figures.
     """
-    if source is None:
-        source = FeatureSource(*create_encoders_from_config(cfg.encoders,
-                                                            cache_dir=Path(cfg.cache_dir).expanduser() / "models"))
-    return extract_features(examples, source, TextCleaner(cfg.cleaning), FeatureCache(Path(cfg.cache_dir).expanduser()),
+    return extract_features(examples, source or configured_source(cfg), TextCleaner(cfg.cleaning),
+                            FeatureCache(Path(cfg.cache_dir).expanduser()),
                             batch_size=cfg.encoders.batch_size, progress=progress,
                             max_image_pixels=cfg.data.max_image_pixels, num_threads=cfg.encoders.num_threads,
                             stats=stats)

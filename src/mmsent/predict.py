@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -14,15 +14,10 @@ from mmsent.labels import LABELS
 
 
 def write_predictions(path: str | Path, examples: Sequence[Example], probs: np.ndarray) -> Path:
-    """Writes ``guid,tag`` rows for ``examples`` in their given (input) order.
+    """Writes ``guid,tag`` rows (the layout of ``test_without_label.txt``) for ``examples``, in their given order.
 
-    Args:
-        path: the file to write (same layout as ``test_without_label.txt``, tags filled in).
-        examples: the rows to predict, in the order of the input file.
-        probs: ``(N, 3)`` class probabilities in :data:`~mmsent.labels.LABELS` order.
-
-    Returns:
-        The path of the probabilities CSV written beside it (``<stem>_proba.csv``).
+    ``probs`` is ``(N, 3)`` in :data:`~mmsent.labels.LABELS` order; the tags are its argmax. Returns the path of the
+    probabilities CSV written beside the file (``<stem>_proba.csv``).
     """
     path = Path(path)
     probs = np.asarray(probs)
@@ -40,7 +35,7 @@ def write_predictions(path: str | Path, examples: Sequence[Example], probs: np.n
 
 
 def read_predictions(path: str | Path) -> list[tuple[str, str]]:
-    """Reads a ``guid,tag`` file back (used by tests and by ``mmsent`` consumers)."""
+    """Reads a ``guid,tag`` file back."""
     with open(path, encoding="utf-8", newline="") as fh:
         rows = list(csv.reader(fh))
     if not rows or [c.strip() for c in rows[0]] != ["guid", "tag"]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mmsent_testkit import build_tiny_bert  # noqa: E402
+from mmsent_testkit import build_tiny_bert
 from PIL import Image
 
 

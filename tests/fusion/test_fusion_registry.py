@@ -152,7 +152,7 @@ def test_registering_a_model(scratch_registry) -> None:
 def test_registration_refuses_what_could_not_be_built_or_saved(scratch_registry) -> None:
     with pytest.raises(ValueError, match="lowercase letters"):
         register_fusion_model("my model!")
-    with pytest.raises(TypeError, match="FusionModel subclasses"):
+    with pytest.raises(TypeError, match="must be a FusionModel"):
         register_fusion_model("linear")(nn.Linear)
 
     class Starred(Tiny):

@@ -42,3 +42,15 @@ def test_loading_a_model_no_module_registers_says_so(tmp_path) -> None:
     (tmp_path / "model.json").write_text(json.dumps(description), encoding="utf-8")
     with pytest.raises(ValueError, match="'vanished_model', which no module in the mmsent.fusion package registers"):
         load_model(tmp_path)
+
+
+@pytest.mark.parametrize("name,keys", [
+    ("single_stream", {"cls", "modality", "image_embed.position", "text_embed.proj.weight", "image_embed.norm.bias",
+                       "encoder.layers.1.self_attn.in_proj_weight", "norm.weight", "classifier.bias"}),
+    ("dual_stream", {"image_embed.position", "text_embed.proj.weight", "image_encoder.layers.1.linear2.bias",
+                     "co_layers.1.image_from_text.attn.in_proj_weight", "co_layers.0.text_from_image.ff.3.bias",
+                     "co_layers.0.text_from_image.norm_kv.weight", "text_norm.weight", "classifier.weight"}),
+])
+def test_parameter_names_of_earlier_saved_models_are_kept(name: str, keys: set[str]) -> None:
+    """Saved weights load with strict keys, so these names must not change."""
+    assert keys <= set(create_fusion_model(name, IMAGE_DIM, TEXT_DIM, CFG, num_layers=2).state_dict())

@@ -25,12 +25,10 @@ def task():
 
 def test_two_models_two_seeds(task, tmp_path) -> None:
     feats, labels, split = task
-    seen = []
     comparison = compare_models(feats, labels, split, ["concat", "text_only"], [0, 1], tiny_cfg(epochs=3),
-                                progress=False, on_result=seen.append)
+                                progress=False)
     assert [(r.model, r.seed) for r in comparison.runs] == [("concat", 0), ("concat", 1), ("text_only", 0),
                                                            ("text_only", 1)]
-    assert seen == comparison.runs
     assert set(comparison.models) == {("concat", 0), ("concat", 1), ("text_only", 0), ("text_only", 1)}
     # another seed: another init and batch order, so other validation probabilities
     assert not np.array_equal(comparison.runs[0].val_probs, comparison.runs[1].val_probs)
@@ -39,11 +37,7 @@ def test_two_models_two_seeds(task, tmp_path) -> None:
     assert summary["concat"]["n_seeds"] == 2 and 0 <= summary["concat"]["macro_f1_std"]
     best = comparison.best_model()
     assert summary[best]["macro_f1_mean"] == max(row["macro_f1_mean"] for row in summary.values())
-    run = comparison.best_run("text_only")
-    assert run.model == "text_only" and run.metrics["macro_f1"] == max(
-        r.metrics["macro_f1"] for r in comparison.runs if r.model == "text_only")
-    assert comparison.best_trained_model("text_only") is comparison.models[("text_only", run.seed)]
-    assert run.val_probs.shape == (30, 3)
+    assert all(r.val_probs.shape == (30, 3) for r in comparison.runs)
 
     paths = comparison.save(tmp_path)
     md = (tmp_path / "comparison.md").read_text()

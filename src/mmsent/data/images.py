@@ -13,12 +13,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 log = logging.getLogger("mmsent.data")
 
-_LIMIT_KEY = "data.max_image_pixels"
 _PIL_LIMIT_LOCK = threading.Lock()
+_TRUNCATED = "truncated image data (the file ends before the image does)"
 
 
 class ImageLoadError(ValueError):
-    """An image file cannot be used: missing, empty, not an image, truncated, too large or undecodable.
+    """An image file cannot be used (missing, empty, not an image, truncated, too large, undecodable).
 
     Attributes:
         path: the offending file.
@@ -36,11 +36,10 @@ class ImageTooLargeError(ImageLoadError):
 
 
 class _EOFWatch(io.BytesIO):
-    """In-memory file that records a read hitting the end of the data while watched.
+    """In-memory file recording a read at the end of the data while ``watching`` (during pixel decoding).
 
-    While PIL decodes pixel data, a read that returns nothing means the file ended before the image did. Watching
-    for that ourselves catches truncation even where some other code has set ``ImageFile.LOAD_TRUNCATED_IMAGES``,
-    which makes PIL pad the missing part with grey instead of raising.
+    That catches truncation even where other code has set ``ImageFile.LOAD_TRUNCATED_IMAGES``, which makes PIL pad
+    the missing part with grey instead of raising.
     """
 
     watching = False
@@ -53,68 +52,37 @@ class _EOFWatch(io.BytesIO):
         return data
 
 
-def _allow_pil_limit(max_pixels: int) -> None:
-    """Raises PIL's own process-wide bomb limit so that it does not refuse what ``max_pixels`` allows.
-
-    PIL raises at twice its limit before we see the size, so a user-raised ``data.max_image_pixels`` would otherwise
-    have no effect. Only ever raised, never lowered, so concurrent loads with different limits stay safe.
-    """
-    with _PIL_LIMIT_LOCK:
-        current = Image.MAX_IMAGE_PIXELS
-        if current is not None and max_pixels > current:
-            Image.MAX_IMAGE_PIXELS = max_pixels
-
-
 def _too_large(pixels: int, size: tuple[int, int] | None, limit: int) -> str:
     dims = f" ({size[0]}x{size[1]})" if size else ""
     return (
         f"image has {pixels:,} pixels{dims}, over the decompression-bomb limit of {limit:,}; "
-        f"if the file is genuine, raise {_LIMIT_KEY}"
+        "if the file is genuine, raise data.max_image_pixels"
     )
 
 
-def _scale_to_uint8(arr: np.ndarray, full_range: float | None) -> Image.Image:
-    """Maps integer/float pixel values to 0..255 by scaling (not clipping), as PIL's own convert would clip."""
-    arr = arr.astype(np.float64)
-    if full_range is None:
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-    else:
-        arr = arr * (255.0 / full_range)
-    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
-
-
 def _to_rgb(im: Image.Image) -> Image.Image:
-    """Converts any PIL mode to RGB; transparency is composited on white, high bit depths are scaled down."""
-    mode = im.mode
-    if mode == "RGB":
+    """Converts any PIL mode to RGB; transparency is composited on white, high bit depths are scaled (not clipped)."""
+    if im.mode == "RGB":
         return im
-    if mode.startswith("I;16"):
-        return _scale_to_uint8(np.asarray(im), 65535.0).convert("RGB")
-    if mode == "I":
-        arr = np.asarray(im)
-        # Mode "I" usually carries 16-bit data (PNG/TIFF); anything outside that range is stretched to fit.
-        in_16bit = arr.size and arr.min() >= 0 and arr.max() <= 65535
-        return _scale_to_uint8(arr, 65535.0 if in_16bit else None).convert("RGB")
-    if mode == "F":
-        arr = np.asarray(im)
-        in_unit = arr.size and arr.min() >= 0.0 and arr.max() <= 1.0
-        return _scale_to_uint8(arr, 1.0 if in_unit else None).convert("RGB")
-    has_alpha = mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in im.info
-    if has_alpha:
+    if im.mode.startswith("I") or im.mode == "F":  # 16/32-bit int or float: PIL's own convert would clip
+        arr = np.asarray(im).astype(np.float64)
+        full = 1.0 if im.mode == "F" else 65535.0  # mode I usually carries 16-bit data (PNG/TIFF)
+        if arr.size and not (arr.min() >= 0 and arr.max() <= full):  # outside that range (or NaN): stretch to fit
+            lo, hi = arr.min(), arr.max()
+            arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        else:
+            arr *= 255.0 / full
+        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L").convert("RGB")
+    if im.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in im.info:
         rgba = im.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
     return im.convert("RGB")
 
 
-def load_image(
-    path: str | Path, *, max_pixels: int | None = None, min_side: int | None = None
-) -> Image.Image:
-    """Loads an image as RGB, whatever its format, mode or orientation.
+def load_image(path: str | Path, *, max_pixels: int | None = None, min_side: int | None = None) -> Image.Image:
+    """Loads an image fully, as RGB, whatever its mode, orientation or format (sniffed from the content, not the name).
 
-    The format is sniffed from the content, not the extension. EXIF orientation is applied. Transparent images are
-    composited on white; 16-bit images are scaled (not clipped) to 8 bits.
+    EXIF orientation is applied; transparency is composited on white; 16-bit images are scaled (not clipped) to 8 bits.
 
     Args:
         path: the image file.
@@ -122,11 +90,8 @@ def load_image(
         min_side: speed hint: JPEGs are decoded at a reduced scale (1/2, 1/4 or 1/8) as long as the shorter side
             stays at least this long. Never upsamples; other formats are decoded at full size.
 
-    Returns:
-        A fully loaded RGB image, detached from the file.
-
     Raises:
-        ImageLoadError: naming the path and the reason.
+        ImageLoadError: naming the path and the reason (:class:`ImageTooLargeError` for too many pixels).
     """
     path = Path(path)
     try:
@@ -141,77 +106,59 @@ def load_image(
 def load_image_bytes(
     data: bytes, *, max_pixels: int | None = None, min_side: int | None = None, name: str | Path = "<bytes>"
 ) -> Image.Image:
-    """:func:`load_image` for an image already in memory (an upload); the same checks, nothing written to disk.
-
-    Args:
-        data: the encoded image (JPEG, PNG, ...).
-        max_pixels: as for :func:`load_image`.
-        min_side: as for :func:`load_image`.
-        name: what error messages call the image (e.g. the upload's file name).
-
-    Raises:
-        ImageLoadError: naming ``name`` and the reason (:class:`ImageTooLargeError` for too many pixels).
-    """
-    path = name
+    """:func:`load_image` for an encoded image in memory (an upload); errors call it ``name``."""
     if not data:
-        raise ImageLoadError(path, "empty file (0 bytes)")
+        raise ImageLoadError(name, "empty file (0 bytes)")
     limit = max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS
     if max_pixels is not None:
-        _allow_pil_limit(max_pixels)
+        # PIL refuses at twice its own process-wide limit before we see the size, so a raised data.max_image_pixels
+        # would have no effect: raise PIL's too. Never lowered, so concurrent loads with other limits stay safe.
+        with _PIL_LIMIT_LOCK:
+            if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+                Image.MAX_IMAGE_PIXELS = max_pixels
 
     fp = _EOFWatch(data)
     try:
         im = Image.open(fp)
-    except Image.DecompressionBombError as exc:
-        # PIL refuses at twice its own limit, which is at least ours (see _allow_pil_limit): over our limit too.
+    except Image.DecompressionBombError as exc:  # PIL's limit is at least ours (see above): over ours too
         found = re.search(r"\((\d+) pixels\)", str(exc))
         pixels = int(found.group(1)) if found else 0
-        raise ImageTooLargeError(path, _too_large(pixels, None, limit or Image.MAX_IMAGE_PIXELS or 0)) from None
+        raise ImageTooLargeError(name, _too_large(pixels, None, limit or Image.MAX_IMAGE_PIXELS or 0)) from None
     except UnidentifiedImageError:
-        raise ImageLoadError(path, f"not an image PIL can read (file starts with {data[:8]!r})") from None
+        raise ImageLoadError(name, f"not an image PIL can read (file starts with {data[:8]!r})") from None
     except Exception as exc:  # PIL plugins raise many types (SyntaxError, struct.error, ...) for broken headers
-        raise ImageLoadError(path, f"broken image header: {type(exc).__name__}: {exc}") from exc
+        raise ImageLoadError(name, f"broken image header: {type(exc).__name__}: {exc}") from exc
 
     width, height = im.size
     if limit is not None and width * height > limit:
-        raise ImageTooLargeError(path, _too_large(width * height, im.size, limit))
+        raise ImageTooLargeError(name, _too_large(width * height, im.size, limit))
     if min_side is not None and im.format == "JPEG" and min(width, height) > min_side:
         # Asking for min_side x min_side makes PIL pick the largest 1/2^k scale whose shorter side is >= min_side.
         im.draft("RGB", (max(1, min_side), max(1, min_side)))
 
-    fp.hit_eof = False
     fp.watching = True
     try:
         im.load()
     except Exception as exc:
-        if fp.hit_eof or "truncated" in str(exc):
-            raise ImageLoadError(path, "truncated image data (the file ends before the image does)") from exc
-        raise ImageLoadError(path, f"cannot decode image: {type(exc).__name__}: {exc}") from exc
+        reason = f"cannot decode image: {type(exc).__name__}: {exc}"
+        raise ImageLoadError(name, _TRUNCATED if fp.hit_eof or "truncated" in str(exc) else reason) from exc
     finally:
         fp.watching = False
     if fp.hit_eof:
-        raise ImageLoadError(path, "truncated image data (the file ends before the image does)")
+        raise ImageLoadError(name, _TRUNCATED)
 
     try:
         im = ImageOps.exif_transpose(im)
     except Exception as exc:  # noqa: BLE001 -- a corrupt EXIF block should not cost the image itself
-        log.warning("%s: ignoring unreadable EXIF orientation (%s)", path, exc)
+        log.warning("%s: ignoring unreadable EXIF orientation (%s)", name, exc)
     try:
         return _to_rgb(im)
     except Exception as exc:
-        raise ImageLoadError(path, f"cannot convert mode {im.mode} to RGB: {exc}") from exc
+        raise ImageLoadError(name, f"cannot convert mode {im.mode} to RGB: {exc}") from exc
 
 
 def check_image(path: str | Path, *, max_pixels: int | None = None) -> str | None:
-    """Checks that an image loads, decoding all of its data but at the smallest JPEG scale for speed.
-
-    Args:
-        path: the image file.
-        max_pixels: as for :func:`load_image`.
-
-    Returns:
-        None if :func:`load_image` would succeed, else the reason it would fail.
-    """
+    """Returns None if :func:`load_image` succeeds (decoding at the smallest JPEG scale, for speed), else the reason."""
     try:
         load_image(path, max_pixels=max_pixels, min_side=1)
     except ImageLoadError as exc:

@@ -6,18 +6,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from mmsent.data.lab_format import load_lab_dataset
 from mmsent.data.records import LabDataset
 
 
 def sample_dataset_path() -> Path:
-    """Returns the folder of the bundled sample dataset (``train.txt``, ``test_without_label.txt``, ``data/``).
-
-    Raises:
-        FileNotFoundError: if the package was installed without its package data.
-    """
-    folder = resources.files("mmsent").joinpath("sample_data", "lab")
+    """Returns the folder of the bundled sample dataset; FileNotFoundError if installed without package data."""
     # The sample ships as plain files; a zipped install would need extraction, which nothing here supports.
-    path = Path(str(folder))
+    path = Path(str(resources.files("mmsent").joinpath("sample_data", "lab")))
     if not (path / "train.txt").is_file():
         raise FileNotFoundError(
             f"the bundled sample dataset is missing at {path}; reinstall mmsent with its package data "
@@ -28,6 +24,4 @@ def sample_dataset_path() -> Path:
 
 def load_sample_dataset(**kwargs: Any) -> LabDataset:
     """Loads the bundled sample; keyword arguments go to :func:`~mmsent.data.lab_format.load_lab_dataset`."""
-    from mmsent.data.lab_format import load_lab_dataset
-
     return load_lab_dataset(sample_dataset_path(), **kwargs)

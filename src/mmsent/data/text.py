@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import unicodedata
 
@@ -31,24 +32,12 @@ class TextDecodeError(ValueError):
         self.reason = reason
 
 
-def _binary_reason(raw: bytes, text: str) -> str | None:
-    """Returns why decoded bytes look like binary data, or None if they look like text."""
-    if b"\x00" in raw:
-        return "contains NUL bytes (a binary file, or UTF-16 text; save it as utf-8)"
-    if not text:
-        return None
-    controls = sum(1 for ch in text if ch not in _ALLOWED_CONTROLS and unicodedata.category(ch) == "Cc")
-    if controls / len(text) > MAX_CONTROL_SHARE:
-        return f"looks like binary data: {controls} of {len(text)} characters are control characters"
-    return None
-
-
 def decode_text(raw: bytes, location: str) -> tuple[str, str]:
-    """Decodes tweet bytes, trying utf-8 (a leading BOM is dropped), then gbk, then cp1252.
+    """Decodes tweet bytes as utf-8 (a leading BOM is dropped), else gbk, else cp1252.
 
     Args:
         raw: the file's bytes.
-        location: where the bytes came from, used in the error message.
+        location: where the bytes came from, for the error message.
 
     Returns:
         ``(text, encoding)`` with encoding one of :data:`ENCODINGS`.
@@ -56,16 +45,16 @@ def decode_text(raw: bytes, location: str) -> tuple[str, str]:
     Raises:
         TextDecodeError: if no codec decodes the bytes or the result looks like binary data.
     """
-    if b"\x00" in raw:
-        # Checked before decoding: NUL is valid in every codec, so no decode failure would catch it.
-        raise TextDecodeError(location, _binary_reason(raw, "") or "binary data")
+    if b"\x00" in raw:  # NUL is valid in every codec, so no decode failure would catch it
+        raise TextDecodeError(location, "contains NUL bytes (a binary file, or UTF-16 text; save it as utf-8)")
     for encoding in ENCODINGS:
         try:
             text = raw.decode("utf-8-sig" if encoding == "utf-8" else encoding)
         except UnicodeDecodeError:
             continue
-        reason = _binary_reason(raw, text)
-        if reason is not None:
+        controls = sum(1 for ch in text if ch not in _ALLOWED_CONTROLS and unicodedata.category(ch) == "Cc")
+        if text and controls / len(text) > MAX_CONTROL_SHARE:
+            reason = f"looks like binary data: {controls} of {len(text)} characters are control characters"
             raise TextDecodeError(location, reason)
         return text, encoding
     raise TextDecodeError(location, f"not valid {', '.join(ENCODINGS)} (a binary file?)")
@@ -122,13 +111,9 @@ class TextCleaner:
         return self.clean(text)
 
     def fingerprint(self) -> str:
-        """A stable string naming the rules and options, for cache keys."""
-        cfg = self.cfg
-        return (
-            f"TextCleaner/v{self.VERSION}(strip_retweet={cfg.strip_retweet},strip_mentions={cfg.strip_mentions},"
-            f"strip_urls={cfg.strip_urls},hashtags={cfg.hashtags},lowercase={cfg.lowercase},"
-            f"normalize_whitespace={cfg.normalize_whitespace})"
-        )
+        """A stable string naming the rules and every option, for cache keys."""
+        options = ",".join(f"{f.name}={getattr(self.cfg, f.name)}" for f in dataclasses.fields(self.cfg))
+        return f"TextCleaner/v{self.VERSION}({options})"
 
     def __repr__(self) -> str:
         return self.fingerprint()

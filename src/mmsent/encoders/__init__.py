@@ -1,14 +1,9 @@
-"""Pretrained encoders behind one small protocol (:class:`~mmsent.encoders.base.Encoder`), and their factories.
-
-Encoder classes are imported lazily: ``import mmsent.encoders`` does not import transformers or the CNN packages.
-"""
+"""Pretrained encoders (:class:`~mmsent.encoders.base.Encoder`) and their factories; classes are imported lazily."""
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
-from mmsent.encoders.base import Encoder
 from mmsent.encoders.registry import (
     UnknownEncoderError,
     create_encoders_from_config,
@@ -18,6 +13,9 @@ from mmsent.encoders.registry import (
 )
 
 _LAZY = {
+    "Encoder": "mmsent.encoders.base",
+    "ImageEncoder": "mmsent.encoders.base",
+    "TextEncoder": "mmsent.encoders.base",
     "ConvImageEncoder": "mmsent.encoders.efficientnet",
     "EfficientNetLiteEncoder": "mmsent.encoders.efficientnet",
     "HFTextEncoder": "mmsent.encoders.hf_text",
@@ -30,6 +28,8 @@ __all__ = [
     "EfficientNetLiteEncoder",
     "Encoder",
     "EncoderLoadError",
+    "ImageEncoder",
+    "TextEncoder",
     "HFTextEncoder",
     "ResNet50Encoder",
     "UnknownEncoderError",
@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'mmsent.encoders' has no attribute {name!r}")

@@ -18,72 +18,50 @@ ImageSource = bytes | Path | str | Image.Image
 
 
 class Encoder(ABC):
-    """A pretrained encoder that maps raw inputs to a pooled vector plus a token sequence with mask.
+    """A pretrained encoder: raw inputs -> a pooled ``(N, dim)`` vector plus a ``(N, T, dim)`` token sequence and mask."""
 
-    Attributes:
-        name: registry name (or hub id / local path) it was created from.
-        modality: ``"image"`` or ``"text"``.
-        dim: feature width of both the pooled vector and the tokens.
-    """
-
-    name: str
-    modality: str
-    dim: int
+    name: str  # registry name (or hub id / local path) it was created from
+    modality: str  # "image" or "text"
+    dim: int  # width of both the pooled vector and the tokens
 
     @property
     @abstractmethod
     def network(self) -> torch.nn.Module:
-        """The module that holds the encoder's weights (what fine-tuning changes and checkpoints)."""
+        """The module holding the weights (what fine-tuning changes and checkpoints)."""
 
     @abstractmethod
     def fingerprint(self) -> str:
-        """A string that changes whenever the weights or the preprocessing change (feeds the cache key)."""
+        """Changes whenever the weights or the preprocessing change (feeds the cache key)."""
 
     @abstractmethod
     def encode(self, items: Sequence, batch_size: int = 32, progress: bool = False) -> ModalityFeatures:
-        """Encodes ``items`` (image paths for image encoders, cleaned strings for text encoders).
-
-        Returns float32 pooled ``(N, D)``, tokens ``(N, T, D)`` and a bool mask ``(N, T)``.
-        """
+        """Image paths or cleaned strings -> float32 pooled ``(N, D)``, tokens ``(N, T, D)`` and bool mask ``(N, T)``."""
 
     @property
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
 
     def mark_weights_changed(self) -> None:
-        """Declares that the network's weights were changed in place (fine-tuning).
-
-        From then on the fingerprint hashes the weights in memory instead of naming the files they came from, so
-        features of the changed encoder get their own cache key.
-        """
+        """Declares the weights changed in place (fine-tuning): the fingerprint then hashes the weights in memory."""
         raise NotImplementedError(f"{type(self).__name__} does not support changing its weights in place")
 
 
 @dataclass(frozen=True)
 class ImagePreprocess:
-    """How an image becomes the network's input, stored with the encoder (as timm's ``pretrained_cfg``).
+    """How an image becomes the network's input (as timm's ``pretrained_cfg``): resize, center crop, normalise."""
 
-    Attributes:
-        input_size: side of the square crop the network sees.
-        resize_size: the shorter side is resized to this before the center crop.
-        mean: per-channel mean subtracted from 0-255 pixel values.
-        std: per-channel divisor after the mean.
-        resample: PIL resampling filter.
-    """
-
-    input_size: int = 224
-    resize_size: int = 224
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    input_size: int = 224  # side of the square crop the network sees
+    resize_size: int = 224  # the shorter side is resized to this before the crop
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # subtracted from 0-255 pixel values
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)  # divisor after the mean
     resample: int = Image.Resampling.BICUBIC
 
 
 class ImageEncoder(Encoder):
-    """An image encoder: decoding and cropping (:meth:`open`, :meth:`crop`), then :meth:`encode_pixels`.
+    """An image encoder: :meth:`open` and :meth:`crop`, then :meth:`encode_pixels`.
 
-    For partial fine-tuning it is a stem followed by ``num_blocks`` blocks and a final layer: :meth:`forward_trunk`
-    runs the frozen part up to block ``split``, :meth:`forward_top` the rest, and :meth:`top_modules` names the
-    modules that then train. Encoders without such a split have ``num_blocks = 0`` (full fine-tuning only).
+    For partial fine-tuning it is a stem, ``num_blocks`` blocks and a final layer; :meth:`forward_trunk` runs the
+    frozen part below block ``split`` and :meth:`forward_top` the rest. ``num_blocks = 0``: full fine-tuning only.
     """
 
     modality = "image"
@@ -93,7 +71,7 @@ class ImageEncoder(Encoder):
 
     @abstractmethod
     def open(self, source: ImageSource, max_pixels: int | None = None, name: str = "<upload>") -> Image.Image:
-        """Decodes an image (bytes, path or PIL image) to RGB, refusing more than ``max_pixels`` pixels."""
+        """Decodes bytes, a path or a PIL image to RGB, refusing more than ``max_pixels`` pixels."""
 
     @abstractmethod
     def crop(self, image: Image.Image) -> np.ndarray:
@@ -101,7 +79,7 @@ class ImageEncoder(Encoder):
 
     @abstractmethod
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        """``(B, S, S, 3)`` uint8 crops -> the network's normalised float input ``(B, 3, S, S)`` on its device."""
+        """``(B, S, S, 3)`` uint8 crops -> normalised float input ``(B, 3, S, S)`` on the network's device."""
 
     @abstractmethod
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,42 +87,37 @@ class ImageEncoder(Encoder):
 
     @abstractmethod
     def forward_head(self, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Feature map -> (pooled ``(B, dim)``, grid tokens ``(B, T, dim)``), exactly as :meth:`encode` pools."""
+        """Feature map -> (pooled ``(B, dim)``, grid tokens ``(B, T, dim)``), as :meth:`encode` pools."""
 
     @abstractmethod
     def encode_pixels(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, S, S, 3)`` uint8 crops -> (pooled, tokens) float32 on the CPU, in inference mode."""
 
     @abstractmethod
-    def encode(self, items: Sequence[ImageItem], batch_size: int = 32, progress: bool = False, *,
-               max_pixels: int | None = None) -> ModalityFeatures:
+    def encode(
+        self, items: Sequence[ImageItem], batch_size: int = 32, progress: bool = False, *, max_pixels: int | None = None
+    ) -> ModalityFeatures:
         """Encodes image files, refusing images of more than ``max_pixels`` pixels."""
 
     def forward_trunk(self, x: torch.Tensor, split: int) -> torch.Tensor:
-        """Normalised input -> the activations entering block ``split`` (stem and blocks below it)."""
+        """Normalised input -> the activations entering block ``split``."""
         raise NotImplementedError(f"{self.name} has no block split; fine-tune it with mode=full")
 
     def forward_top(self, x: torch.Tensor, split: int) -> torch.Tensor:
-        """Activations entering block ``split`` -> final feature map (blocks ``split..`` and the final layer)."""
+        """Activations entering block ``split`` -> final feature map."""
         raise NotImplementedError(f"{self.name} has no block split; fine-tune it with mode=full")
 
     def top_modules(self, split: int) -> dict[str, torch.nn.Module]:
-        """Qualified name (in :attr:`network`) -> module, for blocks ``split..`` and the final layer."""
+        """Qualified name (in :attr:`network`) -> module, for blocks ``split..`` and the final layer (what trains)."""
         raise NotImplementedError(f"{self.name} has no block split; fine-tune it with mode=full")
 
 
 class TextEncoder(Encoder):
-    """A text encoder over a Hugging Face tokenizer and model.
-
-    Attributes:
-        max_length: tokens per text (truncation); token outputs are padded to exactly this length.
-        pooling: ``"mean"`` (masked mean of the token states) or ``"cls"``.
-        tokenizer: the Hugging Face tokenizer.
-    """
+    """A text encoder over a Hugging Face tokenizer and model."""
 
     modality = "text"
-    max_length: int
-    pooling: str
+    max_length: int  # tokens per text (truncation); token outputs are padded to exactly this length
+    pooling: str  # "mean" (masked mean of the token states) or "cls"
     tokenizer: object
 
     @abstractmethod

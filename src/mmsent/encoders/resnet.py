@@ -1,8 +1,4 @@
-"""torchvision ResNet50 image encoder (the original design's), optional: needs ``pip install mmsent[resnet]``.
-
-Weights come from torchvision's local cache (``ResNet50_Weights.IMAGENET1K_V2``), a download where the network
-allows it, or a local state-dict file (``resnet50:/path/to/weights.pth`` or ``weights_path=``).
-"""
+"""torchvision ResNet50 image encoder (the original design's), optional: needs ``pip install mmsent[resnet]``."""
 
 from __future__ import annotations
 
@@ -20,17 +16,6 @@ IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
-def _torchvision():
-    try:
-        import torchvision
-    except ImportError as exc:
-        raise ImportError(
-            "the resnet50 image encoder needs torchvision, which is not installed; run `pip install mmsent[resnet]` "
-            "(or `pip install torchvision` matching your torch build)"
-        ) from exc
-    return torchvision
-
-
 def cached_resnet50_weights() -> Path | None:
     """The IMAGENET1K_V2 checkpoint in torch's hub cache, if it was downloaded before (no network access)."""
     from torchvision.models import ResNet50_Weights
@@ -44,15 +29,15 @@ class ResNet50Encoder(ConvImageEncoder):
     """ResNet50 layer4 features (2048-d, 7x7 map at 224 px) with ImageNet normalisation.
 
     Args:
-        grid: token grid side (0 = the full 7x7 map).
-        pretrained: load ImageNet weights; False builds a randomly initialised net (tests).
+        pretrained: load ImageNet weights (``IMAGENET1K_V2`` from torchvision's cache, else a download where the
+            network allows it); False builds a randomly initialised net (tests).
         weights_path: a local state-dict file (takes precedence over the torchvision cache).
-        device: ``auto``/``cpu``/``cuda``.
-        decode_workers: JPEG decoding threads.
+        **others: as for :class:`~mmsent.encoders.efficientnet.ConvImageEncoder` (``grid=0`` is the full 7x7 map).
     """
 
     # the standard ImageNet eval transform: shorter side 256, center crop 224
     preprocess = ImagePreprocess(224, 256, IMAGENET_MEAN, IMAGENET_STD)
+    dim = 2048
 
     def __init__(
         self,
@@ -63,9 +48,15 @@ class ResNet50Encoder(ConvImageEncoder):
         device: str | torch.device = "auto",
         decode_workers: int = 2,
     ) -> None:
-        tv = _torchvision()
-        self.lib_versions = f"torchvision={tv.__version__}"
-        net = tv.models.resnet50(weights=None)
+        try:
+            import torchvision
+        except ImportError as exc:
+            raise ImportError(
+                "the resnet50 image encoder needs torchvision, which is not installed; run `pip install mmsent[resnet]` "
+                "(or `pip install torchvision` matching your torch build)"
+            ) from exc
+        self.lib_versions = f"torchvision={torchvision.__version__}"
+        net = torchvision.models.resnet50(weights=None)
         weights_file: Path | None = None
         if weights_path is not None:
             weights_file = Path(weights_path).expanduser()
@@ -80,10 +71,9 @@ class ResNet50Encoder(ConvImageEncoder):
             if weights_file is not None:
                 net.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
             else:
-                from torchvision.models import ResNet50_Weights
-
                 try:
-                    net.load_state_dict(ResNet50_Weights.IMAGENET1K_V2.get_state_dict(progress=False))
+                    weights = torchvision.models.ResNet50_Weights.IMAGENET1K_V2
+                    net.load_state_dict(weights.get_state_dict(progress=False))
                 except Exception as exc:
                     raise FileNotFoundError(
                         "resnet50 ImageNet weights are not in torchvision's cache and could not be downloaded "
@@ -94,7 +84,6 @@ class ResNet50Encoder(ConvImageEncoder):
         if weights_file is not None:
             logger.info("loaded resnet50 weights from %s", weights_file)
         net.fc = torch.nn.Identity()
-        self.dim = 2048
         super().__init__(
             "resnet50", net, grid=grid, device=device, weights_file=weights_file, decode_workers=decode_workers
         )

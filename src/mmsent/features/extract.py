@@ -64,13 +64,11 @@ def text_data_fingerprint(guids: Sequence[str], cleaned: Sequence[str], cleaner_
     return _sha256_lines([cleaner_fingerprint] + [f"{g}\t{t!r}" for g, t in zip(guids, cleaned)])
 
 
-def modality_key(
-    modality: str, encoder_fingerprint: str, preprocessing: dict[str, Any], data_fp: str
-) -> tuple[str, str]:
+def modality_key(modality: str, encoder_fingerprint: str, preprocessing: dict[str, Any], data_fp: str
+                 ) -> tuple[str, str]:
     """Returns ``(config_key, entry_key)`` for one modality."""
-    config_key = json_digest(
-        {"format": CACHE_FORMAT, "modality": modality, "encoder": encoder_fingerprint, "preprocessing": preprocessing}
-    )
+    config_key = json_digest({"format": CACHE_FORMAT, "modality": modality, "encoder": encoder_fingerprint,
+                              "preprocessing": preprocessing})
     return config_key, json_digest({"config": config_key, "data": data_fp})
 
 
@@ -80,9 +78,8 @@ def round_like_cache(f: ModalityFeatures) -> ModalityFeatures:
     return ModalityFeatures(f.pooled.float(), tokens, f.mask.bool())
 
 
-def _reuse_rows(
-    cache: FeatureCache, modality: str, config_key: str, wanted: Sequence[str]
-) -> dict[str, tuple[ModalityFeatures, int]]:
+def _reuse_rows(cache: FeatureCache, modality: str, config_key: str, wanted: Sequence[str]
+                ) -> dict[str, tuple[ModalityFeatures, int]]:
     """Finds cached rows (newest entries first) for the wanted content ids among entries with the same config."""
     wanted_set = set(wanted)
     found: dict[str, tuple[ModalityFeatures, int]] = {}
@@ -103,21 +100,10 @@ def _reuse_rows(
     return found
 
 
-def extract_modality(
-    modality: str,
-    guids: Sequence[str],
-    items: Sequence,
-    item_ids: Sequence[str],
-    data_fp: str,
-    encoder: Encoder,
-    cache: FeatureCache | None,
-    *,
-    batch_size: int = 32,
-    progress: bool = True,
-    preprocessing: dict[str, Any] | None = None,
-    encode_kwargs: dict[str, Any] | None = None,
-    stats: dict[str, Any] | None = None,
-) -> ModalityFeatures:
+def extract_modality(modality: str, guids: Sequence[str], items: Sequence, item_ids: Sequence[str], data_fp: str,
+                     encoder: Encoder, cache: FeatureCache | None, *, batch_size: int = 32, progress: bool = True,
+                     preprocessing: dict[str, Any] | None = None, encode_kwargs: dict[str, Any] | None = None,
+                     stats: dict[str, Any] | None = None) -> ModalityFeatures:
     """Features of one modality: an exact cache hit, else cached rows reused by content plus freshly encoded ones.
 
     Args:
@@ -136,14 +122,8 @@ def extract_modality(
     if cache is not None:
         hit = cache.get(modality, key)
         if hit is not None and hit[0] == guids:
-            logger.info(
-                "%s features: cache hit (%d rows, %s, key %s) in %.2fs",
-                modality,
-                len(guids),
-                encoder.name,
-                key[:12],
-                time.perf_counter() - t0,
-            )
+            logger.info("%s features: cache hit (%d rows, %s, key %s) in %.2fs", modality, len(guids), encoder.name,
+                        key[:12], time.perf_counter() - t0)
             if stats is not None:
                 stats.update(cache="hit", encoded=0, reused=len(guids), seconds=time.perf_counter() - t0)
             return hit[1]
@@ -157,9 +137,8 @@ def extract_modality(
     computed: ModalityFeatures | None = None
     t_enc = time.perf_counter()
     if todo:
-        computed = encoder.encode(
-            [items[unique[iid]] for iid in todo], batch_size=batch_size, progress=progress, **(encode_kwargs or {})
-        )
+        computed = encoder.encode([items[unique[iid]] for iid in todo], batch_size=batch_size, progress=progress,
+                                  **(encode_kwargs or {}))
         if len(computed) != len(todo):
             raise RuntimeError(f"{encoder.name} returned {len(computed)} rows for {len(todo)} inputs")
         computed = round_like_cache(computed)
@@ -181,33 +160,17 @@ def extract_modality(
 
     # Store only when something was encoded: an entry fully assembled from others is cheap to assemble again.
     if cache is not None and todo:
-        cache.put(
-            modality,
-            key,
-            guids,
-            feats,
-            fingerprint=fp,
-            config_key=config_key,
-            item_ids=list(item_ids),
-            extra={"encoder": encoder.name, "preprocessing": preprocessing},
-        )
+        cache.put(modality, key, guids, feats, fingerprint=fp, config_key=config_key, item_ids=list(item_ids),
+                  extra={"encoder": encoder.name, "preprocessing": preprocessing})
     dt = time.perf_counter() - t0
     rate = f", {len(todo) / t_enc:.1f}/s" if todo and t_enc > 0 else ""
     if stats is not None:
         stats.update(cache="off" if cache is None else ("miss" if todo else "hit by rows"), encoded=len(todo),
                      reused=len(unique) - len(todo), seconds=dt, encode_seconds=t_enc,
                      items_per_second=len(todo) / t_enc if todo and t_enc > 0 else None)
-    logger.info(
-        "%s features: cache %s (%d rows, %s): encoded %d, reused %d cached rows, in %.1fs%s",
-        modality,
-        "off" if cache is None else ("miss" if todo else "hit by rows"),
-        len(guids),
-        encoder.name,
-        len(todo),
-        len(unique) - len(todo),
-        dt,
-        rate,
-    )
+    logger.info("%s features: cache %s (%d rows, %s): encoded %d, reused %d cached rows, in %.1fs%s", modality,
+                "off" if cache is None else ("miss" if todo else "hit by rows"), len(guids), encoder.name, len(todo),
+                len(unique) - len(todo), dt, rate)
     return feats
 
 
@@ -248,18 +211,9 @@ def _merge_precomputed(examples: Sequence[Example], precomputed: tuple[list[str]
                                    dtype=torch.long))
 
 
-def extract_features(
-    examples: Sequence[Example],
-    source: FeatureSource,
-    cleaner: Any,
-    cache: FeatureCache | None,
-    *,
-    batch_size: int = 32,
-    progress: bool = True,
-    max_image_pixels: int | None = None,
-    num_threads: int | str = "auto",
-    stats: dict[str, dict[str, Any]] | None = None,
-) -> FeatureSet:
+def extract_features(examples: Sequence[Example], source: FeatureSource, cleaner: Any, cache: FeatureCache | None, *,
+                     batch_size: int = 32, progress: bool = True, max_image_pixels: int | None = None,
+                     num_threads: int | str = "auto", stats: dict[str, dict[str, Any]] | None = None) -> FeatureSet:
     """Image and text features for ``examples`` (in their order), from the cache where possible.
 
     Pass every example of a run (train and test together): each modality is one cache entry, and rows of other
@@ -290,16 +244,9 @@ def extract_features(
     return FeatureSet([ex.guid for ex in examples], image, text)
 
 
-def extract_image_features(
-    examples: Sequence[Example],
-    encoder: ImageEncoder,
-    cache: FeatureCache | None,
-    *,
-    batch_size: int = 32,
-    progress: bool = True,
-    max_image_pixels: int | None = None,
-    stats: dict[str, Any] | None = None,
-) -> ModalityFeatures:
+def extract_image_features(examples: Sequence[Example], encoder: ImageEncoder, cache: FeatureCache | None, *,
+                           batch_size: int = 32, progress: bool = True, max_image_pixels: int | None = None,
+                           stats: dict[str, Any] | None = None) -> ModalityFeatures:
     """The image half of :func:`extract_features` (same cache entries), for callers that need one modality."""
     guids = [ex.guid for ex in examples]
     paths = [ex.image_path for ex in examples]
@@ -311,16 +258,9 @@ def extract_image_features(
                             batch_size=batch_size, progress=progress, encode_kwargs=encode_kw, stats=stats)
 
 
-def extract_text_features(
-    examples: Sequence[Example],
-    encoder: TextEncoder,
-    cleaner: Any,
-    cache: FeatureCache | None,
-    *,
-    batch_size: int = 32,
-    progress: bool = True,
-    stats: dict[str, Any] | None = None,
-) -> ModalityFeatures:
+def extract_text_features(examples: Sequence[Example], encoder: TextEncoder, cleaner: Any, cache: FeatureCache | None,
+                          *, batch_size: int = 32, progress: bool = True, stats: dict[str, Any] | None = None
+                          ) -> ModalityFeatures:
     """The text half of :func:`extract_features` (same cache entries), for callers that need one modality."""
     guids = [ex.guid for ex in examples]
     if cleaner is None:

@@ -1,8 +1,7 @@
 """Fusion models: each maps a batch of image + text features to logits over :data:`mmsent.labels.LABELS`.
 
-Importing this package registers the built-in models (in the order of the imports below, which
-:func:`list_fusion_models` keeps); a module added to this folder registers its models when the registry is first
-queried (see :mod:`mmsent.fusion.registry`).
+Importing this package registers the built-in models, in the order :func:`list_fusion_models` keeps; a module added
+to this folder registers its models when the registry is first queried (see :mod:`mmsent.fusion.registry`).
 """
 
 from mmsent.fusion.base import FusionInputs, FusionModel
@@ -20,17 +19,7 @@ from mmsent.fusion.single_stream import SingleStreamFusion
 from mmsent.fusion.unimodal import ImageOnly, TextOnly
 
 __all__ = [
-    "ConcatFusion",
-    "DualStreamFusion",
-    "FusionInputs",
-    "FusionModel",
-    "GatedFusion",
-    "ImageOnly",
-    "SingleStreamFusion",
-    "TextOnly",
-    "create_fusion_model",
-    "list_fusion_models",
-    "load_model",
-    "register_fusion_model",
-    "save_model",
+    "ConcatFusion", "DualStreamFusion", "FusionInputs", "FusionModel", "GatedFusion", "ImageOnly",
+    "SingleStreamFusion", "TextOnly", "create_fusion_model", "list_fusion_models", "load_model",
+    "register_fusion_model", "save_model",
 ]

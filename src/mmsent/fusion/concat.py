@@ -11,11 +11,7 @@ from mmsent.labels import LABELS
 
 
 class PooledProjection(nn.Module):
-    """LayerNorm, dropout, Linear, GELU: brings one modality's pooled vector to the shared width.
-
-    The LayerNorm comes first because the encoders' pooled vectors live on very different scales
-    (post-activation CNN features vs. normalised sentence embeddings).
-    """
+    """LayerNorm (the encoders' pooled vectors have very different scales), dropout, Linear, GELU."""
 
     def __init__(self, in_dim: int, out_dim: int, dropout: float) -> None:
         super().__init__()
@@ -27,13 +23,9 @@ class PooledProjection(nn.Module):
 
 @register_fusion_model("concat")
 class ConcatFusion(FusionModel):
-    """Projects each pooled vector, concatenates them and classifies with one linear layer.
+    """Projects each pooled vector to ``hidden_dim``, concatenates them and classifies with one linear layer.
 
-    Args:
-        image_dim: width of the image pooled vector.
-        text_dim: width of the text pooled vector.
-        hidden_dim: width of each projected modality.
-        dropout: dropout on the inputs and before the classifier.
+    ``dropout`` applies to the inputs and before the classifier.
     """
 
     uses_tokens = False

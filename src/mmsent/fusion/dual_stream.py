@@ -7,20 +7,31 @@ from typing import Literal
 import torch
 from torch import nn
 
-from mmsent.fusion.base import FusionInputs, FusionModel
+from mmsent.features.featureset import masked_mean
+from mmsent.fusion.base import FusionInputs
 from mmsent.fusion.registry import register_fusion_model
-from mmsent.fusion.single_stream import TokenEmbedding, ensure_nonempty, masked_mean, transformer_encoder
+from mmsent.fusion.single_stream import TokenFusion, transformer_encoder
 from mmsent.labels import LABELS
 
 
-class CrossAttentionBlock(nn.Module):
-    """Pre-LN cross-attention (queries from one stream, keys/values from the other) + residual, then FFN + residual.
+def ensure_nonempty(tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Marks the first position real in rows without a real token (adding a zero token when ``T == 0``).
 
-    Args:
-        hidden_dim: model width.
-        num_heads: attention heads.
-        dropout: attention and residual dropout.
+    Attention over all-masked keys gives NaN; an empty text instead attends to one zero token, as it does alone.
     """
+    if tokens.shape[1] == 0:
+        tokens = tokens.new_zeros((tokens.shape[0], 1, tokens.shape[2]))
+        return tokens, torch.ones((tokens.shape[0], 1), dtype=torch.bool, device=tokens.device)
+    empty = ~mask.any(dim=1)
+    if bool(empty.any()):
+        tokens, mask = tokens.clone(), mask.clone()
+        tokens[empty, 0] = 0.0  # it was padding, so its value is arbitrary: zero it, as TokenEmbedding does
+        mask[empty, 0] = True
+    return tokens, mask
+
+
+class CrossAttentionBlock(nn.Module):
+    """Pre-LN cross-attention (queries from one stream, keys/values from the other) + residual, then FFN + residual."""
 
     def __init__(self, hidden_dim: int, num_heads: int, dropout: float) -> None:
         super().__init__()
@@ -43,59 +54,33 @@ class CrossAttentionBlock(nn.Module):
         return x, weights
 
 
-class CoAttentionLayer(nn.Module):
-    """Both directions computed from the same inputs (as in ViLBERT), so neither stream sees the other's update."""
-
-    def __init__(self, hidden_dim: int, num_heads: int, dropout: float) -> None:
-        super().__init__()
-        self.image_from_text = CrossAttentionBlock(hidden_dim, num_heads, dropout)
-        self.text_from_image = CrossAttentionBlock(hidden_dim, num_heads, dropout)
-
-    def forward(self, image: torch.Tensor, image_mask: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
-                need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Returns new image and text states and the text->image attention ``(B, Tt, Ti)`` when asked."""
-        new_image, _ = self.image_from_text(image, text, text_mask)
-        new_text, text_to_image = self.text_from_image(text, image, image_mask, need_weights=need_weights)
-        return new_image, new_text, text_to_image
-
-
 @register_fusion_model("dual_stream")
-class DualStreamFusion(FusionModel):
+class DualStreamFusion(TokenFusion):
     """Self-attention within each modality, co-attention across them, masked-mean pooling per stream.
 
-    After each forward pass ``last_explanation["text_to_image_attention"]`` holds the last co-attention layer's
-    text->image weights ``(B, Tt, Ti)``, averaged over heads; each real text token's row sums to 1 over the real
-    image cells, and rows of padded text positions are zero.
+    ``num_layers`` counts the self-attention layers per stream and the co-attention layers (other arguments: see
+    :class:`TokenFusion`). After each forward pass ``last_explanation["text_to_image_attention"]`` holds the last
+    co-attention layer's text->image weights ``(B, Tt, Ti)``, averaged over heads: each real text token's row sums
+    to 1 over the real image cells; rows of padded text positions are zero.
 
     Args:
-        image_dim: width of the image tokens.
-        text_dim: width of the text tokens.
-        hidden_dim: model width.
-        dropout: dropout before the classifier.
-        num_layers: self-attention layers per stream, and co-attention layers.
-        num_heads: attention heads; must divide ``hidden_dim``.
-        attn_dropout: dropout inside the attention blocks.
         combine: ``"concat"`` the two pooled streams, or take their element-wise ``"product"``.
-        max_image_tokens: image position embeddings.
-        max_text_tokens: text position embeddings.
     """
-
-    config_fields = ("hidden_dim", "dropout", "num_layers", "num_heads")
 
     def __init__(self, image_dim: int, text_dim: int, hidden_dim: int = 256, dropout: float = 0.3,
                  num_layers: int = 1, num_heads: int = 4, attn_dropout: float = 0.1,
                  combine: Literal["concat", "product"] = "concat", max_image_tokens: int = 144,
                  max_text_tokens: int = 256) -> None:
-        super().__init__()
         if combine not in ("concat", "product"):
             raise ValueError(f"combine must be 'concat' or 'product', got {combine!r}")
+        super().__init__(image_dim, text_dim, hidden_dim, attn_dropout, max_image_tokens, max_text_tokens)
         self.combine = combine
-        self.image_embed = TokenEmbedding(image_dim, hidden_dim, max_image_tokens, "image")
-        self.text_embed = TokenEmbedding(text_dim, hidden_dim, max_text_tokens, "text")
-        self.embed_dropout = nn.Dropout(attn_dropout)
         self.image_encoder = transformer_encoder(hidden_dim, num_heads, num_layers, attn_dropout)
         self.text_encoder = transformer_encoder(hidden_dim, num_heads, num_layers, attn_dropout)
-        self.co_layers = nn.ModuleList(CoAttentionLayer(hidden_dim, num_heads, attn_dropout) for _ in range(num_layers))
+        self.co_layers = nn.ModuleList(nn.ModuleDict({
+            "image_from_text": CrossAttentionBlock(hidden_dim, num_heads, attn_dropout),
+            "text_from_image": CrossAttentionBlock(hidden_dim, num_heads, attn_dropout),
+        }) for _ in range(num_layers))
         self.image_norm = nn.LayerNorm(hidden_dim)
         self.text_norm = nn.LayerNorm(hidden_dim)
         self.dropout = nn.Dropout(dropout)
@@ -113,8 +98,11 @@ class DualStreamFusion(FusionModel):
             # Re-zero padded states: they are never attended to, but this keeps them from ever holding NaN/inf.
             image = image.masked_fill(~image_mask.unsqueeze(-1), 0.0)
             text = text.masked_fill(~text_mask.unsqueeze(-1), 0.0)
-            image, text, attention = layer(image, image_mask, text, text_mask,
-                                           need_weights=i == len(self.co_layers) - 1)
+            # Both directions read the same inputs (as in ViLBERT): neither stream sees the other's update.
+            new_image, _ = layer["image_from_text"](image, text, text_mask)
+            text, attention = layer["text_from_image"](text, image, image_mask,
+                                                       need_weights=i == len(self.co_layers) - 1)
+            image = new_image
         if attention is not None:
             attention = attention * text_mask.unsqueeze(-1).to(attention.dtype)
             # Drop the stand-in column ensure_nonempty added for a zero-length text, keeping the (B, Tt, Ti) shape.

@@ -19,15 +19,9 @@ from mmsent.labels import LABELS
 class GatedFusion(FusionModel):
     """``logits = W(sigmoid(U x_g) * V x_o)`` with ``x_g`` the gating modality's pooled vector, ``x_o`` the other's.
 
-    The gate values ``(B, hidden_dim)`` of the latest forward pass are kept in ``last_explanation["gate"]``;
-    they depend on the gating modality only, so they show how strongly it let the other one through.
-
-    Args:
-        image_dim: width of the image pooled vector.
-        text_dim: width of the text pooled vector.
-        hidden_dim: width of the gate and of the gated features.
-        dropout: dropout on the (normalised) inputs and before the classifier.
-        gate_from: which modality computes the gate.
+    ``gate_from`` names the gating modality; ``dropout`` applies to the normalised inputs and before the classifier.
+    The latest gate values ``(B, hidden_dim)`` are kept in ``last_explanation["gate"]``: they depend on the gating
+    modality only, so they show how strongly it let the other one through.
     """
 
     uses_tokens = False
@@ -50,7 +44,7 @@ class GatedFusion(FusionModel):
         self.classifier = nn.Linear(hidden_dim, len(LABELS))  # W
 
     def explanation_info(self) -> dict[str, Any]:
-        """``{"gate_from": ...}``: the modality whose features computed ``last_explanation["gate"]``."""
+        """``{"gate_from": ...}``: the modality that computed ``last_explanation["gate"]``."""
         return {"gate_from": self.gate_from}
 
     def forward(self, inputs: FusionInputs) -> torch.Tensor:

@@ -1,12 +1,8 @@
-"""Fusion models by name, and saving/loading trained ones (safetensors weights + JSON description, no pickle).
+"""Fusion models by name, and saving/loading trained ones (safetensors weights + ``model.json``, no pickle).
 
-A model joins the registry with the :func:`register_fusion_model` class decorator. The first query
-(:func:`list_fusion_models`, :func:`create_fusion_model`, :func:`load_model`) imports every module in the
-``mmsent.fusion`` package folder, so a new model is one new file there (``src/mmsent/fusion/my_model.py``) and
-nothing else: ``compare.models``, the report and ``mmsent serve`` all build and load models through this module.
-
-This module imports nothing from :mod:`mmsent.config` (config validation imports it); a training config is read
-by attribute (or as a mapping).
+:func:`register_fusion_model` adds a model. The first query imports every module in the ``mmsent.fusion`` package
+folder, so a new model is one new file there. Imports nothing from :mod:`mmsent.config` (whose validation imports
+this module): a training config is read by attribute or as a mapping.
 """
 
 from __future__ import annotations
@@ -19,95 +15,76 @@ import pkgutil
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from mmsent.fusion.base import FusionModel
+from mmsent.io import save_tensors
 from mmsent.labels import LABELS
 
 WEIGHTS_FILE = "weights.safetensors"
 META_FILE = "model.json"
 _FORMAT = "mmsent-fusion"
-_FORMAT_VERSION = 1
-_NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
-_DIMS = ("image_dim", "text_dim")
 
 M = TypeVar("M", bound=FusionModel)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Entry:
+class _Entry(NamedTuple):
     cls: type[FusionModel]
-    fixed: dict[str, Any]  # arguments the name itself fixes (``gated_text`` -> gate_from="text")
-    signature: inspect.Signature  # of the constructor: records every argument, defaults included, as ``hparams``
+    fixed: dict[str, Any]  # arguments the name fixes (``gated_text`` -> gate_from="text")
 
     @property
     def arguments(self) -> list[str]:
         """Constructor arguments after ``image_dim`` and ``text_dim``."""
-        return [p for p in self.signature.parameters if p not in _DIMS]
+        return list(inspect.signature(self.cls).parameters)[2:]
 
 
-# name -> entry, in registration order: the built-ins (which ``import mmsent.fusion`` registers) come first
-_REGISTRY: dict[str, _Entry] = {}
-# whether every module of the mmsent.fusion package folder(s) has been imported
-_discovered = False
+_REGISTRY: dict[str, _Entry] = {}  # in registration order: the built-ins (``import mmsent.fusion``) first
+_discovered = False  # whether every module of the package folder(s) has been imported
 
 
 def _normalise(name: str) -> str:
     return name.strip().lower().replace("-", "_")
 
 
-def register_fusion_model(name: str, **fixed_args: Any) -> Callable[[type[M]], type[M]]:
-    """Class decorator: ``create_fusion_model(name, ...)`` builds the decorated class, always with ``fixed_args``.
+def register_fusion_model(name: str, **fixed: Any) -> Callable[[type[M]], type[M]]:
+    """Class decorator: ``create_fusion_model(name, ...)`` builds the class, always with the ``fixed`` arguments.
 
-    Stack it to offer one class under several names (``gated_text`` is :class:`GatedFusion` with
-    ``gate_from="text"``). The constructor must take ``image_dim`` and ``text_dim`` first, then named arguments
-    (no ``*args``/``**kwargs``): all of them are saved with the weights to rebuild the model.
+    Stack it to offer one class under several names. The constructor takes ``image_dim, text_dim``, then named
+    arguments (including ``fixed`` and ``config_fields``), all saved with the weights.
 
     Raises:
-        ValueError: for a name that is not lowercase letters, digits and ``_`` (``-`` and case are forgiven), or
-            one another class already registered.
-        TypeError: for a class that is not a :class:`FusionModel`, or whose constructor does not fit the above or
-            lacks a fixed argument or one of its ``config_fields``.
+        ValueError: for a name that is not lowercase letters, digits and ``_``, or is taken by another class.
+        TypeError: for a class that is not a FusionModel with such a constructor.
     """
     key = _normalise(name)
-    if not _NAME_PATTERN.fullmatch(key):
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", key):
         raise ValueError(f"fusion model name {name!r}: use lowercase letters, digits and '_', starting with a letter")
 
     def register(cls: type[M]) -> type[M]:
-        if not (isinstance(cls, type) and issubclass(cls, FusionModel)):
-            raise TypeError(f"register_fusion_model({key!r}) decorates FusionModel subclasses, not {cls!r}")
-        signature = inspect.signature(cls)
-        params = list(signature.parameters.values())
-        if [p.name for p in params[:2]] != list(_DIMS) or any(
-                p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
-            raise TypeError(f"{cls.__qualname__}.__init__ must take (image_dim, text_dim, <named arguments>) and no "
-                            f"*args/**kwargs, so that it can be rebuilt from its saved arguments; it takes {signature}")
-        entry = _Entry(cls, dict(fixed_args), signature)
-        missing = [a for a in (*fixed_args, *cls.config_fields) if a not in entry.arguments]
-        if missing:
-            raise TypeError(f"{cls.__qualname__} is registered with argument(s) {', '.join(missing)} (fixed or in "
-                            f"config_fields) that its constructor does not take; it takes: "
-                            f"{', '.join(entry.arguments)}")
+        params = list(inspect.signature(cls).parameters.values())
+        needed = ["image_dim", "text_dim", *fixed, *getattr(cls, "config_fields", ())]
+        if (not issubclass(cls, FusionModel) or [p.name for p in params[:2]] != needed[:2]
+                or any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
+                or not {p.name for p in params}.issuperset(needed)):
+            raise TypeError(f"{cls.__qualname__} must be a FusionModel whose __init__ takes (image_dim, text_dim, "
+                            f"<named arguments>), with {', '.join(needed[2:])} among them and no *args/**kwargs; "
+                            f"it takes {inspect.signature(cls)}")
         taken = _REGISTRY.get(key)
         if taken is not None and (taken.cls.__module__, taken.cls.__qualname__) != (cls.__module__, cls.__qualname__):
             raise ValueError(f"fusion model name {key!r} is already registered by "
                              f"{taken.cls.__module__}.{taken.cls.__qualname__}")
-        _REGISTRY[key] = entry
+        _REGISTRY[key] = _Entry(cls, fixed)
         return cls
 
     return register
 
 
 def _discover() -> None:
-    """Imports every module of the ``mmsent.fusion`` package folder(s) once, running their registrations.
-
-    Raises:
-        ImportError: naming the file of a module that fails to import (a broken model is never skipped silently).
-    """
+    """Imports every module of the package folder(s) once; ImportError names the file of one that fails."""
     global _discovered
     if _discovered:
         return
@@ -125,43 +102,37 @@ def _discover() -> None:
 
 
 def list_fusion_models() -> list[str]:
-    """Names accepted by :func:`create_fusion_model`: the built-ins first, then those of added modules."""
+    """Names :func:`create_fusion_model` accepts: the built-ins first, then those of added modules."""
     _discover()
     return list(_REGISTRY)
 
 
-def _config_values(cfg: Any, fields: tuple[str, ...]) -> dict[str, Any]:
-    """``fields`` of a mapping or an object with attributes (e.g. a ``TrainConfig``); those it lacks are left out."""
-    if isinstance(cfg, Mapping):
-        return {f: cfg[f] for f in fields if f in cfg}
-    return {f: getattr(cfg, f) for f in fields if hasattr(cfg, f)}
-
-
 def create_fusion_model(name: str, image_dim: int, text_dim: int, cfg: Any = None,
                         **overrides: Any) -> FusionModel:
-    """Builds a fusion model by name; it records ``fusion_name`` and every constructor argument in ``hparams``.
+    """Builds a fusion model by name, recording ``fusion_name`` and every constructor argument in ``hparams``.
 
     Args:
         name: one of :func:`list_fusion_models` (``-`` and case are forgiven).
         image_dim: width of the image features.
         text_dim: width of the text features.
-        cfg: a training config (``TrainConfig``, or any object or mapping with those fields) that supplies the
-            model's ``config_fields`` (e.g. ``hidden_dim``, ``dropout``, ``num_layers``, ``num_heads``,
-            ``gate_from``); the model's defaults apply when None or for fields it lacks.
-        **overrides: constructor arguments that win over ``cfg`` (e.g. ``pool="cls"``).
+        cfg: object or mapping (e.g. a ``TrainConfig``) supplying the model's ``config_fields``, if it has them.
+        **overrides: constructor arguments that win over ``cfg``.
 
     Raises:
-        ValueError: for an unknown name (listing the known ones), or an override that contradicts the name
-            (``gated_text`` with ``gate_from="image"``).
-        TypeError: for an argument the model does not take (listing those it does).
-        ImportError: if a module of the ``mmsent.fusion`` folder fails to import (naming its file).
+        ValueError: for an unknown name, or an override contradicting the name's fixed arguments.
+        TypeError: for an argument the model does not take.
+        ImportError: naming the file of a module in the package folder that fails to import.
     """
     _discover()
     key = _normalise(name)
     if key not in _REGISTRY:
         raise ValueError(f"unknown fusion model {name!r}; known: {', '.join(_REGISTRY)}")
     entry = _REGISTRY[key]
-    kwargs = _config_values(cfg, entry.cls.config_fields) if cfg is not None else {}
+    fields = entry.cls.config_fields
+    if isinstance(cfg, Mapping):
+        kwargs = {f: cfg[f] for f in fields if f in cfg}
+    else:
+        kwargs = {f: getattr(cfg, f) for f in fields if hasattr(cfg, f)}
     kwargs.update(entry.fixed)
     for k, v in overrides.items():
         if k not in entry.arguments:
@@ -169,7 +140,7 @@ def create_fusion_model(name: str, image_dim: int, text_dim: int, cfg: Any = Non
         if k in entry.fixed and entry.fixed[k] != v:
             raise ValueError(f"fusion model {key!r} fixes {k}={entry.fixed[k]!r}; got {k}={v!r}")
         kwargs[k] = v
-    bound = entry.signature.bind(int(image_dim), int(text_dim), **kwargs)
+    bound = inspect.signature(entry.cls).bind(int(image_dim), int(text_dim), **kwargs)
     bound.apply_defaults()
     model = entry.cls(*bound.args, **bound.kwargs)
     model.fusion_name = key
@@ -180,9 +151,7 @@ def create_fusion_model(name: str, image_dim: int, text_dim: int, cfg: Any = Non
 def _json_default(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return dataclasses.asdict(obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, (np.ndarray, torch.Tensor)):
+    if isinstance(obj, (np.generic, np.ndarray, torch.Tensor)):
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
@@ -190,16 +159,10 @@ def _json_default(obj: Any) -> Any:
 
 
 def save_model(model: FusionModel, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
-    """Writes ``path/weights.safetensors`` and ``path/model.json`` (name, constructor arguments, label order, meta).
+    """Writes a model built by :func:`create_fusion_model` to the directory ``path``, which it returns.
 
-    Args:
-        model: a model built by :func:`create_fusion_model` (which records its name and constructor arguments).
-        path: a directory, created if missing.
-        meta: anything JSON-serialisable (dataclasses such as :class:`TrainConfig` are converted), e.g. the
-            training config, seed and validation metrics.
-
-    Returns:
-        The directory.
+    ``weights.safetensors`` holds the weights, ``model.json`` the name, hparams, label order and ``meta`` (anything
+    JSON-able; dataclasses, numpy values and tensors are converted).
     """
     try:
         name, hparams = model.fusion_name, model.hparams
@@ -207,24 +170,19 @@ def save_model(model: FusionModel, path: str | Path, meta: dict[str, Any] | None
         raise TypeError(f"{type(model).__name__} records no fusion_name/hparams; build it with "
                         "create_fusion_model") from None
     out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / WEIGHTS_FILE), metadata={"format": _FORMAT})
-    description = {"format": _FORMAT, "version": _FORMAT_VERSION, "name": name, "hparams": hparams,
-                   "labels": list(LABELS), "modalities": list(model.modalities), "meta": meta or {}}
+    save_tensors(out / WEIGHTS_FILE, model.state_dict(), metadata={"format": _FORMAT})
+    description = {"format": _FORMAT, "version": 1, "name": name, "hparams": hparams, "labels": list(LABELS),
+                   "modalities": list(model.modalities), "meta": meta or {}}
     (out / META_FILE).write_text(json.dumps(description, indent=2, default=_json_default), encoding="utf-8")
     return out
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> FusionModel:
-    """Rebuilds a model saved by :func:`save_model` through the registry and loads its weights (eval mode).
-
-    The saved ``meta`` dict is attached as ``model.saved_meta``.
+    """Rebuilds a model saved by :func:`save_model` (in eval mode, its ``meta`` as ``saved_meta``).
 
     Raises:
         FileNotFoundError: if either file is missing.
-        ValueError: if the file is not an mmsent model, was saved with a different label order, or names a model
-            no module registers.
+        ValueError: for a file that is not an mmsent model, another label order, or a name no module registers.
     """
     src = Path(path)
     for f in (META_FILE, WEIGHTS_FILE):

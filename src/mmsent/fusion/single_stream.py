@@ -1,8 +1,7 @@
-"""Single-stream fusion: one transformer over each sample's joint [CLS] + image + text token sequence.
+"""Single-stream fusion, and the token embedding and transformer it shares with :mod:`mmsent.fusion.dual_stream`.
 
-The original design fed a ``(batch, dim)`` tensor to a sequence-first encoder, so attention ran across the
-samples of a batch. Here every sample is its own ``(1 + Ti + Tt)``-token sequence (``batch_first=True``) and
-padded positions are masked out of attention and pooling, so a prediction never depends on its batch mates.
+Every sample is its own batch-first token sequence whose padding is masked out of attention and pooling, so a
+prediction never depends on its batch mates.
 """
 
 from __future__ import annotations
@@ -12,47 +11,14 @@ from typing import Literal
 import torch
 from torch import nn
 
+from mmsent.features.featureset import masked_mean
 from mmsent.fusion.base import FusionInputs, FusionModel
 from mmsent.fusion.registry import register_fusion_model
 from mmsent.labels import LABELS
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``x (B, T, H)`` over the positions where ``mask (B, T)`` is True; zeros for rows with none."""
-    m = mask.unsqueeze(-1).to(x.dtype)
-    return (x * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
-
-
-def ensure_nonempty(tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Marks the first position real in rows that have no real token (adding one zero token when ``T == 0``).
-
-    Attention whose keys are all masked gives NaN; an empty text (say a tweet that was only a link) instead
-    attends to a single zero token, which is also what that row gets when it is trimmed and run alone.
-    """
-    if tokens.shape[1] == 0:
-        tokens = tokens.new_zeros((tokens.shape[0], 1, tokens.shape[2]))
-        return tokens, torch.ones((tokens.shape[0], 1), dtype=torch.bool, device=tokens.device)
-    empty = ~mask.any(dim=1)
-    if bool(empty.any()):
-        # The stand-in was padding, so its stored value is arbitrary: zero it, as TokenEmbedding does for padding.
-        tokens, mask = tokens.clone(), mask.clone()
-        tokens[empty, 0] = 0.0
-        mask[empty, 0] = True
-    return tokens, mask
-
-
 class TokenEmbedding(nn.Module):
-    """LayerNorm + Linear projection of a token sequence plus learned position embeddings.
-
-    Padded positions are zeroed *before* the projection so that whatever the feature extractor left there
-    (garbage, NaN) can never reach the output.
-
-    Args:
-        in_dim: token width from the encoder.
-        hidden_dim: model width.
-        max_tokens: number of position embeddings; longer inputs raise.
-        name: for error messages (``"image"``/``"text"``).
-    """
+    """LayerNorm + Linear projection of tokens, plus learned positions; padding is zeroed first (junk never leaks)."""
 
     def __init__(self, in_dim: int, hidden_dim: int, max_tokens: int, name: str) -> None:
         super().__init__()
@@ -79,41 +45,45 @@ def transformer_encoder(hidden_dim: int, num_heads: int, num_layers: int, dropou
     return nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
 
 
-@register_fusion_model("single_stream")
-class SingleStreamFusion(FusionModel):
-    """One transformer encoder over ``[CLS] + image tokens + text tokens`` per sample.
+class TokenFusion(FusionModel):
+    """Base of the token models: builds ``image_embed``, ``text_embed`` and ``embed_dropout``.
 
-    Args:
-        image_dim: width of the image tokens (and pooled vector, unused here).
-        text_dim: width of the text tokens.
-        hidden_dim: model width.
-        dropout: dropout before the classifier.
-        num_layers: transformer layers.
-        num_heads: attention heads; must divide ``hidden_dim``.
-        attn_dropout: dropout inside the transformer (kept below ``dropout``: attention is fragile with little data).
-        pool: ``"cls"`` classifies from the CLS state; ``"cls_mean"`` also concatenates the masked means of the
-            image and text states, which helps a shallow stack where CLS has seen only un-fused tokens.
-        max_image_tokens: image position embeddings.
-        max_text_tokens: text position embeddings.
+    Their shared arguments: ``hidden_dim`` (model width), ``dropout`` (before the classifier), ``num_layers``,
+    ``num_heads`` (must divide ``hidden_dim``), ``attn_dropout`` (inside the transformer, kept below ``dropout``:
+    attention is fragile with little data) and ``max_image_tokens``/``max_text_tokens`` (position embeddings).
     """
 
     config_fields = ("hidden_dim", "dropout", "num_layers", "num_heads")
+
+    def __init__(self, image_dim: int, text_dim: int, hidden_dim: int, attn_dropout: float, max_image_tokens: int,
+                 max_text_tokens: int) -> None:
+        super().__init__()
+        self.image_embed = TokenEmbedding(image_dim, hidden_dim, max_image_tokens, "image")
+        self.text_embed = TokenEmbedding(text_dim, hidden_dim, max_text_tokens, "text")
+        self.embed_dropout = nn.Dropout(attn_dropout)
+
+
+@register_fusion_model("single_stream")
+class SingleStreamFusion(TokenFusion):
+    """One transformer encoder over ``[CLS] + image tokens + text tokens`` per sample (see :class:`TokenFusion`).
+
+    Args:
+        pool: ``"cls"`` classifies from the CLS state; ``"cls_mean"`` also concatenates the masked means of the
+            image and text states, which helps a shallow stack where CLS has seen only un-fused tokens.
+    """
 
     def __init__(self, image_dim: int, text_dim: int, hidden_dim: int = 256, dropout: float = 0.3,
                  num_layers: int = 1, num_heads: int = 4, attn_dropout: float = 0.1,
                  pool: Literal["cls", "cls_mean"] = "cls_mean", max_image_tokens: int = 144,
                  max_text_tokens: int = 256) -> None:
-        super().__init__()
         if pool not in ("cls", "cls_mean"):
             raise ValueError(f"pool must be 'cls' or 'cls_mean', got {pool!r}")
+        super().__init__(image_dim, text_dim, hidden_dim, attn_dropout, max_image_tokens, max_text_tokens)
         self.pool = pool
-        self.image_embed = TokenEmbedding(image_dim, hidden_dim, max_image_tokens, "image")
-        self.text_embed = TokenEmbedding(text_dim, hidden_dim, max_text_tokens, "text")
         self.cls = nn.Parameter(torch.empty(1, 1, hidden_dim))
         self.modality = nn.Parameter(torch.empty(2, hidden_dim))  # type embeddings: 0 image, 1 text
         nn.init.trunc_normal_(self.cls, std=0.02)
         nn.init.trunc_normal_(self.modality, std=0.02)
-        self.embed_dropout = nn.Dropout(attn_dropout)
         self.encoder = transformer_encoder(hidden_dim, num_heads, num_layers, attn_dropout)
         self.norm = nn.LayerNorm(hidden_dim)
         self.dropout = nn.Dropout(dropout)
@@ -126,8 +96,7 @@ class SingleStreamFusion(FusionModel):
         b, ti = image.shape[0], image.shape[1]
         x = torch.cat([self.cls.expand(b, -1, -1), image, text], dim=1)
         real = torch.cat([image_mask.new_ones((b, 1)), image_mask, text_mask], dim=1)
-        x = self.encoder(self.embed_dropout(x), src_key_padding_mask=~real)
-        x = self.norm(x)
+        x = self.norm(self.encoder(self.embed_dropout(x), src_key_padding_mask=~real))
         pooled = x[:, 0]
         if self.pool == "cls_mean":
             pooled = torch.cat([pooled, masked_mean(x[:, 1:1 + ti], image_mask),

@@ -1,15 +1,17 @@
-"""A self-contained HTML report of a finished run, and its figures as PNG files.
-
-``build_report(run_dir)`` writes ``run_dir/report.html`` (figures and thumbnails embedded as data URIs, inline CSS,
-no network assets) and ``run_dir/report/*.png``. ``mmsent report RUN_DIR`` rebuilds them.
-"""
+"""A self-contained HTML report of a finished run (``report.html``, no network assets) and its figures as PNGs."""
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import logging
+from collections.abc import Sequence
+from html import escape
 from pathlib import Path
 from typing import Any
 
+from mmsent.labels import LABELS
+from mmsent.report.gallery import GalleryItem, build_gallery
 from mmsent.report.run_data import RunData, load_run_data
 
 log = logging.getLogger("mmsent.report")
@@ -24,7 +26,7 @@ def _figures(data: RunData, problems: list[str]) -> dict[str, bytes]:
     from mmsent.report import figures as F  # local: matplotlib is only needed once a report is built
 
     out: dict[str, bytes] = {}
-    comp, chosen = data.comparison, data.chosen_model
+    comp, chosen, validation = data.comparison, data.chosen_model, data.validation
 
     def attempt(key: str, what: str, fn: Any, *args: Any) -> None:
         # One broken figure should cost that figure, not the report.
@@ -40,19 +42,17 @@ def _figures(data: RunData, problems: list[str]) -> dict[str, bytes]:
         problems.append("comparison figure and table: no comparison.json")
     if any(r.get("history") for r in comp.get("runs", [])):
         attempt("learning_curves", "learning-curve", F.learning_curves, comp["runs"])
-    if data.validation:
-        matrices = {name: F.confusion_matrix(data.gold, v.ensemble.argmax(1)) for name, v in data.validation.items()}
+    if validation:
+        matrices = {name: F.confusion_matrix(data.gold, v.ensemble.argmax(1)) for name, v in validation.items()}
         attempt("confusion", "confusion-matrix", F.confusion_matrices, matrices)
     else:
         problems.append("confusion matrices, calibration and error gallery: no validation_predictions.csv")
     per_class = (data.metrics.get("ensemble_validation_metrics") or {}).get("per_class")
     if per_class:
         attempt("per_class", "per-class", F.per_class_bars, per_class, f"{chosen} seed ensemble, validation")
-    if chosen in data.validation:
-        curves = {f"{chosen} ensemble": F.calibration(data.validation[chosen].ensemble, data.gold)}
-        for name, v in data.validation.items():
-            if name != chosen:
-                curves[name] = F.calibration(v.ensemble, data.gold)
+    if chosen in validation:
+        curves = {f"{chosen} ensemble": F.calibration(validation[chosen].ensemble, data.gold)}
+        curves.update({n: F.calibration(v.ensemble, data.gold) for n, v in validation.items() if n != chosen})
         attempt("calibration", "calibration", F.reliability_diagram, curves)
     return out
 
@@ -62,38 +62,135 @@ def build_report(run_dir: str | Path, *, explain: bool = True, max_errors: int =
 
     Args:
         run_dir: a run directory (``comparison.json``, ``metrics.json``, ``validation_predictions.csv``, ...).
-        explain: explain the gallery's errors (loads the run's encoders and models; skipped with a note on failure).
+        explain: explain the error gallery (loads the run's encoders and models unless ``predictor`` is given).
         max_errors: size of the error gallery.
         predictor: an already loaded :class:`~mmsent.inference.RunPredictor` for the explanations.
-
-    Returns:
-        The path of ``report.html``.
 
     Raises:
         FileNotFoundError: if ``run_dir`` is not a run directory.
     """
-    from mmsent.report.gallery import build_gallery
-    from mmsent.report.html import render
-
     run_dir = Path(run_dir)
     data = load_run_data(run_dir)
     problems: list[str] = []
     figs = _figures(data, problems)
-    fig_dir = run_dir / FIGURES_DIR
-    fig_dir.mkdir(exist_ok=True)
+    (run_dir / FIGURES_DIR).mkdir(exist_ok=True)
     for name, png in figs.items():
-        (fig_dir / f"{name}.png").write_bytes(png)
+        (run_dir / FIGURES_DIR / f"{name}.png").write_bytes(png)
     gallery, notes = build_gallery(data, max_errors, explain=explain, predictor=predictor)
-    seeds = sorted({r["seed"] for r in data.comparison.get("runs", [])})
-    ctx = {
-        "run_dir": run_dir, "metrics": data.metrics, "chosen": data.chosen_model, "figures": figs,
-        "summary": data.comparison.get("summary"), "gallery": gallery, "gallery_notes": notes,
-        "problems": problems,
-        "comparison_note": (f"Mean ± sample std over seeds {', '.join(map(str, seeds))}; "
-                            f"{data.comparison.get('train_size', '?')} training rows, "
-                            f"{data.comparison.get('val_size', '?')} validation rows; chosen model highlighted."),
-    }
     out = run_dir / REPORT_FILE
-    out.write_text(render(ctx), encoding="utf-8")
+    out.write_text(render(data, figs, gallery, notes, problems), encoding="utf-8")
     log.info("wrote report %s", out)
     return out
+
+
+# -- the page: one self-contained HTML file, inline CSS, figures and thumbnails as data URIs ----------------------
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d1d1f;max-width:1200px;margin:0 auto;
+padding:1rem 1.5rem 3rem}h1{margin-bottom:.2rem}h2{margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
+.muted{color:#6e6e73}table{border-collapse:collapse;margin:.5rem 0}th,td{border:1px solid #ddd;padding:.25rem .6rem;
+text-align:right}th:first-child,td:first-child{text-align:left}tr.best td{font-weight:600;background:#f1f7ff}
+figure{margin:.5rem 0}figure img{max-width:100%}.gallery{display:grid;grid-template-columns:repeat(auto-fill,
+minmax(360px,1fr));gap:1rem}.card{border:1px solid #ddd;border-radius:8px;padding:.6rem;display:grid;
+grid-template-columns:auto 1fr;gap:.6rem}.card img{width:150px;height:auto;border-radius:4px;display:block;
+margin-bottom:.3rem}.gold{color:#1a7f37}.pred{color:#c62828}.tok{padding:0 .15em;border-radius:3px}
+.note{color:#9a6700;font-size:.9em}code{background:#f4f4f6;padding:0 .2em}
+"""
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[Any]], best: int | None = None) -> str:
+    """An HTML table of ready (escaped) cells, row ``best`` highlighted."""
+    trs = [('<tr class="best">' if i == best else "<tr>") + "".join(f"<td>{c}</td>" for c in row) + "</tr>"
+           for i, row in enumerate(rows)]
+    return "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(trs) + "</table>"
+
+
+def comparison_table(summary: list[dict[str, Any]], best: str | None) -> str:
+    rows = [[escape(r["model"]), r["n_seeds"],
+             *(f"{r[f'{k}_mean']:.3f} ± {r[f'{k}_std']:.3f}" for k in ("accuracy", "macro_f1", "weighted_f1")),
+             f"{r['best_epoch_mean']:.1f}", f"{r['train_seconds_mean']:.1f}"] for r in summary]
+    chosen = next((i for i, r in enumerate(summary) if r["model"] == best), None)
+    return _table(("model", "seeds", "accuracy", "macro-F1", "weighted-F1", "best epoch", "train s"), rows, chosen)
+
+
+def per_class_table(per_class: dict[str, dict[str, float]]) -> str:
+    rows = [[escape(c), *(f"{m[k]:.3f}" for k in ("precision", "recall", "f1")), int(m["support"])]
+            for c, m in per_class.items()]
+    return _table(("class", "precision", "recall", "F1", "support"), rows)
+
+
+def _token_span(t: dict[str, Any]) -> str:
+    """A token shaded green when it supports the prediction, red when it speaks against it."""
+    rgb = "26,127,55" if t["score"] >= 0 else "198,40,40"
+    alpha = min(1.0, abs(float(t["score"]))) * 0.6
+    return (f'<span class="tok" style="background:rgba({rgb},{alpha:.2f})" title="{t["score"]:.3f}">'
+            f"{escape(str(t['token']))}</span>")
+
+
+def gallery_html(items: list[GalleryItem]) -> str:
+    cards = []
+    for it in items:
+        ev = it.evidence
+        imgs = "".join(f'<img src="{uri}" alt="{alt}">' for uri, alt in
+                       ((it.thumbnail, f"image {it.guid}"), (it.overlay, f"{ev.get('image_map')} map")) if uri)
+        probs = ", ".join(f"{n} {it.probabilities[n]:.2f}" for n in LABELS)
+        parts = [(f"<div><b>{escape(it.guid)}</b>: gold <span class='gold'>{it.gold}</span>, predicted "
+                 f"<span class='pred'>{it.predicted}</span></div>"), f"<div class='muted'>{probs}</div>",
+                 f"<div>{escape(it.text) or '<i>(no text)</i>'}</div>"]
+        if ev.get("modality_ablation"):
+            drop = ev["modality_ablation"]
+            parts.append(f"<div class='muted'>driven by: {escape(str(ev.get('dominant_modality')))} (ablation drop: "
+                         f"image {drop['image']:+.3f}, text {drop['text']:+.3f})</div>")
+        if ev.get("tokens"):
+            parts.append(f"<div>{' '.join(map(_token_span, ev['tokens']))}</div>")
+        parts += [f"<div class='note'>{escape(n)}</div>" for n in it.notes]
+        cards.append(f"<div class='card'><div>{imgs}</div><div>{''.join(parts)}</div></div>")
+    return f"<div class='gallery'>{''.join(cards)}</div>"
+
+
+def render(data: RunData, fig: dict[str, bytes], gallery: list[GalleryItem], gallery_notes: list[str],
+           problems: list[str]) -> str:
+    """The whole page: the run's numbers, its figures (PNG bytes by key), the error gallery and what is missing."""
+    m, comp, chosen = data.metrics, data.comparison, data.chosen_model
+    ens = m.get("ensemble_validation_metrics") or {}
+    sections = [(f"<h1>mmsent run report</h1><p class='muted'>{escape(str(data.run_dir))} · generated "
+                f"{dt.datetime.now().strftime('%Y-%m-%d %H:%M')}</p>")]
+    summary = f"<p>Chosen model: <b>{escape(str(chosen))}</b>"
+    if ens:
+        summary += (f"; seed ensemble on {ens.get('n', '?')} validation rows: accuracy {ens['accuracy']:.3f}, "
+                    f"macro-F1 {ens['macro_f1']:.3f}, weighted-F1 {ens['weighted_f1']:.3f}")
+    summary += ".</p>"
+    if m.get("data_root"):
+        summary += f"<p class='muted'>data: <code>{escape(m['data_root'])}</code></p>"
+    sections.append(summary)
+    if comp.get("summary"):
+        seeds = ", ".join(map(str, sorted({r["seed"] for r in comp.get("runs", [])})))
+        note = (f"Mean ± sample std over seeds {seeds}; {comp.get('train_size', '?')} training rows, "
+                f"{comp.get('val_size', '?')} validation rows; chosen model highlighted.")
+        sections.append(f"<h2>Model comparison</h2>{comparison_table(comp['summary'], chosen)}"
+                        f"<p class='muted'>{escape(note)}</p>")
+    for key, title, caption in (
+        ("comparison", None, ""),
+        ("learning_curves", "Learning curves", "Per seed; vertical lines mark the epoch kept (early stopping)."),
+        ("confusion", "Confusion matrices", ("Each design's seed ensemble (mean probabilities) on the validation "
+                                            "rows; shading is the share of the gold row.")),
+        ("per_class", "Per-class metrics", ""),
+        ("calibration", "Calibration", ("Top-class probability against accuracy, 10 equal-width bins; ECE is the "
+                                       "row-weighted mean gap.")),
+    ):
+        if key in fig:
+            head = f"<h2>{title}</h2>" if title else ""
+            extra = per_class_table(ens["per_class"]) if key == "per_class" and ens.get("per_class") else ""
+            uri = "data:image/png;base64," + base64.b64encode(fig[key]).decode("ascii")
+            sections.append(f"{head}<figure><img src='{uri}' alt='{key}'><figcaption class='muted'>"
+                            f"{escape(caption)}</figcaption></figure>{extra}")
+    sections.append("<h2>Most confident validation errors</h2><p class='muted'>The chosen ensemble's wrong "
+                    "predictions, most confident first. Heat-map: where the model looked (text→image attention "
+                    "for dual-stream, else |gradient × input| per image cell) over the center crop it saw; tokens: "
+                    "green supports the predicted label, red speaks against it.</p>")
+    sections += [f"<p class='note'>{escape(n)}</p>" for n in gallery_notes]
+    sections.append(gallery_html(gallery) if gallery else "<p>No validation errors to show.</p>")
+    if problems:
+        sections.append("<h2>Not shown</h2><ul>" + "".join(f"<li>{escape(p)}</li>" for p in problems) + "</ul>")
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>mmsent report: "
+            f"{escape(data.run_dir.name)}</title><style>{_CSS}</style></head><body>"
+            f"{''.join(sections)}</body></html>\n")

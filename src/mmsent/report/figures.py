@@ -1,8 +1,4 @@
-"""The report's figures, drawn with matplotlib's Agg canvas (no display, no network) and returned as PNG bytes.
-
-Figures are built from :class:`matplotlib.figure.Figure` directly rather than through pyplot, so that nothing here
-changes the process's backend or keeps figures alive in pyplot's global registry.
-"""
+"""The report's figures as PNG bytes, drawn on bare :class:`~matplotlib.figure.Figure` objects (no pyplot state)."""
 
 from __future__ import annotations
 
@@ -11,25 +7,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix
 
 from mmsent.labels import LABELS
 
 _SCORES = (("macro_f1", "macro-F1"), ("accuracy", "accuracy"), ("weighted_f1", "weighted-F1"))
-_DPI = 110
-
-
-def _figure(figsize: tuple[float, float]) -> Figure:
-    fig = Figure(figsize=figsize)
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def to_png(fig: Figure) -> bytes:
     """Renders a figure to PNG bytes."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     return buf.getvalue()
 
 
@@ -39,29 +28,26 @@ def comparison_bars(summary: Sequence[dict[str, Any]], runs: Sequence[dict[str, 
     models = [row["model"] for row in summary]
     x = np.arange(len(models))
     width = 0.8 / len(_SCORES)
-    fig = _figure((max(6.0, 1.3 * len(models) + 2), 3.8))
-    ax = fig.subplots()
+    ax = Figure(figsize=(max(6.0, 1.3 * len(models) + 2), 3.8)).subplots()
     for k, (key, name) in enumerate(_SCORES):
-        means = [row[f"{key}_mean"] for row in summary]
-        stds = [row[f"{key}_std"] for row in summary]
         pos = x + (k - (len(_SCORES) - 1) / 2) * width
-        ax.bar(pos, means, width, yerr=stds, capsize=3, label=name, alpha=0.85)
+        ax.bar(pos, [row[f"{key}_mean"] for row in summary], width, yerr=[row[f"{key}_std"] for row in summary],
+               capsize=3, label=name, alpha=0.85)
         for i, model in enumerate(models):
             seeds = [r["metrics"][key] for r in runs if r["model"] == model]
             ax.scatter([pos[i]] * len(seeds), seeds, s=8, color="black", zorder=3)
     ax.set_xticks(x, [f"{m} *" if m == best else m for m in models], rotation=20, ha="right")
-    ax.set_ylabel("validation score")
-    ax.set_ylim(0, 1)
-    ax.set_title("Models: mean ± sample std over seeds (dots: single seeds; * chosen)")
+    ax.set(ylabel="validation score", ylim=(0, 1),
+           title="Models: mean ± sample std over seeds (dots: single seeds; * chosen)")
     ax.legend(ncols=3, fontsize="small", loc="upper left")
     ax.grid(axis="y", alpha=0.3)
-    return to_png(fig)
+    return to_png(ax.figure)
 
 
 def learning_curves(runs: Sequence[dict[str, Any]]) -> bytes:
     """Per model: train/validation loss (top) and validation macro-F1 (bottom) per epoch, one line per seed."""
     models = list(dict.fromkeys(r["model"] for r in runs))
-    fig = _figure((max(6.0, 2.6 * len(models)), 5.2))
+    fig = Figure(figsize=(max(6.0, 2.6 * len(models)), 5.2), layout="tight")
     axes = fig.subplots(2, len(models), squeeze=False, sharey="row")
     for j, model in enumerate(models):
         top, bottom = axes[0, j], axes[1, j]
@@ -80,47 +66,39 @@ def learning_curves(runs: Sequence[dict[str, Any]]) -> bytes:
     axes[0, 0].set_ylabel("loss (solid train, dashed val)")
     axes[1, 0].set_ylabel("val macro-F1 (| best epoch)")
     axes[0, -1].legend(fontsize="x-small")
-    fig.tight_layout()
     return to_png(fig)
 
 
 def confusion_matrix(gold: np.ndarray, pred: np.ndarray, n: int = len(LABELS)) -> np.ndarray:
     """``(n, n)`` counts, rows gold, columns predicted."""
-    cm = np.zeros((n, n), dtype=int)
-    np.add.at(cm, (np.asarray(gold, dtype=int), np.asarray(pred, dtype=int)), 1)
-    return cm
+    return sklearn_confusion_matrix(gold, pred, labels=np.arange(n))
 
 
 def confusion_matrices(matrices: dict[str, np.ndarray]) -> bytes:
     """One panel per model: counts, shaded by the share of each gold row."""
-    names = list(matrices)
-    cols = min(3, len(names))
-    rows = int(np.ceil(len(names) / cols))
-    fig = _figure((3.3 * cols, 3.1 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.flat[len(names):]:
+    cols = min(3, len(matrices))
+    rows = -(-len(matrices) // cols)
+    fig = Figure(figsize=(3.3 * cols, 3.1 * rows), layout="tight")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[len(matrices):]:
         ax.axis("off")
-    for ax, name in zip(axes.flat, names):
-        cm = matrices[name]
+    for ax, (name, cm) in zip(axes, matrices.items()):
         share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
         ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-        for i in range(cm.shape[0]):
-            for j in range(cm.shape[1]):
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                        color="white" if share[i, j] > 0.6 else "black", fontsize="small")
+        for (i, j), count in np.ndenumerate(cm):
+            ax.text(j, i, str(count), ha="center", va="center", color="white" if share[i, j] > 0.6 else "black",
+                    fontsize="small")
         ax.set_xticks(range(len(LABELS)), LABELS, fontsize="x-small")
         ax.set_yticks(range(len(LABELS)), LABELS, fontsize="x-small")
         ax.set_xlabel("predicted", fontsize="small")
         ax.set_ylabel("gold", fontsize="small")
         ax.set_title(name, fontsize="medium")
-    fig.tight_layout()
     return to_png(fig)
 
 
 def per_class_bars(per_class: dict[str, dict[str, float]], title: str) -> bytes:
     """Precision, recall and F1 for each class, with its support in the tick label."""
-    fig = _figure((6.0, 3.4))
-    ax = fig.subplots()
+    ax = Figure(figsize=(6.0, 3.4)).subplots()
     x = np.arange(len(LABELS))
     for k, key in enumerate(("precision", "recall", "f1")):
         ax.bar(x + (k - 1) * 0.27, [per_class.get(c, {}).get(key, 0.0) for c in LABELS], 0.27, label=key)
@@ -129,32 +107,27 @@ def per_class_bars(per_class: dict[str, dict[str, float]], title: str) -> bytes:
     ax.set_title(title, fontsize="medium")
     ax.legend(ncols=3, fontsize="small")
     ax.grid(axis="y", alpha=0.3)
-    return to_png(fig)
+    return to_png(ax.figure)
 
 
 def calibration(probs: np.ndarray, gold: np.ndarray, bins: int = 10) -> dict[str, Any]:
     """Reliability statistics of the top-class confidence: per-bin confidence, accuracy, count, and the ECE."""
     conf = probs.max(1)
-    correct = (probs.argmax(1) == gold).astype(float)
     edges = np.linspace(0, 1, bins + 1)
     idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
-    out = {"edges": edges.tolist(), "confidence": [], "accuracy": [], "count": []}
-    ece = 0.0
-    for b in range(bins):
-        m = idx == b
-        n = int(m.sum())
-        out["count"].append(n)
-        out["confidence"].append(float(conf[m].mean()) if n else None)
-        out["accuracy"].append(float(correct[m].mean()) if n else None)
-        if n:
-            ece += n / len(conf) * abs(float(conf[m].mean()) - float(correct[m].mean()))
-    out["ece"] = ece
-    return out
+    count = np.bincount(idx, minlength=bins)
+    conf_sum = np.bincount(idx, weights=conf, minlength=bins)
+    correct_sum = np.bincount(idx, weights=probs.argmax(1) == gold, minlength=bins)
+    return {"edges": edges.tolist(), "count": count.tolist(),
+            "confidence": [float(s / n) if n else None for s, n in zip(conf_sum, count)],
+            "accuracy": [float(s / n) if n else None for s, n in zip(correct_sum, count)],
+            # sum over bins of n_b / N * |mean confidence - accuracy|
+            "ece": float(np.abs(conf_sum - correct_sum).sum() / max(len(conf), 1))}
 
 
 def reliability_diagram(curves: dict[str, dict[str, Any]]) -> bytes:
     """Accuracy against confidence per bin (the diagonal is perfect calibration); counts below."""
-    fig = _figure((5.2, 5.4))
+    fig = Figure(figsize=(5.2, 5.4), layout="tight")
     ax, axc = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
     ax.plot([0, 1], [0, 1], color="grey", lw=1, ls=":")
     for k, (name, cal) in enumerate(curves.items()):
@@ -166,13 +139,10 @@ def reliability_diagram(curves: dict[str, dict[str, Any]]) -> bytes:
                     alpha=1.0 if k == 0 else 0.55, label=f"{name} (ECE {cal['ece']:.3f})")
         if k == 0:
             axc.bar((edges[:-1] + edges[1:]) / 2, cal["count"], width=(edges[1] - edges[0]) * 0.9, alpha=0.7)
-    ax.set_ylabel("accuracy")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
+    ax.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
     ax.set_title("Reliability of the top-class probability", fontsize="medium")
     ax.legend(fontsize="x-small")
     ax.grid(alpha=0.3)
     axc.set_xlabel("confidence (max probability)")
     axc.set_ylabel(f"rows ({next(iter(curves), '')})", fontsize="small")
-    fig.tight_layout()
     return to_png(fig)

@@ -19,35 +19,28 @@ from mmsent.report.run_data import RunData
 
 log = logging.getLogger("mmsent.report")
 
-THUMB_SIDE = 180
-
-
 @dataclass
 class GalleryItem:
-    """One misclassified validation row."""
+    """One misclassified validation row; ``thumbnail`` and ``overlay`` (the heat-map) are data URIs."""
 
     guid: str
     gold: str
     predicted: str
     probabilities: dict[str, float]
     text: str = ""
-    thumbnail: str | None = None  # data URI
-    overlay: str | None = None  # data URI: the explanation heat-map over the model's crop
-    image_map: str | None = None
-    tokens: list[dict[str, Any]] | None = None
-    ablation: dict[str, float] | None = None
-    dominant: str | None = None
+    thumbnail: str | None = None
+    overlay: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)  # RunPredictor's: modality_ablation, tokens, ...
     notes: list[str] = field(default_factory=list)
 
 
 def confident_errors(gold: np.ndarray, probs: np.ndarray, k: int) -> list[int]:
     """Indices of the ``k`` wrong rows with the highest predicted-class probability, most confident first."""
-    pred = probs.argmax(1)
-    wrong = np.flatnonzero(pred != gold)
+    wrong = np.flatnonzero(probs.argmax(1) != gold)
     return wrong[np.argsort(-probs[wrong].max(1), kind="stable")][:k].tolist()
 
 
-def thumbnail_uri(source: Path | str, side: int = THUMB_SIDE) -> str:
+def thumbnail_uri(source: Path | str, side: int = 180) -> str:
     """A JPEG data URI of an image file (or a ``data:`` URI) shrunk to fit ``side x side``."""
     if isinstance(source, str) and source.startswith("data:"):
         img = load_image_bytes(base64.b64decode(source.partition(",")[2]), name="overlay")
@@ -59,82 +52,58 @@ def thumbnail_uri(source: Path | str, side: int = THUMB_SIDE) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def build_gallery(data: RunData, k: int = 12, explain: bool = True, predictor: Any = None) -> tuple[list[GalleryItem],
-                                                                                                  list[str]]:
-    """The ``k`` most confident errors of the chosen design's seed ensemble.
+def build_gallery(data: RunData, k: int = 12, explain: bool = True,
+                  predictor: Any = None) -> tuple[list[GalleryItem], list[str]]:
+    """The ``k`` most confident errors of the chosen design's seed ensemble, and notes on what cannot be shown.
 
-    Args:
-        data: the run's artifacts.
-        k: how many rows.
-        explain: add explanations (loads the run's encoders and models once; skipped with a note if they fail).
-        predictor: a loaded :class:`~mmsent.inference.RunPredictor` to use instead of building one.
-
-    Returns:
-        The items, and notes on what could not be shown.
+    ``explain`` adds explanations from ``predictor`` (default: one built from the run); if they fail, a note says why.
     """
-    notes: list[str] = []
     chosen = data.chosen_model
     if not chosen or chosen not in data.validation:
         return [], ["no validation probabilities of the chosen model; no error gallery"]
     probs = data.validation[chosen].ensemble
-    idx = confident_errors(data.gold, probs, k)
     items = [GalleryItem(data.guids[i], LABELS[int(data.gold[i])], LABELS[int(probs[i].argmax())],
-                         {n: float(p) for n, p in zip(LABELS, probs[i])}) for i in idx]
+                         dict(zip(LABELS, map(float, probs[i])))) for i in confident_errors(data.gold, probs, k)]
     if not items:
-        return [], notes
+        return [], []
 
-    cleaning = CleaningConfig()
-    if (data.run_dir / "config.yaml").is_file():
-        cleaning = load_config(data.run_dir / "config.yaml").cleaning
-    cleaner = TextCleaner(cleaning)
+    config = data.run_dir / "config.yaml"
+    cleaner = TextCleaner(load_config(config).cleaning if config.is_file() else CleaningConfig())
     root = data.data_root
-    paths: list[Path | None] = []
-    raw_texts: list[str] = []
+    notes = [] if root else ["the run does not record its data folder; no thumbnails or texts"]
+    ready: list[tuple[GalleryItem, Path, str]] = []  # the rows with an image, with their raw text
     for item in items:
-        image_path = root / "data" / f"{item.guid}.jpg" if root else None
-        text_path = root / "data" / f"{item.guid}.txt" if root else None
         raw = ""
-        try:
-            raw = decode_text(text_path.read_bytes(), str(text_path))[0] if text_path else ""
-        except (OSError, TextDecodeError) as exc:
-            item.notes.append(f"text unavailable: {exc}")
+        if root:
+            image_path, text_path = root / "data" / f"{item.guid}.jpg", root / "data" / f"{item.guid}.txt"
+            try:
+                raw = decode_text(text_path.read_bytes(), str(text_path))[0]
+            except (OSError, TextDecodeError) as exc:
+                item.notes.append(f"text unavailable: {exc}")
+            try:
+                item.thumbnail = thumbnail_uri(image_path)
+                ready.append((item, image_path, raw))
+            except ImageLoadError as exc:
+                item.notes.append(f"image unavailable: {exc.reason}")
         item.text = cleaner(raw)
-        raw_texts.append(raw)
-        try:
-            item.thumbnail = thumbnail_uri(image_path) if image_path else None
-        except ImageLoadError as exc:
-            item.notes.append(f"image unavailable: {exc.reason}")
-        paths.append(image_path if item.thumbnail else None)
-    if root is None:
-        notes.append("the run does not record its data folder; no thumbnails or texts")
 
     if explain:
         try:
-            _add_explanations(data, items, paths, raw_texts, predictor)
+            if predictor is None:
+                from mmsent.inference import RunPredictor  # local: loads torch models, only needed with explanations
+
+                predictor = RunPredictor(data.run_dir, model_name=chosen)
+            paths, texts = [p for _, p, _ in ready], [t for _, _, t in ready]
+            results = predictor.predict(paths, texts, overlay=True) if ready else []
+            for (item, _, _), res in zip(ready, results):
+                item.evidence = res["evidence"]
+                # JPEG thumbnails keep a 12-card report at a few hundred kB instead of megabytes of PNG.
+                png = item.evidence.get("image_overlay_png")
+                item.overlay = thumbnail_uri(png) if png else None
+                if res["label"] != item.predicted:
+                    item.notes.append(f"re-encoded from the raw files the ensemble predicts {res['label']} (the run "
+                                      "used cached features); the explanation is for that prediction")
         except Exception as exc:  # noqa: BLE001 -- the gallery is still useful without explanations
             log.warning("report: explanations skipped (%s: %s)", type(exc).__name__, exc)
             notes.append(f"explanations unavailable ({type(exc).__name__}: {exc})")
     return items, notes
-
-
-def _add_explanations(data: RunData, items: list[GalleryItem], paths: list[Path | None], texts: list[str],
-                      predictor: Any) -> None:
-    if predictor is None:
-        from mmsent.inference import RunPredictor  # local: loads torch models, only needed with explanations
-
-        predictor = RunPredictor(data.run_dir, model_name=data.chosen_model)
-    ready = [(item, path, text) for item, path, text in zip(items, paths, texts) if path is not None]
-    if not ready:
-        return
-    results = predictor.predict([p for _, p, _ in ready], [t for _, _, t in ready], overlay=True)
-    for (item, _, _), res in zip(ready, results):
-        ev = res["evidence"]
-        # JPEG thumbnails keep a 12-card report at a few hundred kB instead of megabytes of PNG.
-        item.overlay = thumbnail_uri(ev["image_overlay_png"]) if ev.get("image_overlay_png") else None
-        item.image_map = ev.get("image_map")
-        item.tokens = ev.get("tokens")
-        item.ablation = ev.get("modality_ablation")
-        item.dominant = ev.get("dominant_modality")
-        if res["label"] != item.predicted:
-            item.notes.append(f"re-encoded from the raw files the ensemble predicts {res['label']} (the run used "
-                              "cached features); the explanation is for that prediction")

@@ -58,28 +58,24 @@ def read_validation_predictions(path: Path) -> tuple[list[str], np.ndarray, dict
     Raises:
         ValueError: if models disagree on the validation rows or a row's gold label is unknown.
     """
-    rows: dict[str, dict[int, dict[str, list[float]]]] = {}
+    runs: dict[tuple[str, int], dict[str, list[float]]] = {}  # (model, seed) -> guid -> probabilities
     gold: dict[str, str] = {}
-    order: dict[tuple[str, int], list[str]] = {}
     with path.open(encoding="utf-8", newline="") as fh:
         for rec in csv.DictReader(fh):
-            model, seed, guid = rec["model"], int(rec["seed"]), rec["guid"]
-            rows.setdefault(model, {}).setdefault(seed, {})[guid] = [float(rec[f"p_{n}"]) for n in LABELS]
-            order.setdefault((model, seed), []).append(guid)
-            gold[guid] = rec["gold"]
-    if not order:
+            runs.setdefault((rec["model"], int(rec["seed"])), {})[rec["guid"]] = [float(rec[f"p_{n}"]) for n in LABELS]
+            gold[rec["guid"]] = rec["gold"]
+    if not runs:
         return [], np.zeros(0, dtype=int), {}
-    guids = next(iter(order.values()))
-    if any(sorted(g) != sorted(guids) for g in order.values()):
+    guids = list(next(iter(runs.values())))
+    if any(by_guid.keys() != set(guids) for by_guid in runs.values()):
         raise ValueError(f"{path}: runs were scored on different validation rows")
-    unknown = {g for g in gold.values() if g not in LABELS}
+    unknown = set(gold.values()) - set(LABELS)
     if unknown:
         raise ValueError(f"{path}: unknown gold labels {sorted(unknown)}")
     validation = {}
-    for model, by_seed in rows.items():
-        seeds = sorted(by_seed)
-        probs = np.array([[by_seed[s][g] for g in guids] for s in seeds], dtype=np.float64)
-        validation[model] = ModelValidation(seeds, probs)
+    for model in dict.fromkeys(m for m, _ in runs):
+        seeds = sorted(s for m, s in runs if m == model)
+        validation[model] = ModelValidation(seeds, np.array([[runs[model, s][g] for g in guids] for s in seeds]))
     return guids, np.array([LABELS.index(gold[g]) for g in guids]), validation
 
 
@@ -95,7 +91,6 @@ def load_run_data(run_dir: str | Path) -> RunData:
         raise FileNotFoundError(f"{run_dir}: not a run directory (none of {', '.join(names)} found)")
     data = RunData(run_dir, _json(run_dir / "comparison.json"), _json(run_dir / "metrics.json"),
                    _json(run_dir / "data_report.json"))
-    preds = run_dir / "validation_predictions.csv"
-    if preds.is_file():
-        data.guids, data.gold, data.validation = read_validation_predictions(preds)
+    if (run_dir / "validation_predictions.csv").is_file():
+        data.guids, data.gold, data.validation = read_validation_predictions(run_dir / "validation_predictions.csv")
     return data

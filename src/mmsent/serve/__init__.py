@@ -1,5 +1,257 @@
-"""HTTP service for a finished run: ``POST /predict``, ``POST /predict/batch``, ``GET /health`` and a demo page."""
+"""HTTP service for a finished run: ``POST /predict``, ``POST /predict/batch``, ``GET /health`` and a demo page.
 
-from mmsent.serve.app import ServeSettings, create_app
+:func:`create_app` loads the run's seed ensemble once and builds the FastAPI app; ``mmsent serve`` runs it.
+"""
 
-__all__ = ["ServeSettings", "create_app"]
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from mmsent import __version__
+from mmsent.data.images import ImageLoadError, ImageTooLargeError
+from mmsent.inference import RunPredictor
+from mmsent.serve import schemas
+
+
+@dataclass
+class ServeSettings:
+    """Limits of the service."""
+
+    max_upload_bytes: int = 10 * 1024 * 1024  # largest image file accepted
+    max_image_pixels: int = 50_000_000  # largest decoded image (width x height), a decompression-bomb guard
+    max_text_chars: int = 5_000  # longest tweet text accepted
+    max_batch: int = 32  # most rows in one /predict/batch request
+
+    def single_body_limit(self) -> int:
+        # base64 inflates by 4/3 (multipart carries the raw bytes), then room for the text and the framing.
+        return self.max_upload_bytes * 4 // 3 + self.max_text_chars * 4 + 64 * 1024
+
+    def batch_body_limit(self) -> int:
+        return self.max_batch * self.single_body_limit()
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Malformed body (bad JSON, multipart or base64)."},
+    413: {"description": "Body, image file or image pixel count over the configured limits."},
+    415: {"description": "Content type other than multipart/form-data or application/json."},
+    422: {"description": "Missing or invalid field: no image, not an image, empty or too long text, ..."},
+}
+
+# The endpoint reads its body itself (to bound its size), so the OpenAPI schema of the body is spelled out here.
+_FORM_FIELDS = {"image": {"type": "string", "format": "binary"}, "text": {"type": "string"},
+                "explain": {"type": "boolean", "default": True}, "overlay": {"type": "boolean", "default": False}}
+_PREDICT_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["image", "text"], "properties": _FORM_FIELDS}},
+    "application/json": {"schema": schemas.PredictJSON.model_json_schema()},
+}}}
+
+
+# -- reading requests: bodies within a size limit, entirely in memory (no upload ever touches the disk) ---------
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it passes ``limit`` bytes (or announces more)."""
+    too_large = HTTPException(413, f"request body over the limit of {limit:,} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def parse_multipart(request: Request, body: bytes, limit: int) -> tuple[FormData, tuple[bytes, str]]:
+    """The form of an already size-checked multipart body (file parts stay in memory), and its image and file name."""
+
+    async def once() -> AsyncIterator[bytes]:
+        yield body
+
+    parser = MultiPartParser(request.headers, once(), max_files=2, max_fields=10, max_part_size=len(body) + 1)
+    # Starlette spools file parts to a temporary file past spool_max_size; the body is already bounded, so a spool
+    # at least that large keeps every part in memory.
+    parser.spool_max_size = len(body) + 1
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise HTTPException(400, f"malformed multipart body: {exc.message}") from exc
+    image = form.get("image")
+    if image is None:
+        raise HTTPException(422, "image: missing; send the image file in the 'image' field")
+    if not isinstance(image, UploadFile):
+        raise HTTPException(422, "field 'image' must be a file upload (multipart/form-data with a filename)")
+    data = await image.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPException(413, f"image over the limit of {limit:,} bytes")
+    if not data:
+        raise HTTPException(422, "image: empty file (0 bytes)")
+    return form, (data, image.filename or "<upload>")
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HTTPException(400, f"malformed JSON body: {exc}") from exc
+
+
+def decode_base64_image(data: str, limit: int, where: str = "image_base64") -> bytes:
+    """Decodes a (possibly ``data:`` URI) base64 string; 400 if it is not base64, 413 if over ``limit`` bytes."""
+    if data.startswith("data:"):
+        header, _, data = data.partition(",")
+        if ";base64" not in header:
+            raise HTTPException(400, f"{where}: a data: URI must be base64-encoded")
+    data = "".join(data.split())
+    if len(data) * 3 // 4 > limit + 3:  # refused before decoding
+        raise HTTPException(413, f"{where}: image over the limit of {limit:,} bytes")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except ValueError as exc:  # binascii.Error is one
+        raise HTTPException(400, f"{where}: not valid base64 ({exc})") from exc
+    if len(raw) > limit:
+        raise HTTPException(413, f"{where}: image over the limit of {limit:,} bytes")
+    return raw
+
+
+def _flag(value: Any, default: bool) -> bool:
+    return default if value is None else str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _check_text(text: Any, limit: int, where: str = "text") -> str:
+    if not isinstance(text, str):
+        raise HTTPException(422, f"{where}: missing (send the tweet text)")
+    if not text.strip():
+        raise HTTPException(422, f"{where}: empty; send the tweet text")
+    if len(text) > limit:
+        raise HTTPException(422, f"{where}: {len(text):,} characters, over the limit of {limit:,}")
+    return text
+
+
+def _validate(model: type, data: Any) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+        raise HTTPException(422, problems) from exc
+
+
+def create_app(run_dir: str | Path | None = None, *, predictor: RunPredictor | None = None,
+               settings: ServeSettings | None = None, model_name: str | None = None) -> FastAPI:
+    """Builds the app around one run's ensemble.
+
+    Args:
+        run_dir: the run directory to serve (ignored when ``predictor`` is given).
+        predictor: a loaded predictor (tests build one with tiny encoders).
+        settings: limits (default: :class:`ServeSettings`'s).
+        model_name: serve this design instead of the run's chosen model.
+    """
+    settings = settings or ServeSettings()
+    if predictor is None:
+        if run_dir is None:
+            raise ValueError("create_app needs run_dir or predictor")
+        predictor = RunPredictor(run_dir, model_name=model_name)
+    predictor.max_image_pixels = settings.max_image_pixels
+    info = schemas.ModelInfo(**predictor.info())
+
+    app = FastAPI(title="mmsent", version=__version__,
+                  description=f"Multimodal tweet sentiment with the `{info.name}` ensemble of {info.run_dir}.")
+    app.state.settings = settings
+
+    def run_predict(images: list[tuple[bytes, str]], texts: list[str], explain: bool,
+                    overlay: bool) -> list[dict[str, Any]]:
+        decoded = []
+        for i, (data, name) in enumerate(images):
+            where = f"items[{i}]: " if len(images) > 1 else ""
+            try:
+                decoded.append(predictor.load(data, name=name))
+            except ImageTooLargeError as exc:
+                raise HTTPException(413, f"{where}{exc.reason}") from exc
+            except ImageLoadError as exc:
+                raise HTTPException(422, f"{where}image: {exc.reason}") from exc
+        return predictor.predict(decoded, texts, explain_inputs=explain, overlay=overlay)
+
+    @app.post("/predict", response_model=schemas.PredictResponse, responses=_ERRORS, openapi_extra=_PREDICT_BODY,
+              summary="Sentiment of one image + tweet, with per-modality evidence")
+    async def predict(request: Request) -> dict[str, Any]:
+        """Send ``multipart/form-data`` (``image`` file, ``text``, optional ``explain``/``overlay``) or JSON
+        (:class:`PredictJSON`, image as base64)."""
+        kind = media_type(request)
+        if kind == "application/x-www-form-urlencoded":
+            # What a client sends for a form without a file: most likely the image was forgotten.
+            raise HTTPException(422, "image: missing; send multipart/form-data with the image file in 'image'")
+        if kind not in ("multipart/form-data", "application/json"):
+            raise HTTPException(415, f"content type {kind or '(none)'!r} not supported; send multipart/form-data "
+                                "(fields image, text) or application/json (fields image_base64, text)")
+        body = await read_body(request, settings.single_body_limit())
+        if kind == "application/json":
+            data = parse_json(body)
+            if isinstance(data, dict):  # the likely mistakes first, with a hint; the schema checks the rest
+                if not data.get("image_base64"):
+                    raise HTTPException(422, "image_base64: missing; send the image as base64")
+                _check_text(data.get("text"), settings.max_text_chars)
+            req = _validate(schemas.PredictJSON, data)
+            image = (decode_base64_image(req.image_base64, settings.max_upload_bytes), "<image_base64>")
+            text, explain, overlay = req.text, req.explain, req.overlay
+        else:
+            form, image = await parse_multipart(request, body, settings.max_upload_bytes)
+            text = _check_text(form.get("text"), settings.max_text_chars)
+            explain, overlay = _flag(form.get("explain"), True), _flag(form.get("overlay"), False)
+        # Off the event loop, so /health and new connections are served while the model runs.
+        [result] = await run_in_threadpool(run_predict, [image], [text], explain, overlay)
+        return {**result, "model": info.model_dump()}
+
+    @app.post("/predict/batch", response_model=schemas.BatchResponse, responses=_ERRORS,
+              summary="Sentiment of many image + tweet rows (JSON, images as base64)")
+    async def predict_batch(request: Request) -> dict[str, Any]:
+        """All rows are checked first; one bad row fails the request with 4xx naming ``items[i]``."""
+        kind = media_type(request)
+        if kind != "application/json":
+            raise HTTPException(415, f"content type {kind or '(none)'!r} not supported; send application/json")
+        body = await read_body(request, settings.batch_body_limit())
+        req = _validate(schemas.BatchRequest, parse_json(body))
+        if not req.items:
+            raise HTTPException(422, "items: empty; send at least one row")
+        if len(req.items) > settings.max_batch:
+            raise HTTPException(413, f"items: {len(req.items)} rows, over the limit of {settings.max_batch}")
+        images, texts = [], []
+        for i, item in enumerate(req.items):
+            texts.append(_check_text(item.text, settings.max_text_chars, f"items[{i}].text"))
+            images.append((decode_base64_image(item.image_base64, settings.max_upload_bytes,
+                                               f"items[{i}].image_base64"), f"items[{i}]"))
+        results = await run_in_threadpool(run_predict, images, texts, req.explain, req.overlay)
+        return {"results": results, "model": info.model_dump()}
+
+    @app.get("/health", response_model=schemas.Health, summary="Liveness, the loaded model and the limits")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": info.model_dump(), "limits": asdict(settings)}
+
+    static = Path(str(resources.files("mmsent.serve") / "static"))
+    app.mount("/static", StaticFiles(directory=static), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        # Same-origin only: the page needs no external asset, and images are shown from blob:/data: URLs.
+        csp = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+               "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+        return FileResponse(static / "index.html", media_type="text/html",
+                            headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff"})
+
+    return app

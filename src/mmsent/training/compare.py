@@ -112,19 +112,6 @@ class Comparison:
             raise ValueError("empty comparison")
         return max(self.summary(), key=lambda row: row["macro_f1_mean"])["model"]
 
-    def best_run(self, name: str | None = None) -> ModelRun:
-        """The seed of ``name`` (default: :meth:`best_model`) with the highest validation macro-F1."""
-        name = name or self.best_model()
-        runs = [r for r in self.runs if r.model == name]
-        if not runs:
-            raise KeyError(f"no runs of {name!r}; models here: {', '.join(self.model_names())}")
-        return max(runs, key=lambda r: r.metrics["macro_f1"])
-
-    def best_trained_model(self, name: str | None = None) -> FusionModel:
-        """The trained model of :meth:`best_run`."""
-        run = self.best_run(name)
-        return self.models[(run.model, run.seed)]
-
     def to_markdown(self) -> str:
         """A table of mean ± std over seeds, best model (by macro-F1) in bold."""
         best = self.best_model() if self.runs else None
@@ -216,7 +203,6 @@ def _run_in_processes(fn: Callable[[Any], Any], jobs: Sequence[Any], workers: in
 
 def compare_models(features: FeatureSet, labels: dict[str, str], split: SplitLike, models: Sequence[str],
                    seeds: Sequence[int], cfg: TrainConfig, progress: bool = True,
-                   on_result: Callable[[ModelRun], None] | None = None,
                    model_overrides: dict[str, dict[str, Any]] | None = None, workers: int | str = "auto") -> Comparison:
     """Trains every model with every seed on ``split.train`` and scores it on ``split.val``.
 
@@ -231,7 +217,6 @@ def compare_models(features: FeatureSet, labels: dict[str, str], split: SplitLik
         seeds: one run per seed and model.
         cfg: training config (also supplies the model sizes).
         progress: a progress bar over runs and a line per finished run.
-        on_result: called with each :class:`ModelRun` as soon as it is done (e.g. to write partial results).
         model_overrides: per model name, training settings (any :class:`TrainConfig` field) or constructor
             arguments over ``cfg`` (e.g. ``{"dual_stream": {"hidden_dim": 128, "patience": 4}}`` to keep the token
             models fast on a CPU).
@@ -284,8 +269,6 @@ def compare_models(features: FeatureSet, labels: dict[str, str], split: SplitLik
         if progress:
             bar.write(f"{run.model:>14} seed {run.seed}: {format_metrics(run.metrics)} "
                       f"(epoch {run.best_epoch}, {run.train_seconds:.1f}s)")
-        if on_result is not None:
-            on_result(run)
         bar.update(1)
     bar.close()
     if device.type == "cuda":

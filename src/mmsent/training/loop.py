@@ -42,28 +42,18 @@ Schedule = Literal["cosine", "linear", "constant"]
 
 
 class Task(Protocol):
-    """What the loop trains: a model (plus whatever feeds it) addressed by row index."""
+    """What the loop trains, addressed by row index: ``forward`` gives training-mode logits of training rows (with
+    gradients), ``evaluate`` eval-mode logits of every evaluation row in order, ``lengths`` each training row's
+    sequence length (similar lengths share a batch) or None, and ``state``/``load_state`` the trained tensors that
+    the best-epoch snapshot and the checkpoints hold."""
 
-    def forward(self, rows: list[int]) -> torch.Tensor:
-        """Training-mode logits ``(B, classes)`` of training rows ``rows``, with gradients."""
-
-    def evaluate(self) -> torch.Tensor:
-        """Eval-mode logits of every evaluation row, in order (no gradients)."""
-
-    def lengths(self) -> Sequence[int] | None:
-        """Per training row, its sequence length (rows of similar length share a batch), or None."""
-
-    def train(self) -> None:
-        """Training mode (dropout on)."""
-
-    def eval(self) -> None:
-        """Evaluation mode."""
-
-    def state(self) -> dict[str, torch.Tensor]:
-        """The trained tensors (the best-epoch snapshot and checkpoints hold these)."""
-
-    def load_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Inverse of :meth:`state`."""
+    def forward(self, rows: list[int]) -> torch.Tensor: ...
+    def evaluate(self) -> torch.Tensor: ...
+    def lengths(self) -> Sequence[int] | None: ...
+    def train(self) -> None: ...
+    def eval(self) -> None: ...
+    def state(self) -> dict[str, torch.Tensor]: ...
+    def load_state(self, state: dict[str, torch.Tensor]) -> None: ...
 
 
 @dataclass
