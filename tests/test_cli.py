@@ -6,13 +6,13 @@ import json
 import shutil
 
 import pytest
+from mmsent_testkit import FakeImageEncoder, FakeTextEncoder
 from typer.testing import CliRunner
 
 import mmsent.pipeline as pipeline
 import mmsent.run_folder as run_folder
 from mmsent.cli import app
 from mmsent.data.sample import sample_dataset_path
-from mmsent_testkit import FakeImageEncoder, FakeTextEncoder
 
 runner = CliRunner()
 FAST = ["--set", "training.hidden_dim=16", "--set", "training.epochs=2", "--set", "training.num_heads=2",

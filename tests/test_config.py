@@ -191,8 +191,8 @@ def test_predict_with_must_be_best_or_a_compared_model():
     with pytest.raises(ConfigError) as err:
         load_config(overrides=["compare.models=concat,gated", "compare.predict_with=dual_stream"])
     assert str(err.value) == ("compare.predict_with: 'dual_stream' is not among compare.models; "
-                              "allowed: best, concat, gated")
-    with pytest.raises(ConfigError, match=r"compare\.predict_with: 'bset' .*allowed: best, .*did you mean 'best'\?"):
+                              "allowed: ensemble, best, concat, gated")
+    with pytest.raises(ConfigError, match=r"compare\.predict_with: 'bset' .*allowed: ensemble, best, .*did you mean 'best'\?"):
         load_config(overrides=["compare.predict_with=bset"])
 
 
@@ -266,22 +266,21 @@ def test_values_out_of_range_name_the_key_and_the_range(override, message):
 
 
 def test_range_boundaries_that_are_allowed():
-    cfg = load_config(overrides=["data.kfold=2", "data.fold=1", "training.dropout=0", "finetune.holdout_fraction=0",
+    cfg = load_config(overrides=["data.kfold=2", "training.dropout=0", "finetune.holdout_fraction=0",
                                  "finetune.text.layer_decay=1", "encoders.image_grid=0", "finetune.image.last_n=0",
                                  "finetune.image.crossfit_folds=2", "compare.workers=1", "encoders.num_threads=1"])
-    assert (cfg.data.kfold, cfg.data.fold, cfg.compare.workers, cfg.encoders.num_threads) == (2, 1, 1, 1)
+    assert (cfg.data.kfold, cfg.compare.workers, cfg.encoders.num_threads) == (2, 1, 1)
 
 
 def test_contradictions_between_keys():
     with pytest.raises(ConfigError, match=r"data\.split_file and data\.kfold contradict"):
         load_config(overrides=["data.split_file=runs/a/split.csv", "data.kfold=5"])
-    with pytest.raises(ConfigError) as err:
-        load_config(overrides=["data.kfold=5", "data.fold=5"])
-    assert str(err.value) == "data.fold: 5 is out of range for data.kfold=5; allowed: 0..4"
-    with pytest.raises(ConfigError, match=r"data\.fold: 1 needs data\.kfold"):
-        load_config(overrides=["data.fold=1"])
-    with pytest.raises(ConfigError, match=r"data\.fold: -1 is out of range"):
-        load_config(overrides=["data.kfold=5", "data.fold=-1"])
+    with pytest.raises(ConfigError, match=r"data\.kfold=5 and finetune\.enabled contradict"):
+        load_config(overrides=["data.kfold=5", "finetune.enabled=true"])
+    # data.fold is gone (kfold runs every fold): a saved 0 still loads, anything else says why
+    assert load_config(overrides=["data.fold=0"]) == RunConfig()
+    with pytest.raises(ConfigError, match=r"data\.fold: 1 is no longer supported: data\.kfold now runs every fold"):
+        load_config(overrides=["data.kfold=5", "data.fold=1"])
     with pytest.raises(ConfigError, match=r"finetune\.text\.last_n: 0 is out of range with finetune\.text\.mode="):
         load_config(overrides=["finetune.text.last_n=0"])
     assert load_config(overrides=["finetune.text.last_n=0", "finetune.text.mode=full"]).finetune.text.last_n == 0
@@ -389,23 +388,36 @@ def test_load_config_refuses_a_typo_before_anything_else_runs():
         load_config(overrides=["cleaning.hashtags=banana"])
 
 
-def test_a_fixed_choice_typo_fails_in_under_a_second_without_heavy_imports():
+@pytest.mark.parametrize(("override", "start"), [
+    ("finetune.image.mode=fulll", "finetune.image.mode: 'fulll'"),
+    ("compare.models=concatt", "compare.models: unknown model 'concatt'"),
+    ("encoders.image=efficientnet-lite9", "encoders.image: unknown image encoder 'efficientnet-lite9'"),
+])
+def test_a_typo_fails_without_heavy_imports(override, start):
+    """No torch, PIL or data module is loaded before a typo is refused: that is what makes it fail at once (the time
+    it takes is measured in benchmarks/RESULTS.md, not here)."""
     code = (
-        "import json, sys, time\n"
-        "t = time.perf_counter()\n"
+        "import json, sys\n"
         "from mmsent.config import ConfigError, load_config\n"
         "try:\n"
-        "    load_config(overrides=['finetune.image.mode=fulll'])\n"
+        f"    load_config(overrides=[{override!r}])\n"
         "    error = None\n"
         "except ConfigError as exc:\n"
         "    error = str(exc)\n"
         "heavy = [m for m in ('torch', 'PIL', 'mmsent.data', 'mmsent.pipeline') if m in sys.modules]\n"
-        "print(json.dumps({'error': error, 'seconds': time.perf_counter() - t, 'heavy': heavy}))\n"
+        "print(json.dumps({'error': error, 'heavy': heavy}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["error"] and result["error"].startswith("finetune.image.mode: 'fulll'")
-    assert result["heavy"] == [] and result["seconds"] < 1.0
+    assert result["error"] and result["error"].startswith(start)
+    assert result["heavy"] == []
+
+
+def test_model_names_are_read_from_the_package_without_importing_it():
+    from mmsent.config import _fusion_names
+    from mmsent.fusion.registry import list_fusion_models
+
+    assert sorted(_fusion_names()) == sorted(list_fusion_models())  # here the live registry answers
 
 
 def test_cli_run_with_a_typo_exits_with_one_line_and_reads_no_data(tmp_path, monkeypatch):

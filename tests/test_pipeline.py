@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from mmsent_testkit import FakeImageEncoder, FakeTextEncoder
 
 import mmsent.pipeline as pipeline
 import mmsent.run_folder as run_folder
@@ -16,7 +18,6 @@ from mmsent.data.sample import sample_dataset_path
 from mmsent.data.splits import load_split
 from mmsent.labels import LABELS
 from mmsent.predict import read_predictions
-from mmsent_testkit import FakeImageEncoder, FakeTextEncoder
 
 FAST = ["training.hidden_dim=16", "training.epochs=3", "training.patience=2", "training.num_heads=2",
         "compare.seeds=0,1"]
@@ -49,13 +50,16 @@ def test_run_writes_every_output_and_predictions_in_input_order(tmp_path, cfg, f
     rows = read_predictions(result.predictions_path)
     assert [g for g, _ in rows] == _sample_test_guids()
     assert {t for _, t in rows} <= set(LABELS)
-    assert result.chosen_model == result.comparison.best_model()
+    # the default predictor: the mean of every compared design's seeds, all saved and named in predictor.json
+    assert result.chosen_model == "ensemble"
+    predictor = json.loads((run_dir / "predictor.json").read_text(encoding="utf-8"))
+    assert predictor["members"] == cfg.compare.models and predictor["class_weights"] is None  # no folds: no rule
     saved = sorted(p.name for p in (run_dir / "models").iterdir())
-    assert saved == [f"{result.chosen_model}_seed0", f"{result.chosen_model}_seed1"]
+    assert saved == sorted(predictor["models"]) == sorted(f"{m}_seed{s}" for m in cfg.compare.models for s in (0, 1))
     table = (run_dir / "comparison.md").read_text(encoding="utf-8")
     for name in cfg.compare.models:
         assert name in table
-    assert "±" in table
+    assert "±" in table and "predictor: ensemble" in table
 
 
 def test_validation_rows_never_reach_training(tmp_path, cfg, fakes, monkeypatch):
@@ -110,7 +114,7 @@ def test_predict_from_run_without_models_says_what_to_do(tmp_path, cfg):
     with pytest.raises(FileNotFoundError, match="is .* a run directory.*mmsent run --out RUN_DIR"):
         pipeline.predict_from_run(tmp_path, cfg)
     (tmp_path / "config.yaml").write_text("{}")
-    with pytest.raises(FileNotFoundError, match="names no chosen_model: the run did not finish"):
+    with pytest.raises(FileNotFoundError, match="predictor.json not found: the run did not finish"):
         pipeline.predict_from_run(tmp_path, cfg)
 
 
@@ -130,15 +134,50 @@ def test_predict_with_a_named_model(tmp_path, cfg, fakes):
     assert Path(tmp_path / "run" / "models" / "gated_seed0").is_dir()
 
 
-def test_kfold_writes_every_fold_and_validates_on_the_chosen_one(tmp_path, cfg):
+def test_cross_validation_scores_each_row_once_by_models_that_never_trained_on_it(tmp_path, cfg, fakes,
+                                                                               monkeypatch):
     cfg.data.kfold = 3
-    cfg.data.fold = 1
-    dataset = pipeline.load_dataset(cfg)
-    split = pipeline.prepare_split(cfg, dataset, tmp_path)
-    folds = [load_split(tmp_path / f"split_fold{i}.csv") for i in range(3)]
-    assert (split.train, split.val) == (folds[1].train, folds[1].val)
-    all_val = [g for f in folds for g in f.val]
-    assert sorted(all_val) == sorted(ex.guid for ex in dataset.train)  # the folds' validation parts partition
-    cfg.data.fold = 3
-    with pytest.raises(ValueError, match="data.fold=3 is out of range"):
-        pipeline.prepare_split(cfg, dataset, tmp_path)
+    cfg.compare.models = ["concat", "gated"]
+    cfg.compare.workers = 1
+    seen: list[tuple[list[str], list[str]]] = []
+    real_compare = pipeline.compare_models
+
+    def spy(features, labels, split, *args, **kwargs):
+        seen.append((list(split.train), list(split.val)))
+        assert set(features.guids) == set(split.train) | set(split.val)  # no other row is even handed over
+        return real_compare(features, labels, split, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "compare_models", spy)
+    result = pipeline.run(cfg, tmp_path / "run", progress=False)
+    run_dir = tmp_path / "run"
+    labelled = {ex.guid for ex in pipeline.load_dataset(cfg).train}
+    assert len(seen) == 3
+    for train, val in seen:
+        assert not set(train) & set(val) and set(train) | set(val) == labelled
+    assert sorted(g for _, val in seen for g in val) == sorted(labelled)  # the folds' validation parts partition
+    for k, (train, val) in enumerate(seen):
+        fold = load_split(run_dir / f"split_fold{k}.csv")
+        assert (fold.train, fold.val) == (train, val)
+
+    # out-of-fold probabilities: every labelled row once per design and seed, scored by its own fold's models
+    fold_of = {g: k for k, (_, val) in enumerate(seen) for g in val}
+    rows = (run_dir / "oof_predictions.csv").read_text(encoding="utf-8").splitlines()
+    header, rows = rows[0].split(","), [r.split(",") for r in rows[1:]]
+    assert header[:5] == ["guid", "gold", "model", "fold", "seed"]
+    for model in cfg.compare.models:
+        for seed in ("0", "1"):
+            mine = [r for r in rows if r[2] == model and r[4] == seed]
+            assert sorted(r[0] for r in mine) == sorted(labelled)
+            assert all(int(r[3]) == fold_of[r[0]] for r in mine)
+    assert sorted(r[0] for r in rows if r[2] == "ensemble") == sorted(labelled)
+
+    predictor = json.loads((run_dir / "predictor.json").read_text(encoding="utf-8"))
+    assert result.chosen_model == "ensemble" and predictor["members"] == ["concat", "gated"]
+    assert len(predictor["class_weights"]) == 3  # the decision rule, fitted on out-of-fold rows
+    assert sorted(predictor["models"]) == sorted(f"{m}_fold{k}_seed{s}" for m in cfg.compare.models
+                                                 for k in range(3) for s in (0, 1))
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["folds"] == 3 and metrics["validation_rows"] == len(labelled)
+    assert metrics["ensemble_validation_metrics"] == predictor["scores"]["decision_rule"]
+    again = pipeline.predict_from_run(run_dir, cfg, tmp_path / "again.txt", progress=False)
+    assert read_predictions(again) == read_predictions(result.predictions_path)  # the same rule, the same models

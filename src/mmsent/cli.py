@@ -107,14 +107,16 @@ def prepare(data: Optional[Path] = DataOpt, out: Path = typer.Option(..., "--out
             on_error: Optional[str] = OnErrorOpt) -> None:
     """Validates the dataset and writes the train/validation split (split.csv) and config into the run directory."""
     cfg = _config(config, set_, data, on_error)
-    from mmsent.pipeline import load_dataset, prepare_split
+    from mmsent.pipeline import load_dataset, prepare_splits
 
     with _user_errors():
         dataset = load_dataset(cfg)
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "config.yaml")
-        split = prepare_split(cfg, dataset, out)
-    console.print(f"{len(split.train)} train / {len(split.val)} validation rows -> {out / 'split.csv'}")
+        splits = prepare_splits(cfg, dataset, out)
+    written = "split_fold*.csv" if len(splits) > 1 else "split.csv"
+    console.print(f"{len(splits)} split(s), {len(splits[0].train)} train / {len(splits[0].val)} validation rows each "
+                  f"-> {out / written}")
 
 
 @app.command()
@@ -133,18 +135,17 @@ def extract(data: Optional[Path] = DataOpt, config: Optional[Path] = ConfigOpt, 
 
 
 def _compare(cfg: RunConfig, out: Path, quiet: bool) -> None:
-    from mmsent.pipeline import compare as compare_stage
+    from mmsent.pipeline import compare_folds, load_dataset, prepare_splits
     from mmsent.pipeline import extract as extract_stage
-    from mmsent.pipeline import load_dataset, prepare_split
 
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.yaml")
     dataset = load_dataset(cfg)
-    split = prepare_split(cfg, dataset, out)
+    splits = prepare_splits(cfg, dataset, out)
     feats = extract_stage(cfg, dataset.train + dataset.test, progress=not quiet)
-    comparison = compare_stage(cfg, feats, split, dataset.labels(), progress=not quiet)
-    comparison.save(out)
-    print(comparison.to_markdown())
+    _, table = compare_folds(cfg, feats, splits, dataset.labels(), progress=not quiet)
+    table.save(out)
+    print(table.to_markdown())
 
 
 @app.command()

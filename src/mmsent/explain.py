@@ -17,6 +17,7 @@ import torch
 from mmsent.features.featureset import FeatureSet, masked_mean
 from mmsent.fusion.base import FusionInputs, FusionModel
 from mmsent.labels import LABELS
+from mmsent.training.ensemble import decide
 
 #: below this difference between the two ablation scores neither modality is called dominant
 DOMINANCE_MARGIN = 0.02
@@ -121,15 +122,17 @@ def dominant_modality(drops: dict[str, float], margin: float = DOMINANCE_MARGIN)
 
 
 def explain(models: Sequence[FusionModel], inputs: FusionInputs, *, baseline: Baseline = "zeros",
-            text_pooling: str = "mean", saliency: bool = True) -> list[dict[str, Any]]:
+            text_pooling: str = "mean", saliency: bool = True,
+            class_weights: Sequence[float] | None = None) -> list[dict[str, Any]]:
     """Per row of ``inputs``: the ensemble's probabilities and label, and the evidence for it.
 
     Args:
-        models: the seed ensemble (same design); all in eval mode.
+        models: the ensemble (a design's seeds, or several designs' models); all in eval mode.
         inputs: one batch; rows never interact, so any batch size gives the same per-row answer.
         baseline: what an ablated modality is replaced by.
         text_pooling: how the text encoder pooled its token states (``"mean"`` or ``"cls"``), for the saliency route.
         saliency: compute gradient x input (one forward and backward pass per model).
+        class_weights: the run's decision rule: the label is the argmax of the probabilities times these.
 
     Returns:
         One dict per row: ``label``, ``probabilities``, ``dominant_modality``, ``baseline`` and
@@ -141,7 +144,7 @@ def explain(models: Sequence[FusionModel], inputs: FusionInputs, *, baseline: Ba
     if not models:
         raise ValueError("explain needs at least one model")
     probs, per_model = ensemble_probs(models, inputs)
-    target = probs.argmax(-1)
+    target = torch.as_tensor(decide(probs.cpu().numpy(), class_weights), device=probs.device)
     rows = torch.arange(len(inputs))
     p_target = probs[rows, target]
     reads = set().union(*(m.modalities for m in models))

@@ -49,7 +49,7 @@ class RunPredictor:
                  baseline: Baseline = "zeros") -> None:
         ensemble = load_run_models(run_dir, model_name=model_name, device=device)
         self.run_dir, self.cfg, self.model_name = ensemble.run_dir, ensemble.cfg, ensemble.name
-        self.models, self.seeds = ensemble.models, ensemble.seeds
+        self.models, self.seeds, self.class_weights = ensemble.models, ensemble.seeds, ensemble.class_weights
         self.image_encoder, self.text_encoder = encoders or ensemble.encoders(device)
         hp = self.models[0].hparams
         if (hp.get("image_dim"), hp.get("text_dim")) != (self.image_encoder.dim, self.text_encoder.dim):
@@ -64,6 +64,7 @@ class RunPredictor:
     def info(self) -> dict[str, Any]:
         """What is loaded, for ``/health`` and the response's ``model`` block."""
         return {"name": self.model_name, "seeds": self.seeds, "run_dir": str(self.run_dir),
+                "models": len(self.models), "class_weights": self.class_weights,
                 "image_encoder": self.image_encoder.name, "text_encoder": self.text_encoder.name,
                 "labels": list(self.models[0].saved_meta.get("labels", [])) or None,
                 "modalities": sorted(set().union(*(m.modalities for m in self.models)))}
@@ -103,7 +104,7 @@ class RunPredictor:
             inputs = FusionInputs(pooled.float(), tokens.float(), torch.ones(tokens.shape[:2], dtype=torch.bool),
                                   text.pooled.float(), text.tokens[:, :width].float(), text.mask[:, :width].bool())
             rows = explain(self.models, inputs, baseline=self.baseline, saliency=explain_inputs,
-                           text_pooling=self.cfg.encoders.text_pooling)
+                           text_pooling=self.cfg.encoders.text_pooling, class_weights=self.class_weights)
             t3 = time.perf_counter()
         timing = {"image_encode": t1 - t0, "text_encode": t2 - t1, "fusion_and_explain": t3 - t2, "total": t3 - t0}
         results = []

@@ -38,11 +38,20 @@ from mmsent.features.extract import FeatureSource, extract_features
 from mmsent.features.featureset import FeatureSet
 from mmsent.fusion.base import FusionModel
 from mmsent.fusion.registry import save_model
+from mmsent.io import write_json
 from mmsent.labels import LABELS
 from mmsent.predict import write_predictions
-from mmsent.run_folder import METRICS_FILE, MODELS_DIR, load_run_models, model_dir
-from mmsent.training.compare import Comparison, compare_models
-from mmsent.training.metrics import compute_metrics
+from mmsent.run_folder import (
+    METRICS_FILE,
+    MODELS_DIR,
+    OOF_FILE,
+    PREDICTOR_FILE,
+    VALIDATION_FILE,
+    load_run_models,
+    model_dir,
+)
+from mmsent.training.compare import Comparison, combine_folds, compare_models, held_out_probs
+from mmsent.training.ensemble import Predictor, build_predictor
 from mmsent.training.trainer import predict_proba
 
 log = logging.getLogger("mmsent.pipeline")
@@ -95,29 +104,28 @@ def load_dataset(cfg: RunConfig) -> LabDataset:
     return load_lab_dataset(root, on_error=cfg.data.on_error, max_image_pixels=cfg.data.max_image_pixels)
 
 
-def prepare_split(cfg: RunConfig, dataset: LabDataset, run_dir: Path | None = None) -> Split:
-    """Makes (or reuses, with ``data.split_file``) the train/validation split and writes it to the run dir."""
-    if cfg.data.split_file:
-        split = load_split(cfg.data.split_file)
+def prepare_splits(cfg: RunConfig, dataset: LabDataset, run_dir: Path | None = None) -> list[Split]:
+    """The train/validation split (made, or reused with ``data.split_file``), or with ``data.kfold`` every fold of a
+    stratified K-fold cross-validation; each is written to the run dir (``split.csv`` / ``split_fold{k}.csv``)."""
+    if cfg.data.kfold:
+        splits = kfold_splits(dataset.train, cfg.data.kfold, cfg.data.split_seed)
+    elif cfg.data.split_file:
         log.info("reusing split %s", cfg.data.split_file)
-    elif cfg.data.kfold:
-        folds = kfold_splits(dataset.train, cfg.data.kfold, cfg.data.split_seed)
-        if not 0 <= cfg.data.fold < len(folds):
-            raise ValueError(f"data.fold={cfg.data.fold} is out of range for data.kfold={cfg.data.kfold} "
-                             f"(use 0..{len(folds) - 1})")
-        if run_dir is not None:
-            for i, fold in enumerate(folds):
-                save_split(fold, Path(run_dir) / f"split_fold{i}.csv")
-        split = folds[cfg.data.fold]
-        log.info("fold %d of %d (all folds written; run the others with --set data.fold=N)", cfg.data.fold,
-                 len(folds))
+        splits = [load_split(cfg.data.split_file)]
     else:
-        split = make_split(dataset.train, cfg.data.val_fraction, cfg.data.split_seed)
-    check_split(split, dataset.train)
-    if run_dir is not None:
-        save_split(split, Path(run_dir) / "split.csv")
-    log.info("split: %d train / %d validation rows", len(split.train), len(split.val))
-    return split
+        splits = [make_split(dataset.train, cfg.data.val_fraction, cfg.data.split_seed)]
+    for k, split in enumerate(splits):
+        check_split(split, dataset.train)
+        if run_dir is not None:
+            save_split(split, Path(run_dir) / (f"split_fold{k}.csv" if cfg.data.kfold else "split.csv"))
+    log.info("%s: %d train / %d validation rows", f"{len(splits)} folds" if cfg.data.kfold else "split",
+             len(splits[0].train), len(splits[0].val))
+    return splits
+
+
+def prepare_split(cfg: RunConfig, dataset: LabDataset, run_dir: Path | None = None) -> Split:
+    """The single train/validation split (the first fold with ``data.kfold``); see :func:`prepare_splits`."""
+    return prepare_splits(cfg, dataset, run_dir)[0]
 
 
 def feature_source(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir: Path | None = None,
@@ -160,58 +168,78 @@ def compare(cfg: RunConfig, feats: FeatureSet, split: Split, labels: dict[str, s
                           workers=cfg.compare.workers)
 
 
-def choose_model(cfg: RunConfig, comparison: Comparison) -> str:
-    """The model that predicts: the config's choice, or the highest mean validation macro-F1."""
-    if cfg.compare.predict_with == "best":
-        return comparison.best_model()
-    if cfg.compare.predict_with not in comparison.model_names():
-        raise ValueError(f"compare.predict_with={cfg.compare.predict_with!r} is not among the compared models "
-                         f"{comparison.model_names()}; use 'best' or one of those")
-    return cfg.compare.predict_with
+def compare_folds(cfg: RunConfig, feats: FeatureSet, splits: list[Split], labels: dict[str, str],
+                  progress: bool = True) -> tuple[list[Comparison], Comparison]:
+    """:func:`compare` on every split; returns the per-fold comparisons (they hold the models) and one table of all."""
+    parts = [compare(cfg, feats, split, labels, progress) for split in splits]
+    return parts, combine_folds(parts)
 
 
-def save_chosen_models(comparison: Comparison, name: str, cfg: RunConfig, run_dir: Path) -> list[FusionModel]:
-    """Replaces ``run_dir/models`` with every seed's model of ``name`` (safetensors + JSON); returns them.
+def choose_predictor(cfg: RunConfig, parts: list[Comparison], table: Comparison,
+                     labels: dict[str, str]) -> tuple[Predictor, np.ndarray]:
+    """The predictor ``compare.predict_with`` asks for, scored on held-out rows; and its held-out probabilities.
+
+    ``ensemble`` averages every compared design, ``best`` takes the design with the best mean macro-F1, a name takes
+    that design. With ``data.kfold`` the decision rule (``compare.decision_rule``) is fitted on out-of-fold rows.
+    """
+    choice = cfg.compare.predict_with.strip().lower().replace("-", "_")
+    designs = table.model_names()
+    members = designs if choice == "ensemble" else [table.best_model() if choice == "best" else choice]
+    probs = {d: held_out_probs(parts, d) for d in designs}
+    y = np.array([LABELS.index(labels[g]) for g in table.val_guids])
+    folds = np.concatenate([[k] * len(p.val_guids) for k, p in enumerate(parts)]) if len(parts) > 1 else None
+    predictor = build_predictor(probs, y, members, folds, cfg.compare.decision_rule)
+    predictor.name = "ensemble" if choice == "ensemble" else members[0]
+    return predictor, np.mean([probs[m] for m in members], axis=0)
+
+
+def save_predictor(run_dir: Path, cfg: RunConfig, parts: list[Comparison], predictor: Predictor) -> list[FusionModel]:
+    """Replaces ``run_dir/models`` with every model of the predictor's members (each fold's, each seed's) and writes
+    ``predictor.json`` naming them; returns the models.
 
     Models of an earlier run into the same folder are removed first, so nothing stale is ever loaded with them.
     """
     shutil.rmtree(run_dir / MODELS_DIR, ignore_errors=True)
-    meta = {"model": name, "labels": list(LABELS), "encoders": cfg.to_dict()["encoders"],
-            "cleaning": cfg.to_dict()["cleaning"]}
-    models = []
-    for run in comparison.runs:
-        if run.model == name:
-            model = comparison.models[(name, run.seed)]
-            save_model(model, model_dir(run_dir, name, run.seed), {**meta, "seed": run.seed,
-                                                                   "val_metrics": run.metrics})
-            models.append(model)
+    meta = {"labels": list(LABELS), "encoders": cfg.to_dict()["encoders"], "cleaning": cfg.to_dict()["cleaning"]}
+    models, names = [], []
+    for k, part in enumerate(parts):
+        for run in (r for r in part.runs if r.model in predictor.members):
+            path = model_dir(run_dir, run.model, run.seed, fold=k if len(parts) > 1 else None)
+            save_model(part.models[(run.model, run.seed)], path, {**meta, "model": run.model, "fold": k,
+                                                                  "seed": run.seed, "val_metrics": run.metrics})
+            models.append(part.models[(run.model, run.seed)])
+            names.append(path.name)
+    write_json(run_dir / PREDICTOR_FILE, {**predictor.to_dict(), "models": names})
     return models
 
 
 def ensemble_proba(models: list, feats: FeatureSet, device: str = "auto") -> np.ndarray:
-    """Mean class probabilities of several models (the seeds of one design)."""
+    """Mean class probabilities of several models."""
     dev = resolve_device(device)
     return np.mean([predict_proba(m, feats, device=dev) for m in models], axis=0)
 
 
-def predict_test(cfg: RunConfig, dataset: LabDataset, feats: FeatureSet, models: list, run_dir: Path) -> Path | None:
-    """Writes the seed ensemble's predictions for the unlabeled rows (``predictions.txt``), if there are any."""
+def predict_test(cfg: RunConfig, dataset: LabDataset, feats: FeatureSet, models: list, predictor: Predictor,
+                 run_dir: Path) -> Path | None:
+    """Writes the predictor's labels for the unlabeled rows (``predictions.txt``), if there are any."""
     if not dataset.test:
         log.warning("the dataset has no unlabeled test rows; no prediction file written")
         return None
     path = run_dir / PREDICTIONS_FILE
     test_feats = feats.select([ex.guid for ex in dataset.test])
-    write_predictions(path, dataset.test, ensemble_proba(models, test_feats, cfg.training.device))
+    write_predictions(path, dataset.test, ensemble_proba(models, test_feats, cfg.training.device),
+                      predictor.class_weights)
     log.info("wrote %d predictions to %s", len(dataset.test), path)
     return path
 
 
-def write_summary(run_dir: Path, cfg: RunConfig, chosen: str, split: Split, ensemble_metrics: dict[str, Any],
+def write_summary(run_dir: Path, cfg: RunConfig, predictor: Predictor, table: Comparison,
                   timings: dict[str, float], extraction: dict[str, Any]) -> None:
-    """``metrics.json``: the chosen model and seeds, the seed ensemble's validation metrics, timings, machine."""
-    summary = {"chosen_model": chosen, "chosen_by": cfg.compare.predict_with, "seeds": cfg.compare.seeds,
-               "validation_rows": len(split.val), "ensemble_validation_metrics": ensemble_metrics,
-               "timings": timings, "extraction": extraction, "data_root": str(resolve_data_root(cfg)),
+    """``metrics.json``: the predictor, its held-out metrics, the seeds and folds, timings, machine."""
+    summary = {"chosen_model": predictor.name, "chosen_by": cfg.compare.predict_with, "seeds": cfg.compare.seeds,
+               "folds": table.folds, "validation_rows": len(table.val_guids), "predictor": predictor.to_dict(),
+               "ensemble_validation_metrics": predictor.held_out_metrics, "timings": timings,
+               "extraction": extraction, "data_root": str(resolve_data_root(cfg)),
                "machine": {"python": platform.python_version(), "platform": platform.platform()}}
     (run_dir / METRICS_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
 
@@ -227,7 +255,7 @@ def build_report_safely(run_dir: Path) -> None:
 
 
 def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> PipelineResult:
-    """The whole main job on one dataset; writes config, split, comparison, models, predictions, metrics, report."""
+    """The whole main job on one dataset; writes config, splits, comparison, predictor, predictions, metrics, report."""
     validate(cfg)  # a config changed in code is checked like a loaded one, before any work
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -236,26 +264,24 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> PipelineR
     with clock("load_seconds"):
         dataset = load_dataset(cfg)
         write_data_report(run_dir / "data_report.json", dataset)
-        split = prepare_split(cfg, dataset, run_dir)
+        splits = prepare_splits(cfg, dataset, run_dir)
     with clock("finetune_seconds"):
-        source = feature_source(cfg, dataset, split, run_dir, progress)
+        source = feature_source(cfg, dataset, splits[0], run_dir, progress)
     with clock("extract_seconds"):
         feats = extract(cfg, dataset.train + dataset.test, source, progress, extraction)
     with clock("compare_seconds"):
         labels = dataset.labels()
-        comparison = compare(cfg, feats, split, labels, progress=progress)
-        comparison.save(run_dir)
-        write_validation_predictions(run_dir / "validation_predictions.csv", comparison, labels)
-    print(comparison.to_markdown())
-    chosen = choose_model(cfg, comparison)
-    models = save_chosen_models(comparison, chosen, cfg, run_dir)
-    # The seed ensemble is what predicts, so its validation score is reported too.
-    val_probs = ensemble_proba(models, feats.select(split.val), cfg.training.device)
-    ensemble_metrics = compute_metrics([LABELS.index(labels[g]) for g in split.val], val_probs.argmax(1))
-    predictions_path = predict_test(cfg, dataset, feats, models, run_dir)
-    write_summary(run_dir, cfg, chosen, split, ensemble_metrics, clock.finish(), extraction)
+        parts, table = compare_folds(cfg, feats, splits, labels, progress)
+        predictor, predictor_probs = choose_predictor(cfg, parts, table, labels)
+        table.predictor = {"name": predictor.name, **predictor.held_out_metrics}
+        table.save(run_dir)
+        write_held_out_predictions(run_dir, table, labels, predictor.name, predictor_probs)
+    print(table.to_markdown())
+    models = save_predictor(run_dir, cfg, parts, predictor)
+    predictions_path = predict_test(cfg, dataset, feats, models, predictor, run_dir)
+    write_summary(run_dir, cfg, predictor, table, clock.finish(), extraction)
     build_report_safely(run_dir)
-    return PipelineResult(run_dir, comparison, chosen, predictions_path, clock.timings)
+    return PipelineResult(run_dir, table, predictor.name, predictions_path, clock.timings)
 
 
 def predict_from_run(run_dir: str | Path, cfg: RunConfig, out: str | Path | None = None,
@@ -277,14 +303,26 @@ def predict_from_run(run_dir: str | Path, cfg: RunConfig, out: str | Path | None
     return out_path
 
 
-def write_validation_predictions(path: Path, comparison: Comparison, labels: dict[str, str]) -> None:
-    """Every run's validation probabilities in long form (guid, gold, model, seed, p_*), for reports and audits."""
-    header = "guid,gold,model,seed," + ",".join(f"p_{name}" for name in LABELS) + "\n"
-    lines = [header]
-    for run in comparison.runs:
-        for guid, row in zip(comparison.val_guids, run.val_probs):
-            lines.append(f"{guid},{labels[guid]},{run.model},{run.seed}," + ",".join(f"{p:.6f}" for p in row) + "\n")
+def write_held_out_predictions(run_dir: Path, table: Comparison, labels: dict[str, str], predictor_name: str,
+                               predictor_probs: np.ndarray) -> Path:
+    """Every run's probabilities for the rows it never trained on, in long form (guid, gold, model, fold, seed, p_*),
+    and the predictor's (seed 0; only when it is an ensemble): ``validation_predictions.csv`` for a single split,
+    ``oof_predictions.csv`` (every labelled row once per design and seed) with ``data.kfold``."""
+    path = run_dir / (OOF_FILE if table.folds > 1 else VALIDATION_FILE)
+    lines = ["guid,gold,model,fold,seed," + ",".join(f"p_{name}" for name in LABELS) + "\n"]
+    offset = 0
+    for k in range(table.folds):
+        runs = [r for r in table.runs if r.fold == k]
+        guids = table.val_guids[offset : offset + len(runs[0].val_probs)]
+        for run in runs:
+            lines += [f"{g},{labels[g]},{run.model},{k},{run.seed}," + ",".join(f"{p:.6f}" for p in row) + "\n"
+                      for g, row in zip(guids, run.val_probs)]
+        offset += len(guids)
+    if predictor_name not in table.model_names():
+        lines += [f"{g},{labels[g]},{predictor_name},-1,0," + ",".join(f"{p:.6f}" for p in row) + "\n"
+                  for g, row in zip(table.val_guids, predictor_probs)]
     path.write_text("".join(lines), encoding="utf-8")
+    return path
 
 
 def data_report(dataset: LabDataset) -> dict[str, Any]:

@@ -11,19 +11,29 @@ import numpy as np
 from mmsent.data.records import Example
 from mmsent.io import atomic_write_text
 from mmsent.labels import LABELS
+from mmsent.training.ensemble import decide
 
 
-def write_predictions(path: str | Path, examples: Sequence[Example], probs: np.ndarray) -> Path:
+def write_predictions(path: str | Path, examples: Sequence[Example], probs: np.ndarray,
+                      class_weights: Sequence[float] | None = None) -> Path:
     """Writes ``guid,tag`` rows (the layout of ``test_without_label.txt``) for ``examples``, in their given order.
 
-    ``probs`` is ``(N, 3)`` in :data:`~mmsent.labels.LABELS` order; the tags are its argmax. Returns the path of the
-    probabilities CSV written beside the file (``<stem>_proba.csv``).
+    ``probs`` is ``(N, 3)`` in :data:`~mmsent.labels.LABELS` order; the tags are its argmax after multiplying by
+    ``class_weights`` (the run's decision rule, if any). Returns the path of the probabilities CSV written beside the
+    file (``<stem>_proba.csv``).
+
+    Raises:
+        ValueError: for probabilities of the wrong shape or not finite (nothing is written then).
     """
     path = Path(path)
     probs = np.asarray(probs)
     if probs.shape != (len(examples), len(LABELS)):
         raise ValueError(f"expected probabilities of shape ({len(examples)}, {len(LABELS)}), got {probs.shape}")
-    tags = [LABELS[i] for i in probs.argmax(axis=1)]
+    if not np.isfinite(probs).all():
+        bad = [ex.guid for ex, row in zip(examples, probs) if not np.isfinite(row).all()]
+        raise ValueError(f"non-finite probabilities for {len(bad)} row(s), e.g. {bad[:3]}: the models or features "
+                         "hold NaN/inf values; nothing was written")
+    tags = [LABELS[i] for i in decide(probs, class_weights)]
     atomic_write_text(path, "guid,tag\n" + "".join(f"{ex.guid},{tag}\n" for ex, tag in zip(examples, tags)))
 
     proba_path = path.with_name(f"{path.stem}_proba.csv")

@@ -8,8 +8,8 @@ import logging
 import torch
 
 from mmsent.features.cache import FeatureCache
-from mmsent.fingerprint import file_digest
 from mmsent.features.featureset import ModalityFeatures
+from mmsent.fingerprint import file_digest
 
 
 def _feats(n: int = 3, t: int = 4, d: int = 5) -> ModalityFeatures:

@@ -10,7 +10,7 @@ from safetensors import safe_open
 
 from mmsent.config import load_config
 from mmsent.encoders import create_image_encoder, create_text_encoder
-from mmsent.finetune import finetune, finetune_encoder, load_finetuned_encoder, make_adapter
+from mmsent.finetune import apply_finetuned, finetune, finetune_encoder, make_adapter
 from mmsent.finetune.finetuned import CHECKPOINTS_DIR, ENCODER_WEIGHTS, HEAD_WEIGHTS, META_FILE
 from mmsent.training.loop import StepInfo
 
@@ -74,7 +74,7 @@ def test_fingerprint_changes_and_the_reloaded_encoder_matches(tmp_path, tiny_ber
     folder = finetune_encoder(enc, texts, [str(i) for i in range(12)], labels, guids, cfg, progress=False)
     assert enc.fingerprint() != base_fp and "state:" in enc.fingerprint()
     assert sorted(p.name for p in folder.iterdir()) == sorted([ENCODER_WEIGHTS, HEAD_WEIGHTS, META_FILE])
-    reloaded = load_finetuned_encoder(folder, cfg.encoders)
+    reloaded = apply_finetuned(create_text_encoder(str(tiny_bert), max_length=16, device="cpu"), folder)
     assert reloaded.fingerprint() == enc.fingerprint()
     torch.testing.assert_close(reloaded.encode(texts).pooled, enc.encode(texts).pooled)
     # the same request again reuses the folder instead of training

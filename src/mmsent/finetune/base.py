@@ -26,12 +26,7 @@ class TuningAdapter(ABC):
 
     ``mode="full"`` makes the trunk empty (the prepared rows are the model inputs); ``mode="last_n"`` freezes all but
     the last ``last_n`` layers/blocks and caches the trunk's outputs, which is what makes CPU fine-tuning affordable.
-
-    Attributes:
-        encoder: the wrapped encoder; its weights are changed in place.
-        network: the ``nn.Module`` whose state dict holds the encoder's weights.
-        mode: ``"full"`` or ``"last_n"``.
-        last_n: trainable layers/blocks in ``last_n`` mode.
+    ``encoder`` (changed in place) keeps its weights in the state dict of ``network``.
     """
 
     encoder: Encoder
@@ -61,8 +56,7 @@ class TuningAdapter(ABC):
 
     @abstractmethod
     def features(self, rows: Sequence[torch.Tensor], batch_size: int = 64) -> ModalityFeatures:
-        """Prepared rows -> pooled vectors, tokens and mask exactly as the encoder's ``encode`` makes them (eval
-        mode, no gradients); how out-of-fold features are made without a second trunk pass."""
+        """Prepared rows -> features exactly as the encoder's ``encode`` makes them (eval mode, no gradients)."""
 
     def lengths(self, rows: Sequence[torch.Tensor]) -> list[int] | None:
         """Per-row sequence lengths for length-grouped batches; None where rows have no length (images)."""
@@ -73,13 +67,11 @@ class TuningAdapter(ABC):
         return [[p for m in self.trainable_modules().values() for p in m.parameters()]]
 
     def lr_groups(self, lr: float, layer_decay: float = 1.0) -> list[tuple[list[torch.nn.Parameter], float]]:
-        """``(parameters, learning rate)`` per layer group: ``lr`` for the top group, times ``layer_decay`` per group
-        below it."""
+        """``(parameters, lr)`` per layer group: ``lr`` at the top, times ``layer_decay`` per group below."""
         groups = self.layer_groups()
         return [(params, lr * layer_decay ** (len(groups) - 1 - k)) for k, params in enumerate(groups)]
 
     def load_tuned_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Loads tensors keyed as :meth:`tuned_state` keys them, refusing keys the network does not have."""
         load_partial_state(self.network, state, self.encoder.name)
 
     def freeze(self) -> None:
@@ -99,11 +91,8 @@ class TuningAdapter(ABC):
 
     def tuned_state(self) -> dict[str, torch.Tensor]:
         """Tensors (parameters and buffers) of the trainable modules, keyed as in ``network.state_dict()``."""
-        out: dict[str, torch.Tensor] = {}
-        for prefix, module in self.trainable_modules().items():
-            for key, value in module.state_dict().items():
-                out[f"{prefix}.{key}" if prefix else key] = value
-        return out
+        return {f"{prefix}.{key}" if prefix else key: value
+                for prefix, module in self.trainable_modules().items() for key, value in module.state_dict().items()}
 
     def describe(self) -> dict[str, Any]:
         trainable = sum(p.numel() for p in self.network.parameters() if p.requires_grad)

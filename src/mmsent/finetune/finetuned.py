@@ -10,17 +10,17 @@ Layout of a fine-tuned encoder folder::
     checkpoints/          resumable training state while fine-tuning runs (removed once it has finished)
 
 The tuned fingerprint hashes the whole network's weights, so features extracted with a fine-tuned encoder get their
-own feature-cache key, and a rebuilt encoder (:func:`load_finetuned_encoder`) hits the same cache entries.
+own feature-cache key, and a rebuilt encoder (:func:`apply_finetuned` on a fresh base) hits the same cache entries.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-from mmsent.config import EncoderConfig, RunConfig
 from mmsent.encoders.base import Encoder
 from mmsent.finetune.base import TuningAdapter, load_partial_state
 from mmsent.finetune.trainer import FinetuneResult
@@ -33,21 +33,12 @@ CHECKPOINTS_DIR = "checkpoints"
 FORMAT = "mmsent-finetuned-encoder"
 
 
-def shared_settings(cfg: RunConfig) -> dict[str, Any]:
-    """The ``finetune`` settings outside the per-encoder sections that shape a fine-tuning (part of its key and
-    record)."""
-    skip = {"enabled", "output_dir", "checkpoint_every", "text", "image"}
-    return {k: v for k, v in dataclasses.asdict(cfg.finetune).items() if k not in skip}
-
-
 def is_finetuned(folder: str | Path) -> bool:
     """Whether ``folder`` holds a finished fine-tuned encoder (its description is written last)."""
     return (Path(folder) / META_FILE).is_file() and (Path(folder) / ENCODER_WEIGHTS).is_file()
 
 
 def read_meta(folder: str | Path) -> dict[str, Any]:
-    import json
-
     path = Path(folder) / META_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {folder} holds no finished fine-tuned encoder (run `mmsent "
@@ -60,15 +51,10 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
 
 def save_finetuned(folder: str | Path, adapter: TuningAdapter, result: FinetuneResult, *, base_fingerprint: str,
                    settings: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
-    """Writes a fine-tuned encoder folder and marks the encoder's weights as changed (new fingerprint).
+    """Writes a fine-tuned encoder folder (then removes its ``checkpoints/``) and gives the encoder its new fingerprint.
 
-    Args:
-        folder: created if missing; its ``checkpoints/`` are removed once the description is written.
-        adapter: the adapter the encoder was fine-tuned through.
-        result: what :func:`~mmsent.finetune.trainer.finetune` returned.
-        base_fingerprint: the encoder's fingerprint before fine-tuning (checked when loading back).
-        settings: the fine-tuning settings to record (config sections).
-        extra: more JSON-able facts (row counts, cache key, ...).
+    ``base_fingerprint`` is the encoder's before fine-tuning (checked when loading back), ``settings`` the config
+    sections to record and ``extra`` more JSON-able facts (row counts, key, ...).
     """
     folder = Path(folder)
     save_tensors(folder / ENCODER_WEIGHTS, adapter.tuned_state(), {"format": FORMAT})
@@ -93,9 +79,8 @@ def save_finetuned(folder: str | Path, adapter: TuningAdapter, result: FinetuneR
 def apply_finetuned(encoder: Encoder, folder: str | Path) -> Encoder:
     """Loads a fine-tuned folder's weights into a freshly built base encoder (in place) and returns it.
 
-    Raises:
-        ValueError: if the encoder is not the base the folder was fine-tuned from (other weights, preprocessing or
-            modality), or if the result does not reproduce the recorded fingerprint.
+    Raises ValueError if the encoder is not the folder's base (weights, preprocessing or modality), or if the result
+    does not reproduce the recorded fingerprint.
     """
     meta = read_meta(folder)
     if meta["modality"] != encoder.modality:
@@ -104,32 +89,9 @@ def apply_finetuned(encoder: Encoder, folder: str | Path) -> Encoder:
         raise ValueError(f"{folder} was fine-tuned from another base encoder or preprocessing:\n"
                          f"  recorded {meta['base_fingerprint']}\n  given    {encoder.fingerprint()}")
     tensors, _ = load_tensors(Path(folder) / ENCODER_WEIGHTS)
-    network = encoder.network
-    load_partial_state(network, {k: v.to(encoder.device) for k, v in tensors.items()}, encoder.name)
-    network.eval()
+    load_partial_state(encoder.network, {k: v.to(encoder.device) for k, v in tensors.items()}, encoder.name)
+    encoder.network.eval()
     encoder.mark_weights_changed()
     if encoder.fingerprint() != meta["fingerprint"]:
         raise ValueError(f"{folder}: the loaded weights do not reproduce the recorded fingerprint (damaged files?)")
     return encoder
-
-
-def load_finetuned_encoder(folder: str | Path, base_cfg: EncoderConfig, *, cache_dir: str | Path | None = None
-                           ) -> Encoder:
-    """Builds the base encoder that ``folder`` names (from ``base_cfg``'s settings) with the fine-tuned weights.
-
-    Args:
-        folder: a fine-tuned encoder folder (see the module docstring).
-        base_cfg: the ``encoders`` config section of the run that fine-tuned it (names, grid, max length, pooling,
-            device).
-        cache_dir: where derived model files are assembled (mpnet), as for :func:`create_encoders_from_config`.
-    """
-    from mmsent.encoders.registry import create_image_encoder, create_text_encoder
-
-    modality = read_meta(folder)["modality"]
-    if modality == "image":
-        encoder = create_image_encoder(base_cfg.image, grid=base_cfg.image_grid, device=base_cfg.device)
-    else:
-        kw = {"cache_dir": cache_dir} if cache_dir is not None else {}
-        encoder = create_text_encoder(base_cfg.text, max_length=base_cfg.text_max_length,
-                                      pooling=base_cfg.text_pooling, device=base_cfg.device, **kw)
-    return apply_finetuned(encoder, folder)

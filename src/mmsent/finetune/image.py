@@ -20,14 +20,11 @@ from mmsent.finetune.base import TuningAdapter
 
 
 class ImageAdapter(TuningAdapter):
-    """Trunk/top split of an :class:`~mmsent.encoders.base.ImageEncoder`.
+    """Trunk/top split of an :class:`~mmsent.encoders.base.ImageEncoder` (its network is changed in place).
 
-    Args:
-        encoder: the image encoder (its network is changed in place).
-        mode: ``"full"`` (any image encoder) or ``"last_n"`` (encoders with blocks, e.g. EfficientNet: the last
-            ``last_n`` blocks plus the final layer train; ``last_n=0`` trains the final layer alone).
-        last_n: trainable blocks in ``last_n`` mode.
-        max_pixels: decompression-bomb limit handed to the image loader.
+    ``mode="full"`` suits any image encoder; ``mode="last_n"`` needs one with blocks (e.g. EfficientNet): the last
+    ``last_n`` blocks plus the final layer train (``last_n=0``: the final layer alone). ``max_pixels`` is the
+    decompression-bomb limit handed to the image loader.
     """
 
     def __init__(self, encoder: ImageEncoder, mode: str = "last_n", last_n: int = 2,
@@ -38,18 +35,13 @@ class ImageAdapter(TuningAdapter):
         self.max_pixels = max_pixels
         if mode not in ("full", "last_n"):
             raise ValueError(f"image fine-tuning mode must be full or last_n here, got {mode!r}")
-        if mode == "last_n":
-            if encoder.num_blocks == 0:
-                raise ValueError(f"finetune.image.mode=last_n needs an encoder with blocks (EfficientNet-Lite), not "
-                                 f"{encoder.name}; use mode=full or frozen")
-            if not 0 <= last_n <= encoder.num_blocks:
-                raise ValueError(f"finetune.image.last_n must be 0..{encoder.num_blocks} for {encoder.name}, "
-                                 f"got {last_n}")
-            self.last_n = int(last_n)
-            self.split = encoder.num_blocks - self.last_n  # index of the first trainable block
-        else:
-            self.last_n = encoder.num_blocks
-            self.split = 0
+        if mode == "last_n" and encoder.num_blocks == 0:
+            raise ValueError(f"finetune.image.mode=last_n needs an encoder with blocks (EfficientNet-Lite), not "
+                             f"{encoder.name}; use mode=full or frozen")
+        if mode == "last_n" and not 0 <= last_n <= encoder.num_blocks:
+            raise ValueError(f"finetune.image.last_n must be 0..{encoder.num_blocks} for {encoder.name}, got {last_n}")
+        self.last_n = int(last_n) if mode == "last_n" else encoder.num_blocks
+        self.split = encoder.num_blocks - self.last_n  # index of the first trainable block
         self.freeze()
 
     def trainable_modules(self) -> dict[str, torch.nn.Module]:

@@ -28,14 +28,7 @@ from mmsent.features.featureset import ModalityFeatures
 from mmsent.finetune.base import TuningAdapter
 from mmsent.finetune.crossfit import RECORD_FILE as CROSSFIT_RECORD
 from mmsent.finetune.crossfit import crossfit, crossfit_dir, is_crossfitted, load_crossfit
-from mmsent.finetune.finetuned import (
-    CHECKPOINTS_DIR,
-    apply_finetuned,
-    is_finetuned,
-    read_meta,
-    save_finetuned,
-    shared_settings,
-)
+from mmsent.finetune.finetuned import CHECKPOINTS_DIR, apply_finetuned, is_finetuned, read_meta, save_finetuned
 from mmsent.finetune.trainer import finetune
 from mmsent.fingerprint import json_digest, text_digest
 from mmsent.io import write_json
@@ -60,27 +53,23 @@ def make_adapter(encoder: Encoder, ecfg: EncoderFinetuneConfig, max_pixels: int 
     return TextAdapter(encoder, ecfg.mode, ecfg.last_n)  # type: ignore[arg-type]
 
 
-def finetune_root(cfg: RunConfig) -> Path:
-    """Where fine-tuned encoder folders go."""
-    return Path(cfg.finetune.output_dir or Path(cfg.cache_dir) / "finetune").expanduser()
+def shared_settings(cfg: RunConfig) -> dict[str, Any]:
+    """The ``finetune`` settings outside the per-encoder sections that shape a fine-tuning (in its key and record)."""
+    skip = {"enabled", "output_dir", "checkpoint_every", "text", "image"}
+    return {k: v for k, v in dataclasses.asdict(cfg.finetune).items() if k not in skip}
 
 
 def finetune_encoder(encoder: Encoder, items: Sequence, item_ids: Sequence[str], labels: Sequence[int],
                      guids: Sequence[str], cfg: RunConfig, *, progress: bool = True,
                      callbacks: Sequence[StepCallback] = (), data_note: str = "") -> Path:
-    """Fine-tunes one encoder in place (or loads a finished fine-tuning of the same key); returns its folder.
+    """Fine-tunes a freshly built base encoder in place (or loads a finished fine-tuning of the same key).
 
-    Args:
-        encoder: a freshly built base encoder.
-        items: cleaned texts or image paths of the training rows.
-        item_ids: content digests of ``items`` (part of the folder's key).
-        labels: class indices.
-        guids: row ids.
-        cfg: the run config (``finetune`` section, image size limit, batch size for the trunk pass).
-        data_note: what else decides the items' content (the cleaner's fingerprint), part of the key.
+    ``items`` are the training rows' cleaned texts or image paths; their content digests ``item_ids`` and
+    ``data_note`` (what else decides their content: the cleaner's fingerprint) are part of the folder's key.
+    Returns the fine-tuned folder.
     """
     modality = encoder.modality
-    ecfg = encoder_settings(cfg, modality)
+    ecfg = getattr(cfg.finetune, modality)
     shared = shared_settings(cfg)
     # crossfit_folds is left out of the key: the cross-fitting has its own subfolder, the full fine-tuning is the same
     key_settings = {k: v for k, v in dataclasses.asdict(ecfg).items() if k != "crossfit_folds"}
@@ -88,7 +77,7 @@ def finetune_encoder(encoder: Encoder, items: Sequence, item_ids: Sequence[str],
     key = json_digest({"version": _KEY_VERSION, "encoder": base_fp, "settings": key_settings,
                        "shared": shared, "data_note": data_note,
                        "rows": [[str(g), str(i), int(y)] for g, i, y in zip(guids, item_ids, labels)]})
-    folder = finetune_root(cfg) / f"{modality}-{key[:20]}"
+    folder = Path(cfg.finetune.output_dir or Path(cfg.cache_dir) / "finetune").expanduser() / f"{modality}-{key[:20]}"
     folds = int(ecfg.crossfit_folds or 0)
     cf_dir = crossfit_dir(folder, folds) if folds > 1 else None
     full_done = is_finetuned(folder)
@@ -98,9 +87,10 @@ def finetune_encoder(encoder: Encoder, items: Sequence, item_ids: Sequence[str],
         apply_finetuned(encoder, folder)
         return folder
     adapter = make_adapter(encoder, ecfg, cfg.data.max_image_pixels)
+    size = adapter.describe()
     logger.info("fine-tuning the %s encoder %s (%s, %d of %d parameters trainable) on %d rows%s -> %s", modality,
                 encoder.name, ecfg.mode if ecfg.mode == "full" else f"last {adapter.last_n}",
-                adapter.describe()["trainable_params"], adapter.describe()["total_params"], len(items),
+                size["trainable_params"], size["total_params"], len(items),
                 f", then {folds} cross-fitting folds" if cf_dir is not None else "", folder)
     desc = f"{modality} fine-tune"
     # One trunk pass, shared by the cross-fitting folds and the full fine-tuning.
@@ -122,22 +112,15 @@ def finetune_encoder(encoder: Encoder, items: Sequence, item_ids: Sequence[str],
     return folder
 
 
-def encoder_settings(cfg: RunConfig, modality: str) -> EncoderFinetuneConfig:
-    """The ``finetune.image`` or ``finetune.text`` section."""
-    return cfg.finetune.image if modality == "image" else cfg.finetune.text
-
-
 def finetune_encoders(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir: str | Path | None = None, *,
                       progress: bool = True, callbacks: Sequence[StepCallback] = ()) -> FeatureSource:
     """Fine-tunes the configured encoders on ``split.train`` rows (and cross-fits them, see ``crossfit_folds``).
 
     Validation rows never take part: only ``split.train`` rows are prepared, trained on or used for early stopping
     (which holds out ``finetune.holdout_fraction`` of the training rows). Encoders whose mode is ``frozen`` come back
-    as built. With ``run_dir``, ``finetune.json`` there records which fine-tuned folders the run used.
-
-    Returns:
-        The encoders to extract with, and the cross-fitted modalities' out-of-fold features of the training rows
-        (which extraction takes instead of encoding those rows).
+    as built. With ``run_dir``, ``finetune.json`` there records which fine-tuned folders the run used. Returns the
+    encoders to extract with and the cross-fitted modalities' out-of-fold features of the training rows (which
+    extraction takes instead of encoding those rows).
     """
     image, text = create_encoders_from_config(cfg.encoders, cache_dir=Path(cfg.cache_dir).expanduser() / "models")
     val = set(split.val)
@@ -152,7 +135,7 @@ def finetune_encoders(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir
     with torch_threads(cfg.encoders.num_threads):
         for encoder in (image, text):
             modality = encoder.modality
-            ecfg = encoder_settings(cfg, modality)
+            ecfg = getattr(cfg.finetune, modality)
             if ecfg.mode == "frozen":
                 record[modality] = {"mode": "frozen", "fingerprint": encoder.fingerprint()}
                 continue
@@ -166,12 +149,15 @@ def finetune_encoders(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir
                 ids, note = [text_digest(t) for t in items], cleaner.fingerprint()
             folder = finetune_encoder(encoder, items, ids, labels, guids, cfg, progress=progress,
                                       callbacks=callbacks, data_note=note)
-            record[modality] = _record_entry(ecfg, folder, time.perf_counter() - t0)
+            meta = read_meta(folder)
+            record[modality] = {"mode": ecfg.mode, "dir": str(folder.resolve()), "fingerprint": meta["fingerprint"],
+                                "base_fingerprint": meta["base_fingerprint"], "seconds": time.perf_counter() - t0,
+                                "result": meta["result"]}
             if ecfg.crossfit_folds:
                 cf_dir = crossfit_dir(folder, ecfg.crossfit_folds)
                 oof_guids, oof = load_crossfit(cf_dir)
                 if sorted(oof_guids) != sorted(guids):
-                    raise RuntimeError(f"{cf_dir}: out-of-fold features cover other rows than the split's training rows")
+                    raise RuntimeError(f"{cf_dir}: out-of-fold features cover other rows than the training rows")
                 out_of_fold[modality] = (oof_guids, oof)
                 cross = json.loads((cf_dir / CROSSFIT_RECORD).read_text(encoding="utf-8"))
                 for fold in cross.get("fold_results", []):
@@ -181,9 +167,3 @@ def finetune_encoders(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir
         write_json(Path(run_dir) / RUN_RECORD, record)
     return FeatureSource(image, text, out_of_fold)
 
-
-def _record_entry(ecfg: EncoderFinetuneConfig, folder: Path, seconds: float) -> dict[str, Any]:
-    """One encoder's entry in ``finetune.json``: its fine-tuned folder, fingerprints and result."""
-    meta = read_meta(folder)
-    return {"mode": ecfg.mode, "dir": str(folder.resolve()), "fingerprint": meta["fingerprint"],
-            "base_fingerprint": meta["base_fingerprint"], "seconds": seconds, "result": meta["result"]}

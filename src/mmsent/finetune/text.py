@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -30,11 +30,7 @@ class _TrunkDone(Exception):
 
 
 def find_layers(model: torch.nn.Module) -> tuple[str, torch.nn.Module, str, torch.nn.ModuleList]:
-    """Returns ``(path, owner, attribute, layers)`` of the model's transformer layer list.
-
-    Raises:
-        ValueError: for models without a recognised layer list.
-    """
+    """``(path, owner, attribute, layers)`` of the model's transformer layer list; ValueError if it has none."""
     for path in _LAYER_PATHS:
         owner_path, _, attr = path.rpartition(".")
         owner = model.get_submodule(owner_path) if owner_path else model
@@ -46,13 +42,10 @@ def find_layers(model: torch.nn.Module) -> tuple[str, torch.nn.Module, str, torc
 
 
 class TextAdapter(TuningAdapter):
-    """Trunk/top split of a :class:`~mmsent.encoders.base.TextEncoder`.
+    """Trunk/top split of a :class:`~mmsent.encoders.base.TextEncoder` (its model is changed in place).
 
-    Args:
-        encoder: the text encoder (its model is changed in place).
-        mode: ``"full"`` (embeddings and every layer train) or ``"last_n"``.
-        last_n: layers that train in ``last_n`` mode (>= 1; more than the model has means all); the embeddings stay
-            frozen.
+    ``mode="full"`` trains the embeddings and every layer; ``"last_n"`` trains the last ``last_n`` layers (>= 1; more
+    than the model has means all of them) and keeps the embeddings frozen.
     """
 
     def __init__(self, encoder: TextEncoder, mode: str = "last_n", last_n: int = 2) -> None:
@@ -68,16 +61,14 @@ class TextAdapter(TuningAdapter):
             # The default names all of MiniLM's 6 layers; a shallower model trains all of its own.
             logger.info("finetune.text.last_n=%d > %s's %d layers: all of them train (the embeddings stay frozen)",
                         last_n, encoder.name, n_layers)
-            last_n = n_layers
         if mode not in ("full", "last_n"):
             raise ValueError(f"text fine-tuning mode must be full or last_n here, got {mode!r}")
-        self.last_n = n_layers if mode == "full" else int(last_n)
+        self.last_n = n_layers if mode == "full" else min(int(last_n), n_layers)
         self.split = n_layers - self.last_n  # index of the first trainable layer
         if not hasattr(self.network, "embeddings"):
             raise ValueError(f"{type(self.network).__name__} has no .embeddings module; use finetune.text.mode=full")
         self.freeze()
 
-    # -- structure --------------------------------------------------------------------------------------------------
     def trainable_modules(self) -> dict[str, torch.nn.Module]:
         if self.mode == "full":
             return {"": self.network}
@@ -92,38 +83,21 @@ class TextAdapter(TuningAdapter):
         rest = [p for p in self.network.parameters() if id(p) not in in_layers]
         return [rest] + top
 
-    @contextlib.contextmanager
-    def _only_layers(self, start: int, stop: int) -> Iterator[None]:
-        """Temporarily leaves only layers ``start:stop`` in the model's layer list (same module objects)."""
-        full = self._layers
-        setattr(self._owner, self._attr, torch.nn.ModuleList(full[start:stop]))
-        try:
-            yield
-        finally:
-            setattr(self._owner, self._attr, full)
-
-    # -- data -------------------------------------------------------------------------------------------------------
-    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids exactly as extraction makes them (truncated to the encoder's ``max_length``)."""
-        enc = self.encoder.tokenizer(["" if t is None else str(t) for t in texts], truncation=True,
-                                     max_length=self.encoder.max_length, padding=False)
-        return [list(ids) for ids in enc["input_ids"]]
-
-    def _pad_ids(self, rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        longest = max(int(r.shape[0]) for r in rows)
-        ids = torch.full((len(rows), longest), self.encoder.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros(len(rows), longest, dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : r.shape[0]] = r
-            mask[i, : r.shape[0]] = 1
-        return ids.to(self.device), mask.to(self.device)
+    def _padded(self, rows: Sequence[torch.Tensor], value: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows padded with ``value`` to the longest one, and the attention mask, on the device."""
+        lengths = torch.tensor(self.lengths(rows))
+        mask = (torch.arange(int(lengths.max())).unsqueeze(0) < lengths.unsqueeze(1)).long()
+        padded = torch.nn.utils.rnn.pad_sequence(list(rows), batch_first=True, padding_value=value)
+        return padded.to(self.device), mask.to(self.device)
 
     def prepare(self, items: Sequence[str], batch_size: int = 32, progress: bool = False) -> list[torch.Tensor]:
         """``full``: token ids per text. ``last_n``: the hidden states entering the first trainable layer, trimmed
         to each text's own length (float32, CPU), computed once in length-sorted batches."""
         from tqdm.auto import tqdm
 
-        ids = [torch.tensor(x, dtype=torch.long) for x in self.tokenize(items)]
+        enc = self.encoder.tokenizer(["" if t is None else str(t) for t in items], truncation=True,
+                                     max_length=self.encoder.max_length, padding=False)  # exactly as extraction
+        ids = [torch.tensor(x, dtype=torch.long) for x in enc["input_ids"]]
         if self.mode == "full":
             return ids
         out: list[torch.Tensor | None] = [None] * len(ids)
@@ -142,7 +116,7 @@ class TextAdapter(TuningAdapter):
             with tqdm(total=len(ids), disable=not progress, unit="text", desc="text trunk", dynamic_ncols=True) as bar:
                 for start in range(0, len(order), max(1, batch_size)):
                     idx = order[start : start + batch_size]
-                    input_ids, mask = self._pad_ids([ids[i] for i in idx])
+                    input_ids, mask = self._padded([ids[i] for i in idx], self.encoder.tokenizer.pad_token_id)
                     captured.clear()
                     with torch.inference_mode(), inference_autocast(self.device), contextlib.suppress(_TrunkDone):
                         self.network(input_ids=input_ids, attention_mask=mask)
@@ -157,27 +131,22 @@ class TextAdapter(TuningAdapter):
     def lengths(self, rows: Sequence[torch.Tensor]) -> list[int]:
         return [int(r.shape[0]) for r in rows]
 
-    # -- top --------------------------------------------------------------------------------------------------------
     def _states(self, rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Prepared rows -> last hidden states ``(B, L, dim)`` and attention mask ``(B, L)`` (L: longest row)."""
         if self.mode == "full":
-            input_ids, mask = self._pad_ids(rows)
+            input_ids, mask = self._padded(rows, self.encoder.tokenizer.pad_token_id)
             return self.network(input_ids=input_ids, attention_mask=mask).last_hidden_state, mask
-        longest = max(int(r.shape[0]) for r in rows)
-        hidden = rows[0].new_zeros((len(rows), longest, rows[0].shape[-1]))
-        lengths = torch.tensor([int(r.shape[0]) for r in rows])
-        for i, r in enumerate(rows):
-            hidden[i, : r.shape[0]] = r
-        hidden = hidden.to(self.device)
-        mask = (torch.arange(longest).unsqueeze(0) < lengths.unsqueeze(1)).long().to(self.device)
-        # The ids only drive the (discarded) embedding lookup; the hook substitutes the cached states.
+        hidden, mask = self._padded(rows, 0.0)
+        # The ids only drive the (discarded) embedding lookup; the hook substitutes the cached states, and the layer
+        # list holds only the trainable layers (the same module objects) for the call.
         dummy = torch.full_like(mask, self.encoder.tokenizer.pad_token_id)
         handle = self.network.embeddings.register_forward_hook(lambda _m, _i, _o: hidden)
+        setattr(self._owner, self._attr, torch.nn.ModuleList(self._layers[self.split :]))
         try:
-            with self._only_layers(self.split, len(self._layers)):
-                states = self.network(input_ids=dummy, attention_mask=mask).last_hidden_state
+            states = self.network(input_ids=dummy, attention_mask=mask).last_hidden_state
         finally:
             handle.remove()
+            setattr(self._owner, self._attr, self._layers)
         return states, mask
 
     def forward(self, rows: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -199,8 +168,7 @@ class TextAdapter(TuningAdapter):
             states = states.float()
             vec = self.encoder.pool(states, mask).cpu()
             states = (states * mask.unsqueeze(-1)).cpu()
-            idx_t = torch.tensor(idx)
-            pooled[idx_t] = vec
-            tokens[idx_t, : states.shape[1]] = states
-            out_mask[idx_t, : states.shape[1]] = mask.bool().cpu()
+            pooled[idx] = vec
+            tokens[idx, : states.shape[1]] = states
+            out_mask[idx, : states.shape[1]] = mask.bool().cpu()
         return ModalityFeatures(pooled, tokens, out_mask)

@@ -24,16 +24,11 @@ logger = logging.getLogger("mmsent.finetune")
 
 @dataclass
 class FinetuneResult:
-    """What :func:`finetune` returns; the adapter's encoder holds the kept weights.
+    """What :func:`finetune` returns (recorded in ``finetuned.json``); the adapter's encoder holds the kept weights.
 
-    Attributes:
-        head: the trained classification head (dropout + linear on the pooled vector).
-        history: per epoch ``{"epoch", "train_loss", "lr"}`` plus ``val_loss``/``val_macro_f1``/``val_accuracy`` on
-            the holdout rows.
-        best_epoch: 1-based epoch whose weights were kept (the last one without a holdout).
-        holdout_metrics: metrics of the kept epoch on the internal holdout rows, or None without one.
-        steps: optimizer steps taken in total (including those before a resume).
-        resumed_from_step: the checkpoint step this call resumed from, or None.
+    ``history`` holds per epoch ``epoch``, ``train_loss`` and ``lr``, plus ``val_loss``/``val_macro_f1``/
+    ``val_accuracy`` on the holdout rows; ``best_epoch`` is the kept 1-based epoch (the last without a holdout),
+    ``holdout_metrics`` its metrics (None without a holdout) and ``steps`` counts steps from before a resume too.
     """
 
     head: torch.nn.Module
@@ -52,14 +47,13 @@ class FinetuneResult:
 
 def holdout_split(labels: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Stratified ``(train, holdout)`` row indices; ``fraction=0`` keeps every row for training."""
-    n = len(labels)
     if fraction <= 0:
-        return list(range(n)), []
+        return list(range(len(labels))), []
     if not 0 < fraction < 1:
         raise ValueError(f"finetune.holdout_fraction must be in [0, 1), got {fraction}")
     from sklearn.model_selection import train_test_split
 
-    idx = np.arange(n)
+    idx = np.arange(len(labels))
     try:
         train, hold = train_test_split(idx, test_size=fraction, random_state=seed, stratify=np.asarray(labels))
     except ValueError:  # a class too rare to stratify: an unstratified holdout still serves early stopping
@@ -85,8 +79,7 @@ class EncoderTask:
 
     def evaluate(self) -> torch.Tensor:
         # Longest first in batches of 64, then back in order: each batch pads only to its own longest row.
-        order = sorted(self.eval_rows, key=lambda i: self._lengths[i], reverse=True) if self._lengths else \
-            list(self.eval_rows)
+        order = sorted(self.eval_rows, key=lambda i: self._lengths[i] if self._lengths else 0, reverse=True)
         position = {row: k for k, row in enumerate(self.eval_rows)}
         logits = torch.empty(len(order), len(LABELS), device=self.adapter.device)
         for start in range(0, len(order), 64):
@@ -117,26 +110,13 @@ class EncoderTask:
 def finetune(adapter: TuningAdapter, items: Sequence, labels: Sequence[int], guids: Sequence[str],
              ecfg: EncoderFinetuneConfig, fcfg: FinetuneConfig, checkpoint_dir: str | Path | None, *,
              run_key: str = "", progress: bool = False, callbacks: Sequence[StepCallback] = (),
-             prepare_batch_size: int = 32, desc: str = "fine-tune",
-             rows: Sequence[Any] | None = None) -> FinetuneResult:
-    """Fine-tunes ``adapter``'s encoder on ``items`` (rows of the run's training split only) and keeps the best epoch.
+             desc: str = "fine-tune", rows: Sequence[Any] | None = None) -> FinetuneResult:
+    """Fine-tunes ``adapter``'s encoder in place on ``items`` (training-split rows only), keeping the best epoch.
 
-    Args:
-        adapter: the encoder's trunk/top view; its encoder is changed in place.
-        items: what the adapter prepares (cleaned texts / image paths), one per guid.
-        labels: class indices, one per item.
-        guids: row ids, reported to ``callbacks``.
-        ecfg: this encoder's settings (epochs, batch size, learning rates, ...).
-        fcfg: shared settings (seed, holdout fraction, patience, class weighting, checkpoint interval, amp).
-        checkpoint_dir: where resumable checkpoints go; None disables checkpointing and resuming.
-        run_key: identifies the run; a checkpoint with another key is ignored instead of resumed.
-        progress: progress bars.
-        callbacks: called after every step (an exception from one stops the run, as a kill would; the next call
-            resumes from the last checkpoint).
-        prepare_batch_size: batch size of the one-off trunk pass.
-        desc: progress bar label.
-        rows: ``adapter.prepare(items)`` when the caller already has it (cross-fitting shares one trunk pass among
-            its folds); None prepares here.
+    ``ecfg`` holds this encoder's settings, ``fcfg`` the shared ones (seed, holdout fraction, patience, class
+    weighting, checkpoint interval, amp). Checkpoints go to ``checkpoint_dir`` (None: none) and are resumed only
+    under the same ``run_key``; an exception from a step callback stops the run as a kill would. ``rows`` passes
+    ``adapter.prepare(items)`` when the caller has it (cross-fitting shares one trunk pass among its folds).
     """
     n = len(items)
     if not n == len(labels) == len(guids):
@@ -144,7 +124,7 @@ def finetune(adapter: TuningAdapter, items: Sequence, labels: Sequence[int], gui
     device = adapter.device
     train_idx, hold_idx = holdout_split(list(labels), fcfg.holdout_fraction, fcfg.seed)
     if rows is None:
-        rows = adapter.prepare(list(items), batch_size=prepare_batch_size, progress=progress)
+        rows = adapter.prepare(list(items), progress=progress)
     elif len(rows) != n:
         raise ValueError(f"finetune: {len(rows)} prepared rows for {n} items")
     y = torch.as_tensor(list(labels), dtype=torch.long, device=device)

@@ -154,18 +154,31 @@ def render(data: RunData, fig: dict[str, bytes], gallery: list[GalleryItem], gal
     ens = m.get("ensemble_validation_metrics") or {}
     sections = [(f"<h1>mmsent run report</h1><p class='muted'>{escape(str(data.run_dir))} · generated "
                 f"{dt.datetime.now().strftime('%Y-%m-%d %H:%M')}</p>")]
-    summary = f"<p>Chosen model: <b>{escape(str(chosen))}</b>"
+    predictor = m.get("predictor") or {}
+    summary = f"<p>Predictor: <b>{escape(str(chosen))}</b>"
+    if predictor.get("members"):
+        summary += f" (mean of {escape(', '.join(predictor['members']))}, each design weighted equally)"
     if ens:
-        summary += (f"; seed ensemble on {ens.get('n', '?')} validation rows: accuracy {ens['accuracy']:.3f}, "
+        held = "out-of-fold" if (m.get("folds") or 1) > 1 else "validation"
+        summary += (f"; on {ens.get('n', '?')} {held} rows: accuracy {ens['accuracy']:.3f}, "
                     f"macro-F1 {ens['macro_f1']:.3f}, weighted-F1 {ens['weighted_f1']:.3f}")
+    if predictor.get("class_weights"):
+        weights = ", ".join(f"{n} {w:.2f}" for n, w in zip(LABELS, predictor["class_weights"]))
+        summary += f"; decision rule (class weights fitted on other folds' rows): {escape(weights)}"
     summary += ".</p>"
     if m.get("data_root"):
         summary += f"<p class='muted'>data: <code>{escape(m['data_root'])}</code></p>"
     sections.append(summary)
     if comp.get("summary"):
         seeds = ", ".join(map(str, sorted({r["seed"] for r in comp.get("runs", [])})))
-        note = (f"Mean ± sample std over seeds {seeds}; {comp.get('train_size', '?')} training rows, "
-                f"{comp.get('val_size', '?')} validation rows; chosen model highlighted.")
+        folds = comp.get("folds") or 1
+        note = (f"Mean ± sample std over {f'{folds} folds x ' if folds > 1 else ''}seeds {seeds}; "
+                f"{comp.get('train_size', '?')} training rows, {comp.get('val_size', '?')} held-out rows; "
+                "chosen model highlighted.")
+        if comp.get("predictor"):
+            p = comp["predictor"]
+            note += (f" The predictor ({p['name']}) on the same rows: accuracy {p['accuracy']:.3f}, macro-F1 "
+                     f"{p['macro_f1']:.3f}, weighted-F1 {p['weighted_f1']:.3f}.")
         sections.append(f"<h2>Model comparison</h2>{comparison_table(comp['summary'], chosen)}"
                         f"<p class='muted'>{escape(note)}</p>")
     for key, title, caption in (

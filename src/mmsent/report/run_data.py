@@ -80,17 +80,20 @@ def read_validation_predictions(path: Path) -> tuple[list[str], np.ndarray, dict
 
 
 def load_run_data(run_dir: str | Path) -> RunData:
-    """Reads ``comparison.json``, ``metrics.json``, ``data_report.json`` and ``validation_predictions.csv``.
+    """Reads ``comparison.json``, ``metrics.json``, ``data_report.json`` and the held-out probabilities
+    (``validation_predictions.csv``, or ``oof_predictions.csv`` for a cross-validated run).
 
     Raises:
         FileNotFoundError: if the folder holds none of them (not a run directory).
     """
     run_dir = Path(run_dir)
-    names = ("comparison.json", "metrics.json", "validation_predictions.csv")
+    names = ("comparison.json", "metrics.json", "validation_predictions.csv", "oof_predictions.csv")
     if not any((run_dir / n).is_file() for n in names):
         raise FileNotFoundError(f"{run_dir}: not a run directory (none of {', '.join(names)} found)")
     data = RunData(run_dir, _json(run_dir / "comparison.json"), _json(run_dir / "metrics.json"),
                    _json(run_dir / "data_report.json"))
-    if (run_dir / "validation_predictions.csv").is_file():
-        data.guids, data.gold, data.validation = read_validation_predictions(run_dir / "validation_predictions.csv")
+    for name in ("oof_predictions.csv", "validation_predictions.csv"):  # cross-validated runs write the first
+        if (run_dir / name).is_file():
+            data.guids, data.gold, data.validation = read_validation_predictions(run_dir / name)
+            break
     return data

@@ -61,8 +61,11 @@ class Evidence(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    name: str
+    name: str = Field(description="What predicts: 'ensemble' (several designs' mean) or a design's name.")
     seeds: list[int]
+    models: int = Field(description="How many trained models are averaged (designs x folds x seeds).")
+    class_weights: list[float] | None = Field(
+        description="The decision rule: the label is the argmax of the probabilities times these (null: argmax).")
     run_dir: str
     image_encoder: str
     text_encoder: str

@@ -47,7 +47,8 @@ class ModelRun:
         best_epoch: 1-based epoch kept.
         train_seconds: wall-clock training time.
         history: per-epoch losses and validation scores.
-        val_probs: ``(N_val, 3)`` validation probabilities, in the comparison's ``val_guids`` order.
+        val_probs: ``(N_val, 3)`` validation probabilities, in the order of its fold's validation guids.
+        fold: the cross-validation fold it was trained for (0 with a single split).
     """
 
     model: str
@@ -57,6 +58,7 @@ class ModelRun:
     train_seconds: float
     history: list[dict[str, float]]
     val_probs: np.ndarray = field(repr=False)
+    fold: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -77,9 +79,11 @@ class Comparison:
     Attributes:
         runs: one :class:`ModelRun` per (model, seed), in training order.
         models: trained models (best-epoch weights, eval mode) keyed by ``(name, seed)``.
-        val_guids: validation guids, the row order of every run's ``val_probs``.
-        train_size: number of training rows.
+        val_guids: validation guids, the row order of every run's ``val_probs`` (with folds: each fold's in turn).
+        train_size: number of training rows (of one fold).
         config: the training config used.
+        folds: cross-validation folds the runs cover (see :func:`combine_folds`).
+        predictor: the run's predictor and its held-out scores, shown under the table (set by the pipeline).
     """
 
     runs: list[ModelRun]
@@ -87,6 +91,8 @@ class Comparison:
     val_guids: list[str] = field(repr=False)
     train_size: int = 0
     config: dict[str, Any] = field(default_factory=dict)
+    folds: int = 1
+    predictor: dict[str, Any] | None = None
 
     def model_names(self) -> list[str]:
         """Model names in the order they were run."""
@@ -120,16 +126,23 @@ class Comparison:
             name = f"**{row['model']}**" if row["model"] == best else row["model"]
             cells = [f"{row[f'{s}_mean']:.3f} ± {row[f'{s}_std']:.3f}" for s in _SCORES]
             lines.append(f"| {name} | {' | '.join(cells)} | {row['train_seconds_mean']:.1f} |")
-        seeds = sorted({r.seed for r in self.runs})
+        if self.predictor:
+            p = self.predictor
+            lines.append(f"| *predictor: {p['name']}* | {p['accuracy']:.3f} | {p['macro_f1']:.3f} | "
+                         f"{p['weighted_f1']:.3f} | |")
+        seeds = ", ".join(map(str, sorted({r.seed for r in self.runs})))
+        over = f"{self.folds} folds x seeds {seeds}" if self.folds > 1 else f"seeds {seeds}"
+        rows = "out-of-fold rows (every labelled row once)" if self.folds > 1 else "validation rows"
         lines.append("")
-        lines.append(f"Mean ± sample std over seeds {', '.join(map(str, seeds))}; {self.train_size} training rows, "
-                     f"{len(self.val_guids)} validation rows; best by mean validation macro-F1 in bold.")
+        lines.append(f"Mean ± sample std over {over}; {self.train_size} training rows, {len(self.val_guids)} {rows}; "
+                     "best design by mean macro-F1 in bold; the predictor is scored once on the same rows.")
         return "\n".join(lines) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
         return {"best_model": self.best_model() if self.runs else None, "summary": self.summary(),
                 "runs": [r.to_dict() for r in self.runs], "train_size": self.train_size,
-                "val_size": len(self.val_guids), "config": self.config}
+                "val_size": len(self.val_guids), "folds": self.folds, "predictor": self.predictor,
+                "config": self.config}
 
     def save(self, directory: str | Path) -> dict[str, Path]:
         """Writes ``comparison.md``, ``comparison.json`` (everything but the models and probabilities) and
@@ -145,11 +158,25 @@ class Comparison:
         paths["json"].write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
         with paths["csv"].open("w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["model", "seed", *_SCORES, "best_epoch", "epochs_run", "train_seconds"])
+            writer.writerow(["model", "fold", "seed", *_SCORES, "best_epoch", "epochs_run", "train_seconds"])
             for r in self.runs:
-                writer.writerow([r.model, r.seed, *(f"{r.metrics[s]:.6f}" for s in _SCORES), r.best_epoch,
+                writer.writerow([r.model, r.fold, r.seed, *(f"{r.metrics[s]:.6f}" for s in _SCORES), r.best_epoch,
                                  len(r.history), f"{r.train_seconds:.2f}"])
         return paths
+
+
+def combine_folds(parts: Sequence[Comparison]) -> Comparison:
+    """One table over the comparisons of several folds: every run, tagged with its fold; the models stay in
+    ``parts`` (they are keyed by fold there)."""
+    runs = [replace(r, fold=k) for k, part in enumerate(parts) for r in part.runs]
+    return Comparison(runs, {}, [g for part in parts for g in part.val_guids], parts[0].train_size, parts[0].config,
+                      folds=len(parts))
+
+
+def held_out_probs(parts: Sequence[Comparison], model: str) -> np.ndarray:
+    """``(N, 3)``: the mean over seeds of ``model``'s probabilities for each fold's validation rows, folds in turn
+    (the row order of :func:`combine_folds`'s ``val_guids``)."""
+    return np.concatenate([np.mean([r.val_probs for r in part.runs if r.model == model], axis=0) for part in parts])
 
 
 def _label_indices(labels: dict[str, str], guids: Sequence[str], what: str) -> np.ndarray:

@@ -1,0 +1,97 @@
+"""Benchmark: which predictor, from one cross-validated run's out-of-fold probabilities (no training here).
+
+Reads ``oof_predictions.csv`` of a finished ``mmsent run --set data.kfold=K`` and scores, over every labelled row:
+each design alone (mean of its seeds), the mean of several designs, and each of those with the macro-F1 decision rule
+(weights fitted on the other folds only, as the pipeline reports it). Per fold scores give the ± (sample std over
+folds). Appends a table to benchmarks/RESULTS.md.
+
+Usage::
+
+    python benchmarks/ensemble_lab5.py RUN_DIR [--results benchmarks/RESULTS.md] [--command "how RUN_DIR was made"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+from mmsent.labels import LABELS  # noqa: E402
+from mmsent.training.ensemble import decide, nested_rule_predictions  # noqa: E402
+from mmsent.training.metrics import compute_metrics  # noqa: E402
+
+
+def read_oof(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """guids, gold indices, fold per row, and per design the mean over seeds of its out-of-fold probabilities."""
+    probs: dict[str, dict[str, list[list[float]]]] = {}
+    gold, fold = {}, {}
+    with path.open(encoding="utf-8", newline="") as fh:
+        for rec in csv.DictReader(fh):
+            if rec["model"] == "ensemble":
+                continue
+            probs.setdefault(rec["model"], {}).setdefault(rec["guid"], []).append(
+                [float(rec[f"p_{n}"]) for n in LABELS])
+            gold[rec["guid"]], fold[rec["guid"]] = LABELS.index(rec["gold"]), int(rec["fold"])
+    guids = sorted(gold)
+    designs = {d: np.array([np.mean(by_guid[g], axis=0) for g in guids]) for d, by_guid in probs.items()}
+    return guids, np.array([gold[g] for g in guids]), np.array([fold[g] for g in guids]), designs
+
+
+def score(pred: np.ndarray, y: np.ndarray, folds: np.ndarray) -> dict[str, float]:
+    """Pooled accuracy / macro-F1 / neutral F1, and the sample std of macro-F1 over folds."""
+    pooled = compute_metrics(y, pred)
+    per_fold = [compute_metrics(y[folds == k], pred[folds == k])["macro_f1"] for k in np.unique(folds)]
+    return {"accuracy": pooled["accuracy"], "macro_f1": pooled["macro_f1"],
+            "neutral_f1": pooled["per_class"]["neutral"]["f1"], "fold_std": float(np.std(per_fold, ddof=1))}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
+    ap.add_argument("--command", default="", help="The command that made RUN_DIR, for the record.")
+    args = ap.parse_args()
+    guids, y, folds, designs = read_oof(args.run_dir / "oof_predictions.csv")
+    names = list(designs)
+    variants = {d: [d] for d in names}
+    for k in range(2, len(names) + 1):
+        for combo in itertools.combinations(names, k):
+            if k == len(names) or set(combo) <= {"concat", "gated", "text_only", "image_only"}:
+                variants[" + ".join(combo)] = list(combo)
+    rows = []
+    for label, members in variants.items():
+        probs = np.mean([designs[m] for m in members], axis=0)
+        plain = score(decide(probs), y, folds)
+        ruled = score(nested_rule_predictions(probs, y, folds), y, folds)
+        rows.append((label, plain, ruled))
+    rows.sort(key=lambda r: -r[2]["macro_f1"])
+    cfg = json.loads((args.run_dir / "metrics.json").read_text())
+    lines = [f"## lab5 predictor variants from out-of-fold probabilities, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+             "", f"- Run: `{args.command or args.run_dir}` ({cfg.get('folds')} folds, seeds {cfg.get('seeds')}, "
+             f"{len(guids)} labelled rows, every row scored by models that never trained on it).",
+             f"- Scored by: `python benchmarks/ensemble_lab5.py {args.run_dir}` (no training; the decision rule's weights "
+             "for each fold are fitted on the other folds' rows).", "",
+             "| predictor | accuracy | macro-F1 (± std over folds) | neutral F1 | with decision rule: accuracy | "
+             "macro-F1 (± std) | neutral F1 |", "|---|---|---|---|---|---|---|"]
+    for label, plain, ruled in rows:
+        lines.append(f"| {label} | {plain['accuracy']:.3f} | {plain['macro_f1']:.3f} ± {plain['fold_std']:.3f} | "
+                     f"{plain['neutral_f1']:.3f} | {ruled['accuracy']:.3f} | {ruled['macro_f1']:.3f} ± "
+                     f"{ruled['fold_std']:.3f} | {ruled['neutral_f1']:.3f} |")
+    text = "\n".join(lines) + "\n\n"
+    print(text)
+    results = args.results.read_text(encoding="utf-8")
+    head, _, rest = results.partition("Newest first.\n\n")
+    args.results.write_text(head + "Newest first.\n\n" + text + rest, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""The run's predictor: a mean of the probabilities of several designs' models, and a macro-F1 decision rule.
+
+Every design's score here comes from rows its models never trained on: the validation rows of a single split, or,
+with ``data.kfold``, each labelled row's own fold (out-of-fold probabilities). The decision rule multiplies the
+probabilities by one weight per class before the argmax: on 60/30/10 data plain argmax rarely says "neutral", and
+macro-F1 counts that class as much as the others. Its weights are fitted on out-of-fold probabilities, and the score
+reported for it comes from weights fitted without the fold being scored (nested), never from the rows it was fitted on.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mmsent.labels import LABELS
+from mmsent.training.metrics import compute_metrics
+
+# Candidate weights per class relative to the first (positive) one: 0.5 .. 4, spaced evenly in log scale.
+_GRID = np.exp(np.linspace(np.log(0.5), np.log(4.0), 13))
+
+
+def decide(probs: np.ndarray, class_weights: Sequence[float] | None = None) -> np.ndarray:
+    """Class indices: the argmax of ``probs`` times ``class_weights`` (plain argmax when None)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    return (probs * np.asarray(class_weights) if class_weights is not None else probs).argmax(axis=1)
+
+
+def _macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """Macro-F1 over all classes from one confusion count (the search below calls it thousands of times)."""
+    k = len(LABELS)
+    confusion = np.bincount(np.asarray(labels) * k + predicted, minlength=k * k).reshape(k, k)
+    return float((2 * np.diag(confusion) / np.maximum(confusion.sum(0) + confusion.sum(1), 1)).mean())
+
+
+def fit_class_weights(probs: np.ndarray, labels: np.ndarray) -> list[float]:
+    """Per-class weights (the first fixed at 1) that maximise macro-F1 of :func:`decide` on these rows.
+
+    An exhaustive search over a small log-spaced grid: with three classes that is 169 candidates, and ties go to the
+    weights closest to plain argmax, so the rule moves only where it gains.
+    """
+    best: tuple[float, float, list[float]] = (-1.0, 0.0, [1.0] * len(LABELS))
+    for rest in itertools.product(_GRID, repeat=len(LABELS) - 1):
+        weights = [1.0, *map(float, rest)]
+        score = _macro_f1(labels, decide(probs, weights))
+        closeness = -float(np.abs(np.log(weights)).sum())
+        if (score, closeness) > best[:2]:
+            best = (score, closeness, weights)
+    return best[2]
+
+
+def nested_rule_predictions(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """Each row's class under weights fitted on the other folds' rows only: an honest score of the decision rule."""
+    out = np.empty(len(labels), dtype=np.int64)
+    for fold in np.unique(folds):
+        held = folds == fold
+        out[held] = decide(probs[held], fit_class_weights(probs[~held], labels[~held]))
+    return out
+
+
+@dataclass
+class Predictor:
+    """What predicts: the mean probability of every model of ``members`` (each design's seeds and fold models), then
+    :func:`decide` with ``class_weights``.
+
+    Attributes:
+        members: design names whose models are averaged.
+        class_weights: the decision rule's weights, or None for plain argmax.
+        scores: how the predictor and each design scored on rows they never trained on (see :func:`build_predictor`).
+        name: ``ensemble``, or the one member's name.
+    """
+
+    members: list[str]
+    class_weights: list[float] | None = None
+    scores: dict[str, Any] = field(default_factory=dict)
+    name: str = "ensemble"
+
+    @property
+    def held_out_metrics(self) -> dict[str, Any]:
+        """The metrics of what predicts (with the decision rule when there is one) on held-out rows."""
+        return self.scores.get("decision_rule") or self.scores.get("argmax") or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "members": self.members, "class_weights": self.class_weights,
+                "scores": self.scores}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "predictor.json") -> Predictor:
+        members, weights = data.get("members"), data.get("class_weights")
+        if not members or not all(isinstance(m, str) for m in members):
+            raise ValueError(f"{where}: 'members' must be a non-empty list of model names; run the job again")
+        if weights is not None and (len(weights) != len(LABELS) or not all(
+                isinstance(w, (int, float)) and np.isfinite(w) and w > 0 for w in weights)):
+            raise ValueError(f"{where}: 'class_weights' must be {len(LABELS)} positive numbers or null; run the job "
+                             "again")
+        return cls(list(members), None if weights is None else [float(w) for w in weights], data.get("scores", {}),
+                   str(data.get("name") or "ensemble"))
+
+
+def build_predictor(design_probs: dict[str, np.ndarray], labels: np.ndarray, members: Sequence[str],
+                    folds: np.ndarray | None, decision_rule: bool) -> Predictor:
+    """The predictor and its scores from each design's held-out probabilities.
+
+    Args:
+        design_probs: design -> ``(N, 3)`` probabilities of rows its models never trained on (mean over seeds).
+        labels: the rows' class indices.
+        members: the designs to average.
+        folds: each row's fold (``data.kfold``), or None for a single validation split, where the rule would be fitted
+            on the rows it is scored on and so stays off.
+        decision_rule: fit class weights (with folds only).
+    """
+    probs = np.mean([design_probs[m] for m in members], axis=0)
+    scores: dict[str, Any] = {"designs": {d: compute_metrics(labels, decide(p)) for d, p in design_probs.items()},
+                              "argmax": compute_metrics(labels, decide(probs))}
+    weights = None
+    if decision_rule and folds is not None:
+        weights = fit_class_weights(probs, labels)
+        scores["decision_rule"] = compute_metrics(labels, nested_rule_predictions(probs, labels, folds))
+    return Predictor(list(members), weights, scores)
