@@ -136,3 +136,14 @@ def test_overlay_is_drawn_where_the_map_peaks():
 ])
 def test_dominant_modality_counts_only_support(drops, expected):
     assert dominant_modality(drops) == expected
+
+
+def test_the_decision_rule_picks_the_label_and_the_probabilities_stay_the_means():
+    ms, x = models("concat"), inputs()
+    plain = explain(ms, x, saliency=False)
+    probs = np.array([[r["probabilities"][n] for n in LABELS] for r in plain])
+    # weights that make each row's least likely class win
+    weights = [1.0 / (probs[:, k].max() * 1e3) if k != int(probs[0].argmin()) else 1.0 for k in range(3)]
+    ruled = explain(ms, x, saliency=False, class_weights=weights)
+    assert [r["probabilities"] for r in ruled] == [r["probabilities"] for r in plain]
+    assert ruled[0]["label"] == LABELS[int(probs[0].argmin())] != plain[0]["label"]

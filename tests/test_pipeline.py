@@ -181,3 +181,15 @@ def test_cross_validation_scores_each_row_once_by_models_that_never_trained_on_i
     assert metrics["ensemble_validation_metrics"] == predictor["scores"]["decision_rule"]
     again = pipeline.predict_from_run(run_dir, cfg, tmp_path / "again.txt", progress=False)
     assert read_predictions(again) == read_predictions(result.predictions_path)  # the same rule, the same models
+
+
+def test_a_rerun_into_the_same_folder_leaves_no_stale_models(tmp_path, cfg, fakes):
+    cfg.compare.models = ["concat", "gated"]
+    pipeline.run(cfg, tmp_path / "run", progress=False)
+    cfg.compare.models, cfg.compare.seeds, cfg.compare.predict_with = ["concat"], [0], "concat"
+    result = pipeline.run(cfg, tmp_path / "run", progress=False)
+    assert sorted(p.name for p in (tmp_path / "run" / "models").iterdir()) == ["concat_seed0"]
+    loaded = run_folder.load_run_models(tmp_path / "run")
+    assert (loaded.name, loaded.seeds, len(loaded.models)) == ("concat", [0], 1)
+    again = pipeline.predict_from_run(tmp_path / "run", cfg, tmp_path / "again.txt", progress=False)
+    assert read_predictions(again) == read_predictions(result.predictions_path)

@@ -69,7 +69,7 @@ def finetune_encoder(encoder: Encoder, items: Sequence, item_ids: Sequence[str],
     Returns the fine-tuned folder.
     """
     modality = encoder.modality
-    ecfg = getattr(cfg.finetune, modality)
+    ecfg = cfg.finetune.image if modality == "image" else cfg.finetune.text
     shared = shared_settings(cfg)
     # crossfit_folds is left out of the key: the cross-fitting has its own subfolder, the full fine-tuning is the same
     key_settings = {k: v for k, v in dataclasses.asdict(ecfg).items() if k != "crossfit_folds"}
@@ -133,9 +133,8 @@ def finetune_encoders(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir
     record: dict[str, Any] = {}
     out_of_fold: dict[str, tuple[list[str], ModalityFeatures]] = {}
     with torch_threads(cfg.encoders.num_threads):
-        for encoder in (image, text):
+        for encoder, ecfg in ((image, cfg.finetune.image), (text, cfg.finetune.text)):
             modality = encoder.modality
-            ecfg = getattr(cfg.finetune, modality)
             if ecfg.mode == "frozen":
                 record[modality] = {"mode": "frozen", "fingerprint": encoder.fingerprint()}
                 continue

@@ -65,9 +65,11 @@ def register_fusion_model(name: str, **fixed: Any) -> Callable[[type[M]], type[M
         raise ValueError(f"fusion model name {name!r}: use lowercase letters, digits and '_', starting with a letter")
 
     def register(cls: type[M]) -> type[M]:
+        if not (isinstance(cls, type) and issubclass(cls, FusionModel)):
+            raise TypeError(f"register_fusion_model({key!r}): {cls!r} must be a FusionModel subclass")
         params = list(inspect.signature(cls).parameters.values())
-        needed = ["image_dim", "text_dim", *fixed, *getattr(cls, "config_fields", ())]
-        if (not issubclass(cls, FusionModel) or [p.name for p in params[:2]] != needed[:2]
+        needed = ["image_dim", "text_dim", *fixed, *cls.config_fields]
+        if ([p.name for p in params[:2]] != needed[:2]
                 or any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
                 or not {p.name for p in params}.issuperset(needed)):
             raise TypeError(f"{cls.__qualname__} must be a FusionModel whose __init__ takes (image_dim, text_dim, "
