@@ -13,6 +13,7 @@ from mmsent_testkit import FakeImageEncoder, FakeTextEncoder
 import mmsent.pipeline as pipeline
 import mmsent.run_folder as run_folder
 import mmsent.training.compare as compare_mod
+import mmsent.training.ensemble as ensemble
 from mmsent.config import load_config
 from mmsent.data.sample import sample_dataset_path
 from mmsent.data.splits import load_split
@@ -148,6 +149,8 @@ def test_cross_validation_scores_each_row_once_by_models_that_never_trained_on_i
         return real_compare(features, labels, split, *args, **kwargs)
 
     monkeypatch.setattr(pipeline, "compare_models", spy)
+    # a rule strong enough to change labels, so that every place that labels rows must apply it
+    monkeypatch.setattr(ensemble, "fit_class_weights", lambda probs, labels: [1.0, 50.0, 1.0])
     result = pipeline.run(cfg, tmp_path / "run", progress=False)
     run_dir = tmp_path / "run"
     labelled = {ex.guid for ex in pipeline.load_dataset(cfg).train}
@@ -173,14 +176,22 @@ def test_cross_validation_scores_each_row_once_by_models_that_never_trained_on_i
 
     predictor = json.loads((run_dir / "predictor.json").read_text(encoding="utf-8"))
     assert result.chosen_model == "ensemble" and predictor["members"] == ["concat", "gated"]
-    assert len(predictor["class_weights"]) == 3  # the decision rule, fitted on out-of-fold rows
+    assert predictor["class_weights"] == [1.0, 50.0, 1.0]  # the decision rule, fitted on out-of-fold rows
     assert sorted(predictor["models"]) == sorted(f"{m}_fold{k}_seed{s}" for m in cfg.compare.models
                                                  for k in range(3) for s in (0, 1))
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["folds"] == 3 and metrics["validation_rows"] == len(labelled)
     assert metrics["ensemble_validation_metrics"] == predictor["scores"]["decision_rule"]
     again = pipeline.predict_from_run(run_dir, cfg, tmp_path / "again.txt", progress=False)
-    assert read_predictions(again) == read_predictions(result.predictions_path)  # the same rule, the same models
+    labels_written = read_predictions(result.predictions_path)
+    assert read_predictions(again) == labels_written  # the same rule, the same models
+    assert sum(tag == "neutral" for _, tag in labels_written) > len(labels_written) / 2  # the rule was applied
+
+    # a single-split rerun into the same folder leaves nothing of the cross-validated run behind
+    cfg.data.kfold = None
+    pipeline.run(cfg, run_dir, progress=False)
+    assert not list(run_dir.glob("split_fold*.csv")) and not (run_dir / "oof_predictions.csv").exists()
+    assert all("_fold" not in p.name for p in (run_dir / "models").iterdir())
 
 
 def test_a_rerun_into_the_same_folder_leaves_no_stale_models(tmp_path, cfg, fakes):

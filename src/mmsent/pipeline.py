@@ -92,6 +92,26 @@ class Stopwatch:
         return self.timings
 
 
+# What a run writes: a rerun into the same folder removes them first, so no file of the earlier run is ever read with
+# the new run's (a half-finished rerun then has no predictor.json, and predict/serve say the run did not finish).
+RUN_OUTPUTS = ("config.yaml", "data_report.json", "split.csv", "split_fold*.csv", "comparison.*", "finetune.json",
+               VALIDATION_FILE, OOF_FILE, PREDICTOR_FILE, METRICS_FILE, "predictions.txt", "predictions_proba.csv",
+               "report.html", "report", MODELS_DIR)
+
+
+def clear_run_dir(run_dir: str | Path) -> Path:
+    """Creates ``run_dir``, or removes an earlier run's outputs from it (other files are left alone)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for pattern in RUN_OUTPUTS:
+        for path in run_dir.glob(pattern):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    return run_dir
+
+
 def resolve_data_root(cfg: RunConfig) -> Path:
     """The dataset folder of a config: ``data.root`` or, when unset, the bundled sample."""
     return Path(cfg.data.root).expanduser() if cfg.data.root else sample_dataset_path()
@@ -197,9 +217,7 @@ def save_predictor(run_dir: Path, cfg: RunConfig, parts: list[Comparison], predi
     """Replaces ``run_dir/models`` with every model of the predictor's members (each fold's, each seed's) and writes
     ``predictor.json`` naming them; returns the models.
 
-    Models of an earlier run into the same folder are removed first, so nothing stale is ever loaded with them.
     """
-    shutil.rmtree(run_dir / MODELS_DIR, ignore_errors=True)
     meta = {"labels": list(LABELS), "encoders": cfg.to_dict()["encoders"], "cleaning": cfg.to_dict()["cleaning"]}
     models, names = [], []
     for k, part in enumerate(parts):
@@ -257,8 +275,7 @@ def build_report_safely(run_dir: Path) -> None:
 def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> PipelineResult:
     """The whole main job on one dataset; writes config, splits, comparison, predictor, predictions, metrics, report."""
     validate(cfg)  # a config changed in code is checked like a loaded one, before any work
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = clear_run_dir(run_dir)
     cfg.save(run_dir / "config.yaml")
     clock, extraction = Stopwatch(), {}
     with clock("load_seconds"):
@@ -299,7 +316,8 @@ def predict_from_run(run_dir: str | Path, cfg: RunConfig, out: str | Path | None
     source = FeatureSource(*ensemble.encoders(run_cfg.encoders.device))
     feats = extract(run_cfg, dataset.test, source, progress=progress)
     out_path = Path(out) if out else Path(run_dir) / PREDICTIONS_FILE
-    write_predictions(out_path, dataset.test, ensemble_proba(ensemble.models, feats, run_cfg.training.device))
+    write_predictions(out_path, dataset.test, ensemble_proba(ensemble.models, feats, run_cfg.training.device),
+                      ensemble.class_weights)
     return out_path
 
 

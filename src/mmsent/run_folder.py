@@ -130,7 +130,7 @@ def load_run_encoders(run_dir: str | Path, cfg: RunConfig) -> tuple[ImageEncoder
     path = Path(run_dir) / FINETUNE_RECORD
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the run's fine-tuning did not finish; run it again")
-    record = json.loads(path.read_text(encoding="utf-8"))
+    record = _read_json(path, "run the job again")
     for encoder in (image, text):
         entry = record.get(encoder.modality, {})
         if entry.get("dir"):

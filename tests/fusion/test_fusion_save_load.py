@@ -54,3 +54,15 @@ def test_loading_a_model_no_module_registers_says_so(tmp_path) -> None:
 def test_parameter_names_of_earlier_saved_models_are_kept(name: str, keys: set[str]) -> None:
     """Saved weights load with strict keys, so these names must not change."""
     assert keys <= set(create_fusion_model(name, IMAGE_DIM, TEXT_DIM, CFG, num_layers=2).state_dict())
+
+
+@pytest.mark.parametrize(("damage", "file"), [
+    (lambda d: (d / "weights.safetensors").write_bytes((d / "weights.safetensors").read_bytes()[:100]),
+     "weights.safetensors"),
+    (lambda d: (d / "model.json").write_text((d / "model.json").read_text()[:40]), "model.json"),
+])
+def test_a_damaged_saved_model_is_named_with_the_fix(tmp_path, damage, file):
+    save_model(create_fusion_model("concat", 4, 4), tmp_path / "m")
+    damage(tmp_path / "m")
+    with pytest.raises(ValueError, match=f"{file}: .*train the model again"):
+        load_model(tmp_path / "m")

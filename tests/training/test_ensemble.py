@@ -77,6 +77,7 @@ def test_build_predictor_scores_members_and_fits_the_rule_only_with_folds():
     ({"members": []}, "members"),
     ({"members": ["gated"], "class_weights": [1, 2]}, "class_weights"),
     ({"members": ["gated"], "class_weights": [1, float("nan"), 1]}, "class_weights"),
+    ({"members": ["gated"], "class_weights": 2.0}, "class_weights"),
 ])
 def test_a_damaged_predictor_description_names_the_file(data, words):
     with pytest.raises(ValueError, match=f"p.json: '{words}'"):

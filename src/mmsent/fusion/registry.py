@@ -190,8 +190,11 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> FusionMo
     for f in (META_FILE, WEIGHTS_FILE):
         if not (src / f).is_file():
             raise FileNotFoundError(f"{src / f} not found; expected a directory written by save_model")
-    description = json.loads((src / META_FILE).read_text(encoding="utf-8"))
-    if description.get("format") != _FORMAT:
+    try:
+        description = json.loads((src / META_FILE).read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{src / META_FILE}: not readable JSON ({exc}); train the model again") from exc
+    if not isinstance(description, dict) or description.get("format") != _FORMAT:
         raise ValueError(f"{src / META_FILE} is not an mmsent fusion model description")
     if tuple(description["labels"]) != LABELS:
         raise ValueError(f"model at {src} was saved with label order {description['labels']}, this version uses "
@@ -202,6 +205,10 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> FusionMo
                          f"(known: {', '.join(_REGISTRY)}); put the module that defines it back in that folder")
     hparams = dict(description["hparams"])
     model = create_fusion_model(name, hparams.pop("image_dim"), hparams.pop("text_dim"), **hparams)
-    model.load_state_dict(load_file(str(src / WEIGHTS_FILE)), strict=True)
+    try:
+        model.load_state_dict(load_file(str(src / WEIGHTS_FILE)), strict=True)
+    except Exception as exc:  # safetensors' own errors, and tensors that do not fit the description
+        raise ValueError(f"{src / WEIGHTS_FILE}: cannot be loaded into the {name!r} that {META_FILE} describes "
+                         f"({type(exc).__name__}: {str(exc)[:200]}); train the model again") from exc
     model.saved_meta = description.get("meta", {})
     return model.to(device).eval()

@@ -49,7 +49,12 @@ class RunData:
 
 
 def _json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{path}: not readable JSON ({exc}); run the job again") from exc
 
 
 def read_validation_predictions(path: Path) -> tuple[list[str], np.ndarray, dict[str, ModelValidation]]:

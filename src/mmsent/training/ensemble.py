@@ -92,7 +92,7 @@ class Predictor:
         members, weights = data.get("members"), data.get("class_weights")
         if not members or not all(isinstance(m, str) for m in members):
             raise ValueError(f"{where}: 'members' must be a non-empty list of model names; run the job again")
-        if weights is not None and (len(weights) != len(LABELS) or not all(
+        if weights is not None and (not isinstance(weights, list) or len(weights) != len(LABELS) or not all(
                 isinstance(w, (int, float)) and np.isfinite(w) and w > 0 for w in weights)):
             raise ValueError(f"{where}: 'class_weights' must be {len(LABELS)} positive numbers or null; run the job "
                              "again")
