@@ -13,6 +13,7 @@ from typing import Any
 from mmsent.labels import LABELS
 from mmsent.report.gallery import GalleryItem, build_gallery
 from mmsent.report.run_data import RunData, load_run_data
+from mmsent.training.ensemble import decide
 
 log = logging.getLogger("mmsent.report")
 
@@ -43,7 +44,9 @@ def _figures(data: RunData, problems: list[str]) -> dict[str, bytes]:
     if any(r.get("history") for r in comp.get("runs", [])):
         attempt("learning_curves", "learning-curve", F.learning_curves, comp["runs"])
     if validation:
-        matrices = {name: F.confusion_matrix(data.gold, v.ensemble.argmax(1)) for name, v in validation.items()}
+        # the chosen predictor's labels under its decision rule, as it predicts (fitted on these out-of-fold rows)
+        matrices = {name: F.confusion_matrix(data.gold, decide(v.ensemble, data.class_weights if name == chosen
+                                                                 else None)) for name, v in validation.items()}
         attempt("confusion", "confusion-matrix", F.confusion_matrices, matrices)
     else:
         problems.append("confusion matrices, calibration and error gallery: no validation_predictions.csv")

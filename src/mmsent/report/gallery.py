@@ -16,6 +16,7 @@ from mmsent.data.images import ImageLoadError, load_image, load_image_bytes
 from mmsent.data.text import TextCleaner, TextDecodeError, decode_text
 from mmsent.labels import LABELS
 from mmsent.report.run_data import RunData
+from mmsent.training.ensemble import decide
 
 log = logging.getLogger("mmsent.report")
 
@@ -34,10 +35,13 @@ class GalleryItem:
     notes: list[str] = field(default_factory=list)
 
 
-def confident_errors(gold: np.ndarray, probs: np.ndarray, k: int) -> list[int]:
-    """Indices of the ``k`` wrong rows with the highest predicted-class probability, most confident first."""
-    wrong = np.flatnonzero(probs.argmax(1) != gold)
-    return wrong[np.argsort(-probs[wrong].max(1), kind="stable")][:k].tolist()
+def confident_errors(gold: np.ndarray, probs: np.ndarray, k: int, class_weights: list[float] | None = None
+                     ) -> list[int]:
+    """Indices of the ``k`` wrong rows (labels by :func:`decide` with ``class_weights``) with the highest probability
+    of the predicted class, most confident first."""
+    predicted = decide(probs, class_weights)
+    wrong = np.flatnonzero(predicted != gold)
+    return wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:k].tolist()
 
 
 def thumbnail_uri(source: Path | str, side: int = 180) -> str:
@@ -62,8 +66,10 @@ def build_gallery(data: RunData, k: int = 12, explain: bool = True,
     if not chosen or chosen not in data.validation:
         return [], ["no validation probabilities of the chosen model; no error gallery"]
     probs = data.validation[chosen].ensemble
-    items = [GalleryItem(data.guids[i], LABELS[int(data.gold[i])], LABELS[int(probs[i].argmax())],
-                         dict(zip(LABELS, map(float, probs[i])))) for i in confident_errors(data.gold, probs, k)]
+    predicted = decide(probs, data.class_weights)
+    items = [GalleryItem(data.guids[i], LABELS[int(data.gold[i])], LABELS[int(predicted[i])],
+                         dict(zip(LABELS, map(float, probs[i]))))
+             for i in confident_errors(data.gold, probs, k, data.class_weights)]
     if not items:
         return [], []
 
