@@ -460,7 +460,7 @@ def _check_contradictions(cfg: RunConfig) -> None:
 
 
 def _fusion_key(name: str) -> str:
-    """The fusion registry's own forgiveness: case, surrounding spaces, ``-`` for ``_``."""
+    """:func:`mmsent.fusion.registry.fusion_key`, repeated: importing the registry would load torch on the fast path."""
     return name.strip().lower().replace("-", "_")
 
 

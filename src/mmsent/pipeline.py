@@ -37,7 +37,7 @@ from mmsent.features.cache import FeatureCache
 from mmsent.features.extract import FeatureSource, extract_features
 from mmsent.features.featureset import FeatureSet
 from mmsent.fusion.base import FusionModel
-from mmsent.fusion.registry import save_model
+from mmsent.fusion.registry import fusion_key, save_model
 from mmsent.io import write_json
 from mmsent.labels import LABELS
 from mmsent.predict import write_predictions
@@ -202,14 +202,13 @@ def choose_predictor(cfg: RunConfig, parts: list[Comparison], table: Comparison,
     ``ensemble`` averages every compared design, ``best`` takes the design with the best mean macro-F1, a name takes
     that design. With ``data.kfold`` the decision rule (``compare.decision_rule``) is fitted on out-of-fold rows.
     """
-    choice = cfg.compare.predict_with.strip().lower().replace("-", "_")
+    choice = fusion_key(cfg.compare.predict_with)
     designs = table.model_names()
     members = designs if choice == "ensemble" else [table.best_model() if choice == "best" else choice]
     probs = {d: held_out_probs(parts, d) for d in designs}
     y = np.array([LABELS.index(labels[g]) for g in table.val_guids])
     folds = np.concatenate([[k] * len(p.val_guids) for k, p in enumerate(parts)]) if len(parts) > 1 else None
     predictor = build_predictor(probs, y, members, folds, cfg.compare.decision_rule)
-    predictor.name = "ensemble" if choice == "ensemble" else members[0]
     return predictor, np.mean([probs[m] for m in members], axis=0)
 
 

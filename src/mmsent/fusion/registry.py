@@ -46,7 +46,9 @@ _REGISTRY: dict[str, _Entry] = {}  # in registration order: the built-ins (``imp
 _discovered = False  # whether every module of the package folder(s) has been imported
 
 
-def _normalise(name: str) -> str:
+def fusion_key(name: str) -> str:
+    """A model name as the registry keys it: case, surrounding spaces and ``-`` for ``_`` are forgiven (config.py
+    repeats this one line, since it must not import this module)."""
     return name.strip().lower().replace("-", "_")
 
 
@@ -60,7 +62,7 @@ def register_fusion_model(name: str, **fixed: Any) -> Callable[[type[M]], type[M
         ValueError: for a name that is not lowercase letters, digits and ``_``, or is taken by another class.
         TypeError: for a class that is not a FusionModel with such a constructor.
     """
-    key = _normalise(name)
+    key = fusion_key(name)
     if not re.fullmatch(r"[a-z][a-z0-9_]*", key):
         raise ValueError(f"fusion model name {name!r}: use lowercase letters, digits and '_', starting with a letter")
 
@@ -126,7 +128,7 @@ def create_fusion_model(name: str, image_dim: int, text_dim: int, cfg: Any = Non
         ImportError: naming the file of a module in the package folder that fails to import.
     """
     _discover()
-    key = _normalise(name)
+    key = fusion_key(name)
     if key not in _REGISTRY:
         raise ValueError(f"unknown fusion model {name!r}; known: {', '.join(_REGISTRY)}")
     entry = _REGISTRY[key]
@@ -200,7 +202,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> FusionMo
         raise ValueError(f"model at {src} was saved with label order {description['labels']}, this version uses "
                          f"{list(LABELS)}; its outputs would be mislabelled")
     name = description["name"]
-    if _normalise(name) not in list_fusion_models():
+    if fusion_key(name) not in list_fusion_models():
         raise ValueError(f"model at {src} is a {name!r}, which no module in the mmsent.fusion package registers "
                          f"(known: {', '.join(_REGISTRY)}); put the module that defines it back in that folder")
     hparams = dict(description["hparams"])

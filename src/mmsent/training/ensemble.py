@@ -119,4 +119,4 @@ def build_predictor(design_probs: dict[str, np.ndarray], labels: np.ndarray, mem
     if decision_rule and folds is not None:
         weights = fit_class_weights(probs, labels)
         scores["decision_rule"] = compute_metrics(labels, nested_rule_predictions(probs, labels, folds))
-    return Predictor(list(members), weights, scores)
+    return Predictor(list(members), weights, scores, members[0] if len(members) == 1 else "ensemble")
