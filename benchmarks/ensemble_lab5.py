@@ -2,7 +2,8 @@
 
 Reads ``oof_predictions.csv`` of a finished ``mmsent run --set data.kfold=K`` and scores, over every labelled row:
 each design alone (mean of its seeds), the mean of several designs, and each of those with the macro-F1 decision rule
-(weights fitted on the other folds only, as the pipeline reports it). Per fold scores give the ± (sample std over
+(weights fitted on the other folds only, as the pipeline reports it); and stacking: a logistic regression over every
+design's log-probabilities, fitted on the other folds' rows and scored on the held-out fold. Per fold scores give the ± (sample std over
 folds). Appends a table to benchmarks/RESULTS.md.
 
 Usage::
@@ -53,6 +54,22 @@ def score(pred: np.ndarray, y: np.ndarray, folds: np.ndarray) -> dict[str, float
             "neutral_f1": pooled["per_class"]["neutral"]["f1"], "fold_std": float(np.std(per_fold, ddof=1))}
 
 
+def stacked_probabilities(designs: dict[str, np.ndarray], y: np.ndarray, folds: np.ndarray,
+                          balanced: bool) -> np.ndarray:
+    """Each row's probabilities from a multinomial logistic regression over all designs' log-probabilities, fitted on the
+    other folds' rows only (``balanced``: classes weighted inversely to their frequency)."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.log(np.clip(np.hstack(list(designs.values())), 1e-6, 1.0))
+    out = np.empty((len(y), len(LABELS)))
+    for fold in np.unique(folds):
+        held = folds == fold
+        meta = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced" if balanced else None)
+        meta.fit(x[~held], y[~held])
+        out[held] = meta.predict_proba(x[held])
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", type=Path)
@@ -72,6 +89,10 @@ def main() -> int:
         plain = score(decide(probs), y, folds)
         ruled = score(nested_rule_predictions(probs, y, folds), y, folds)
         rows.append((label, plain, ruled))
+    for balanced in (False, True):
+        probs = stacked_probabilities(designs, y, folds, balanced)
+        rows.append((f"stacking: logistic regression over all designs{' (balanced classes)' if balanced else ''}",
+                     score(decide(probs), y, folds), score(nested_rule_predictions(probs, y, folds), y, folds)))
     rows.sort(key=lambda r: -r[2]["macro_f1"])
     cfg = json.loads((args.run_dir / "metrics.json").read_text())
     lines = [f"## lab5 predictor variants from out-of-fold probabilities, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",

@@ -63,13 +63,16 @@ def test_run_writes_every_output_and_predictions_in_input_order(tmp_path, cfg, f
     assert "±" in table and "predictor: ensemble" in table
 
 
-def test_validation_rows_never_reach_training(tmp_path, cfg, fakes, monkeypatch):
-    seen_train: list[torch.Tensor] = []
+def test_validation_rows_never_train_or_stop_a_run(tmp_path, cfg, fakes, monkeypatch):
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
     real_train = compare_mod.train_model
 
-    def spy(model, train_in, *args, **kwargs):
-        seen_train.append(torch.cat([train_in.image_pooled, train_in.text_pooled], 1).clone())
-        return real_train(model, train_in, *args, **kwargs)
+    def rows_of(inputs) -> torch.Tensor:
+        return torch.cat([inputs.image_pooled, inputs.text_pooled], 1).clone()
+
+    def spy(model, fit_in, fit_labels, stop_in, *args, **kwargs):
+        seen.append((rows_of(fit_in), rows_of(stop_in)))
+        return real_train(model, fit_in, fit_labels, stop_in, *args, **kwargs)
 
     monkeypatch.setattr(compare_mod, "train_model", spy)
     cfg.compare.workers = 1  # the spy records in this process; worker processes would train out of its sight
@@ -81,11 +84,18 @@ def test_validation_rows_never_reach_training(tmp_path, cfg, fakes, monkeypatch)
     val_rows = torch.cat([val.image.pooled, val.text.pooled], 1)
     train = feats.select(split.train)
     train_rows = torch.cat([train.image.pooled, train.text.pooled], 1)
-    assert len(seen_train) == len(cfg.compare.models) * len(cfg.compare.seeds)
-    for rows in seen_train:
-        assert rows.shape[0] == len(split.train)
-        assert torch.allclose(rows, train_rows)  # exactly the split's training rows, in order
-        assert not (torch.cdist(val_rows, rows).min(dim=1).values < 1e-6).any()
+    assert len(seen) == len(cfg.compare.models) * len(cfg.compare.seeds)
+    # distinct rows lie ~2 apart; cdist's float32 rounding reaches ~1e-3, hence the 0.05 match radius
+    for fit_rows, stop_rows in seen:
+        assert len(fit_rows) + len(stop_rows) == len(split.train) and len(stop_rows) >= 1
+        both = torch.cat([fit_rows, stop_rows])
+        # fitting and early stopping share out exactly the split's training rows ...
+        assert (torch.cdist(train_rows, both).min(dim=1).values < 0.05).all()
+        assert not (torch.cdist(stop_rows, fit_rows).min(dim=1).values < 0.05).any()
+        # ... and neither sees a validation row
+        assert not (torch.cdist(val_rows, both).min(dim=1).values < 0.05).any()
+    # each seed draws its own early-stopping rows
+    assert not torch.equal(seen[0][1], seen[1][1])
 
 
 def test_second_run_reuses_cached_features_and_split_file(tmp_path, cfg, fakes):
@@ -204,3 +214,22 @@ def test_a_rerun_into_the_same_folder_leaves_no_stale_models(tmp_path, cfg, fake
     assert (loaded.name, loaded.seeds, len(loaded.models)) == ("concat", [0], 1)
     again = pipeline.predict_from_run(tmp_path / "run", cfg, tmp_path / "again.txt", progress=False)
     assert read_predictions(again) == read_predictions(result.predictions_path)
+
+
+def test_a_skipped_test_row_is_written_as_null_not_dropped(tmp_path, cfg, fakes):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(sample_dataset_path(), root)
+    guids = _sample_test_guids()
+    (root / "data" / f"{guids[3]}.jpg").write_bytes(b"not an image")
+    cfg.data.root, cfg.data.on_error = str(root), "skip"
+    result = pipeline.run(cfg, tmp_path / "run", progress=False)
+    rows = read_predictions(result.predictions_path)
+    assert [g for g, _ in rows] == guids  # every input row, in input order
+    assert rows[3] == (guids[3], "null") and all(tag in LABELS for g, tag in rows if g != guids[3])
+    skipped = (tmp_path / "run" / "predictions_skipped.csv").read_text(encoding="utf-8").splitlines()
+    assert skipped[0] == "guid,location,problem,fix" and skipped[1].startswith(f"{guids[3]},data/{guids[3]}.jpg,not an image")
+    # mmsent predict on the same data answers the same way
+    out = pipeline.predict_from_run(tmp_path / "run", cfg, tmp_path / "again.txt", progress=False)
+    assert read_predictions(out) == rows and (tmp_path / "again_skipped.csv").is_file()

@@ -265,5 +265,26 @@ def finetune(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(
                       f"{entry['seconds']:.0f} s -> {entry['dir']}")
 
 
+@app.command()
+def tune(model: str = typer.Argument("concat", help="The fusion design whose training settings are searched."),
+         data: Optional[Path] = DataOpt, out: Path = typer.Option(..., "--out", "-o",
+         help="Study folder: tune.sqlite3 (a rerun resumes it), tuning.md, tuning.json, best_config.yaml."),
+         trials: int = typer.Option(20, "--trials", min=1, help="Finished trials wanted in all (earlier ones count)."),
+         folds: int = typer.Option(5, "--folds", min=2, help="K of the cross-validation scoring each trial."),
+         seed: int = typer.Option(0, "--seed", help="Seeds the sampler and the training runs."),
+         timeout: Optional[float] = typer.Option(None, "--timeout", help="Start no trial after this many seconds."),
+         config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, on_error: Optional[str] = OnErrorOpt,
+         quiet: bool = QuietOpt) -> None:
+    """Searches a design's training settings with Optuna, scored by cross-validated macro-F1 (pruned, resumable)."""
+    cfg = _config(config, set_, data, on_error)
+    from mmsent.tuning import tune as run_tuning
+
+    with _user_errors():
+        result = run_tuning(cfg, out, model, trials, folds=folds, seed=seed, timeout=timeout, progress=not quiet)
+    console.print(f"best of {result.trials} trials ({result.pruned} pruned): mean macro-F1 "
+                  f"{result.best_macro_f1:.4f} with {result.best_settings}")
+    console.print(f"use it: mmsent run --config {out / 'best_config.yaml'}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

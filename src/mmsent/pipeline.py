@@ -245,7 +245,7 @@ def predict_test(cfg: RunConfig, dataset: LabDataset, feats: FeatureSet, models:
     path = run_dir / PREDICTIONS_FILE
     test_feats = feats.select([ex.guid for ex in dataset.test])
     write_predictions(path, dataset.test, ensemble_proba(models, test_feats, cfg.training.device),
-                      predictor.class_weights)
+                      predictor.class_weights, dataset.test_skipped, dataset.test_order)
     log.info("wrote %d predictions to %s", len(dataset.test), path)
     return path
 
@@ -316,7 +316,7 @@ def predict_from_run(run_dir: str | Path, cfg: RunConfig, out: str | Path | None
     feats = extract(run_cfg, dataset.test, source, progress=progress)
     out_path = Path(out) if out else Path(run_dir) / PREDICTIONS_FILE
     write_predictions(out_path, dataset.test, ensemble_proba(ensemble.models, feats, run_cfg.training.device),
-                      ensemble.class_weights)
+                      ensemble.class_weights, dataset.test_skipped, dataset.test_order)
     return out_path
 
 

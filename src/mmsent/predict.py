@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from mmsent.data.records import Example
+from mmsent.data.records import DataIssue, Example
 from mmsent.io import atomic_write_text
 from mmsent.labels import LABELS
 from mmsent.training.ensemble import decide
 
+logger = logging.getLogger("mmsent.predict")
+
 
 def write_predictions(path: str | Path, examples: Sequence[Example], probs: np.ndarray,
-                      class_weights: Sequence[float] | None = None) -> Path:
+                      class_weights: Sequence[float] | None = None,
+                      skipped: Mapping[str, DataIssue] | None = None, order: Sequence[str] = ()) -> Path:
     """Writes ``guid,tag`` rows (the layout of ``test_without_label.txt``) for ``examples``, in their given order.
+
+    Rows the dataset reader skipped (``skipped``, under ``on_error=skip``) are not dropped: they are written with
+    the tag ``null``, in the input's row ``order``, and listed with their problem in ``<stem>_skipped.csv``.
 
     ``probs`` is ``(N, 3)`` in :data:`~mmsent.labels.LABELS` order; the tags are its argmax after multiplying by
     ``class_weights`` (the run's decision rule, if any). Returns the path of the probabilities CSV written beside the
@@ -34,7 +41,21 @@ def write_predictions(path: str | Path, examples: Sequence[Example], probs: np.n
         raise ValueError(f"non-finite probabilities for {len(bad)} row(s), e.g. {bad[:3]}: the models or features "
                          "hold NaN/inf values; nothing was written")
     tags = [LABELS[i] for i in decide(probs, class_weights)]
-    atomic_write_text(path, "guid,tag\n" + "".join(f"{ex.guid},{tag}\n" for ex, tag in zip(examples, tags)))
+    answered = {ex.guid: tag for ex, tag in zip(examples, tags)}
+    skipped = {g: issue for g, issue in (skipped or {}).items() if g not in answered}
+    rows = [(g, answered.get(g, "null")) for g in order] if order else list(answered.items())
+    rows += [(g, "null") for g in skipped if g not in set(order)]
+    atomic_write_text(path, "guid,tag\n" + "".join(f"{g},{tag}\n" for g, tag in rows))
+    skipped_path = path.with_name(f"{path.stem}_skipped.csv")
+    if skipped:
+        logger.warning("%d row(s) could not be read and are written as %s,null; why: %s", len(skipped), path.name,
+                       skipped_path)
+        with skipped_path.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["guid", "location", "problem", "fix"])
+            writer.writerows([g, issue.location, issue.reason, issue.fix] for g, issue in skipped.items())
+    else:
+        skipped_path.unlink(missing_ok=True)
 
     proba_path = path.with_name(f"{path.stem}_proba.csv")
     lines = ["guid,tag," + ",".join(f"p_{name}" for name in LABELS) + "\n"]

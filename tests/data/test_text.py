@@ -27,6 +27,15 @@ class TestDecode:
         raw = "print 40x40cm from 180€ – contact".encode("cp1252")
         assert decode_text(raw, "x.txt") == ("print 40x40cm from 180€ – contact", "cp1252")
 
+    @pytest.mark.parametrize("text", ["Don’t stop", "naïve", "I’m so “happy” – really"])
+    def test_cp1252_that_is_also_valid_gbk_stays_cp1252(self, text: str) -> None:
+        # "Don\x92t" is valid gbk too ("Don抰t"): Western text must not come back as ideographs
+        assert decode_text(text.encode("cp1252"), "x.txt") == (text, "cp1252")
+
+    @pytest.mark.parametrize("text", ["What I’m Loving – Vol. 2", "海へ来たぞ！ #pixiv", "winter – whatever"])
+    def test_gbk_punctuation_and_cjk_stay_gbk(self, text: str) -> None:
+        assert decode_text(text.encode("gbk"), "x.txt") == (text, "gbk")
+
     def test_empty_is_text(self) -> None:
         assert decode_text(b"", "x.txt") == ("", "utf-8")
 

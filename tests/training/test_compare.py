@@ -108,3 +108,24 @@ def test_worker_processes_give_the_same_runs_in_the_same_order(task) -> None:
     for run in parallel.runs:
         np.testing.assert_allclose(predict_proba(parallel.models[(run.model, run.seed)], val), run.val_probs,
                                    atol=1e-5)
+
+
+def test_each_run_chooses_its_epoch_on_its_own_rows_and_is_scored_on_the_validation_rows(task) -> None:
+    from mmsent.training.compare import stop_holdout
+
+    labels = np.array([0] * 60 + [1] * 10 + [2] * 30)
+    fit, stop = stop_holdout(labels, 0.1, seed=0)
+    assert len(stop) == 10 and not set(fit) & set(stop) and sorted([*fit, *stop]) == list(range(100))
+    assert sorted(np.bincount(labels[stop])) == [1, 3, 6]  # stratified
+    assert not np.array_equal(stop, stop_holdout(labels, 0.1, seed=1)[1])
+    # a class too rare to stratify: a plain draw, still at least one row each side
+    fit, stop = stop_holdout(np.array([0, 0, 0, 1]), 0.5, seed=0)
+    assert len(fit) == 2 and len(stop) == 2
+
+    feats, names, split = task
+    comparison = compare_models(feats, names, split, ["concat"], [0], tiny_cfg(epochs=2), progress=False)
+    run = comparison.runs[0]
+    # history scores the early-stopping rows; the run's metrics score the validation rows with the kept weights
+    y_val = np.array([LABELS.index(names[g]) for g in split.val])
+    assert run.metrics["n"] == len(split.val)
+    assert run.metrics["accuracy"] == pytest.approx(float((run.val_probs.argmax(1) == y_val).mean()))

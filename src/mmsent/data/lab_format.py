@@ -249,4 +249,8 @@ def load_lab_dataset(
         log.warning("%s; skipped %d row(s): %s", summary, sum(report.skipped.values()), detail)
     else:
         log.info("%s", summary)
-    return LabDataset(root=root, train=train, test=test, report=report)
+    answered = {ex.guid for ex in test}
+    skipped = {row.guid: row.issues[0] for row in test_rows if row.issues and _GUID.fullmatch(row.guid)
+               and row.guid not in answered}
+    order = list(dict.fromkeys(row.guid for row in test_rows if row.guid in answered or row.guid in skipped))
+    return LabDataset(root=root, train=train, test=test, report=report, test_skipped=skipped, test_order=order)

