@@ -175,3 +175,18 @@ def test_precomputed_rows_are_taken_and_never_encoded(examples, cache, fake_imag
     wrong = type(given)(given.pooled, given.tokens[:, :2], given.mask[:, :2])
     with pytest.raises(ValueError, match="precomputed tokens"):
         _run(examples, fake_image(), fake_text(), None, precomputed={"image": (chosen, wrong)})
+
+
+def test_an_encoder_giving_nan_is_refused_naming_the_rows(examples, cache, fake_image, fake_text):
+    txt = fake_text()
+    real_encode = txt.encode
+
+    def nan_encode(items, **kw):
+        feats = real_encode(items, **kw)
+        feats.pooled[1] = float("nan")
+        return feats
+
+    txt.encode = nan_encode
+    with pytest.raises(ValueError, match=r"NaN/infinite text features for 1 row\(s\), e.g. guids \['"):
+        _run(examples, fake_image(), txt, cache)
+    assert not list((cache.root / "text").rglob("*.json"))  # nothing cached

@@ -54,6 +54,42 @@ def test_corrupt_entry_is_dropped_not_raised(tmp_path, caplog):
     assert not path.exists() and not path.with_suffix(".json").exists()
 
 
+def _overwrite_floats(path, value: float) -> None:
+    """Overwrites two pooled values in place (header and shapes intact), as a disk fault or a tamperer would."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    header_len = struct.unpack("<Q", data[:8])[0]
+    start = 8 + header_len + json.loads(data[8:8 + header_len])["pooled"]["data_offsets"][0]
+    data[start:start + 8] = struct.pack("<2f", value, value)
+    path.write_bytes(bytes(data))
+
+
+def test_changed_bytes_with_shapes_intact_are_caught_by_the_checksum(tmp_path, caplog):
+    cache = FeatureCache(tmp_path)
+    key = "fe" * 32
+    path = cache.put("text", key, ["a", "b", "c"], _feats(), fingerprint="x")
+    assert json.loads(path.with_suffix(".json").read_text())["sha256"]
+    _overwrite_floats(path, 0.5)  # finite values: only the checksum can tell
+    with caplog.at_level(logging.WARNING, logger="mmsent.features"):
+        assert cache.get("text", key) is None
+    assert "checksum" in caplog.text and not path.exists()
+
+
+def test_nan_in_an_entry_without_checksum_is_caught(tmp_path, caplog):
+    cache = FeatureCache(tmp_path)
+    key = "fd" * 32
+    path = cache.put("text", key, ["a", "b", "c"], _feats(), fingerprint="x")
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    del meta["sha256"]  # as entries written by earlier versions
+    meta_path.write_text(json.dumps(meta))
+    _overwrite_floats(path, float("nan"))
+    with caplog.at_level(logging.WARNING, logger="mmsent.features"):
+        assert cache.get("text", key) is None
+    assert "NaN" in caplog.text
+
+
 def test_shape_mismatch_is_detected(tmp_path):
     cache = FeatureCache(tmp_path)
     key = "ee" * 32

@@ -66,3 +66,12 @@ def test_a_damaged_saved_model_is_named_with_the_fix(tmp_path, damage, file):
     damage(tmp_path / "m")
     with pytest.raises(ValueError, match=f"{file}: .*train the model again"):
         load_model(tmp_path / "m")
+
+
+def test_nan_weights_are_refused_at_load(tmp_path):
+    model = create_fusion_model("concat", 4, 4)
+    with torch.no_grad():
+        next(model.parameters())[0] = float("nan")
+    save_model(model, tmp_path / "m")
+    with pytest.raises(ValueError, match=r"weights.safetensors: 1 tensor\(s\) hold NaN/infinite values"):
+        load_model(tmp_path / "m")

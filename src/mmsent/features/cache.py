@@ -8,6 +8,7 @@ The sidecar is written last, so an entry without one is incomplete and ignored.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -25,6 +26,14 @@ logger = logging.getLogger("mmsent.features")
 
 CACHE_FORMAT = 1
 FP16_MAX = 65504.0
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
 
 class CacheEntryError(ValueError):
     """An entry on disk is unreadable or inconsistent with its sidecar."""
@@ -64,6 +73,9 @@ class FeatureCache:
             return None
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            expected = meta.get("sha256")  # entries written before checksums were kept have none
+            if expected is not None and _file_sha256(tensor_path) != expected:
+                raise CacheEntryError("tensor file changed since it was written (checksum mismatch)")
             tensors = load_file(str(tensor_path))
             feats = self._validate(meta, tensors)
         except Exception as exc:  # noqa: BLE001 - any failure to read means "recompute", never "crash"
@@ -89,6 +101,8 @@ class FeatureCache:
             raise CacheEntryError(f"row counts {pooled.shape[0]}/{tokens.shape[0]}/{mask.shape[0]} != {n} guids")
         if tokens.shape[2] != pooled.shape[1] or tokens.shape[1] != mask.shape[1]:
             raise CacheEntryError("tokens do not match pooled/mask")
+        if not (torch.isfinite(pooled).all() and torch.isfinite(tokens).all()):
+            raise CacheEntryError("holds NaN or infinite values")
         return ModalityFeatures(pooled.float(), tokens.float(), mask.bool())
 
     def put(
@@ -140,6 +154,7 @@ class FeatureCache:
         with contextlib.suppress(OSError):
             meta_path.unlink()
         atomic_write(tensor_path, lambda tmp: save_file(tensors, tmp, metadata={"key": key}))
+        meta["sha256"] = _file_sha256(tensor_path)
         atomic_write(
             meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
         )

@@ -142,6 +142,11 @@ def extract_modality(modality: str, guids: Sequence[str], items: Sequence, item_
                                   **(encode_kwargs or {}))
         if len(computed) != len(todo):
             raise RuntimeError(f"{encoder.name} returned {len(computed)} rows for {len(todo)} inputs")
+        bad = ~(torch.isfinite(computed.pooled).all(1) & torch.isfinite(computed.tokens).flatten(1).all(1))
+        if bad.any():
+            rows = [guids[unique[todo[int(i)]]] for i in bad.nonzero().flatten()[:5]]
+            raise ValueError(f"{encoder.name} gave NaN/infinite {modality} features for {int(bad.sum())} row(s), e.g. "
+                             f"guids {rows}: its weights may be damaged; reinstall them or pick another encoder")
         computed = round_like_cache(computed)
     t_enc = time.perf_counter() - t_enc
 

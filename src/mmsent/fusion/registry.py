@@ -212,5 +212,9 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> FusionMo
     except Exception as exc:  # safetensors' own errors, and tensors that do not fit the description
         raise ValueError(f"{src / WEIGHTS_FILE}: cannot be loaded into the {name!r} that {META_FILE} describes "
                          f"({type(exc).__name__}: {str(exc)[:200]}); train the model again") from exc
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{src / WEIGHTS_FILE}: {len(bad)} tensor(s) hold NaN/infinite values (e.g. {bad[0]}); the "
+                         "file is damaged or training diverged: train the model again")
     model.saved_meta = description.get("meta", {})
     return model.to(device).eval()
