@@ -35,3 +35,27 @@ def test_reading_a_file_without_header_fails(tmp_path):
     (tmp_path / "p.txt").write_text("1,positive\n", encoding="utf-8")
     with pytest.raises(ValueError, match="header"):
         read_predictions(tmp_path / "p.txt")
+
+
+def test_predict_out_never_overwrites_what_is_not_a_prediction_file(tmp_path):
+    from mmsent.predict import prediction_path
+
+    run_dir, data = tmp_path / "run", tmp_path / "data"
+    (run_dir / "models" / "concat_seed0").mkdir(parents=True)
+    data.mkdir()
+    (data / "test_without_label.txt").write_text("guid,tag\n1,null\n")
+    (run_dir / "config.yaml").write_text("data: {}\n")
+    with pytest.raises(ValueError, match="inside the dataset folder"):
+        prediction_path(data / "test_without_label.txt", run_dir, data)
+    with pytest.raises(ValueError, match="inside the run's models"):
+        prediction_path(run_dir / "models" / "concat_seed0" / "weights.safetensors", run_dir, data)
+    with pytest.raises(ValueError, match="would overwrite .*config.yaml, which is not a prediction file"):
+        prediction_path(run_dir / "config.yaml", run_dir, data)
+    (tmp_path / "notes.txt").write_text("my notes")
+    with pytest.raises(ValueError, match="notes_proba.csv|notes.txt"):
+        (tmp_path / "notes_proba.csv").write_text("precious")
+        prediction_path(tmp_path / "notes.txt", run_dir, data)
+    # a folder gets predictions.txt; an earlier prediction file may be replaced
+    assert prediction_path(tmp_path, run_dir, data) == tmp_path / "predictions.txt"
+    write_predictions(tmp_path / "p.txt", _examples(["1"]), np.ones((1, 3)) / 3)
+    assert prediction_path(tmp_path / "p.txt", run_dir, data) == tmp_path / "p.txt"

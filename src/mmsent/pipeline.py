@@ -40,7 +40,7 @@ from mmsent.fusion.base import FusionModel
 from mmsent.fusion.registry import fusion_key, save_model
 from mmsent.io import write_json
 from mmsent.labels import LABELS
-from mmsent.predict import write_predictions
+from mmsent.predict import prediction_path, write_predictions
 from mmsent.run_folder import (
     METRICS_FILE,
     MODELS_DIR,
@@ -309,12 +309,13 @@ def predict_from_run(run_dir: str | Path, cfg: RunConfig, out: str | Path | None
     ensemble = load_run_models(run_dir)
     run_cfg = ensemble.cfg
     run_cfg.data, run_cfg.cache_dir = cfg.data, cfg.cache_dir
+    # checked before any work: --out must not land on the dataset, the models or a file that is not ours
+    out_path = prediction_path(out, run_dir, resolve_data_root(run_cfg)) if out else Path(run_dir) / PREDICTIONS_FILE
     dataset = load_dataset(run_cfg)
     if not dataset.test:
         raise ValueError(f"{resolve_data_root(run_cfg)}: no unlabeled rows to predict (test_without_label.txt)")
     source = FeatureSource(*ensemble.encoders(run_cfg.encoders.device))
     feats = extract(run_cfg, dataset.test, source, progress=progress)
-    out_path = Path(out) if out else Path(run_dir) / PREDICTIONS_FILE
     write_predictions(out_path, dataset.test, ensemble_proba(ensemble.models, feats, run_cfg.training.device),
                       ensemble.class_weights, dataset.test_skipped, dataset.test_order)
     return out_path

@@ -65,6 +65,35 @@ def write_predictions(path: str | Path, examples: Sequence[Example], probs: np.n
     return proba_path
 
 
+def _is_ours(path: Path) -> bool:
+    """Whether an existing file is a prediction, probability or skipped-rows file this module wrote."""
+    try:
+        with path.open(encoding="utf-8") as fh:
+            first = fh.readline().strip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return first in ("guid,tag", "guid,location,problem,fix") or first.startswith("guid,tag,p_")
+
+
+def prediction_path(out: str | Path, run_dir: str | Path, data_root: str | Path) -> Path:
+    """Where ``mmsent predict --out`` may write: a folder gets ``predictions.txt`` inside it; refused (ValueError)
+    inside the dataset folder or the run's ``models/``, and over any existing file (or companion ``_proba.csv`` /
+    ``_skipped.csv``) that is not a prediction file written by mmsent."""
+    path = Path(out).expanduser()
+    if path.is_dir():
+        path = path / "predictions.txt"
+    resolved = path.resolve()
+    for folder, what in ((Path(data_root), "the dataset folder"), (Path(run_dir) / "models", "the run's models")):
+        if resolved.is_relative_to(folder.expanduser().resolve()):
+            raise ValueError(f"--out {out}: inside {what} ({folder}); write the predictions elsewhere, e.g. --out "
+                             f"{Path(run_dir) / 'predictions.txt'}")
+    for target in (path, path.with_name(f"{path.stem}_proba.csv"), path.with_name(f"{path.stem}_skipped.csv")):
+        if target.exists() and not (target.is_file() and _is_ours(target)):
+            raise ValueError(f"--out {out}: would overwrite {target}, which is not a prediction file written by "
+                             "mmsent; choose another path")
+    return path
+
+
 def read_predictions(path: str | Path) -> list[tuple[str, str]]:
     """Reads a ``guid,tag`` file back."""
     with open(path, encoding="utf-8", newline="") as fh:
