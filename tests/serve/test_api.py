@@ -67,11 +67,22 @@ def test_explain_off_still_gives_ablation(client):
     ({"text": None}, 422, "text: missing"),
     ({"text": "x" * 501}, 422, "over the limit"),
     ({"image": jpeg_bytes(400, 300)}, 413, "decompression-bomb limit"),
+    ({"explain": "abc"}, 422, "explain: 'abc' is not a boolean"),
+    ({"overlay": "maybe"}, 422, "overlay: 'maybe' is not a boolean"),
 ])
 def test_bad_multipart_inputs_get_clear_4xx(client, kwargs, status, words):
     r = post_multipart(client, **kwargs)
     assert r.status_code == status, r.text
     assert words in r.json()["detail"]
+
+
+def test_a_repeated_form_field_is_refused_not_silently_dropped(client):
+    r = client.post("/predict", files=[("image", ("x.jpg", IMG, "image/jpeg"))],
+                    data={"text": ["happy day", "sad day"]})
+    assert r.status_code == 422 and "text: sent 2 times" in r.json()["detail"]
+    r = client.post("/predict", files=[("image", ("x.jpg", IMG, "image/jpeg")), ("image", ("y.jpg", IMG, "image/jpeg"))],
+                    data={"text": "hi"})
+    assert r.status_code == 422 and "image: sent 2 times" in r.json()["detail"]
 
 
 def test_oversized_upload_is_refused_before_decoding(client):
@@ -92,6 +103,13 @@ def test_oversized_upload_is_refused_before_decoding(client):
     ({"json": {"text": "hi", "image_base64": "not base64 !!"}}, 400, "not valid base64"),
     ({"json": {"text": "hi", "image_base64": base64.b64encode(b"GIF89a nope").decode()}}, 422, "image"),
     ({"json": ["a", "list"]}, 422, "body"),
+    # each of these was a 500 once
+    ({"content": b'{"text": "\\ud800 hi", "image_base64": "' + B64.encode() + b'"}',
+      "headers": {"content-type": "application/json"}}, 422, "lone surrogate"),
+    ({"content": b"[" * 100_000 + b"]" * 100_000, "headers": {"content-type": "application/json"}}, 400,
+     "nested too deeply"),
+    ({"content": b'{"text": "hi", "image_base64": "x", "n": ' + b"7" * 5000 + b"}",
+      "headers": {"content-type": "application/json"}}, 400, "malformed JSON"),
 ])
 def test_bad_requests_get_clear_4xx(client, kwargs, status, words):
     r = client.post("/predict", **kwargs)
@@ -151,6 +169,7 @@ def test_health_docs_and_page(client):
     page = client.get("/")
     assert page.status_code == 200 and "<form" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
-    for asset in ("/static/app.js", "/static/style.css"):
-        assert client.get(asset).status_code == 200
+    for asset in ("/static/app.js", "/static/style.css", "/static/index.html"):
+        r = client.get(asset)
+        assert r.status_code == 200 and "default-src 'self'" in r.headers["content-security-policy"]
     assert "http" not in page.text.lower().replace("http-equiv", "")  # no external assets

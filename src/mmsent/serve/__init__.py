@@ -93,7 +93,7 @@ async def parse_multipart(request: Request, body: bytes, limit: int) -> tuple[Fo
         form = await parser.parse()
     except MultiPartException as exc:
         raise HTTPException(400, f"malformed multipart body: {exc.message}") from exc
-    image = form.get("image")
+    image = _field(form, "image")
     if image is None:
         raise HTTPException(422, "image: missing; send the image file in the 'image' field")
     if not isinstance(image, UploadFile):
@@ -109,7 +109,9 @@ async def parse_multipart(request: Request, body: bytes, limit: int) -> tuple[Fo
 def parse_json(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError as exc:
+        raise HTTPException(400, "malformed JSON body: nested too deeply") from exc
+    except ValueError as exc:  # bad syntax or encoding, or an integer too long to convert
         raise HTTPException(400, f"malformed JSON body: {exc}") from exc
 
 
@@ -131,8 +133,25 @@ def decode_base64_image(data: str, limit: int, where: str = "image_base64") -> b
     return raw
 
 
-def _flag(value: Any, default: bool) -> bool:
-    return default if value is None else str(value).strip().lower() in ("1", "true", "yes", "on")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _flag(form: FormData, name: str, default: bool) -> bool:
+    value = _field(form, name)
+    if value is None:
+        return default
+    word = str(value).strip().lower()
+    if word not in _TRUE + _FALSE:
+        raise HTTPException(422, f"{name}: {str(value)[:40]!r} is not a boolean; send true or false")
+    return word in _TRUE
+
+
+def _field(form: FormData, name: str) -> Any:
+    """A form field that must appear at most once (a repeated field would silently lose all but one value)."""
+    values = form.getlist(name)
+    if len(values) > 1:
+        raise HTTPException(422, f"{name}: sent {len(values)} times; send it once")
+    return values[0] if values else None
 
 
 def _check_text(text: Any, limit: int, where: str = "text") -> str:
@@ -142,6 +161,11 @@ def _check_text(text: Any, limit: int, where: str = "text") -> str:
         raise HTTPException(422, f"{where}: empty; send the tweet text")
     if len(text) > limit:
         raise HTTPException(422, f"{where}: {len(text):,} characters, over the limit of {limit:,}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # JSON's "\ud800" escapes decode to lone surrogates
+        raise HTTPException(422, f"{where}: not valid Unicode (a lone surrogate at position {exc.start}); send "
+                            "UTF-8 text") from exc
     return text
 
 
@@ -212,8 +236,8 @@ def create_app(run_dir: str | Path | None = None, *, predictor: RunPredictor | N
             text, explain, overlay = req.text, req.explain, req.overlay
         else:
             form, image = await parse_multipart(request, body, settings.max_upload_bytes)
-            text = _check_text(form.get("text"), settings.max_text_chars)
-            explain, overlay = _flag(form.get("explain"), True), _flag(form.get("overlay"), False)
+            text = _check_text(_field(form, "text"), settings.max_text_chars)
+            explain, overlay = _flag(form, "explain", True), _flag(form, "overlay", False)
         # Off the event loop, so /health and new connections are served while the model runs.
         [result] = await run_in_threadpool(run_predict, [image], [text], explain, overlay)
         return {**result, "model": info.model_dump()}
@@ -246,12 +270,20 @@ def create_app(run_dir: str | Path | None = None, *, predictor: RunPredictor | N
     static = Path(str(resources.files("mmsent.serve") / "static"))
     app.mount("/static", StaticFiles(directory=static), name="static")
 
+    # Same-origin only: the page needs no external asset, and images are shown from blob:/data: URLs.
+    page_headers = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
+                    "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+                    "frame-ancestors 'none'", "X-Content-Type-Options": "nosniff"}
+
+    @app.middleware("http")
+    async def page_security(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        if request.url.path == "/" or request.url.path.startswith("/static/"):  # the page however it is reached
+            response.headers.update(page_headers)
+        return response
+
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
-        # Same-origin only: the page needs no external asset, and images are shown from blob:/data: URLs.
-        csp = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
-               "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
-        return FileResponse(static / "index.html", media_type="text/html",
-                            headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff"})
+        return FileResponse(static / "index.html", media_type="text/html")
 
     return app
