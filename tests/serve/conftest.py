@@ -11,6 +11,7 @@ def client(tiny_predictor):
 
     from mmsent.serve import ServeSettings, create_app
 
-    settings = ServeSettings(max_upload_bytes=200_000, max_image_pixels=300 * 300, max_text_chars=500, max_batch=4)
+    settings = ServeSettings(max_upload_bytes=200_000, max_image_pixels=300 * 300, max_request_pixels=200_000,
+                             max_text_chars=500, max_batch=4)
     with TestClient(create_app(predictor=tiny_predictor, settings=settings)) as c:
         yield c

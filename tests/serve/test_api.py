@@ -173,3 +173,11 @@ def test_health_docs_and_page(client):
         r = client.get(asset)
         assert r.status_code == 200 and "default-src 'self'" in r.headers["content-security-policy"]
     assert "http" not in page.text.lower().replace("http-equiv", "")  # no external assets
+
+
+def test_a_batch_of_large_images_is_refused_before_decoding(client):
+    big = base64.b64encode(jpeg_bytes(290, 290, seed=3)).decode()  # under the per-image limit, not 3 of them
+    items = [{"text": "hi", "image_base64": big}] * 3
+    r = client.post("/predict/batch", json={"items": items})
+    assert r.status_code == 413 and "252,300 pixels together, over the limit of 200,000" in r.json()["detail"]
+    assert client.post("/predict/batch", json={"items": items[:2]}).status_code == 200

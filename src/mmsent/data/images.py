@@ -65,14 +65,15 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     if im.mode == "RGB":
         return im
     if im.mode.startswith("I") or im.mode == "F":  # 16/32-bit int or float: PIL's own convert would clip
-        arr = np.asarray(im).astype(np.float64)
+        arr = np.asarray(im)
         full = 1.0 if im.mode == "F" else 65535.0  # mode I usually carries 16-bit data (PNG/TIFF)
-        if arr.size and not (arr.min() >= 0 and arr.max() <= full):  # outside that range (or NaN): stretch to fit
-            lo, hi = arr.min(), arr.max()
-            arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-        else:
-            arr *= 255.0 / full
-        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L").convert("RGB")
+        lo, hi = (float(np.nanmin(arr)), float(np.nanmax(arr))) if arr.size else (0.0, full)
+        offset, scale = (0.0, 255.0 / full) if lo >= 0 and hi <= full else (lo, 255.0 / (hi - lo) if hi > lo else 0.0)
+        out = np.empty(arr.shape, dtype=np.uint8)
+        for start in range(0, arr.shape[0], 256):  # row blocks in float32: a 49-megapixel image costs ~50 MB extra
+            block = (arr[start:start + 256].astype(np.float32) - offset) * scale
+            out[start:start + 256] = np.clip(np.rint(np.nan_to_num(block, nan=0.0)), 0, 255)
+        return Image.fromarray(out, mode="L").convert("RGB")
     if im.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in im.info:
         rgba = im.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")

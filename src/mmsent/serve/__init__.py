@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -16,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from PIL import Image
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
@@ -33,6 +36,7 @@ class ServeSettings:
 
     max_upload_bytes: int = 10 * 1024 * 1024  # largest image file accepted
     max_image_pixels: int = 50_000_000  # largest decoded image (width x height), a decompression-bomb guard
+    max_request_pixels: int = 100_000_000  # all images of one request together (a batch of large images)
     max_text_chars: int = 5_000  # longest tweet text accepted
     max_batch: int = 32  # most rows in one /predict/batch request
 
@@ -104,6 +108,15 @@ async def parse_multipart(request: Request, body: bytes, limit: int) -> tuple[Fo
     if not data:
         raise HTTPException(422, "image: empty file (0 bytes)")
     return form, (data, image.filename or "<upload>")
+
+
+def header_pixels(data: bytes) -> int:
+    """Width x height from the image header alone (0 when unreadable: decoding then reports the problem)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size[0] * im.size[1]
+    except Exception:  # noqa: BLE001 - any header problem is named by the full decode that follows
+        return 0
 
 
 def parse_json(body: bytes) -> Any:
@@ -199,13 +212,22 @@ def create_app(run_dir: str | Path | None = None, *, predictor: RunPredictor | N
                   description=f"Multimodal tweet sentiment with the `{info.name}` ensemble of {info.run_dir}.")
     app.state.settings = settings
 
+    # Decoding a large image briefly costs hundreds of MB: one decode at a time keeps concurrent uploads from
+    # stacking those peaks.
+    decode_slot = threading.Lock()
+
     def run_predict(images: list[tuple[bytes, str]], texts: list[str], explain: bool,
                     overlay: bool) -> list[dict[str, Any]]:
+        total = sum(header_pixels(data) for data, _ in images)
+        if total > settings.max_request_pixels:
+            raise HTTPException(413, f"the request's images hold {total:,} pixels together, over the limit of "
+                                f"{settings.max_request_pixels:,}; send fewer or smaller images")
         decoded = []
         for i, (data, name) in enumerate(images):
             where = f"items[{i}]: " if len(images) > 1 else ""
             try:
-                decoded.append(predictor.load(data, name=name))
+                with decode_slot:
+                    decoded.append(predictor.load(data, name=name))
             except ImageTooLargeError as exc:
                 raise HTTPException(413, f"{where}{exc.reason}") from exc
             except ImageLoadError as exc:
