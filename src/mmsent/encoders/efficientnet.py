@@ -9,7 +9,7 @@ import importlib
 import logging
 import math
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
@@ -22,6 +22,7 @@ from PIL import Image
 from mmsent.data.images import load_image, load_image_bytes
 from mmsent.device import inference_autocast, resolve_device
 from mmsent.encoders.base import ImageEncoder, ImageItem, ImagePreprocess, ImageSource
+from mmsent.encoders.openvino_runtime import compile_features, resolve_backend
 from mmsent.features.featureset import ModalityFeatures
 from mmsent.fingerprint import file_digest, state_dict_digest
 
@@ -59,6 +60,7 @@ class ConvImageEncoder(ImageEncoder):
         device: str | torch.device = "auto",
         weights_file: str | Path | None = None,
         decode_workers: int = 2,
+        backend: str = "torch",
     ) -> None:
         map_side = math.ceil(self.preprocess.input_size / self.stride)
         if not 0 <= grid <= map_side:
@@ -71,6 +73,8 @@ class ConvImageEncoder(ImageEncoder):
         self.decode_workers = max(1, int(decode_workers))
         self._mean = torch.tensor(self.preprocess.mean, dtype=torch.float32).view(1, 3, 1, 1)
         self._std = torch.tensor(self.preprocess.std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.backend = resolve_backend(backend, self.device)
+        self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @property
     def network(self) -> torch.nn.Module:
@@ -82,6 +86,7 @@ class ConvImageEncoder(ImageEncoder):
 
     def mark_weights_changed(self) -> None:
         self.weights_file = None  # the fingerprint now hashes the state dict
+        self._compiled = None  # compiled from the old weights
 
     def fingerprint(self) -> str:
         if self.weights_file is not None:
@@ -93,6 +98,7 @@ class ConvImageEncoder(ImageEncoder):
         return (
             f"{self.name}|weights={weights}|input={pre.input_size}|resize={pre.resize_size}|resample={resample}"
             f"|mean={pre.mean}|std={pre.std}|grid={self.grid}|{self.lib_versions}|code=v{_CODE_VERSION}"
+            + ("" if self.backend == "torch" else f"|backend={self.backend}")
         )
 
     def __repr__(self) -> str:
@@ -149,6 +155,13 @@ class ConvImageEncoder(ImageEncoder):
         return fmap.mean(dim=(2, 3)), cells.flatten(2).transpose(1, 2)
 
     def encode_pixels(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.backend != "torch":
+            if self._compiled is None:
+                self._compiled = compile_features(self.forward_features, self.net, self.preprocess.input_size,
+                                                  self.backend)
+            with torch.inference_mode():
+                pooled, tokens = self.forward_head(self._compiled(self.normalize(pixels)))
+            return pooled, tokens.contiguous()
         with torch.inference_mode(), inference_autocast(self.device):
             pooled, tokens = self.forward_head(self.forward_features(self.normalize(pixels)))
         return pooled.cpu(), tokens.contiguous().cpu()
@@ -204,6 +217,7 @@ class EfficientNetLiteEncoder(ConvImageEncoder):
         weights_path: str | Path | None = None,
         device: str | torch.device = "auto",
         decode_workers: int = 2,
+        backend: str = "torch",
     ) -> None:
         if model_name not in LITE_MODELS:
             raise ValueError(f"unknown EfficientNet-Lite model {model_name!r}; known: {', '.join(LITE_MODELS)}")
@@ -224,7 +238,8 @@ class EfficientNetLiteEncoder(ConvImageEncoder):
         self.dim = int(net._bn1.num_features)
         self.num_blocks = len(net._blocks)
         super().__init__(
-            model_name, net, grid=grid, device=device, weights_file=weights_path, decode_workers=decode_workers
+            model_name, net, grid=grid, device=device, weights_file=weights_path, decode_workers=decode_workers,
+            backend=backend,
         )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

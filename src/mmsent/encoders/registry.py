@@ -59,7 +59,8 @@ def create_image_encoder(
         name: a key of :data:`IMAGE_ENCODERS` (or an alias); ``resnet50:/path/weights.pth`` loads a local state dict.
         grid: image tokens are the final map pooled to ``grid x grid`` cells (0 = full map).
         pretrained: False builds randomly initialised weights (tests, smoke runs).
-        **kw: passed to the encoder class (``weights_path``, ``decode_workers``).
+        **kw: passed to the encoder class (``weights_path``, ``decode_workers``, ``backend``: ``torch`` (the
+            default here), ``openvino``, ``openvino-bf16`` or ``auto``, see :mod:`mmsent.encoders.openvino_runtime`).
     """
     base, _, weights = name.partition(":")
     base = IMAGE_ALIASES.get(base.strip().lower(), base.strip().lower())
@@ -120,7 +121,8 @@ def create_encoders_from_config(
         pretrained: False gives a random image net (smoke runs).
         cache_dir: the run's cache folder, where derived model files (mpnet) are assembled.
     """
-    image = create_image_encoder(cfg.image, grid=cfg.image_grid, pretrained=pretrained, device=cfg.device)
+    image = create_image_encoder(cfg.image, grid=cfg.image_grid, pretrained=pretrained, device=cfg.device,
+                                 backend=cfg.backend)
     text = create_text_encoder(
         cfg.text, max_length=cfg.text_max_length, pooling=cfg.text_pooling, device=cfg.device, cache_dir=cache_dir
     )

@@ -47,6 +47,7 @@ class ResNet50Encoder(ConvImageEncoder):
         weights_path: str | Path | None = None,
         device: str | torch.device = "auto",
         decode_workers: int = 2,
+        backend: str = "torch",
     ) -> None:
         try:
             import torchvision
@@ -85,7 +86,8 @@ class ResNet50Encoder(ConvImageEncoder):
             logger.info("loaded resnet50 weights from %s", weights_file)
         net.fc = torch.nn.Identity()
         super().__init__(
-            "resnet50", net, grid=grid, device=device, weights_file=weights_file, decode_workers=decode_workers
+            "resnet50", net, grid=grid, device=device, weights_file=weights_file, decode_workers=decode_workers,
+            backend=backend,
         )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

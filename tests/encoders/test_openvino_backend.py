@@ -1,0 +1,61 @@
+"""The OpenVINO inference path of the image encoders: same features as PyTorch, its own cache key, fresh weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmsent.encoders import create_image_encoder
+from mmsent.encoders.openvino_runtime import resolve_backend
+
+pytest.importorskip("openvino")
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cosine_similarity(a.flatten(1), b.flatten(1))
+
+
+@pytest.fixture(scope="module")
+def pair():
+    torch.manual_seed(0)
+    ref = create_image_encoder("efficientnet-lite0", grid=2, pretrained=False, device="cpu")
+    fast = create_image_encoder("efficientnet-lite0", grid=2, pretrained=False, device="cpu", backend="openvino")
+    fast.network.load_state_dict(ref.network.state_dict())
+    return ref, fast
+
+
+def test_fp32_features_match_pytorch(pair, images):
+    ref, fast = pair
+    a, b = ref.encode(images, batch_size=3), fast.encode(images, batch_size=3)
+    assert b.pooled.shape == a.pooled.shape and b.tokens.shape == a.tokens.shape
+    assert _cos(a.pooled, b.pooled).min() > 0.9999 and _cos(a.tokens, b.tokens).min() > 0.9999
+    assert torch.allclose(a.pooled, b.pooled, rtol=1e-3, atol=1e-3)
+
+
+def test_bf16_features_stay_close(pair, images):
+    ref, _ = pair
+    bf16 = create_image_encoder("efficientnet-lite0", grid=2, pretrained=False, device="cpu", backend="openvino-bf16")
+    bf16.network.load_state_dict(ref.network.state_dict())
+    assert _cos(ref.encode(images).pooled, bf16.encode(images).pooled).min() > 0.99
+
+
+def test_the_backend_is_in_the_cache_key_and_changed_weights_recompile(pair, images):
+    ref, fast = pair
+    assert "backend=openvino" in fast.fingerprint() and "backend" not in ref.fingerprint()
+    before = fast.encode(images[:2]).pooled
+    with torch.no_grad():
+        for p in fast.network.parameters():
+            p.mul_(1.5)
+    fast.mark_weights_changed()  # what fine-tuning calls: the compiled graph holds the old weights
+    after = fast.encode(images[:2]).pooled
+    ref.network.load_state_dict(fast.network.state_dict())
+    assert not torch.allclose(before, after) and _cos(ref.encode(images[:2]).pooled, after).min() > 0.9999
+
+
+def test_backend_choice():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_backend("auto", cpu) in ("openvino", "openvino-bf16") and resolve_backend("auto", cuda) == "torch"
+    with pytest.raises(ValueError, match="runs on the CPU only"):
+        resolve_backend("openvino", cuda)
+    with pytest.raises(ValueError, match="unknown encoder backend 'onnx'"):
+        resolve_backend("onnx", cpu)
