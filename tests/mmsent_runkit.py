@@ -59,7 +59,8 @@ def build_tiny_run(base: Path, predict_with: str = "dual_stream") -> Path:
     cfg = load_config(overrides=[
         f"data.root={root}", "data.val_fraction=0.3", f"cache_dir={base / 'cache'}",
         f"encoders.image=efficientnet-lite0:{weights}", f"encoders.text={bert}", "encoders.image_grid=2",
-        "encoders.text_max_length=16", "encoders.device=cpu", "encoders.batch_size=16", "training.device=cpu",
+        "encoders.text_max_length=16", "encoders.device=cpu", "encoders.batch_size=16", "encoders.backend=torch",
+        "training.device=cpu",
         "training.hidden_dim=16", "training.num_heads=2", "training.epochs=4", "training.patience=4",
         "compare.models=dual_stream,gated,text_only", "compare.seeds=0,1", f"compare.predict_with={predict_with}",
     ])

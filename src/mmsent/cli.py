@@ -177,9 +177,27 @@ def compare(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(N
 def predict(run_dir: Path = typer.Argument(..., help="A finished run directory (holds models/)."),
             data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(None, "--out", "-o",
             help="Prediction file (default: RUN_DIR/predictions.txt)."),
+            input_: Optional[Path] = typer.Option(None, "--input", "-i", help="A manifest (CSV / JSONL / Parquet "
+            "with id, text or text_path, image or image_path) to stream instead of a lab folder; results go to "
+            "--out as JSONL (default RUN_DIR/predictions.jsonl), and a rerun resumes."),
+            shard: str = typer.Option("0/1", "--shard", help="With --input: predict rows i, i+n, ... only (i/n)."),
+            chunk_size: int = typer.Option(256, "--chunk-size", min=1, help="With --input: rows per chunk."),
             config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
             on_error: Optional[str] = OnErrorOpt, quiet: bool = QuietOpt) -> None:
-    """Writes guid,tag predictions for the unlabeled rows of a dataset with a run's saved models."""
+    """Writes guid,tag predictions for the unlabeled rows of a dataset with a run's saved models, or streams a
+    manifest of any size (--input) to JSONL."""
+    if input_ is not None:
+        from mmsent.stream import predict_stream
+
+        with _user_errors():
+            i, _, n = shard.partition("/")
+            if not (i.isdigit() and n.isdigit()):
+                raise ValueError(f"--shard {shard!r}: write it as i/n, e.g. 0/4")
+            result = predict_stream(run_dir, input_, out or run_dir / "predictions.jsonl", chunk_size=chunk_size,
+                                    shard=(int(i), int(n)), progress=not quiet)
+        console.print(f"{result.predicted} predicted, {result.errors} unreadable (written with 'error'), "
+                      f"{result.skipped_done} already done -> {result.out}")
+        return
     cfg = _config(config, set_, data, on_error)
     from mmsent.pipeline import predict_from_run
 

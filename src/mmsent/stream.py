@@ -1,0 +1,267 @@
+"""Streaming batch prediction over a corpus of any size (``mmsent predict RUN_DIR --input FILE``).
+
+The corpus is a manifest: CSV, JSONL or Parquet with the columns ``id``, ``text`` (or ``text_path``) and ``image``
+(or ``image_path``); relative paths are resolved against the manifest's folder. Rows are read, encoded and
+predicted in chunks, so memory stays flat whatever the corpus size, and every chunk's results are appended to a
+JSONL file (``id``, ``label``, one probability per class; or ``id`` and ``error`` for a row that cannot be read)
+and flushed. A rerun skips the ids already in the output, so a killed job resumes where it stopped without losing or
+repeating a row; ``shard=(i, n)`` keeps every n-th row starting at row i, for splitting a corpus by hand.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmsent.data.images import ImageLoadError
+from mmsent.data.text import TextCleaner, TextDecodeError, decode_text
+from mmsent.features.featureset import FeatureSet, ModalityFeatures
+from mmsent.labels import LABELS
+from mmsent.training.ensemble import decide
+
+logger = logging.getLogger("mmsent.stream")
+
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".parquet")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be read: unknown format, missing columns, a row without an id."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One post of a manifest: its id, text (or None with ``text_path``) and image path."""
+
+    id: str
+    text: str | None
+    text_path: Path | None
+    image: Path
+    where: str  # file:line (or file:row) for messages
+
+
+def _records(path: Path) -> Iterator[tuple[str, dict]]:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            for line, rec in enumerate(csv.DictReader(fh), start=2):
+                yield f"{path.name}:{line}", rec
+    elif suffix == ".jsonl":
+        with path.open(encoding="utf-8") as fh:
+            for line, text in enumerate(fh, start=1):
+                if not text.strip():
+                    continue
+                try:
+                    rec = json.loads(text)
+                except ValueError as exc:
+                    raise ManifestError(f"{path.name}:{line}: not a JSON object ({exc}); fix or remove the line") \
+                        from exc
+                if not isinstance(rec, dict):
+                    raise ManifestError(f"{path.name}:{line}: not a JSON object; write one object per line")
+                yield f"{path.name}:{line}", rec
+    elif suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as exc:
+            raise ImportError("reading a Parquet manifest needs pyarrow: pip install pyarrow") from exc
+        n = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+            for rec in batch.to_pylist():
+                n += 1
+                yield f"{path.name}:row {n}", rec
+    else:
+        raise ManifestError(f"{path}: unknown manifest format; use {', '.join(MANIFEST_SUFFIXES)}")
+
+
+def read_manifest(path: str | Path) -> Iterator[Row]:
+    """The manifest's rows in order (lazily). ManifestError names the first row without an id or an image."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest not found: {path}")
+    base = path.parent
+    for where, rec in _records(path):
+        rid = rec.get("id")
+        image = rec.get("image") or rec.get("image_path")
+        text, text_path = rec.get("text"), rec.get("text_path")
+        if rid is None or str(rid).strip() == "":
+            raise ManifestError(f"{where}: no 'id'; every row needs a unique id")
+        if not image:
+            raise ManifestError(f"{where}: no 'image' (or 'image_path') column value")
+        if text_path and not text:  # a CSV writes an absent text as ""
+            text = None
+        elif text is None:
+            raise ManifestError(f"{where}: no 'text' (or 'text_path') column value")
+        yield Row(str(rid).strip(), None if text is None else str(text),
+                  base / str(text_path) if text is None else None, base / str(image), where)
+
+
+def count_rows(path: str | Path) -> int | None:
+    """Rows of a manifest, counted cheaply (None for formats where that is not cheap)."""
+    path = Path(path)
+    if path.suffix.lower() == ".jsonl":
+        with path.open("rb") as fh:
+            return sum(1 for line in fh if line.strip())
+    if path.suffix.lower() == ".csv":
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            return max(0, sum(1 for _ in csv.reader(fh)) - 1)
+    return None
+
+
+def done_ids(out: Path) -> set[str]:
+    """Ids already answered in an output file; a last line cut off by a kill is dropped (its chunk is redone).
+
+    Raises:
+        ValueError: if ``out`` exists but is not an output of this module (it is then left untouched).
+    """
+    if not out.exists():
+        return set()
+    with out.open("rb") as fh:
+        first = fh.readline()
+    try:
+        ours = not first or (first.endswith(b"\n") and "id" in json.loads(first)) or first.startswith(b'{"id": ')
+    except (ValueError, TypeError):
+        ours = False
+    if not out.is_file() or not ours:
+        raise ValueError(f"{out} exists and is not a prediction file written by mmsent predict --input; choose "
+                         "another --out (it was left untouched)")
+    ids, keep = set(), 0
+    with out.open("rb") as fh:
+        for line in fh:
+            if not line.endswith(b"\n"):
+                break
+            try:
+                ids.add(str(json.loads(line)["id"]))
+            except (ValueError, KeyError):
+                break
+            keep += len(line)
+    if keep != out.stat().st_size:  # a partial tail from a kill: cut it so appending starts on a clean line
+        with out.open("r+b") as fh:
+            fh.truncate(keep)
+    return ids
+
+
+@dataclass
+class StreamResult:
+    """What :func:`predict_stream` did."""
+
+    out: Path
+    predicted: int
+    errors: int
+    skipped_done: int
+    seconds: float
+
+
+def predict_stream(run_dir: str | Path, manifest: str | Path, out: str | Path, *, chunk_size: int = 256,
+                   shard: tuple[int, int] = (0, 1), progress: bool = True, device: str = "cpu") -> StreamResult:
+    """Predicts every row of ``manifest`` (of shard ``i`` of ``n``) with a finished run and appends to ``out``.
+
+    Args:
+        run_dir: a finished run (its predictor, encoders and cleaning are used).
+        manifest: CSV / JSONL / Parquet (see the module docstring).
+        out: JSONL output; rows already in it are skipped (resume).
+        chunk_size: rows read, encoded and written together (memory is bounded by it).
+        shard: ``(i, n)``: only rows ``i, i + n, i + 2n, ...`` of the manifest.
+    """
+    from tqdm.auto import tqdm
+
+    from mmsent.pipeline import ensemble_proba
+    from mmsent.run_folder import load_run_models
+
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count}: need 0 <= i < n")
+    run = load_run_models(run_dir, device=device)
+    image_encoder, text_encoder = run.encoders(device)
+    cleaner = TextCleaner(run.cfg.cleaning)
+    max_pixels = run.cfg.data.max_image_pixels
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    finished = done_ids(out)
+    total = count_rows(manifest)
+    total = None if total is None else len(range(index, total, count))
+    t0 = time.perf_counter()
+    predicted = errors = skipped = 0
+    seen: set[str] = set()
+
+    def crop(row: Row) -> np.ndarray:
+        return image_encoder.crop(image_encoder.open(row.image, max_pixels, name=str(row.image)))
+
+    def text_of(row: Row) -> str:
+        if row.text is not None:
+            return row.text
+        assert row.text_path is not None
+        return decode_text(row.text_path.read_bytes(), str(row.text_path))[0]
+
+    def flush(rows: list[Row], fh, pool: ThreadPoolExecutor) -> None:
+        nonlocal predicted, errors
+        crops = list(pool.map(_capture(crop), rows))
+        texts = [_capture(text_of)(r) for r in rows]
+        good = [i for i in range(len(rows)) if not isinstance(crops[i], Exception)
+                and not isinstance(texts[i], Exception)]
+        lines = {}
+        for i, row in enumerate(rows):
+            problem = crops[i] if isinstance(crops[i], Exception) else texts[i]
+            if isinstance(problem, Exception):
+                lines[i] = {"id": row.id, "error": f"{row.where}: {problem}"}
+        if good:
+            pooled, tokens = image_encoder.encode_pixels(torch.from_numpy(np.stack([crops[i] for i in good])))
+            image = ModalityFeatures(pooled, tokens, torch.ones(tokens.shape[:2], dtype=torch.bool))
+            text = text_encoder.encode([cleaner.clean(texts[i]) for i in good], batch_size=len(good))
+            probs = ensemble_proba(run.models, FeatureSet([rows[i].id for i in good], image, text), device)
+            if not np.isfinite(probs).all():
+                raise ValueError("the run's models gave non-finite probabilities; nothing more was written")
+            for i, label, p in zip(good, decide(probs, run.class_weights), probs):
+                lines[i] = {"id": rows[i].id, "label": LABELS[label],
+                            **{f"p_{name}": round(float(v), 6) for name, v in zip(LABELS, p)}}
+        fh.write("".join(json.dumps(lines[i], ensure_ascii=False) + "\n" for i in range(len(rows))))
+        fh.flush()
+        os.fsync(fh.fileno())
+        errors += sum("error" in line for line in lines.values())
+        predicted += sum("label" in line for line in lines.values())
+
+    with out.open("a", encoding="utf-8") as fh, ThreadPoolExecutor(2, thread_name_prefix="mmsent-decode") as pool, \
+            tqdm(total=total, disable=not progress, unit="row", desc="predict", dynamic_ncols=True) as bar:
+        chunk: list[Row] = []
+        for n, row in enumerate(read_manifest(manifest)):
+            if n % count != index:
+                continue
+            if row.id in seen:
+                raise ManifestError(f"{row.where}: id {row.id!r} appears twice; ids must be unique")
+            seen.add(row.id)
+            if row.id in finished:
+                skipped += 1
+                bar.update(1)
+                continue
+            chunk.append(row)
+            if len(chunk) >= chunk_size:
+                flush(chunk, fh, pool)
+                bar.update(len(chunk))
+                chunk = []
+        if chunk:
+            flush(chunk, fh, pool)
+            bar.update(len(chunk))
+    seconds = time.perf_counter() - t0
+    logger.info("predicted %d row(s), %d unreadable (written with 'error'), %d already done, in %.1fs -> %s",
+                predicted, errors, skipped, seconds, out)
+    return StreamResult(out, predicted, errors, skipped, seconds)
+
+
+def _capture(fn):
+    """``fn`` returning its bad-input exception instead of raising it (the row is then written with an error)."""
+
+    def wrapped(row: Row):
+        try:
+            return fn(row)
+        except (ImageLoadError, TextDecodeError, OSError) as exc:
+            return exc
+
+    return wrapped
