@@ -213,9 +213,12 @@ def predict_stream(run_dir: str | Path, manifest: str | Path, out: str | Path, *
             if isinstance(problem, Exception):
                 lines[i] = {"id": row.id, "error": f"{row.where}: {problem}"}
         if good:
-            pooled, tokens = image_encoder.encode_pixels(torch.from_numpy(np.stack([crops[i] for i in good])))
+            pixels = torch.from_numpy(np.stack([crops[i] for i in good]))
+            # the network in the run's batch size: its activations, not the chunk, bound the memory
+            parts = [image_encoder.encode_pixels(b) for b in pixels.split(run.cfg.encoders.batch_size)]
+            pooled, tokens = torch.cat([p for p, _ in parts]), torch.cat([t for _, t in parts])
             image = ModalityFeatures(pooled, tokens, torch.ones(tokens.shape[:2], dtype=torch.bool))
-            text = text_encoder.encode([cleaner.clean(texts[i]) for i in good], batch_size=len(good))
+            text = text_encoder.encode([cleaner.clean(texts[i]) for i in good], batch_size=run.cfg.encoders.batch_size)
             probs = ensemble_proba(run.models, FeatureSet([rows[i].id for i in good], image, text), device)
             if not np.isfinite(probs).all():
                 raise ValueError("the run's models gave non-finite probabilities; nothing more was written")
