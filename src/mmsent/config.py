@@ -37,6 +37,9 @@ class DataConfig:
     """Where the data is and what to do with bad rows."""
 
     root: str | None = None  # None: the bundled sample dataset
+    # lab: train.txt / test_without_label.txt; mvsa-single / mvsa-multiple: a release's labelResultAll.txt, whose
+    # per-annotator labels are fused by the standard rule (see mmsent.data.mvsa)
+    format: Literal["lab", "mvsa-single", "mvsa-multiple"] = "lab"
     on_error: Literal["raise", "skip"] = "raise"
     val_fraction: float = _ranged(0.15, "(0, 1)")
     split_seed: int = 13
@@ -65,7 +68,8 @@ class EncoderConfig:
     """Which encoders, and how their outputs are shaped."""
 
     image: str = "efficientnet-lite2"  # a registered name or alias, optionally with :/path/to/weights.pth
-    text: str = "all-MiniLM-L6-v2"  # an offline alias, a Hugging Face hub id or a local model folder
+    # an offline alias, a Hugging Face hub id or a local model folder; several joined by "+" are used side by side
+    text: str = "all-MiniLM-L6-v2+e5+vader"
     image_grid: int = _ranged(3, ">= 0")  # image tokens: the final feature map average-pooled to grid x grid cells
     text_max_length: int = _ranged(64, ">= 2")
     text_pooling: Literal["mean", "cls"] = "mean"
@@ -114,7 +118,7 @@ class CompareConfig:
     # With data.kfold: per-class weights on the probabilities, fitted on out-of-fold rows to maximise macro-F1 (the
     # neutral class is rarely predicted by plain argmax); false keeps plain argmax. Without folds there are no rows to
     # fit them on that are not also scored, so plain argmax is used.
-    decision_rule: bool = True
+    decision_rule: bool = False
     # CPU processes that train runs side by side, one thread each: auto = one per core; 1 = in-process, no workers
     workers: int | Literal["auto"] = _ranged("auto", ">= 1")
     # Per model: `training` keys (or model constructor arguments) that differ from `training`; entries for models not

@@ -120,7 +120,12 @@ def resolve_data_root(cfg: RunConfig) -> Path:
 def load_dataset(cfg: RunConfig) -> LabDataset:
     """Reads and validates the dataset named by ``cfg.data`` (raises or skips per ``data.on_error``)."""
     root = resolve_data_root(cfg)
-    log.info("reading dataset %s", root)
+    log.info("reading dataset %s (%s format)", root, cfg.data.format)
+    if cfg.data.format in ("mvsa-single", "mvsa-multiple"):
+        from mmsent.data.mvsa import load_mvsa_dataset
+
+        return load_mvsa_dataset(root, "single" if cfg.data.format == "mvsa-single" else "multiple",
+                                 on_error=cfg.data.on_error, max_image_pixels=cfg.data.max_image_pixels)
     return load_lab_dataset(root, on_error=cfg.data.on_error, max_image_pixels=cfg.data.max_image_pixels)
 
 
@@ -352,7 +357,9 @@ def data_report(dataset: LabDataset) -> dict[str, Any]:
         "encodings": rep.encodings,
         "skipped": rep.skipped,
         "issues": [str(i) for i in rep.issues],
+        "warnings": rep.warnings,
         "label_counts": {name: sum(ex.label == name for ex in dataset.train) for name in LABELS},
+        **({"label_fusion": rep.label_fusion} if rep.label_fusion else {}),
     }
 
 

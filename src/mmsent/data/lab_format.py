@@ -165,6 +165,16 @@ def _check_files(row: _Row, data_dir: Path, root: Path, check_images: bool, max_
             row.add("bad_image", exc.reason, f"replace it with a readable JPEG/PNG {_OR_REMOVE}", image_name)
 
 
+@dataclass(frozen=True)
+class LabelRow:
+    """A labelled row read by another reader (e.g. an MVSA release): its guid, label and where it was read."""
+
+    guid: str
+    label: str
+    file: str
+    line: int
+
+
 def load_lab_dataset(
     root: str | Path,
     *,
@@ -172,8 +182,9 @@ def load_lab_dataset(
     max_image_pixels: int | None = None,
     check_images: bool = True,
     train_file: str = "train.txt",
-    test_file: str = "test_without_label.txt",
+    test_file: str | None = "test_without_label.txt",
     num_workers: int | None = None,
+    labelled: list[LabelRow] | None = None,
 ) -> LabDataset:
     """Reads a dataset in lab format, validating every row and its files.
 
@@ -184,8 +195,9 @@ def load_lab_dataset(
         max_image_pixels: decompression-bomb limit for the image check (None: PIL's default).
         check_images: fully decode every image (at reduced JPEG scale) to catch truncated or broken files.
         train_file: labelled rows, relative to ``root``.
-        test_file: unlabelled rows, relative to ``root``; may be absent.
+        test_file: unlabelled rows, relative to ``root``; may be absent (None: none expected).
         num_workers: threads for the file checks (PIL decodes without the GIL); None: up to 4, one per core.
+        labelled: the labelled rows, read elsewhere, instead of ``train_file`` (every file check still applies).
 
     Raises:
         FileNotFoundError: if ``root``, the training file or ``data/`` does not exist.
@@ -196,16 +208,22 @@ def load_lab_dataset(
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder not found: {root}")
-    train_path, test_path, data_dir = root / train_file, root / test_file, root / "data"
-    if not train_path.is_file():
+    train_path, data_dir = root / train_file, root / "data"
+    test_path = root / test_file if test_file else None
+    if labelled is None and not train_path.is_file():
         raise FileNotFoundError(f"training label file not found: {train_path} (a CSV with header guid,tag)")
     if not data_dir.is_dir():
         raise FileNotFoundError(f"data folder not found: {data_dir} (it should hold {{guid}}.jpg and {{guid}}.txt)")
 
     report = LoadReport()
-    train_rows, header_issues = _read_label_file(train_path, root, "train")
+    if labelled is None:
+        train_rows, header_issues = _read_label_file(train_path, root, "train")
+    else:
+        train_rows, header_issues = [_Row(r.guid, r.file, r.line, "train", r.label) for r in labelled], []
     test_rows: list[_Row] = []
-    if test_path.is_file():
+    if test_path is None:
+        pass
+    elif test_path.is_file():
         test_rows, more = _read_label_file(test_path, root, "test")
         header_issues += more
     else:

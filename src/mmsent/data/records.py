@@ -42,6 +42,7 @@ class LoadReport:
     encodings: dict[str, int] = field(default_factory=dict)  # kept rows per text encoding
     counts: dict[str, int] = field(default_factory=dict)  # kept rows per split (train, test), and empty_text
     warnings: dict[str, int] = field(default_factory=dict)  # tolerated: missing_header, missing_test_file
+    label_fusion: dict[str, int] = field(default_factory=dict)  # MVSA releases: posts per fusion-rule outcome
 
 
 @dataclass
