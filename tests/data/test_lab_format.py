@@ -270,3 +270,28 @@ def test_check_images_off_skips_decoding(make_lab: MakeLab) -> None:
 def test_bad_on_error(make_lab: MakeLab) -> None:
     with pytest.raises(ValueError, match="on_error"):
         load_lab_dataset(make_lab(), on_error="ignore")  # type: ignore[arg-type]
+
+
+def test_a_link_out_of_the_dataset_folder_is_refused(make_lab: MakeLab, tmp_path: Path) -> None:
+    root = make_lab()
+    guid = DEFAULT_TRAIN[0][0]
+    secret = tmp_path / "elsewhere.txt"
+    secret.write_text("not part of the dataset", encoding="utf-8")
+    (root / "data" / f"{guid}.txt").unlink()
+    (root / "data" / f"{guid}.txt").symlink_to(secret)
+    with pytest.raises(DataValidationError, match=rf"data/{guid}.txt is a link to .*elsewhere.txt, outside the "):
+        load_lab_dataset(root)
+    inside = root / "data" / "shared.txt"
+    inside.write_text("a text kept inside", encoding="utf-8")
+    (root / "data" / f"{guid}.txt").unlink()
+    (root / "data" / f"{guid}.txt").symlink_to(inside)  # a link within the folder is fine
+    assert load_lab_dataset(root).train[0].text == "a text kept inside"
+
+
+def test_an_empty_test_file_is_warned_about(make_lab: MakeLab, caplog) -> None:
+    root = make_lab()
+    (root / "test_without_label.txt").write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="mmsent.data"):
+        dataset = load_lab_dataset(root)
+    assert dataset.test == [] and dataset.report.warnings == {"empty_test_file": 1}
+    assert "holds no rows" in caplog.text

@@ -145,6 +145,13 @@ def _check_files(row: _Row, data_dir: Path, root: Path, check_images: bool, max_
     """Reads and decodes the text of a row into it, (optionally) fully decodes its image, and adds any issues."""
     text_path, image_path = data_dir / f"{row.guid}.txt", data_dir / f"{row.guid}.jpg"
     text_name, image_name = _rel(text_path, root), _rel(image_path, root)
+    inside = root.resolve()
+    for path, name in ((text_path, text_name), (image_path, image_name)):
+        if path.is_symlink() and not path.resolve().is_relative_to(inside):
+            row.add("outside_link", f"{name} is a link to {path.resolve()}, outside the dataset folder",
+                    f"copy the file into data/ {_OR_REMOVE}", name)
+    if row.issues:
+        return
     try:
         row.text, row.encoding = decode_text(text_path.read_bytes(), text_name)
     except FileNotFoundError:
@@ -226,6 +233,9 @@ def load_lab_dataset(
     elif test_path.is_file():
         test_rows, more = _read_label_file(test_path, root, "test")
         header_issues += more
+        if not test_rows:
+            log.warning("test file %s holds no rows: nothing will be predicted", test_path)
+            report.warnings["empty_test_file"] = 1
     else:
         log.warning("no test file %s: the dataset has no test rows", test_path)
         report.warnings["missing_test_file"] = 1
