@@ -190,3 +190,30 @@ def test_an_encoder_giving_nan_is_refused_naming_the_rows(examples, cache, fake_
     with pytest.raises(ValueError, match=r"NaN/infinite text features for 1 row\(s\), e.g. guids \['"):
         _run(examples, fake_image(), txt, cache)
     assert not list((cache.root / "text").rglob("*.json"))  # nothing cached
+
+
+def test_a_killed_extraction_keeps_its_finished_chunks(examples_factory, cache, fake_image, fake_text, monkeypatch):
+    import mmsent.features.extract as extract_mod
+
+    monkeypatch.setattr(extract_mod, "PARTIAL_CHUNK", 4)
+    texts = [f"post number {i}" for i in range(10)]
+    examples = examples_factory("many", texts)
+    dying = fake_text()
+    real_encode = dying.encode
+
+    def die_on_third_chunk(items, **kw):
+        if len(dying.calls) == 2:
+            raise KeyboardInterrupt  # the kill, in the middle of the extraction
+        return real_encode(items, **kw)
+
+    dying.encode = die_on_third_chunk
+    img = fake_image()
+    with pytest.raises(KeyboardInterrupt):
+        _run(examples, img, dying, cache)
+    assert [len(c) for c in dying.calls] == [4, 4]
+    txt = fake_text()
+    rerun = _run(examples, fake_image(), txt, cache)
+    assert [len(c) for c in txt.calls] == [2]  # only the unfinished rows are encoded again
+    _assert_same(rerun, _run(examples, fake_image(), fake_text(), None))
+    # once the whole entry is stored, the partial ones are gone: one entry per modality
+    assert len(cache.entries("text")) == 1 and len(cache.entries("image")) == 1

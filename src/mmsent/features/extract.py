@@ -31,6 +31,8 @@ from mmsent.fingerprint import file_digest, json_digest, text_digest
 
 logger = logging.getLogger("mmsent.features")
 
+PARTIAL_CHUNK = 512  # items encoded between two partial cache entries (what a killed extraction keeps)
+
 
 def image_item_ids(paths: Sequence, workers: int = 4) -> list[str]:
     """sha1 of each image file's bytes (memoised per path/size/mtime; hashed in threads, it is I/O bound)."""
@@ -137,17 +139,28 @@ def extract_modality(modality: str, guids: Sequence[str], items: Sequence, item_
     todo = [iid for iid in unique if iid not in reused]
     computed: ModalityFeatures | None = None
     t_enc = time.perf_counter()
-    if todo:
-        computed = encoder.encode([items[unique[iid]] for iid in todo], batch_size=batch_size, progress=progress,
-                                  **(encode_kwargs or {}))
-        if len(computed) != len(todo):
-            raise RuntimeError(f"{encoder.name} returned {len(computed)} rows for {len(todo)} inputs")
-        bad = ~(torch.isfinite(computed.pooled).all(1) & torch.isfinite(computed.tokens).flatten(1).all(1))
+    # Encoded in chunks, each stored as a partial entry: a killed extraction keeps its finished chunks, and the rerun
+    # reuses them by content like any other cached rows. The partial entries go once the whole entry is stored.
+    parts: list[ModalityFeatures] = []
+    for start in range(0, len(todo), PARTIAL_CHUNK):
+        ids = todo[start:start + PARTIAL_CHUNK]
+        part = encoder.encode([items[unique[iid]] for iid in ids], batch_size=batch_size, progress=progress,
+                              **(encode_kwargs or {}))
+        if len(part) != len(ids):
+            raise RuntimeError(f"{encoder.name} returned {len(part)} rows for {len(ids)} inputs")
+        bad = ~(torch.isfinite(part.pooled).all(1) & torch.isfinite(part.tokens).flatten(1).all(1))
         if bad.any():
-            rows = [guids[unique[todo[int(i)]]] for i in bad.nonzero().flatten()[:5]]
+            rows = [guids[unique[ids[int(i)]]] for i in bad.nonzero().flatten()[:5]]
             raise ValueError(f"{encoder.name} gave NaN/infinite {modality} features for {int(bad.sum())} row(s), e.g. "
                              f"guids {rows}: its weights may be damaged; reinstall them or pick another encoder")
-        computed = round_like_cache(computed)
+        part = round_like_cache(part)
+        parts.append(part)
+        if cache is not None and len(todo) > PARTIAL_CHUNK:
+            part_key = json_digest({"config": config_key, "partial": ids})
+            cache.put(modality, part_key, [guids[unique[iid]] for iid in ids], part, fingerprint=fp,
+                      config_key=config_key, item_ids=list(ids), extra={"encoder": encoder.name, "partial": True})
+    if parts:
+        computed = ModalityFeatures.concat(parts) if len(parts) > 1 else parts[0]
     t_enc = time.perf_counter() - t_enc
 
     row_of = {iid: r for r, iid in enumerate(todo)}
@@ -168,6 +181,11 @@ def extract_modality(modality: str, guids: Sequence[str], items: Sequence, item_
     if cache is not None and todo:
         cache.put(modality, key, guids, feats, fingerprint=fp, config_key=config_key, item_ids=list(item_ids),
                   extra={"encoder": encoder.name, "preprocessing": preprocessing})
+        # this run's partial entries, and those a killed earlier run left for rows this entry now holds
+        held = set(item_ids)
+        for meta in cache.entries(modality):
+            if meta.get("partial") and meta.get("config_key") == config_key and set(meta.get("item_ids") or ()) <= held:
+                cache.remove(modality, meta["key"])
     dt = time.perf_counter() - t0
     rate = f", {len(todo) / t_enc:.1f}/s" if todo and t_enc > 0 else ""
     if stats is not None:
