@@ -114,8 +114,8 @@ def _set(cfg: RunConfig, dotted: str, value) -> None:
 
 def test_the_fixed_choice_keys_are_the_expected_ones():
     assert set(FIXED_CHOICES) == {
-        "data.on_error", "cleaning.hashtags", "encoders.text_pooling", "encoders.device", "encoders.num_threads",
-        "training.gate_from", "training.device", "compare.workers", "finetune.text.mode", "finetune.image.mode",
+        "data.on_error", "data.format", "cleaning.hashtags", "encoders.text_pooling", "encoders.device",
+        "encoders.num_threads", "encoders.backend", "training.gate_from", "training.device", "compare.workers", "finetune.text.mode", "finetune.image.mode",
     }
     assert FIXED_CHOICES["encoders.device"] == FIXED_CHOICES["training.device"] == ["auto", "cpu", "cuda"]
 
