@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from ensemble_lab5 import read_oof, score  # noqa: E402
 
 from mmsent.training.ensemble import decide, nested_rule_predictions  # noqa: E402
+from results_file import prepend_section  # noqa: E402
 
 
 def run_variant(name: str, sets: str, args: argparse.Namespace) -> tuple[Path, str, float | None]:
@@ -88,9 +89,7 @@ def main() -> int:
                      f"{s['total_seconds']:.0f} | {s['encode_seconds']:.0f} | `{cmd}` |")
         print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n\n"
-    results = args.results.read_text(encoding="utf-8")
-    head, _, rest = results.partition("Newest first.\n\n")
-    args.results.write_text(head + "Newest first.\n\n" + text + rest, encoding="utf-8")
+    prepend_section(args.results, text)
     return 0
 
 

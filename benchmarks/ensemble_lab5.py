@@ -25,9 +25,11 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 from mmsent.labels import LABELS  # noqa: E402
 from mmsent.training.ensemble import decide, nested_rule_predictions  # noqa: E402
 from mmsent.training.metrics import compute_metrics  # noqa: E402
+from results_file import prepend_section  # noqa: E402
 
 
 def read_oof(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -108,9 +110,7 @@ def main() -> int:
                      f"{ruled['fold_std']:.3f} | {ruled['neutral_f1']:.3f} |")
     text = "\n".join(lines) + "\n\n"
     print(text)
-    results = args.results.read_text(encoding="utf-8")
-    head, _, rest = results.partition("Newest first.\n\n")
-    args.results.write_text(head + "Newest first.\n\n" + text + rest, encoding="utf-8")
+    prepend_section(args.results, text)
     return 0
 
 

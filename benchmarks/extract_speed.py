@@ -21,7 +21,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 from mmsent.encoders import create_image_encoder  # noqa: E402
+from results_file import prepend_section  # noqa: E402
 
 
 def main() -> int:
@@ -59,9 +61,7 @@ def main() -> int:
     lines += [f"| {b} | {r:.1f} | {s:.1f} | {r / base:.2f}x | {c:.5f} | {t:.5f} |" for b, r, s, c, t in rows]
     text = "\n".join(lines) + "\n\n"
     print(text)
-    results = args.results.read_text(encoding="utf-8")
-    head, _, rest = results.partition("Newest first.\n\n")
-    args.results.write_text(head + "Newest first.\n\n" + text + rest, encoding="utf-8")
+    prepend_section(args.results, text)
     return 0
 
 

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from results_file import prepend_section  # noqa: E402
 
 
 def build_manifest(data: Path, work: Path, rows: int) -> Path:
@@ -95,9 +97,7 @@ def main() -> int:
              ""]
     text = "\n".join(lines) + "\n"
     print(text)
-    results = args.results.read_text(encoding="utf-8")
-    head, _, rest = results.partition("Newest first.\n\n")
-    args.results.write_text(head + "Newest first.\n\n" + text + rest, encoding="utf-8")
+    prepend_section(args.results, text)
     return 0 if ok else 1
 
 
