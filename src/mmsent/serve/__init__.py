@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -28,6 +29,7 @@ from mmsent import __version__
 from mmsent.data.images import ImageLoadError, ImageTooLargeError
 from mmsent.inference import RunPredictor
 from mmsent.serve import schemas
+from mmsent.serve.batching import MicroBatcher
 
 
 @dataclass
@@ -39,6 +41,7 @@ class ServeSettings:
     max_request_pixels: int = 100_000_000  # all images of one request together (a batch of large images)
     max_text_chars: int = 5_000  # longest tweet text accepted
     max_batch: int = 32  # most rows in one /predict/batch request
+    max_micro_batch: int = 8  # most concurrent /predict requests run together in one forward pass
 
     def single_body_limit(self) -> int:
         # base64 inflates by 4/3 (multipart carries the raw bytes), then room for the text and the framing.
@@ -216,8 +219,7 @@ def create_app(run_dir: str | Path | None = None, *, predictor: RunPredictor | N
     # stacking those peaks.
     decode_slot = threading.Lock()
 
-    def run_predict(images: list[tuple[bytes, str]], texts: list[str], explain: bool,
-                    overlay: bool) -> list[dict[str, Any]]:
+    def decode(images: list[tuple[bytes, str]]) -> list[Any]:
         total = sum(header_pixels(data) for data, _ in images)
         if total > settings.max_request_pixels:
             raise HTTPException(413, f"the request's images hold {total:,} pixels together, over the limit of "
@@ -232,7 +234,19 @@ def create_app(run_dir: str | Path | None = None, *, predictor: RunPredictor | N
                 raise HTTPException(413, f"{where}{exc.reason}") from exc
             except ImageLoadError as exc:
                 raise HTTPException(422, f"{where}image: {exc.reason}") from exc
-        return predictor.predict(decoded, texts, explain_inputs=explain, overlay=overlay)
+        return decoded
+
+    def run_batch(options: tuple[bool, bool], items: list[tuple[Any, str]]) -> list[dict[str, Any]]:
+        explain, overlay = options
+        return predictor.predict([im for im, _ in items], [t for _, t in items], explain_inputs=explain,
+                                 overlay=overlay)
+
+    batcher = MicroBatcher(run_batch, max_items=settings.max_micro_batch)
+    app.state.batcher = batcher
+
+    async def predict_one(image: tuple[bytes, str], text: str, explain: bool, overlay: bool) -> dict[str, Any]:
+        [decoded] = await run_in_threadpool(decode, [image])
+        return await asyncio.wrap_future(batcher.submit((explain, overlay), (decoded, text)))
 
     @app.post("/predict", response_model=schemas.PredictResponse, responses=_ERRORS, openapi_extra=_PREDICT_BODY,
               summary="Sentiment of one image + tweet, with per-modality evidence")
@@ -261,7 +275,7 @@ def create_app(run_dir: str | Path | None = None, *, predictor: RunPredictor | N
             text = _check_text(_field(form, "text"), settings.max_text_chars)
             explain, overlay = _flag(form, "explain", True), _flag(form, "overlay", False)
         # Off the event loop, so /health and new connections are served while the model runs.
-        [result] = await run_in_threadpool(run_predict, [image], [text], explain, overlay)
+        result = await predict_one(image, text, explain, overlay)
         return {**result, "model": info.model_dump()}
 
     @app.post("/predict/batch", response_model=schemas.BatchResponse, responses=_ERRORS,
@@ -282,7 +296,8 @@ def create_app(run_dir: str | Path | None = None, *, predictor: RunPredictor | N
             texts.append(_check_text(item.text, settings.max_text_chars, f"items[{i}].text"))
             images.append((decode_base64_image(item.image_base64, settings.max_upload_bytes,
                                                f"items[{i}].image_base64"), f"items[{i}]"))
-        results = await run_in_threadpool(run_predict, images, texts, req.explain, req.overlay)
+        decoded = await run_in_threadpool(decode, images)
+        results = await run_in_threadpool(run_batch, (req.explain, req.overlay), list(zip(decoded, texts)))
         return {"results": results, "model": info.model_dump()}
 
     @app.get("/health", response_model=schemas.Health, summary="Liveness, the loaded model and the limits")

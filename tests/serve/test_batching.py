@@ -1,0 +1,62 @@
+"""Micro-batching: concurrent requests share a forward pass and each gets exactly its own answer."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from mmsent_runkit import jpeg_bytes
+
+from mmsent.serve.batching import MicroBatcher
+
+
+def test_items_arriving_together_run_as_one_batch_per_key():
+    calls = []
+    gate = threading.Event()
+
+    def run(key, items):
+        gate.wait(2)  # hold the first batch so that the others queue up
+        calls.append((key, list(items)))
+        return [f"{key}:{i}" for i in items]
+
+    batcher = MicroBatcher(run, max_items=3, window=0.05)
+    first = batcher.submit("a", 0)
+    time.sleep(0.1)  # the first batch is running (and held)
+    futures = [batcher.submit("a" if i % 2 else "b", i) for i in range(1, 6)]
+    gate.set()
+    assert first.result(2) == "a:0"
+    assert [f.result(2) for f in futures] == ["a:1", "b:2", "a:3", "b:4", "a:5"]
+    assert sorted(len(items) for _, items in calls[1:]) == [2, 3]  # a:1,3,5 together; b:2,4 together
+
+
+def test_an_error_reaches_every_request_of_its_batch():
+    def run(key, items):
+        raise RuntimeError("model failed")
+
+    batcher = MicroBatcher(run, max_items=4, window=0.05)
+    futures = [batcher.submit("k", i) for i in range(3)]
+    for f in futures:
+        with pytest.raises(RuntimeError, match="model failed"):
+            f.result(2)
+
+
+def test_concurrent_http_requests_are_batched_and_answered_alike(client):
+    texts = ["happy love day", "sad hate rain", "the park is on a day", "great win sun"]
+    images = [jpeg_bytes(96, 80, seed=i) for i in range(4)]
+    alone = [client.post("/predict", files={"image": ("x.jpg", im, "image/jpeg")},
+                         data={"text": t, "explain": "false"}).json() for im, t in zip(images, texts)]
+    batcher = client.app.state.batcher
+    before = len(batcher.batches)
+
+    def post(i):
+        return client.post("/predict", files={"image": ("x.jpg", images[i % 4], "image/jpeg")},
+                           data={"text": texts[i % 4], "explain": "false"}).json()
+
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(post, range(16)))
+    assert max(batcher.batches[before:]) > 1  # some requests did share a pass
+    for i, body in enumerate(together):
+        assert body["label"] == alone[i % 4]["label"]
+        assert body["probabilities"] == pytest.approx(alone[i % 4]["probabilities"], abs=1e-4)
