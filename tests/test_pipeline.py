@@ -150,6 +150,7 @@ def test_cross_validation_scores_each_row_once_by_models_that_never_trained_on_i
     cfg.data.kfold = 3
     cfg.compare.models = ["concat", "gated"]
     cfg.compare.workers = 1
+    cfg.compare.decision_rule = True  # off by default; every place that labels rows must apply it when on
     seen: list[tuple[list[str], list[str]]] = []
     real_compare = pipeline.compare_models
 

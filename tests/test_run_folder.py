@@ -40,6 +40,6 @@ def test_a_damaged_finetune_record_is_named(run_dir, text, monkeypatch):
 
     monkeypatch.setattr(run_folder, "create_encoders_from_config", lambda cfg, **kw: (None, None))
     (run_dir / "finetune.json").write_text(text, encoding="utf-8")
-    cfg = load_config(overrides=["finetune.enabled=true"])
+    cfg = load_config(overrides=["finetune.enabled=true", "encoders.text=all-MiniLM-L6-v2"])
     with pytest.raises(ValueError, match="finetune.json: .*run the job again"):
         load_run_encoders(run_dir, cfg)

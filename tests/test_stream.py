@@ -87,3 +87,12 @@ def test_bad_manifests_and_outputs_are_named(tiny_run, tmp_path):
     with pytest.raises(ValueError, match="not a prediction file"):
         predict_stream(tiny_run, dup, notes, progress=False)
     assert notes.read_text() == "precious\nnotes\n"
+    # a JSONL of other records (a manifest, say) with a blank line inside is refused whole, never truncated
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"id": 1, "text": "a", "image": "x.jpg"}\n\n{"id": 2, "text": "b", "image": "y.jpg"}\n')
+    before = other.read_text()
+    with pytest.raises(ValueError, match="not a prediction file"):
+        predict_stream(tiny_run, dup, other, progress=False)
+    assert other.read_text() == before
+    with pytest.raises(ValueError, match="is the manifest itself"):
+        predict_stream(tiny_run, other, other, progress=False)

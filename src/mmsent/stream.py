@@ -116,34 +116,36 @@ def count_rows(path: str | Path) -> int | None:
     return None
 
 
+_OUTPUT_KEYS = {"id", "label", "error"} | {f"p_{name}" for name in LABELS}
+
+
 def done_ids(out: Path) -> set[str]:
-    """Ids already answered in an output file; a last line cut off by a kill is dropped (its chunk is redone).
+    """Ids already answered in an output file. Only a last line cut off by a kill (no newline) is dropped, and its
+    chunk is redone.
 
     Raises:
         ValueError: if ``out`` exists but is not an output of this module (it is then left untouched).
     """
     if not out.exists():
         return set()
-    with out.open("rb") as fh:
-        first = fh.readline()
-    try:
-        ours = not first or (first.endswith(b"\n") and "id" in json.loads(first)) or first.startswith(b'{"id": ')
-    except (ValueError, TypeError):
-        ours = False
-    if not out.is_file() or not ours:
-        raise ValueError(f"{out} exists and is not a prediction file written by mmsent predict --input; choose "
-                         "another --out (it was left untouched)")
+    refuse = ValueError(f"{out} exists and is not a prediction file written by mmsent predict --input; choose "
+                        "another --out (it was left untouched)")
+    if not out.is_file():
+        raise refuse
     ids, keep = set(), 0
     with out.open("rb") as fh:
         for line in fh:
             if not line.endswith(b"\n"):
-                break
+                break  # the partial tail of a kill
             try:
-                ids.add(str(json.loads(line)["id"]))
-            except (ValueError, KeyError):
-                break
+                rec = json.loads(line)
+            except ValueError:
+                raise refuse from None
+            if not isinstance(rec, dict) or "id" not in rec or not set(rec) <= _OUTPUT_KEYS:
+                raise refuse
+            ids.add(str(rec["id"]))
             keep += len(line)
-    if keep != out.stat().st_size:  # a partial tail from a kill: cut it so appending starts on a clean line
+    if keep != out.stat().st_size:  # cut the partial tail so appending starts on a clean line
         with out.open("r+b") as fh:
             fh.truncate(keep)
     return ids
@@ -184,6 +186,8 @@ def predict_stream(run_dir: str | Path, manifest: str | Path, out: str | Path, *
     cleaner = TextCleaner(run.cfg.cleaning)
     max_pixels = run.cfg.data.max_image_pixels
     out = Path(out)
+    if out.resolve() == Path(manifest).resolve():
+        raise ValueError(f"--out {out} is the manifest itself; write the predictions to another file")
     out.parent.mkdir(parents=True, exist_ok=True)
     finished = done_ids(out)
     total = count_rows(manifest)

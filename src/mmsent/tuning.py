@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 
 from mmsent.config import RunConfig
+from mmsent.fingerprint import json_digest
 from mmsent.fusion.registry import fusion_key
 
 log = logging.getLogger("mmsent.tune")
@@ -101,6 +102,19 @@ def tune(cfg: RunConfig, run_dir: str | Path, model: str, trials: int, *, folds:
     study = optuna.create_study(study_name=f"mmsent-{model}", storage=f"sqlite:///{study_path}", load_if_exists=True,
                                 direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1))
+    # What a trial's score means: a resumed study must score its new trials the same way.
+    scored_by = {"model": model, "folds": folds, "split_seed": cfg.data.split_seed, "seed": seed,
+                 "data": str(Path(cfg.data.root).resolve()) if cfg.data.root else "sample",
+                 "config": json_digest({**asdict(cfg), "compare": None, "data": None})}
+    earlier = study.user_attrs.get("scored_by")
+    if earlier is None:
+        study.set_user_attr("scored_by", scored_by)
+    elif earlier != scored_by:
+        changed = sorted(k for k in scored_by if scored_by[k] != earlier.get(k))
+        raise ValueError(f"{study_path} holds trials scored with other settings ({', '.join(changed)} differ); "
+                         "use another --out folder, or the same settings to resume")
+    # a resumed study must not replay the first run's random start-up trials
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
     done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     if len(done) < trials:
         log.info("tuning %s: %d trial(s) to run (%d done earlier), %d folds", model, trials - len(done), len(done),

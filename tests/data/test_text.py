@@ -27,12 +27,14 @@ class TestDecode:
         raw = "print 40x40cm from 180€ – contact".encode("cp1252")
         assert decode_text(raw, "x.txt") == ("print 40x40cm from 180€ – contact", "cp1252")
 
-    @pytest.mark.parametrize("text", ["Don’t stop", "naïve", "I’m so “happy” – really"])
+    @pytest.mark.parametrize("text", ["Don’t stop", "naïve", "I’m so “happy” – really", "he said “wow…” ok",
+                                      "café’s"])
     def test_cp1252_that_is_also_valid_gbk_stays_cp1252(self, text: str) -> None:
         # "Don\x92t" is valid gbk too ("Don抰t"): Western text must not come back as ideographs
         assert decode_text(text.encode("cp1252"), "x.txt") == (text, "cp1252")
 
-    @pytest.mark.parametrize("text", ["What I’m Loving – Vol. 2", "海へ来たぞ！ #pixiv", "winter – whatever"])
+    @pytest.mark.parametrize("text", ["What I’m Loving – Vol. 2", "海へ来たぞ！ #pixiv", "winter – whatever",
+                                      "la création", "我爱NBA 今天"])
     def test_gbk_punctuation_and_cjk_stay_gbk(self, text: str) -> None:
         assert decode_text(text.encode("gbk"), "x.txt") == (text, "gbk")
 

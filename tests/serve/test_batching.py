@@ -60,3 +60,21 @@ def test_concurrent_http_requests_are_batched_and_answered_alike(client):
     for i, body in enumerate(together):
         assert body["label"] == alone[i % 4]["label"]
         assert body["probabilities"] == pytest.approx(alone[i % 4]["probabilities"], abs=1e-4)
+
+
+def test_a_cancelled_request_is_skipped_and_the_batcher_keeps_serving():
+    gate = threading.Event()
+
+    def run(key, items):
+        gate.wait(2)
+        return list(items)
+
+    batcher = MicroBatcher(run, max_items=4, window=0.05)
+    held = batcher.submit("k", 0)
+    time.sleep(0.1)
+    gone = batcher.submit("k", 1)
+    kept = batcher.submit("k", 2)
+    assert gone.cancel()  # what asyncio does to the future when the client disconnects
+    gate.set()
+    assert held.result(2) == 0 and kept.result(2) == 2
+    assert batcher.submit("k", 3).result(2) == 3  # still alive

@@ -32,20 +32,22 @@ class TextDecodeError(ValueError):
         self.reason = reason
 
 
-_HIGH_PAIR = re.compile(rb"[\x80-\xff]{2}")
-
-
-def _cp1252_read_as_gbk(raw: bytes, gbk_text: str) -> bool:
+def _cp1252_read_as_gbk(gbk_text: str) -> bool:
     """True for Western text whose bytes merely happen to be valid gbk ("Don\x92t" -> "Don抰t").
 
-    Chinese or Japanese gbk text has runs of non-ASCII bytes; cp1252 text has them one by one, each followed by an
-    ASCII byte that gbk swallows as a trail byte. Such lone pairs are still gbk when they decode to punctuation only
-    (gbk's own "–" is 0xA8 0x43), but a letter or ideograph built from them is a cp1252 character misread.
+    Chinese or Japanese text decodes to runs of ideographs or kana; cp1252 bytes misread as gbk give lone ones, each
+    between ASCII characters ("搘ow厰"). So: some ideograph or kana, and none of them next to another non-ASCII
+    character. gbk's own punctuation and accented Latin letters ("–", "’", "é") do not count.
     """
-    if _HIGH_PAIR.search(raw):
-        return False
-    decoded = [ch for ch in gbk_text if ord(ch) > 0x7F]
-    return any(not unicodedata.category(ch).startswith(("P", "S", "Z")) for ch in decoded)
+    found = False
+    for i, ch in enumerate(gbk_text):
+        if ord(ch) <= 0x7F or unicodedata.category(ch) != "Lo":  # gbk's accented Latin letters and punctuation pass
+            continue
+        found = True
+        neighbours = gbk_text[max(0, i - 1):i] + gbk_text[i + 1:i + 2]
+        if any(ord(n) > 0x7F for n in neighbours):
+            return False
+    return found
 
 
 def decode_text(raw: bytes, location: str) -> tuple[str, str]:
@@ -70,8 +72,11 @@ def decode_text(raw: bytes, location: str) -> tuple[str, str]:
             text = raw.decode("utf-8-sig" if encoding == "utf-8" else encoding)
         except UnicodeDecodeError:
             continue
-        if encoding == "gbk" and _cp1252_read_as_gbk(raw, text):
-            continue
+        if encoding == "gbk" and _cp1252_read_as_gbk(text):
+            try:
+                text, encoding = raw.decode("cp1252"), "cp1252"
+            except UnicodeDecodeError:  # bytes cp1252 leaves undefined: gbk after all
+                pass
         controls = sum(1 for ch in text if ch not in _ALLOWED_CONTROLS and unicodedata.category(ch) == "Cc")
         if text and controls / len(text) > MAX_CONTROL_SHARE:
             reason = f"looks like binary data: {controls} of {len(text)} characters are control characters"

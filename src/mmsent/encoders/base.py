@@ -68,6 +68,9 @@ class ImageEncoder(Encoder):
     preprocess: ImagePreprocess
     grid: int
     num_blocks: int = 0
+    # inference runtime (see mmsent.encoders.openvino_runtime): part of the feature cache key, not of the
+    # fingerprint, which describes the weights and preprocessing (fine-tuned folders are matched by it)
+    backend: str = "torch"
 
     @abstractmethod
     def open(self, source: ImageSource, max_pixels: int | None = None, name: str = "<upload>") -> Image.Image:

@@ -98,7 +98,6 @@ class ConvImageEncoder(ImageEncoder):
         return (
             f"{self.name}|weights={weights}|input={pre.input_size}|resize={pre.resize_size}|resample={resample}"
             f"|mean={pre.mean}|std={pre.std}|grid={self.grid}|{self.lib_versions}|code=v{_CODE_VERSION}"
-            + ("" if self.backend == "torch" else f"|backend={self.backend}")
         )
 
     def __repr__(self) -> str:

@@ -278,8 +278,11 @@ def extract_image_features(examples: Sequence[Example], encoder: ImageEncoder, c
     encode_kw = {"max_pixels": max_image_pixels}
     # max_image_pixels is not part of the key: the limit only refuses images, it never changes the features of one
     # it accepts; resizing/cropping/grid are in the encoder fingerprint.
+    # The runtime changes the features by float rounding (bf16 more): another backend, another entry.
+    runtime = {} if encoder.backend == "torch" else {"backend": encoder.backend}
     return extract_modality("image", guids, paths, image_ids, image_data_fingerprint(guids, image_ids), encoder, cache,
-                            batch_size=batch_size, progress=progress, encode_kwargs=encode_kw, stats=stats)
+                            batch_size=batch_size, progress=progress, preprocessing=runtime, encode_kwargs=encode_kw,
+                            stats=stats)
 
 
 def extract_text_features(examples: Sequence[Example], encoder: TextEncoder, cleaner: Any, cache: FeatureCache | None,

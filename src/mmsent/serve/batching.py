@@ -8,11 +8,15 @@ batches. An error in a batch reaches every request of that batch.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from typing import Any
+
+logger = logging.getLogger("mmsent.serve")
 
 
 class MicroBatcher:
@@ -29,7 +33,7 @@ class MicroBatcher:
         self.run, self.max_items, self.window = run, max(1, max_items), window
         self._cond = threading.Condition()
         self._pending: list[tuple[Hashable, Any, Future]] = []
-        self.batches: list[int] = []  # sizes of the batches run so far (for tests and tuning)
+        self.batches: deque[int] = deque(maxlen=1000)  # sizes of the latest batches (for tests and tuning)
         threading.Thread(target=self._loop, name="mmsent-batcher", daemon=True).start()
 
     def submit(self, key: Hashable, item: Any) -> Future:
@@ -49,18 +53,25 @@ class MicroBatcher:
                 self._cond.wait(left)
             key = self._pending[0][0]
             batch = [p for p in self._pending if p[0] == key][: self.max_items]
-            self._pending = [p for p in self._pending if p not in batch]
-            return batch
+            taken = {id(p) for p in batch}  # by identity: items (decoded images) are not compared by value
+            self._pending = [p for p in self._pending if id(p) not in taken]
+            # a request whose client went away cancelled its future: it is not computed
+            return [p for p in batch if p[2].set_running_or_notify_cancel()]
 
     def _loop(self) -> None:
-        while True:
-            batch = self._next_batch()
-            self.batches.append(len(batch))
+        while True:  # nothing may end this thread: every later request would wait forever
             try:
-                results = self.run(batch[0][0], [item for _, item, _ in batch])
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting requests, never lost
-                for _, _, future in batch:
-                    future.set_exception(exc)
-                continue
-            for (_, _, future), result in zip(batch, results):
-                future.set_result(result)
+                batch = self._next_batch()
+                if not batch:
+                    continue
+                self.batches.append(len(batch))
+                try:
+                    results = self.run(batch[0][0], [item for _, item, _ in batch])
+                except Exception as exc:  # noqa: BLE001 - handed to the waiting requests, never lost
+                    for _, _, future in batch:
+                        future.set_exception(exc)
+                    continue
+                for (_, _, future), result in zip(batch, results):
+                    future.set_result(result)
+            except Exception:  # noqa: BLE001 - logged; the batcher keeps serving
+                logger.exception("micro-batcher: unexpected error; continuing")
