@@ -102,6 +102,7 @@ class FakeImageEncoder(Encoder):
     modality = "image"
     dim = 8
     network = torch.nn.Identity()  # no weights: extraction never asks for them
+    backend = "torch"  # the runtime, as ImageEncoder declares it (part of the cache key)
 
     def __init__(self, tag: str = "v1") -> None:
         self.name = f"fake-image-{tag}"

@@ -44,7 +44,7 @@ def test_trials_are_scored_on_held_out_folds_and_a_rerun_resumes(tmp_path, monke
     again = tuning.tune(cfg, tmp_path / "study", "concat", trials=4, folds=2, progress=False)
     assert again.trials + again.pruned == 4 and 1 <= len(seen) <= 2
 
-    with pytest.raises(ValueError, match="other settings \\(folds\\) differ"):
+    with pytest.raises(ValueError, match=r"other settings \(folds differ\)"):
         tuning.tune(cfg, tmp_path / "study", "concat", trials=5, folds=3, progress=False)
 
     snippet = yaml.safe_load((tmp_path / "study" / "best_config.yaml").read_text())
