@@ -55,9 +55,9 @@ def percentiles(values: list[float]) -> dict[str, float]:
             "max_ms": s[-1], "mean_ms": statistics.fmean(s)}
 
 
-def start_server(run_dir: Path, port: int, threads: int) -> subprocess.Popen:
+def start_server(run_dir: Path, port: int, threads: int, extra: list[str] = ()) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "mmsent", "serve", str(run_dir), "--host", "127.0.0.1", "--port", str(port),
-           "--threads", str(threads)]
+           "--threads", str(threads), *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -128,12 +128,16 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--threads", type=int, default=1, help="--threads of mmsent serve")
     ap.add_argument("--skip-load", action="store_true", help="only the single-request latency")
+    ap.add_argument("--model", help="serve this design of the run (mmsent serve --model)")
+    ap.add_argument("--micro-batch", type=int, help="mmsent serve --max-micro-batch (1: no micro-batching)")
     ap.add_argument("--out", type=Path, help="also write the JSON summary here")
     args = ap.parse_args()
 
     image = args.image.read_bytes()
     port = free_port()
-    proc = start_server(args.run_dir, port, args.threads)
+    extra = (["--model", args.model] if args.model else []) + (
+        ["--max-micro-batch", str(args.micro_batch)] if args.micro_batch else [])
+    proc = start_server(args.run_dir, port, args.threads, extra)
     base = f"http://127.0.0.1:{port}"
     try:
         summary: dict = {"run_dir": str(args.run_dir), "server_threads": args.threads,

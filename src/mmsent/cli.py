@@ -228,7 +228,9 @@ def serve(run_dir: Path = typer.Argument(..., help="A finished run directory (ho
                                       "time). 1 stays fast when other processes share the cores; 0 = all cores."),
           max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="Largest image file accepted."),
           max_image_pixels: int = typer.Option(50_000_000, "--max-image-pixels", help="Largest decoded image."),
-          max_batch: int = typer.Option(32, "--max-batch", help="Most rows per /predict/batch request.")) -> None:
+          max_batch: int = typer.Option(32, "--max-batch", help="Most rows per /predict/batch request."),
+          max_micro_batch: int = typer.Option(8, "--max-micro-batch", min=1, help="Most concurrent /predict requests "
+                                              "run together in one forward pass (1: one at a time).")) -> None:
     """Serves a run's ensemble over HTTP: POST /predict, POST /predict/batch, GET /health, a demo page at /."""
     import torch
     import uvicorn
@@ -238,7 +240,7 @@ def serve(run_dir: Path = typer.Argument(..., help="A finished run directory (ho
 
     torch.set_num_threads(resolve_num_threads(threads))
     settings = ServeSettings(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_image_pixels=max_image_pixels,
-                             max_batch=max_batch)
+                             max_batch=max_batch, max_micro_batch=max_micro_batch)
     with _user_errors():
         api = create_app(run_dir, settings=settings, model_name=model)
     console.print(f"serving {run_dir} on http://{host}:{port}/ (API docs at /docs)")
