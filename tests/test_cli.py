@@ -75,3 +75,17 @@ def test_predict_without_a_run_explains(tmp_path):
     result = runner.invoke(app, ["predict", str(tmp_path)])
     assert result.exit_code == 1
     assert "a run directory" in result.output and "Traceback" not in result.output
+
+
+def test_predict_one_post_prints_its_label_and_probabilities(tiny_run):
+    from mmsent.inference import RunPredictor
+
+    lab = tiny_run.parent / "lab"
+    image, text = lab / "data" / "130.jpg", "sad hate awful rain"
+    result = runner.invoke(app, ["predict", str(tiny_run), "--image", str(image), "--text", text])
+    assert result.exit_code == 0, result.output
+    [expected] = RunPredictor(tiny_run).predict([image], [text], explain_inputs=False)
+    assert result.stdout.startswith(expected["label"] + "  (positive ")
+    assert f"{expected['probabilities']['neutral']:.3f}" in result.stdout
+    alone = runner.invoke(app, ["predict", str(tiny_run), "--text", text])
+    assert alone.exit_code == 2 and "--image and --text go together" in alone.output

@@ -182,10 +182,23 @@ def predict(run_dir: Path = typer.Argument(..., help="A finished run directory (
             "--out as JSONL (default RUN_DIR/predictions.jsonl), and a rerun resumes."),
             shard: str = typer.Option("0/1", "--shard", help="With --input: predict rows i, i+n, ... only (i/n)."),
             chunk_size: int = typer.Option(256, "--chunk-size", min=1, help="With --input: rows per chunk."),
+            image: Optional[Path] = typer.Option(None, "--image", help="One post: its image (with --text)."),
+            text: Optional[str] = typer.Option(None, "--text", help="One post: its text (with --image)."),
             config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
             on_error: Optional[str] = OnErrorOpt, quiet: bool = QuietOpt) -> None:
     """Writes guid,tag predictions for the unlabeled rows of a dataset with a run's saved models, or streams a
     manifest of any size (--input) to JSONL."""
+    if image is not None or text is not None:
+        if image is None or text is None:
+            console.print("[red]error:[/red] --image and --text go together (one post: its image and its text)")
+            raise typer.Exit(2)
+        from mmsent.inference import RunPredictor
+
+        with _user_errors():
+            [result] = RunPredictor(run_dir).predict([image], [text], explain_inputs=False)
+        probs = "  ".join(f"{k} {v:.3f}" for k, v in result["probabilities"].items())
+        typer.echo(f"{result['label']}  ({probs})")
+        return
     if input_ is not None:
         from mmsent.stream import predict_stream
 
