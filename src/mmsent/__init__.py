@@ -32,6 +32,8 @@ _LAZY = {
     "train_model": "mmsent.training",
     "compare_models": "mmsent.training",
     "write_predictions": "mmsent.predict",
+    "load": "mmsent.export",
+    "export_run": "mmsent.export",
 }
 
 __all__ = ["LABELS", "label_to_index", "index_to_label", "__version__", *_LAZY]

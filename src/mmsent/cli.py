@@ -59,7 +59,7 @@ def _user_errors() -> Iterator[None]:
     """Errors about the user's input or files end the command with one red line and exit code 1, no traceback."""
     try:
         yield
-    except (ValueError, FileNotFoundError, ImportError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
 
@@ -296,6 +296,17 @@ def finetune(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(
             folds += f" (cross-validated macro-F1 {cross['cv_metrics']['macro_f1']:.3f})"
         console.print(f"{modality}: {entry['mode']}, best epoch {entry['result']['best_epoch']}{score}{folds}, "
                       f"{entry['seconds']:.0f} s -> {entry['dir']}")
+
+
+@app.command()
+def export(run_dir: Path = typer.Argument(..., help="A finished run directory."),
+           out: Path = typer.Argument(..., help="New folder for the model (must not exist or be empty).")) -> None:
+    """Writes a shareable model folder (weights, config, model card README.md) that predict and serve take."""
+    from mmsent.export import export_run
+
+    with _user_errors():
+        folder = export_run(run_dir, out)
+    console.print(f"exported {run_dir} -> {folder} (model card: {folder / 'README.md'})")
 
 
 @app.command()

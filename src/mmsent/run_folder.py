@@ -133,6 +133,6 @@ def load_run_encoders(run_dir: str | Path, cfg: RunConfig) -> tuple[ImageEncoder
     record = _read_json(path, "run the job again")
     for encoder in (image, text):
         entry = record.get(encoder.modality, {})
-        if entry.get("dir"):
-            apply_finetuned(encoder, entry["dir"])
+        if entry.get("dir"):  # absolute in a run, relative to the folder in an exported one
+            apply_finetuned(encoder, Path(run_dir) / entry["dir"])
     return image, text

@@ -1,0 +1,120 @@
+"""Shareable model folders (``mmsent export RUN_DIR OUT``) and loading them (``mmsent.load``).
+
+An exported folder holds only what predicting needs, in the Hugging Face hub's layout (a ``README.md`` model card
+with YAML metadata at the top, weights as safetensors, JSON configuration), so it can be uploaded as it is:
+``config.yaml`` (encoders, cleaning, preprocessing), ``predictor.json`` (members, decision rule, held-out scores),
+``models/`` (the predictor's fusion models: safetensors + JSON), fine-tuned encoder weights under ``finetuned/``
+when the run fine-tuned, ``metrics.json`` and ``data_report.json``. It is itself a run folder: ``mmsent predict``,
+``mmsent serve`` and :func:`load` take it as they take the run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from mmsent.labels import LABELS
+from mmsent.run_folder import (
+    CONFIG_FILE,
+    FINETUNE_RECORD,
+    METRICS_FILE,
+    MODELS_DIR,
+    PREDICTOR_FILE,
+    load_run_models,
+)
+
+CARD_FILE = "README.md"
+_COPIED = (CONFIG_FILE, PREDICTOR_FILE, METRICS_FILE, "data_report.json", "comparison.md")
+
+
+def export_run(run_dir: str | Path, out: str | Path) -> Path:
+    """Writes the self-describing model folder of a finished run to ``out`` (which must not exist or be empty).
+
+    Raises:
+        FileNotFoundError / ValueError: for a run folder that is not finished or is damaged (named).
+        FileExistsError: if ``out`` holds files.
+    """
+    run_dir, out = Path(run_dir), Path(out)
+    run = load_run_models(run_dir)  # checks the run can predict before anything is written
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty; export into a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in _COPIED:
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, out / name)
+    predictor = json.loads((run_dir / PREDICTOR_FILE).read_text(encoding="utf-8"))
+    for name in predictor.get("models", []):
+        shutil.copytree(run_dir / MODELS_DIR / name, out / MODELS_DIR / name)
+    if run.cfg.finetune.enabled:
+        record = json.loads((run_dir / FINETUNE_RECORD).read_text(encoding="utf-8"))
+        for modality, entry in record.items():
+            if entry.get("dir"):
+                target = Path("finetuned") / modality
+                shutil.copytree(Path(entry["dir"]), out / target, ignore=shutil.ignore_patterns("checkpoints"))
+                entry["dir"] = target.as_posix()  # relative: read against the folder it lies in
+        (out / FINETUNE_RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
+    (out / CARD_FILE).write_text(model_card(out), encoding="utf-8")
+    load_run_models(out)  # the folder must load as it is
+    return out
+
+
+def _read(folder: Path, name: str) -> dict[str, Any]:
+    path = folder / name
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def model_card(folder: Path) -> str:
+    """The Markdown model card of an exported folder, from its own files."""
+    from mmsent.config import load_config
+
+    cfg = load_config(folder / CONFIG_FILE)
+    predictor, metrics, data = _read(folder, PREDICTOR_FILE), _read(folder, METRICS_FILE), _read(folder,
+                                                                                                  "data_report.json")
+    held = predictor.get("scores", {}).get("decision_rule") or predictor.get("scores", {}).get("argmax") or {}
+    rows = metrics.get("validation_rows")
+    where = (f"{metrics.get('folds')}-fold cross-validation, every labelled row out of fold" if metrics.get("folds",
+             1) > 1 else f"a stratified validation split of {rows} rows")
+    table = (folder / "comparison.md").read_text(encoding="utf-8") if (folder / "comparison.md").is_file() else ""
+    counts = data.get("label_counts", {})
+    lines = [
+        "---", "library_name: mmsent", "pipeline_tag: text-classification",
+        "tags: [multimodal, sentiment-analysis, image-text, mvsa]", "---", "",
+        "# mmsent image + text sentiment model", "",
+        f"Predicts {', '.join(LABELS)} for a post made of a text and an image. What predicts: "
+        f"**{predictor.get('name')}** (mean probability of {len(predictor.get('models', []))} fusion models: "
+        f"{', '.join(predictor.get('members', []))}), decision rule "
+        f"{predictor.get('class_weights') or 'off (plain argmax)'}.", "",
+        "## Encoders", "",
+        f"- image: `{cfg.encoders.image}` (grid {cfg.encoders.image_grid}, inference backend {cfg.encoders.backend})",
+        f"- text: `{cfg.encoders.text}` (max {cfg.encoders.text_max_length} tokens, {cfg.encoders.text_pooling} "
+        "pooling)",
+        f"- fine-tuned: {'yes, weights under finetuned/' if cfg.finetune.enabled else 'no (frozen pretrained encoders)'}",
+        "", "## Scores", "",
+        f"Held out ({where}): accuracy **{held.get('accuracy', float('nan')):.3f}**, macro-F1 "
+        f"**{held.get('macro_f1', float('nan')):.3f}**, weighted-F1 {held.get('weighted_f1', float('nan')):.3f}.",
+        "", "Every design of the run, mean ± std over seeds (and folds):", "", table.strip(), "",
+        "## Data", "",
+        f"Trained on {data.get('counts', {}).get('train', '?')} labelled posts ({', '.join(f'{k} {v}' for k, v in counts.items())}); "
+        f"text encodings {data.get('encodings', {})}; skipped rows {data.get('skipped') or 'none'}.", "",
+        "## Intended use and limitations", "",
+        "- Research and analysis of the sentiment of social-media posts that pair a short text with an image.",
+        "- Trained on one corpus of English tweets (MVSA-Single when trained on the lab data, whose terms allow "
+        "research use only); other domains, languages, or posts without a meaningful image are out of its range.",
+        "- The classes are imbalanced (about 60% positive, 30% negative, 10% neutral): neutral is the weakest class; "
+        "read macro-F1, not accuracy alone. Not for decisions about individuals.", "",
+        "## Use", "", "```bash", "mmsent predict THIS_FOLDER --image post.jpg --text \"what a day\"",
+        "mmsent predict THIS_FOLDER --input posts.csv --out predicted.jsonl", "mmsent serve THIS_FOLDER", "```", "",
+        "```python", "import mmsent", "model = mmsent.load(\"THIS_FOLDER\")",
+        "model.predict([\"post.jpg\"], [\"what a day\"], explain_inputs=False)", "```", "",
+        f"Training: `mmsent run` with the configuration in `{CONFIG_FILE}` (machine: {metrics.get('machine', '?')}).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def load(folder: str | Path, **kwargs: Any):
+    """A ready predictor for an exported folder or a run folder (:class:`~mmsent.inference.RunPredictor`)."""
+    from mmsent.inference import RunPredictor
+
+    return RunPredictor(folder, **kwargs)
