@@ -523,6 +523,11 @@ def _check_names(cfg: RunConfig) -> None:
     from mmsent.encoders.registry import IMAGE_ALIASES, IMAGE_ENCODERS  # here: the registry imports this module
 
     name = cfg.encoders.image
+    if name.startswith("hf-image:"):
+        if not name.removeprefix("hf-image:").strip():
+            raise ConfigError("encoders.image: 'hf-image:' needs a hub id or a model folder after it, e.g. "
+                              "hf-image:microsoft/resnet-50")
+        return
     base, sep, weights = name.partition(":")
     lookup = base.strip().lower()
     if IMAGE_ALIASES.get(lookup, lookup) not in IMAGE_ENCODERS:

