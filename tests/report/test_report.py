@@ -86,3 +86,23 @@ def test_the_gallery_labels_rows_with_the_predictors_decision_rule():
     assert confident_errors(gold, probs, 5) == [1, 0]  # plain argmax: both neutral rows wrong
     # with neutral weighted x2 the first row is right and the positive row becomes an error
     assert confident_errors(gold, probs, 5, [1.0, 2.0, 1.0]) == [1, 2]
+
+
+def test_tampered_guids_inject_nothing_and_read_nothing_outside_the_data(tiny_run, tmp_path):
+    run = tmp_path / "tampered"
+    shutil.copytree(tiny_run, run)
+    secret = tmp_path / "secret.jpg"
+    shutil.copy(tiny_run.parent / "lab" / "data" / "100.jpg", secret)  # a readable image outside the dataset
+    csv_path = run / "validation_predictions.csv"
+    header, *rows = csv_path.read_text(encoding="utf-8").splitlines()
+    guids = sorted({r.split(",")[0] for r in rows})
+    # every guid made hostile: half inject an attribute, half point outside the dataset's data/ folder
+    hostile = {g: (f'{g}" onerror="alert(1)' if i % 2 else "../../../" + str(secret.with_suffix("")))
+               for i, g in enumerate(guids)}
+    rows = [",".join([hostile[r.split(",")[0]], *r.split(",")[1:]]) for r in rows]
+    csv_path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    html = build_report(run, explain=False, max_errors=50).read_text(encoding="utf-8")
+    assert html.count("<div class='card'>") > 0
+    assert 'onerror="alert(1)"' not in html
+    assert "guid is not a plain file name; its files are not read" in html
+    assert "data:image/jpeg;base64," not in html  # no card read an image: not the secret, not any other

@@ -39,7 +39,7 @@ MAX_LISTED_ISSUES = 50
 HEADER = ("guid", "tag")
 NULL_TAGS = frozenset({"null", ""})
 # A guid names files under data/, so it must be a plain file name: no separators, no leading dot.
-_GUID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+GUID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 _VALID_LABELS = ", ".join(LABELS)
 _OR_REMOVE = "or remove the row"
 
@@ -119,7 +119,7 @@ def _read_label_file(path: Path, root: Path, split: Literal["train", "test"]) ->
             row.check_files = False
             continue
         guid, tag = fields[0], fields[1].lower()
-        if not _GUID.fullmatch(guid):
+        if not GUID_PATTERN.fullmatch(guid):
             reason = f"guid {guid!r} is not a plain file name" if guid else "empty guid"
             row.add("malformed_row", reason, "write the row as guid,tag with the guid naming data/{guid}.jpg")
             row.check_files = False
@@ -278,7 +278,7 @@ def load_lab_dataset(
     else:
         log.info("%s", summary)
     answered = {ex.guid for ex in test}
-    skipped = {row.guid: row.issues[0] for row in test_rows if row.issues and _GUID.fullmatch(row.guid)
+    skipped = {row.guid: row.issues[0] for row in test_rows if row.issues and GUID_PATTERN.fullmatch(row.guid)
                and row.guid not in answered}
     order = list(dict.fromkeys(row.guid for row in test_rows if row.guid in answered or row.guid in skipped))
     return LabDataset(root=root, train=train, test=test, report=report, test_skipped=skipped, test_order=order)

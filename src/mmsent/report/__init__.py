@@ -133,7 +133,7 @@ def gallery_html(items: list[GalleryItem]) -> str:
     cards = []
     for it in items:
         ev = it.evidence
-        imgs = "".join(f'<img src="{uri}" alt="{alt}">' for uri, alt in
+        imgs = "".join(f'<img src="{uri}" alt="{escape(alt, quote=True)}">' for uri, alt in
                        ((it.thumbnail, f"image {it.guid}"), (it.overlay, f"{ev.get('image_map')} map")) if uri)
         probs = ", ".join(f"{n} {it.probabilities[n]:.2f}" for n in LABELS)
         parts = [(f"<div><b>{escape(it.guid)}</b>: gold <span class='gold'>{it.gold}</span>, predicted "

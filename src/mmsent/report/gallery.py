@@ -13,6 +13,7 @@ import numpy as np
 
 from mmsent.config import CleaningConfig, load_config
 from mmsent.data.images import ImageLoadError, load_image, load_image_bytes
+from mmsent.data.lab_format import GUID_PATTERN
 from mmsent.data.text import TextCleaner, TextDecodeError, decode_text
 from mmsent.labels import LABELS
 from mmsent.report.run_data import RunData
@@ -80,7 +81,9 @@ def build_gallery(data: RunData, k: int = 12, explain: bool = True,
     ready: list[tuple[GalleryItem, Path, str]] = []  # the rows with an image, with their raw text
     for item in items:
         raw = ""
-        if root:
+        if root and not GUID_PATTERN.fullmatch(item.guid):  # a tampered file: never read outside data/
+            item.notes.append("guid is not a plain file name; its files are not read")
+        elif root:
             image_path, text_path = root / "data" / f"{item.guid}.jpg", root / "data" / f"{item.guid}.txt"
             try:
                 raw = decode_text(text_path.read_bytes(), str(text_path))[0]
