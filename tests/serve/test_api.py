@@ -165,7 +165,10 @@ def test_health_docs_and_page(client):
     spec = client.get("/openapi.json").json()
     assert {"/predict", "/predict/batch", "/health"} <= set(spec["paths"])
     assert "multipart/form-data" in spec["paths"]["/predict"]["post"]["requestBody"]["content"]
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/static/swagger-ui/swagger-ui-bundle.js" in docs.text
+    assert "cdn" not in docs.text.lower() and "https://" not in docs.text  # works offline
+    assert client.get("/static/swagger-ui/swagger-ui-bundle.js").status_code == 200
     page = client.get("/")
     assert page.status_code == 200 and "<form" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]

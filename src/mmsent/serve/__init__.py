@@ -211,7 +211,8 @@ def create_app(run_dir: str | Path | None = None, *, predictor: RunPredictor | N
     predictor.max_image_pixels = settings.max_image_pixels
     info = schemas.ModelInfo(**predictor.info())
 
-    app = FastAPI(title="mmsent", version=__version__,
+    # docs_url=None: the default /docs page loads Swagger UI from a CDN and is blank offline; ours serves it locally
+    app = FastAPI(title="mmsent", version=__version__, docs_url=None,
                   description=f"Multimodal tweet sentiment with the `{info.name}` ensemble of {info.run_dir}.")
     app.state.settings = settings
 
@@ -318,6 +319,15 @@ def create_app(run_dir: str | Path | None = None, *, predictor: RunPredictor | N
         if request.url.path == "/" or request.url.path.startswith("/static/"):  # the page however it is reached
             response.headers.update(page_headers)
         return response
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Any:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="mmsent API",
+                                   swagger_js_url="/static/swagger-ui/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/swagger-ui/swagger-ui.css",
+                                   swagger_favicon_url="data:,")
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
