@@ -29,10 +29,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from ensemble_lab5 import read_oof, score  # noqa: E402
+from ensemble_lab5 import read_oof, score
+from results_file import prepend_section
 
-from mmsent.training.ensemble import decide, nested_rule_predictions  # noqa: E402
-from results_file import prepend_section  # noqa: E402
+from mmsent.training.ensemble import decide, nested_rule_predictions
 
 
 def run_variant(name: str, sets: str, args: argparse.Namespace) -> tuple[Path, str, float | None]:

@@ -26,10 +26,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from mmsent.labels import LABELS  # noqa: E402
-from mmsent.training.ensemble import decide, nested_rule_predictions  # noqa: E402
-from mmsent.training.metrics import compute_metrics  # noqa: E402
-from results_file import prepend_section  # noqa: E402
+from results_file import prepend_section
+
+from mmsent.labels import LABELS
+from mmsent.training.ensemble import decide, nested_rule_predictions
+from mmsent.training.metrics import compute_metrics
 
 
 def read_oof(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, np.ndarray]]:

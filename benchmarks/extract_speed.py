@@ -22,8 +22,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from mmsent.encoders import create_image_encoder  # noqa: E402
-from results_file import prepend_section  # noqa: E402
+from results_file import prepend_section
+
+from mmsent.encoders import create_image_encoder
 
 
 def main() -> int:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from results_file import prepend_section  # noqa: E402
+from results_file import prepend_section
 
 
 def build_manifest(data: Path, work: Path, rows: int) -> Path:

@@ -18,7 +18,7 @@ def _save(folder, model, preprocessor: dict):
 
 @pytest.fixture(scope="module")
 def backbones(tmp_path_factory):
-    from transformers import (CLIPVisionConfig, CLIPVisionModel, ResNetConfig, ResNetModel, ViTConfig, ViTModel)
+    from transformers import CLIPVisionConfig, CLIPVisionModel, ResNetConfig, ResNetModel, ViTConfig, ViTModel
 
     base = tmp_path_factory.mktemp("hf_image")
     torch.manual_seed(0)

@@ -67,11 +67,11 @@ class MicroBatcher:
                 self.batches.append(len(batch))
                 try:
                     results = self.run(batch[0][0], [item for _, item, _ in batch])
-                except Exception as exc:  # noqa: BLE001 - handed to the waiting requests, never lost
+                except Exception as exc:
                     for _, _, future in batch:
                         future.set_exception(exc)
                     continue
                 for (_, _, future), result in zip(batch, results):
                     future.set_result(result)
-            except Exception:  # noqa: BLE001 - logged; the batcher keeps serving
+            except Exception:
                 logger.exception("micro-batcher: unexpected error; continuing")
