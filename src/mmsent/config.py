@@ -92,9 +92,6 @@ class TrainConfig:
     # Share of each run's training rows held out to choose its epoch, so no run is early-stopped on the rows that
     # score it (each seed draws its own holdout).
     stop_fraction: float = _ranged(0.1, "(0, 0.5]")
-    # After choosing the epoch on that holdout, train again from the same init on all training rows for that many
-    # epochs (the holdout's rows then train too); costs a second training per run.
-    refit: bool = False
     class_weighting: bool = True
     hidden_dim: int = _ranged(256, ">= 1")
     dropout: float = _ranged(0.3, "[0, 1)")

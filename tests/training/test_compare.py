@@ -129,26 +129,3 @@ def test_each_run_chooses_its_epoch_on_its_own_rows_and_is_scored_on_the_validat
     y_val = np.array([LABELS.index(names[g]) for g in split.val])
     assert run.metrics["n"] == len(split.val)
     assert run.metrics["accuracy"] == pytest.approx(float((run.val_probs.argmax(1) == y_val).mean()))
-
-
-def test_refit_trains_the_same_init_on_every_training_row_for_the_chosen_epochs(task, monkeypatch) -> None:
-    import mmsent.training.compare as compare_mod
-    from mmsent.training.trainer import predict_proba
-
-    feats, names, split = task
-    calls = []
-    real = compare_mod.refit_model
-
-    def spy(model, train_in, labels, cfg, seed, epochs):
-        calls.append((len(train_in), epochs))
-        return real(model, train_in, labels, cfg, seed, epochs)
-
-    monkeypatch.setattr(compare_mod, "refit_model", spy)
-    comparison = compare_models(feats, names, split, ["concat"], [0], tiny_cfg(epochs=4, refit=True),
-                                progress=False, workers=1)
-    run = comparison.runs[0]
-    assert calls == [(len(split.train), run.best_epoch)]  # all training rows, none of the validation rows
-    kept = comparison.models[("concat", 0)]
-    np.testing.assert_allclose(predict_proba(kept, feats.select(split.val)), run.val_probs, atol=1e-6)
-    plain = compare_models(feats, names, split, ["concat"], [0], tiny_cfg(epochs=4), progress=False, workers=1)
-    assert not np.allclose(plain.runs[0].val_probs, run.val_probs)

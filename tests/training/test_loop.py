@@ -90,20 +90,3 @@ def test_a_non_finite_loss_stops_training_with_the_reason():
         fit(FusionTask(model, inputs, inputs, True), torch.as_tensor(labels), range(20), None,
             [(list(model.parameters()), 1e-3)], 0.0, LoopSettings(epochs=1, batch_size=20),
             device=torch.device("cpu"))
-
-
-def test_stop_after_ends_early_on_the_full_runs_schedule():
-    feats, labels = make_task(80, seed=3)
-    y = torch.as_tensor(labels)
-    train = to_inputs(feats.select(feats.guids[:60]), "cpu")
-    histories = []
-    for stop_after in (None, 2):
-        set_seed(0)
-        model = create_fusion_model("concat", IMAGE_DIM, TEXT_DIM, tiny_cfg())
-        settings = LoopSettings(epochs=5, batch_size=8, seed=4, stop_after=stop_after)
-        result = fit(FusionTask(model, train, train, group_by_length=False), y[:60], range(60), None,
-                     [(list(model.parameters()), 3e-3)], 0.01, settings, device=torch.device("cpu"))
-        histories.append(result.history)
-    full, stopped = histories
-    assert len(full) == 5 and len(stopped) == 2
-    assert stopped == full[:2]  # the same learning rates and losses: the schedule still spans 5 epochs

@@ -24,7 +24,7 @@ from mmsent.fusion.registry import create_fusion_model
 from mmsent.labels import label_to_index
 from mmsent.training.metrics import compute_metrics, format_metrics
 from mmsent.training.seed import set_seed
-from mmsent.training.trainer import predict_proba, refit_model, take_batch, to_inputs, train_model
+from mmsent.training.trainer import predict_proba, take_batch, to_inputs, train_model
 
 _SCORES = ("accuracy", "macro_f1", "weighted_f1")
 
@@ -312,11 +312,6 @@ def compare_models(features: FeatureSet, labels: dict[str, str], split: SplitLik
         result = train_model(model, take_batch(train_in, fit_rows), y_train[fit_rows.cpu()],
                              take_batch(train_in, stop_rows), y_train[stop_rows.cpu()], run_cfg, seed)
         model, seconds = result.model, result.train_seconds
-        if run_cfg.refit:  # the same init again, on every training row, for the epochs the holdout chose
-            set_seed(seed)
-            model = create_fusion_model(name, image_dim, text_dim, run_cfg, **ctor_kwargs)
-            model, refit_seconds = refit_model(model, train_in, y_train, run_cfg, seed, result.best_epoch)
-            seconds += refit_seconds
         val_probs = predict_proba(model, val_in)
         run = ModelRun(model=name, seed=seed, metrics=compute_metrics(y_val, val_probs.argmax(1)),
                        best_epoch=result.best_epoch, train_seconds=seconds, history=result.history,

@@ -72,8 +72,6 @@ class LoopSettings:
         seed: seeds dropout and the batch orders.
         checkpoint_every: optimizer steps between checkpoints (one is also written at every epoch end when a
             checkpoint folder is given); None: epoch ends only.
-        stop_after: end after this many epochs, the schedule still spanning ``epochs`` (a refit that reproduces
-            the run whose best epoch it was); None: all ``epochs``.
     """
 
     epochs: int
@@ -86,7 +84,6 @@ class LoopSettings:
     amp_dtype: torch.dtype | None = None
     seed: int = 0
     checkpoint_every: int | None = None
-    stop_after: int | None = None
 
 
 @dataclass
@@ -299,8 +296,7 @@ def fit(task: Task, labels: torch.Tensor, train_rows: Sequence[int], eval_labels
 
     autocast = (lambda: torch.autocast(device.type, dtype=settings.amp_dtype)) if settings.amp_dtype is not None \
         else contextlib.nullcontext
-    last_epoch = settings.epochs if settings.stop_after is None else min(settings.epochs, settings.stop_after)
-    while not st["done"] and st["epoch"] < last_epoch:
+    while not st["done"] and st["epoch"] < settings.epochs:
         epoch = st["epoch"]
         batches = epoch_batches(train_rows, settings.batch_size, settings.seed, epoch, lengths)
         task.train()

@@ -159,26 +159,6 @@ class FusionTask:
         self.model.load_state_dict(state)
 
 
-def refit_model(model: FusionModel, train: Features, train_labels: Labels, cfg: TrainConfig, seed: int,
-                epochs: int) -> tuple[FusionModel, float]:
-    """Trains ``model`` on every given row for ``epochs`` epochs (chosen beforehand on held-out rows, e.g. the best
-    epoch of :func:`train_model`) under the schedule of ``cfg.epochs`` epochs, as that run had it at that epoch, and
-    keeps the last epoch; returns it in eval mode and the seconds taken."""
-    device = resolve_device(cfg.device)
-    model.to(device)
-    train_in = to_inputs(train, device)
-    y = _as_label_tensor(train_labels, len(train_in), "train_labels", device)
-    use_amp = model.uses_tokens and has_fast_bf16(device)
-    settings = LoopSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, patience=None,
-                            class_weighting=cfg.class_weighting, schedule="cosine", warmup_fraction=0.05,
-                            grad_clip=1.0, amp_dtype=torch.bfloat16 if use_amp else None, seed=seed,
-                            stop_after=epochs)
-    task = FusionTask(model, train_in, train_in, group_by_length=True)
-    result = fit(task, y, range(len(train_in)), None, [(list(model.parameters()), cfg.lr)], cfg.weight_decay,
-                 settings, device=device, desc=f"{type(model).__name__} refit")
-    return model.eval(), result.seconds
-
-
 def train_model(model: FusionModel, train: Features, train_labels: Labels, val: Features, val_labels: Labels,
                 cfg: TrainConfig, seed: int, progress: bool = False, *,
                 schedule: Literal["cosine", "linear", "constant"] = "cosine", warmup_fraction: float = 0.05,
