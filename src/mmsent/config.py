@@ -214,6 +214,7 @@ _RETIRED: dict[str, tuple[str, str]] = {
     "finetune.joint": ("enabled", "end-to-end (joint) fine-tuning was removed; fine-tune the encoders separately"),
     "finetune.image.augment": ("", "pixel augmentation in image fine-tuning was removed"),
     "data.fold": ("", "data.kfold now runs every fold (cross-validation)"),
+    "training.refit": ("", "refit on all training rows measured below fold averaging and was removed"),
 }
 
 _SIMPLE = {type(None): "null", bool: "true/false", int: "an integer", float: "a number", str: "a string",
