@@ -350,9 +350,7 @@ def test_a_zero_is_no_legacy_spelling_elsewhere_or_in_code():
     ({"training": {"refit": True}}, r"training\.refit: True is no longer supported"),
 ])
 def test_retired_features_switched_on_are_refused(data, message, tmp_path):
-    off = {k: {kk: ({"enabled": False} if isinstance(vv, dict) else False) for kk, vv in v.items()}
-           for k, v in data.items()}
-    (tmp_path / "off.yaml").write_text(yaml.safe_dump(off), encoding="utf-8")
+    (tmp_path / "off.yaml").write_text(yaml.safe_dump(data).replace("true", "false"), encoding="utf-8")
     load_config(tmp_path / "off.yaml")  # a saved config that leaves it off still loads
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
     with pytest.raises(ConfigError, match=message):
