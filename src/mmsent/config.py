@@ -76,7 +76,8 @@ class EncoderConfig:
     batch_size: int = _ranged(32, ">= 1")
     device: Device = "auto"
     num_threads: int | Literal["auto"] = _ranged("auto", ">= 1")  # auto: every core the process may use
-    # Image inference runtime: auto = OpenVINO on a CPU (bf16 where the CPU has it natively), PyTorch on CUDA.
+    # Image inference runtime: auto = OpenVINO fp32 on a CPU (the same features as PyTorch), PyTorch on CUDA;
+    # openvino-bf16 is faster still but changes features measurably (opt-in).
     backend: Literal["auto", "torch", "openvino", "openvino-bf16"] = "auto"
 
 

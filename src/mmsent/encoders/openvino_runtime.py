@@ -1,8 +1,9 @@
 """The image encoders' inference path compiled by OpenVINO for the CPU (``encoders.backend``).
 
 Eager PyTorch runs EfficientNet-Lite2 at a fraction of what two cores can do; OpenVINO's CPU plugin runs the same
-graph several times faster, in fp32 (features equal to eager up to float rounding) or with bf16 inference precision
-on CPUs that have native bf16 (cosine >= 0.998 to eager). Measurements: ``benchmarks/extract_speed.py``. Training
+graph several times faster, in fp32 (features equal to eager up to float rounding: the default) or with bf16
+inference precision on CPUs that have native bf16 (faster again, features measurably different: opt-in).
+Measurements: ``benchmarks/extract_speed.py`` and ``benchmarks/RESULTS.md``. Training
 and fine-tuning always run in PyTorch; only feature extraction and serving use this path.
 """
 
@@ -28,14 +29,12 @@ def openvino_available() -> bool:
 
 
 def resolve_backend(requested: str, device: torch.device) -> str:
-    """``auto`` -> ``openvino-bf16`` on a CPU with native bf16, ``openvino`` on other CPUs, ``torch`` on CUDA or
-    without OpenVINO installed; any other name is checked and returned."""
-    from mmsent.device import has_fast_bf16
-
+    """``auto`` -> ``openvino`` (fp32: the same features as PyTorch) on a CPU, ``torch`` on CUDA or without OpenVINO
+    installed; any other name is checked and returned. ``openvino-bf16`` is faster still but changes features
+    measurably (on lab5: median cosine 0.9986 to PyTorch, 2.3% of images below 0.99, image-only macro-F1 -0.009), so
+    it is only used when asked for."""
     if requested == "auto":
-        if device.type != "cpu" or not openvino_available():
-            return "torch"
-        return "openvino-bf16" if has_fast_bf16(device) else "openvino"
+        return "openvino" if device.type == "cpu" and openvino_available() else "torch"
     if requested not in BACKENDS:
         raise ValueError(f"unknown encoder backend {requested!r}; known: auto, {', '.join(BACKENDS)}")
     if requested != "torch":
