@@ -296,16 +296,14 @@ def extract_text_features(examples: Sequence[Example], encoder: TextEncoder, cle
         cleaned, cleaner_fp = [ex.text for ex in examples], "raw"
     else:
         cleaned, cleaner_fp = [cleaner.clean(ex.text) for ex in examples], cleaner.fingerprint()
-    if isinstance(encoder, CombinedTextEncoder):
-        parts = []
-        for part in encoder.parts:
-            part_stats: dict[str, Any] = {}
-            parts.append(extract_modality("text", guids, cleaned, [text_digest(t) for t in cleaned],
-                                          text_data_fingerprint(guids, cleaned, cleaner_fp), part, cache,
-                                          batch_size=batch_size, progress=progress, stats=part_stats))
-            if stats is not None:
-                stats.setdefault("parts", {})[part.name] = part_stats
-        return encoder.combine(parts)
-    return extract_modality("text", guids, cleaned, [text_digest(t) for t in cleaned],
-                            text_data_fingerprint(guids, cleaned, cleaner_fp), encoder, cache,
-                            batch_size=batch_size, progress=progress, stats=stats)
+    # A combined encoder's parts are extracted (and cached) one by one over the same rows.
+    item_ids, data_fp = [text_digest(t) for t in cleaned], text_data_fingerprint(guids, cleaned, cleaner_fp)
+    combined = isinstance(encoder, CombinedTextEncoder)
+    parts = []
+    for part in encoder.parts if combined else [encoder]:
+        part_stats: dict[str, Any] | None = {} if combined else stats
+        parts.append(extract_modality("text", guids, cleaned, item_ids, data_fp, part, cache, batch_size=batch_size,
+                                      progress=progress, stats=part_stats))
+        if combined and stats is not None:
+            stats.setdefault("parts", {})[part.name] = part_stats
+    return encoder.combine(parts) if combined else parts[0]
