@@ -62,12 +62,13 @@ WORDS = [
 ]
 
 
-def build_tiny_bert(folder: Path, *, seed: int = 0, do_lower_case: bool = True, cased_words: bool = False) -> Path:
+def build_tiny_bert(folder: Path, *, seed: int = 0, do_lower_case: bool = True, cased_words: bool = False,
+                    extra_words: Sequence[str] = ()) -> Path:
     """Writes a 2-layer, 32-wide random BERT plus a WordPiece tokenizer as a plain HF folder."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
-    words = list(WORDS) + (["Hello", "World"] if cased_words else [])
+    words = list(WORDS) + (["Hello", "World"] if cased_words else []) + list(extra_words)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
     vocab_file = folder / "vocab.txt"
     vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
@@ -172,3 +173,29 @@ def one_torch_thread():
 
     with torch_threads(1):
         yield
+
+
+def build_tiny_clip(folder: Path, *, seed: int = 0) -> Path:
+    """Writes a random two-tower CLIP (16-wide, 32 px images) with the tiny WordPiece tokenizer as a plain HF folder.
+
+    The tokenizer hands the model only ids and mask, as CLIP's own does (a CLIP text tower takes no token types).
+    """
+    import json
+
+    from transformers import AutoTokenizer, CLIPConfig, CLIPModel
+
+    build_tiny_bert(folder, seed=seed, extra_words=["positive", "neutral", "negative"])  # the label prompts' words
+    for stale in ("model.safetensors", "config.json"):
+        (folder / stale).unlink()
+    tok = AutoTokenizer.from_pretrained(str(folder), model_input_names=["input_ids", "attention_mask"])
+    tok.save_pretrained(str(folder))
+    layers = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}
+    cfg = CLIPConfig(text_config={**layers, "vocab_size": tok.vocab_size, "max_position_embeddings": 128,
+                                                  "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3},
+                     vision_config={**layers, "image_size": 32, "patch_size": 8}, projection_dim=8)
+    torch.manual_seed(seed)
+    CLIPModel(cfg).eval().save_pretrained(str(folder))
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "size": {"shortest_edge": 40}, "crop_size": {"height": 32, "width": 32},
+        "image_mean": [0.48, 0.46, 0.41], "image_std": [0.27, 0.26, 0.28], "resample": 3}))
+    return folder

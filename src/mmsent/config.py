@@ -117,6 +117,9 @@ class CompareConfig:
     # neutral class is rarely predicted by plain argmax); false keeps plain argmax. Without folds there are no rows to
     # fit them on that are not also scored, so plain argmax is used.
     decision_rule: bool = False
+    # A zero-shot baseline scored on the held-out rows beside the trained models (mmsent.zeroshot): "auto" uses the
+    # CLIP / SigLIP model of an hf-clip: encoder when there is one, "off" never, hf-clip:<hub id or folder> names one
+    zero_shot: str = "auto"
     # CPU processes that train runs side by side, one thread each: auto = one per core; 1 = in-process, no workers
     workers: int | Literal["auto"] = _ranged("auto", ">= 1")
     # Per model: `training` keys (or model constructor arguments) that differ from `training`; entries for models not
@@ -468,6 +471,10 @@ def _check_contradictions(cfg: RunConfig) -> None:
         raise ConfigError(f"encoders.text={cfg.encoders.text!r} and finetune.text.mode={text.mode} contradict each "
                           "other: only a single Hugging Face text encoder can be fine-tuned; set "
                           "finetune.text.mode=frozen or use one text encoder")
+    zero_shot = cfg.compare.zero_shot
+    if zero_shot not in ("auto", "off") and not (zero_shot.startswith("hf-clip:") and zero_shot[8:].strip()):
+        raise _not_allowed(f"compare.zero_shot: {zero_shot!r} is not allowed", zero_shot,
+                           ["auto", "off", "hf-clip:<hub id or folder>"])
     seeds = cfg.compare.seeds
     if not seeds:
         raise ConfigError("compare.seeds: empty; give at least one seed, e.g. compare.seeds=0,1,2")
@@ -522,11 +529,12 @@ def _check_names(cfg: RunConfig) -> None:
     from mmsent.encoders.registry import IMAGE_ALIASES, IMAGE_ENCODERS  # here: the registry imports this module
 
     name = cfg.encoders.image
-    if name.startswith("hf-image:"):
-        if not name.removeprefix("hf-image:").strip():
-            raise ConfigError("encoders.image: 'hf-image:' needs a hub id or a model folder after it, e.g. "
-                              "hf-image:microsoft/resnet-50")
-        return
+    for prefix in ("hf-image:", "hf-clip:"):
+        if name.startswith(prefix):
+            if not name.removeprefix(prefix).strip():
+                raise ConfigError(f"encoders.image: '{prefix}' needs a hub id or a model folder after it, e.g. "
+                                  f"{prefix}openai/clip-vit-base-patch32")
+            return
     base, sep, weights = name.partition(":")
     lookup = base.strip().lower()
     if IMAGE_ALIASES.get(lookup, lookup) not in IMAGE_ENCODERS:

@@ -217,6 +217,18 @@ def choose_predictor(cfg: RunConfig, parts: list[Comparison], table: Comparison,
     return predictor, np.mean([probs[m] for m in members], axis=0)
 
 
+def score_baselines(cfg: RunConfig, dataset: LabDataset, guids: list[str]) -> list[dict[str, Any]]:
+    """The zero-shot baseline ``compare.zero_shot`` asks for, scored on the held-out rows ``guids`` (or nothing)."""
+    from mmsent.zeroshot import zero_shot_model, zero_shot_scores  # local: loads transformers' CLIP only when used
+
+    source = zero_shot_model(cfg.compare.zero_shot, cfg.encoders.image, cfg.encoders.text)
+    if source is None:
+        return []
+    by_guid = {ex.guid: ex for ex in dataset.train}
+    return zero_shot_scores(source, [by_guid[g] for g in guids], TextCleaner(cfg.cleaning),
+                            device=cfg.encoders.device, max_pixels=cfg.data.max_image_pixels)
+
+
 def save_predictor(run_dir: Path, cfg: RunConfig, parts: list[Comparison], predictor: Predictor) -> list[FusionModel]:
     """Replaces ``run_dir/models`` with every model of the predictor's members (each fold's, each seed's) and writes
     ``predictor.json`` naming them; returns the models.
@@ -295,6 +307,7 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> PipelineR
         parts, table = compare_folds(cfg, feats, splits, labels, progress)
         predictor, predictor_probs = choose_predictor(cfg, parts, table, labels)
         table.predictor = {"name": predictor.name, **predictor.held_out_metrics}
+        table.baselines = score_baselines(cfg, dataset, table.val_guids)
         table.save(run_dir)
         write_held_out_predictions(run_dir, table, labels, predictor.name, predictor_probs)
     print(table.to_markdown())

@@ -56,6 +56,24 @@ class ImagePreprocess:
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)  # divisor after the mean
     resample: int = Image.Resampling.BICUBIC
 
+    def crop(self, image: Image.Image) -> np.ndarray:
+        """The ``(S, S, 3)`` uint8 center crop of an RGB image, resized so its shorter side is ``resize_size`` first.
+
+        Only the kept region is resampled: the crop box is mapped back to the source image, one resize pass.
+        """
+        size, w, h = self.input_size, *image.size
+        side = min(w, h) * size / self.resize_size
+        left, top = (w - side) / 2, (h - side) / 2
+        out = image.resize((size, size), self.resample, box=(left, top, left + side, top + side))
+        return np.asarray(out, dtype=np.uint8)
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``(B, S, S, 3)`` uint8 crops -> float ``(B, 3, S, S)`` input, on the crops' device."""
+        x = pixels.permute(0, 3, 1, 2).float()
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
 
 class ImageEncoder(Encoder):
     """An image encoder: :meth:`open` and :meth:`crop`, then :meth:`encode_pixels`.

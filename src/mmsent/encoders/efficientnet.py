@@ -71,8 +71,6 @@ class ConvImageEncoder(ImageEncoder):
         self.net = net.eval().to(resolve_device(device))
         self.weights_file = Path(weights_file) if weights_file is not None else None
         self.decode_workers = max(1, int(decode_workers))
-        self._mean = torch.tensor(self.preprocess.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self._std = torch.tensor(self.preprocess.std, dtype=torch.float32).view(1, 3, 1, 1)
         self.backend = resolve_backend(backend, self.device)
         self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
 
@@ -113,21 +111,14 @@ class ConvImageEncoder(ImageEncoder):
         return load_image(source, max_pixels=max_pixels, min_side=side)
 
     def crop(self, image: Image.Image) -> np.ndarray:
-        # Only the kept region is resampled: the crop box is mapped back to the source image, one resize pass.
-        size, resize = self.preprocess.input_size, self.preprocess.resize_size
-        w, h = image.size
-        side = min(w, h) * size / resize
-        left, top = (w - side) / 2, (h - side) / 2
-        out = image.resize((size, size), self.preprocess.resample, box=(left, top, left + side, top + side))
-        return np.asarray(out, dtype=np.uint8)
+        return self.preprocess.crop(image)
 
     def load(self, path: ImageItem, max_pixels: int | None = None) -> np.ndarray:
         """Decodes and crops one image to ``(S, S, 3)`` uint8 (runs in worker threads; PIL releases the GIL)."""
         return self.crop(self.open(path, max_pixels))
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-        x = (x - self._mean.to(x.device)) / self._std.to(x.device)
+        x = self.preprocess.normalize(pixels.to(self.device, non_blocking=True))
         # channels_last lets oneDNN / cuDNN pick their fastest convolution kernels
         return x.contiguous(memory_format=torch.channels_last)
 

@@ -19,16 +19,17 @@ from PIL import Image
 
 from mmsent.encoders.base import ImagePreprocess
 from mmsent.encoders.efficientnet import ConvImageEncoder
-from mmsent.encoders.hf_text import EncoderLoadError
+from mmsent.encoders.hf_text import EncoderLoadError, quiet_transformers
 
 logger = logging.getLogger("mmsent.encoders")
 
 PREFIX = "hf-image:"
+CLIP_PREFIX = "hf-clip:"  # a CLIP / SigLIP model: its vision tower here, its text tower in hf_text
 _IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 _VISION_TOWERS = {"clip": "CLIPVisionModel", "siglip": "SiglipVisionModel"}
 
 
-def _preprocess(source: str) -> ImagePreprocess:
+def hf_preprocess(source: str) -> ImagePreprocess:
     """From ``preprocessor_config.json`` (a local folder, or the hub's copy): sizes, mean and std (0-1 scale)."""
     from transformers.utils import cached_file
 
@@ -53,11 +54,12 @@ class HFImageEncoder(ConvImageEncoder):
 
     Args:
         source: a hub id or a local folder holding ``config.json``, weights and ``preprocessor_config.json``.
+        prefix: the registry prefix the encoder's name keeps (``hf-image:`` or ``hf-clip:``).
         **others: as for :class:`ConvImageEncoder`.
     """
 
     def __init__(self, source: str, *, grid: int = 3, device: str | torch.device = "auto", decode_workers: int = 2,
-                 backend: str = "torch") -> None:
+                 backend: str = "torch", prefix: str = PREFIX) -> None:
         import transformers
         from transformers.utils import logging as hf_logging
 
@@ -66,8 +68,9 @@ class HFImageEncoder(ConvImageEncoder):
             config = transformers.AutoConfig.from_pretrained(source)
             tower = _VISION_TOWERS.get(config.model_type)
             loader = getattr(transformers, tower) if tower else transformers.AutoModel
-            model = loader.from_pretrained(source, dtype=torch.float32)
-            self.preprocess = _preprocess(source)
+            with quiet_transformers():
+                model = loader.from_pretrained(source, dtype=torch.float32)
+            self.preprocess = hf_preprocess(source)
         except (OSError, ValueError) as exc:
             raise EncoderLoadError(f"image model {source!r} could not be loaded: not a local folder with a Hugging "
                                    f"Face model, and not reachable on the hub ({type(exc).__name__}: {exc})") from exc
@@ -79,7 +82,7 @@ class HFImageEncoder(ConvImageEncoder):
         self.stride = side / map_side
         self.lib_versions = f"transformers={'.'.join(transformers.__version__.split('.')[:2])}"
         weights = [p for p in Path(source).glob("*.safetensors")] if Path(source).is_dir() else []
-        super().__init__(f"{PREFIX}{source}", model, grid=grid, device=device,
+        super().__init__(f"{prefix}{source}", model, grid=grid, device=device,
                          weights_file=weights[0] if len(weights) == 1 else None, decode_workers=decode_workers,
                          backend=backend)
         logger.info("loaded %s (%s, %d-d, %dx%d map)", source, type(model).__name__, self.dim, map_side, map_side)

