@@ -310,6 +310,18 @@ def export(run_dir: Path = typer.Argument(..., help="A finished run directory.")
 
 
 @app.command()
+def track(run_dir: Path = typer.Argument(..., help="A finished run directory."),
+          mlflow: str = typer.Option(..., "--mlflow", help="MLflow tracking URI, e.g. sqlite:///mlflow.db."),
+          experiment: str = typer.Option("mmsent", "--experiment", help="MLflow experiment name.")) -> None:
+    """Records a finished run in MLflow (config as parameters, scores and timings as metrics, outputs as artifacts)."""
+    from mmsent.tracking import log_run
+
+    with _user_errors():
+        run_id = log_run(run_dir, mlflow, experiment)
+    console.print(f"recorded {run_dir} in MLflow ({mlflow}, experiment {experiment!r}): run {run_id}")
+
+
+@app.command()
 def tune(model: str = typer.Argument("concat", help="The fusion design whose training settings are searched."),
          data: Optional[Path] = DataOpt, out: Path = typer.Option(..., "--out", "-o",
          help="Study folder: tune.sqlite3 (a rerun resumes it), tuning.md, tuning.json, best_config.yaml."),

@@ -190,6 +190,15 @@ class FinetuneConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """Experiment tracking: each finished run is recorded in MLflow (needs ``pip install 'mmsent[track]'``)."""
+
+    # MLflow tracking URI, e.g. sqlite:///mlflow.db or http://host:5000; null records nothing
+    mlflow: str | None = None
+    experiment: str = "mmsent"
+
+
+@dataclass
 class RunConfig:
     """Everything one run needs; saved resolved next to its outputs."""
 
@@ -199,6 +208,7 @@ class RunConfig:
     training: TrainConfig = field(default_factory=TrainConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     cache_dir: str = "~/.cache/mmsent"
 
     def to_dict(self) -> dict[str, Any]:

@@ -96,7 +96,7 @@ class Stopwatch:
 # the new run's (a half-finished rerun then has no predictor.json, and predict/serve say the run did not finish).
 RUN_OUTPUTS = ("config.yaml", "data_report.json", "split.csv", "split_fold*.csv", "comparison.*", "finetune.json",
                VALIDATION_FILE, OOF_FILE, PREDICTOR_FILE, METRICS_FILE, "predictions.txt", "predictions_proba.csv",
-               "report.html", "report", MODELS_DIR)
+               "report.html", "report", "tracking.json", MODELS_DIR)
 
 
 def clear_run_dir(run_dir: str | Path) -> Path:
@@ -288,6 +288,19 @@ def build_report_safely(run_dir: Path) -> None:
         log.exception("building the HTML report failed; rebuild it with `mmsent report %s`", run_dir)
 
 
+def track_safely(run_dir: Path, cfg: RunConfig) -> None:
+    """Records the run in MLflow when ``tracking.mlflow`` is set; a failure is logged with the command that retries."""
+    if not cfg.tracking.mlflow:
+        return
+    try:
+        from mmsent.tracking import log_run  # local: MLflow is an optional extra
+
+        log_run(run_dir, cfg.tracking.mlflow, cfg.tracking.experiment)
+    except Exception:
+        log.exception("recording the run in MLflow failed; the run itself is complete. Retry with `mmsent track %s "
+                      "--mlflow %s --experiment %s`", run_dir, cfg.tracking.mlflow, cfg.tracking.experiment)
+
+
 def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> PipelineResult:
     """The whole main job on one dataset; writes config, splits, comparison, predictor, predictions, metrics, report."""
     validate(cfg)  # a config changed in code is checked like a loaded one, before any work
@@ -315,6 +328,7 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> PipelineR
     predictions_path = predict_test(cfg, dataset, feats, models, predictor, run_dir)
     write_summary(run_dir, cfg, predictor, table, clock.finish(), extraction)
     build_report_safely(run_dir)
+    track_safely(run_dir, cfg)
     return PipelineResult(run_dir, table, predictor.name, predictions_path, clock.timings)
 
 

@@ -1,0 +1,83 @@
+"""Records a finished run in MLflow: its config as parameters, its held-out scores and timings as metrics, and its
+outputs (comparison, metrics, report, predictions) as artifacts. Everything is read back from the run folder, so a run
+recorded later (``mmsent track RUN``) gives the same MLflow run as one recorded at its end."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mmsent.io import write_json
+
+log = logging.getLogger("mmsent.tracking")
+
+TRACKING_FILE = "tracking.json"  # in the run folder: where the run was recorded
+ARTIFACTS = ("config.yaml", "data_report.json", "metrics.json", "comparison.md", "comparison.json", "comparison.csv",
+             "predictor.json", "predictions.txt", "report.html")
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return flat
+
+
+def run_metrics(run_dir: Path) -> dict[str, float]:
+    """The numbers MLflow gets: the predictor's held-out scores, each design's mean scores, the timings."""
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    comparison = json.loads((run_dir / "comparison.json").read_text(encoding="utf-8"))
+    held = metrics.get("ensemble_validation_metrics") or {}
+    out = {f"predictor_{k}": held[k] for k in ("accuracy", "macro_f1", "weighted_f1") if k in held}
+    for name, scores in (held.get("per_class") or {}).items():
+        out[f"predictor_f1_{name}"] = scores["f1"]
+    for row in comparison.get("summary", []):
+        for score in ("accuracy", "macro_f1", "weighted_f1"):
+            out[f"{row['model']}_{score}_mean"] = row[f"{score}_mean"]
+            out[f"{row['model']}_{score}_std"] = row[f"{score}_std"]
+    for row in comparison.get("baselines") or []:
+        out[f"{row['name'].replace(' ', '_').replace('+', '_')}_macro_f1"] = row["macro_f1"]
+    out.update({k: v for k, v in (metrics.get("timings") or {}).items() if isinstance(v, (int, float))})
+    return {k: float(v) for k, v in out.items()}
+
+
+def log_run(run_dir: str | Path, uri: str, experiment: str = "mmsent") -> str:
+    """Records the finished run in ``run_dir`` under ``experiment`` at tracking URI ``uri``; returns the MLflow run id
+    (also written to ``tracking.json`` in the run folder)."""
+    try:
+        from mlflow import MlflowClient
+    except ImportError as exc:
+        raise ImportError("experiment tracking needs MLflow: pip install 'mmsent[track]' (or mlflow-skinny)") from exc
+    run_dir = Path(run_dir)
+    if not (run_dir / "metrics.json").is_file():
+        raise FileNotFoundError(f"{run_dir}: no metrics.json; track a run folder that `mmsent run` finished")
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    chosen = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get("chosen_model", "")
+    run = client.create_run(experiment_id, run_name=run_dir.resolve().name,
+                            tags={"mmsent.run_dir": str(run_dir.resolve()), "mmsent.predictor": str(chosen)})
+    run_id = run.info.run_id
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        for key, value in _flatten(config).items():
+            client.log_param(run_id, key, value[:6000])  # MLflow's limit on a parameter value
+        for key, value in run_metrics(run_dir).items():
+            client.log_metric(run_id, key, value)
+        for name in ARTIFACTS:
+            if (run_dir / name).is_file():
+                client.log_artifact(run_id, str(run_dir / name))
+    except Exception:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id)
+    write_json(run_dir / TRACKING_FILE, {"mlflow_uri": uri, "experiment": experiment, "run_id": run_id})
+    log.info("recorded the run in MLflow (%s, experiment %r, run %s)", uri, experiment, run_id)
+    return run_id
