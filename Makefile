@@ -8,7 +8,12 @@ STAMP := $(VENV)/.mmsent-installed
 TORCH_SPEC ?= torch==2.13.0
 RUN_DIR ?= runs/sample
 
-.PHONY: run test bench clean-venv
+# timm imports torchvision, which needs a torch build of its own: the timm tests run in a second environment.
+TIMM_VENV ?= .venv-timm
+TIMM_STAMP := $(TIMM_VENV)/.mmsent-installed
+TIMM_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: run test test-timm bench clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +29,17 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+$(TIMM_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(TIMM_VENV)
+	$(TIMM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(TIMM_VENV)/bin/python -m pip install -q $(TIMM_TORCH_SPEC)
+	$(TIMM_VENV)/bin/python -m pip install -q -e ".[test,timm]"
+	touch $(TIMM_STAMP)
+
+# The timm encoder tests (skipped by `make test`, where timm is absent), with timm's tiny random test_* models.
+test-timm: $(TIMM_STAMP)
+	$(TIMM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/encoders/test_timm_encoder.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_lab5.py

@@ -547,6 +547,11 @@ def _check_names(cfg: RunConfig) -> None:
             return
     base, sep, weights = name.partition(":")
     lookup = base.strip().lower()
+    if lookup == "timm":
+        if not weights.strip() or weights.strip().startswith(":"):
+            raise ConfigError(f"encoders.image: {name!r} names no timm model; give e.g. timm:convnext_base.fb_in22k "
+                              "or timm:resnet50.tv_in1k:/path/to/weights.safetensors")
+        return
     if IMAGE_ALIASES.get(lookup, lookup) not in IMAGE_ENCODERS:
         raise _not_allowed(f"encoders.image: unknown image encoder {name!r}", lookup, [*IMAGE_ENCODERS, *IMAGE_ALIASES],
                            tail=" (each optionally with :/path/to/weights.pth)")

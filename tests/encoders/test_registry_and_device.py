@@ -1,8 +1,6 @@
-"""Factories, config wiring, the optional ResNet50 and device selection."""
+"""Factories, config wiring and device selection."""
 
 from __future__ import annotations
-
-import importlib.util
 
 import pytest
 import torch
@@ -10,9 +8,6 @@ import torch
 from mmsent.config import EncoderConfig
 from mmsent.device import resolve_device, resolve_num_threads, torch_threads
 from mmsent.encoders import create_encoders_from_config, create_image_encoder, list_encoders
-
-HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
-
 
 def test_list_encoders():
     known = list_encoders()
@@ -44,21 +39,3 @@ def test_threads_are_restored():
         assert n == 1 and torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
     assert resolve_num_threads(0) >= 1
-
-
-@pytest.mark.skipif(HAS_TORCHVISION, reason="torchvision is installed")
-def test_resnet_without_torchvision_says_what_to_install():
-    with pytest.raises(ImportError, match=r"mmsent\[resnet\]"):
-        create_image_encoder("resnet50", pretrained=False)
-
-
-@pytest.mark.skipif(not HAS_TORCHVISION, reason="torchvision not installed (pip install mmsent[resnet])")
-def test_resnet_random_weights(images, tmp_path):
-    enc = create_image_encoder("resnet50", grid=3, pretrained=False, device="cpu")
-    f = enc.encode(images[:2])
-    assert f.pooled.shape == (2, 2048) and f.tokens.shape == (2, 9, 2048)
-    weights = tmp_path / "r50.pth"
-    torch.save(enc.net.state_dict(), weights)
-    again = create_image_encoder(f"resnet50:{weights}", grid=3, device="cpu")
-    assert "sha256:" in again.fingerprint()
-    assert torch.allclose(again.encode(images[:2]).pooled, f.pooled, atol=1e-4)

