@@ -38,8 +38,9 @@ class DataConfig:
 
     root: str | None = None  # None: the bundled sample dataset
     # lab: train.txt / test_without_label.txt; mvsa-single / mvsa-multiple: a release's labelResultAll.txt, whose
-    # per-annotator labels are fused by the standard rule (see mmsent.data.mvsa)
-    format: Literal["lab", "mvsa-single", "mvsa-multiple"] = "lab"
+    # per-annotator labels are fused by the standard rule (see mmsent.data.mvsa); table: root is one CSV / JSONL /
+    # Parquet file with id, text or text_path, image or image_path, optional label and split (see mmsent.data.table)
+    format: Literal["lab", "mvsa-single", "mvsa-multiple", "table"] = "lab"
     on_error: Literal["raise", "skip"] = "raise"
     val_fraction: float = _ranged(0.15, "(0, 1)")
     split_seed: int = 13

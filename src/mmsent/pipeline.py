@@ -121,6 +121,12 @@ def load_dataset(cfg: RunConfig) -> LabDataset:
     """Reads and validates the dataset named by ``cfg.data`` (raises or skips per ``data.on_error``)."""
     root = resolve_data_root(cfg)
     log.info("reading dataset %s (%s format)", root, cfg.data.format)
+    if cfg.data.format == "table":
+        from mmsent.data.table import load_table_dataset
+
+        if not cfg.data.root:
+            raise ValueError("data.format=table needs data.root: the CSV, JSONL or Parquet file of the posts")
+        return load_table_dataset(root, on_error=cfg.data.on_error, max_image_pixels=cfg.data.max_image_pixels)
     if cfg.data.format in ("mvsa-single", "mvsa-multiple"):
         from mmsent.data.mvsa import load_mvsa_dataset
 
@@ -137,6 +143,11 @@ def prepare_splits(cfg: RunConfig, dataset: LabDataset, run_dir: Path | None = N
     elif cfg.data.split_file:
         log.info("reusing split %s", cfg.data.split_file)
         splits = [load_split(cfg.data.split_file)]
+    elif dataset.validation:
+        log.info("using the %d validation rows the data names (split=val)", len(dataset.validation))
+        given = set(dataset.validation)
+        splits = [Split([ex.guid for ex in dataset.train if ex.guid not in given], list(dataset.validation),
+                        cfg.data.split_seed, len(given) / len(dataset.train))]
     else:
         splits = [make_split(dataset.train, cfg.data.val_fraction, cfg.data.split_seed)]
     for k, split in enumerate(splits):

@@ -10,12 +10,10 @@ repeating a row; ``shard=(i, n)`` keeps every n-th row starting at row i, for sp
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,97 +22,13 @@ import numpy as np
 import torch
 
 from mmsent.data.images import ImageLoadError
+from mmsent.data.manifest import ManifestError, Row, count_rows, read_manifest
 from mmsent.data.text import TextCleaner, TextDecodeError, decode_text
 from mmsent.features.featureset import FeatureSet, ModalityFeatures
 from mmsent.labels import LABELS
 from mmsent.training.ensemble import decide
 
 logger = logging.getLogger("mmsent.stream")
-
-MANIFEST_SUFFIXES = (".csv", ".jsonl", ".parquet")
-
-
-class ManifestError(ValueError):
-    """A manifest that cannot be read: unknown format, missing columns, a row without an id."""
-
-
-@dataclass(frozen=True)
-class Row:
-    """One post of a manifest: its id, text (or None with ``text_path``) and image path."""
-
-    id: str
-    text: str | None
-    text_path: Path | None
-    image: Path
-    where: str  # file:line (or file:row) for messages
-
-
-def _records(path: Path) -> Iterator[tuple[str, dict]]:
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        with path.open(encoding="utf-8-sig", newline="") as fh:
-            for line, rec in enumerate(csv.DictReader(fh), start=2):
-                yield f"{path.name}:{line}", rec
-    elif suffix == ".jsonl":
-        with path.open(encoding="utf-8") as fh:
-            for line, text in enumerate(fh, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    rec = json.loads(text)
-                except ValueError as exc:
-                    raise ManifestError(f"{path.name}:{line}: not a JSON object ({exc}); fix or remove the line") \
-                        from exc
-                if not isinstance(rec, dict):
-                    raise ManifestError(f"{path.name}:{line}: not a JSON object; write one object per line")
-                yield f"{path.name}:{line}", rec
-    elif suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as exc:
-            raise ImportError("reading a Parquet manifest needs pyarrow: pip install pyarrow") from exc
-        n = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-            for rec in batch.to_pylist():
-                n += 1
-                yield f"{path.name}:row {n}", rec
-    else:
-        raise ManifestError(f"{path}: unknown manifest format; use {', '.join(MANIFEST_SUFFIXES)}")
-
-
-def read_manifest(path: str | Path) -> Iterator[Row]:
-    """The manifest's rows in order (lazily). ManifestError names the first row without an id or an image."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"manifest not found: {path}")
-    base = path.parent
-    for where, rec in _records(path):
-        rid = rec.get("id")
-        image = rec.get("image") or rec.get("image_path")
-        text, text_path = rec.get("text"), rec.get("text_path")
-        if rid is None or str(rid).strip() == "":
-            raise ManifestError(f"{where}: no 'id'; every row needs a unique id")
-        if not image:
-            raise ManifestError(f"{where}: no 'image' (or 'image_path') column value")
-        if text_path and not text:  # a CSV writes an absent text as ""
-            text = None
-        elif text is None:
-            raise ManifestError(f"{where}: no 'text' (or 'text_path') column value")
-        yield Row(str(rid).strip(), None if text is None else str(text),
-                  base / str(text_path) if text is None else None, base / str(image), where)
-
-
-def count_rows(path: str | Path) -> int | None:
-    """Rows of a manifest, counted cheaply (None for formats where that is not cheap)."""
-    path = Path(path)
-    if path.suffix.lower() == ".jsonl":
-        with path.open("rb") as fh:
-            return sum(1 for line in fh if line.strip())
-    if path.suffix.lower() == ".csv":
-        with path.open(encoding="utf-8-sig", newline="") as fh:
-            return max(0, sum(1 for _ in csv.reader(fh)) - 1)
-    return None
-
 
 _OUTPUT_KEYS = {"id", "label", "error"} | {f"p_{name}" for name in LABELS}
 

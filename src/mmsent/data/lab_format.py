@@ -50,7 +50,7 @@ class DataValidationError(ValueError):
     def __init__(self, issues: list[DataIssue], root: str | Path) -> None:
         self.issues = list(issues)
         self.root = Path(root)
-        lines = [f"{len(self.issues)} problem(s) in the lab dataset at {self.root}:"]
+        lines = [f"{len(self.issues)} problem(s) in the dataset at {self.root}:"]
         lines += [f"  {issue}" for issue in self.issues[:MAX_LISTED_ISSUES]]
         if len(self.issues) > MAX_LISTED_ISSUES:
             lines.append(f"  ... and {len(self.issues) - MAX_LISTED_ISSUES} more (all in DataValidationError.issues)")
@@ -60,7 +60,7 @@ class DataValidationError(ValueError):
 
 
 @dataclass
-class _Row:
+class DataRow:
     """One data line of a label file, its issues so far, and (once checked) its text."""
 
     guid: str
@@ -72,13 +72,23 @@ class _Row:
     check_files: bool = True  # False for rows that already have an issue that makes their files moot
     text: str = ""
     encoding: str = ""
+    # a table names its files (and may hold the text itself); None: the lab layout data/{guid}.jpg|txt
+    image_path: Path | None = None
+    text_path: Path | None = None
+    inline_text: str | None = None
+    where: str | None = None  # the location to report, where it is not file:line (a Parquet row)
 
     @property
     def source(self) -> str:
-        return f"{self.file}:{self.line}"
+        return self.where or f"{self.file}:{self.line}"
+
+    def paths(self, data_dir: Path) -> tuple[Path, Path]:
+        """``(image, text)`` paths of the row."""
+        return (self.image_path or data_dir / f"{self.guid}.jpg",
+                self.text_path or data_dir / f"{self.guid}.txt")
 
     def example(self, data_dir: Path) -> Example:
-        image_path, text_path = data_dir / f"{self.guid}.jpg", data_dir / f"{self.guid}.txt"
+        image_path, text_path = self.paths(data_dir)
         return Example(self.guid, self.label, self.text, self.encoding, image_path, text_path, self.source)
 
     def add(self, kind: str, reason: str, fix: str, location: str | None = None) -> None:
@@ -92,7 +102,7 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
-def _read_label_file(path: Path, root: Path, split: Literal["train", "test"]) -> tuple[list[_Row], list[DataIssue]]:
+def _read_label_file(path: Path, root: Path, split: Literal["train", "test"]) -> tuple[list[DataRow], list[DataIssue]]:
     """Parses a label file into rows, with per-row issues; returns (rows, file-level issues)."""
     name = _rel(path, root)
     try:
@@ -107,11 +117,11 @@ def _read_label_file(path: Path, root: Path, split: Literal["train", "test"]) ->
         reason = f"no header line: the first line is {lines[0][1]!r}, expected 'guid,tag'"
         fix = "add the header line guid,tag at the top of the file"
         file_issues.append(DataIssue(f"{name}:{lines[0][0]}", reason, fix, kind="missing_header"))
-    rows: list[_Row] = []
-    seen: dict[str, _Row] = {}
+    rows: list[DataRow] = []
+    seen: dict[str, DataRow] = {}
     for number, line in lines:
         fields = [part.strip() for part in line.split(",")]
-        row = _Row(guid=fields[0], file=name, line=number, split=split)
+        row = DataRow(guid=fields[0], file=name, line=number, split=split)
         rows.append(row)
         if len(fields) != 2:
             row.add("malformed_row", f"expected 2 columns (guid,tag), found {len(fields)}: {line!r}",
@@ -141,19 +151,23 @@ def _read_label_file(path: Path, root: Path, split: Literal["train", "test"]) ->
     return rows, file_issues
 
 
-def _check_files(row: _Row, data_dir: Path, root: Path, check_images: bool, max_pixels: int | None) -> None:
+def _check_files(row: DataRow, data_dir: Path, root: Path, check_images: bool, max_pixels: int | None) -> None:
     """Reads and decodes the text of a row into it, (optionally) fully decodes its image, and adds any issues."""
-    text_path, image_path = data_dir / f"{row.guid}.txt", data_dir / f"{row.guid}.jpg"
+    image_path, text_path = row.paths(data_dir)
     text_name, image_name = _rel(text_path, root), _rel(image_path, root)
     inside = root.resolve()
     for path, name in ((text_path, text_name), (image_path, image_name)):
-        if path.is_symlink() and not path.resolve().is_relative_to(inside):
+        # a table names its files on purpose; the lab layout's files must stay inside the dataset folder
+        if row.image_path is None and path.is_symlink() and not path.resolve().is_relative_to(inside):
             row.add("outside_link", f"{name} is a link to {path.resolve()}, outside the dataset folder",
                     f"copy the file into data/ {_OR_REMOVE}", name)
     if row.issues:
         return
     try:
-        row.text, row.encoding = decode_text(text_path.read_bytes(), text_name)
+        if row.inline_text is not None:
+            row.text, row.encoding = row.inline_text, "utf-8"
+        else:
+            row.text, row.encoding = decode_text(text_path.read_bytes(), text_name)
     except FileNotFoundError:
         row.add("missing_text", f"text file {text_name} is missing", f"add it (may be empty) {_OR_REMOVE}")
     except OSError as exc:
@@ -226,8 +240,8 @@ def load_lab_dataset(
     if labelled is None:
         train_rows, header_issues = _read_label_file(train_path, root, "train")
     else:
-        train_rows, header_issues = [_Row(r.guid, r.file, r.line, "train", r.label) for r in labelled], []
-    test_rows: list[_Row] = []
+        train_rows, header_issues = [DataRow(r.guid, r.file, r.line, "train", r.label) for r in labelled], []
+    test_rows: list[DataRow] = []
     if test_path is None:
         pass
     elif test_path.is_file():
@@ -240,6 +254,15 @@ def load_lab_dataset(
         log.warning("no test file %s: the dataset has no test rows", test_path)
         report.warnings["missing_test_file"] = 1
 
+    return build_dataset(root, data_dir, train_rows, test_rows, header_issues, report, on_error=on_error,
+                         max_image_pixels=max_image_pixels, check_images=check_images, num_workers=num_workers)
+
+
+def build_dataset(root: Path, data_dir: Path, train_rows: list[DataRow], test_rows: list[DataRow],
+                  header_issues: list[DataIssue], report: LoadReport, *, on_error: Literal["raise", "skip"],
+                  max_image_pixels: int | None, check_images: bool, num_workers: int | None) -> LabDataset:
+    """Checks every row's files, then raises or skips per ``on_error`` and returns the dataset (see
+    :func:`load_lab_dataset`); shared by the readers of other layouts (tables)."""
     test_first = {row.guid: row for row in test_rows if row.check_files}
     for row in train_rows:
         other = test_first.get(row.guid) if row.check_files else None
@@ -271,7 +294,7 @@ def load_lab_dataset(
     report.encodings = dict(Counter(row.encoding for row in kept))
     report.counts = {"train": len(train), "test": len(test), "empty_text": sum(not row.text.strip() for row in kept)}
 
-    summary = f"lab dataset {root}: {len(train)} train + {len(test)} test rows"
+    summary = f"dataset {root}: {len(train)} train + {len(test)} test rows"
     if report.skipped:
         detail = ", ".join(f"{n} {kind}" for kind, n in sorted(report.skipped.items()))
         log.warning("%s; skipped %d row(s): %s", summary, sum(report.skipped.values()), detail)

@@ -56,6 +56,7 @@ class LabDataset:
     # test rows dropped under on_error=skip: guid -> the problem; a prediction file still lists them (tag null)
     test_skipped: dict[str, DataIssue] = field(default_factory=dict)
     test_order: list[str] = field(default_factory=list)  # every test row's guid in file order, skipped ones too
+    validation: list[str] = field(default_factory=list)  # a validation split given with the data (a table's split=val)
 
     def labels(self) -> dict[str, str]:
         """guid -> label name of every labelled row."""

@@ -1,0 +1,129 @@
+"""Datasets as one table (data.format=table): CSV, JSONL and Parquet, labels, splits and every bad row named."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import pytest
+from mmsent_runkit import write_lab_dataset
+
+from mmsent.config import load_config
+from mmsent.data.lab_format import DataValidationError
+from mmsent.data.table import load_table_dataset
+
+
+def write_table(lab, path, rows: list[dict]) -> None:
+    """Writes ``rows`` as CSV, JSONL or Parquet by the path's suffix."""
+    if path.suffix == ".csv":
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=sorted({k for r in rows for k in r}))
+            writer.writeheader()
+            writer.writerows(rows)
+    elif path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    else:
+        pa = pytest.importorskip("pyarrow")
+        import pyarrow.parquet as pq
+
+        keys = sorted({k for r in rows for k in r})
+        pq.write_table(pa.table({k: [r.get(k) for r in rows] for k in keys}), path)
+
+
+def lab_rows(lab, folder) -> list[dict]:
+    """The lab fixture's rows as table rows: inline text for the even ones, text_path for the odd ones."""
+    rows = []
+    for line in (lab / "train.txt").read_text().splitlines()[1:] + \
+            (lab / "test_without_label.txt").read_text().splitlines()[1:]:
+        guid, tag = line.split(",")
+        text = (lab / "data" / f"{guid}.txt").read_text()
+        row = {"id": f"post-{guid}", "image": os.path.relpath(lab / "data" / f"{guid}.jpg", folder)}
+        row.update({"text": text} if int(guid) % 2 == 0 else {"text_path": str(lab / "data" / f"{guid}.txt")})
+        row["label"] = "" if tag == "null" else tag.upper()  # labels are case-insensitive
+        rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_a_table_reads_like_the_lab_folder(tmp_path, suffix):
+    lab = write_lab_dataset(tmp_path / "lab")
+    table = tmp_path / "tables" / f"posts{suffix}"
+    table.parent.mkdir()
+    write_table(lab, table, lab_rows(lab, table.parent))
+    dataset = load_table_dataset(table)
+    assert len(dataset.train) == 30 and len(dataset.test) == 4 and dataset.validation == []
+    first = dataset.train[0]
+    assert first.guid == "post-100" and first.label == "positive"
+    assert first.text == (lab / "data" / "100.txt").read_text() and first.image_path.resolve() == \
+        (lab / "data" / "100.jpg").resolve()
+    assert dataset.train[1].text == (lab / "data" / "101.txt").read_text()  # read from its text_path
+    assert [ex.guid for ex in dataset.test] == dataset.test_order == [f"post-{g}" for g in range(130, 134)]
+    assert all(ex.label is None for ex in dataset.test)
+
+
+def test_a_split_column_gives_the_validation_rows_and_the_run_uses_them(tmp_path):
+    from mmsent.pipeline import prepare_splits
+
+    lab = write_lab_dataset(tmp_path / "lab")
+    rows = lab_rows(lab, tmp_path)
+    for i, row in enumerate(rows[:30]):
+        row["split"] = "val" if i % 5 == 0 else "train"
+    rows[30]["split"] = "test"
+    write_table(lab, tmp_path / "posts.csv", rows)
+    dataset = load_table_dataset(tmp_path / "posts.csv")
+    assert dataset.validation == [f"post-{100 + i}" for i in range(0, 30, 5)]
+    cfg = load_config(overrides=[f"data.root={tmp_path / 'posts.csv'}", "data.format=table"])
+    [split] = prepare_splits(cfg, dataset)
+    assert split.val == dataset.validation and len(split.train) == 24 and not set(split.train) & set(split.val)
+
+
+def test_every_bad_row_is_named_by_line_with_its_fix(tmp_path):
+    lab = write_lab_dataset(tmp_path / "lab")
+    rows = lab_rows(lab, tmp_path)[:6]
+    rows[1]["label"], rows[1]["split"] = "", "train"  # a training row without a label
+    rows[2]["label"] = "happy"
+    rows[3]["id"] = rows[0]["id"]
+    rows[4]["image"] = "nowhere.jpg"
+    rows[5]["split"] = "holdout"
+    write_table(lab, tmp_path / "posts.csv", rows)
+    with pytest.raises(DataValidationError) as err:
+        load_table_dataset(tmp_path / "posts.csv")
+    message = str(err.value)
+    for expected in ("posts.csv:3: train row has no label", "posts.csv:4: train row has unknown label 'happy'",
+                     "posts.csv:5: duplicate id post-100; first at posts.csv:2", "posts.csv:6: image",
+                     "is missing", "posts.csv:7: unknown split 'holdout' -> use train, val or test"):
+        assert expected in message
+    skipped = load_table_dataset(tmp_path / "posts.csv", on_error="skip")
+    assert [ex.guid for ex in skipped.train] == ["post-100"]
+    assert skipped.report.skipped == {"unknown_label": 2, "duplicate_guid": 1, "missing_image": 1,
+                                      "unknown_split": 1}
+
+
+def test_a_missing_column_or_table_says_so(tmp_path):
+    (tmp_path / "posts.csv").write_text("id,text\n1,hello\n")
+    with pytest.raises(DataValidationError, match=r"posts.csv:2.*no 'image'"):
+        load_table_dataset(tmp_path / "posts.csv")
+    with pytest.raises(FileNotFoundError, match="table not found"):
+        load_table_dataset(tmp_path / "nothing.csv")
+
+
+def test_a_run_on_a_table(tmp_path):
+    from mmsent_testkit import build_tiny_bert, build_tiny_clip
+
+    from mmsent.pipeline import run
+
+    lab = write_lab_dataset(tmp_path / "lab")
+    write_table(lab, tmp_path / "posts.jsonl", lab_rows(lab, tmp_path))
+    cfg = load_config(overrides=[
+        f"data.root={tmp_path / 'posts.jsonl'}", "data.format=table", "data.val_fraction=0.3",
+        f"cache_dir={tmp_path / 'cache'}", f"encoders.image=hf-clip:{build_tiny_clip(tmp_path / 'clip')}",
+        "encoders.backend=torch", "compare.zero_shot=off",
+        f"encoders.text={build_tiny_bert(tmp_path / 'bert')}", "encoders.device=cpu", "encoders.text_max_length=16",
+        "training.device=cpu", "training.hidden_dim=16", "training.epochs=1", "compare.models=concat",
+        "compare.seeds=0", "compare.workers=1",
+    ])
+    result = run(cfg, tmp_path / "run", progress=False)
+    lines = result.predictions_path.read_text().splitlines()
+    assert lines[0] == "guid,tag" and [line.split(",")[0] for line in lines[1:]] == [f"post-{g}" for g in
+                                                                                   range(130, 134)]
