@@ -174,7 +174,8 @@ def compare(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(N
 
 
 @app.command()
-def predict(run_dir: Path = typer.Argument(..., help="A finished run directory (holds models/)."),
+def predict(run_dir: Optional[Path] = typer.Argument(None, help="A finished run or exported model folder (default: "
+            "the model that ships with mmsent)."),
             data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(None, "--out", "-o",
             help="Prediction file (default: RUN_DIR/predictions.txt)."),
             input_: Optional[Path] = typer.Option(None, "--input", "-i", help="A manifest (CSV / JSONL / Parquet "
@@ -188,6 +189,13 @@ def predict(run_dir: Path = typer.Argument(..., help="A finished run directory (
             on_error: Optional[str] = OnErrorOpt, quiet: bool = QuietOpt) -> None:
     """Writes guid,tag predictions for the unlabeled rows of a dataset with a run's saved models, or streams a
     manifest of any size (--input) to JSONL."""
+    if run_dir is None:
+        if (input_ is not None or image is None) and out is None:
+            console.print("[red]error:[/red] without RUN_DIR (the shipped model) give --out for the predictions")
+            raise typer.Exit(2)
+        from mmsent.export import shipped_model_path
+
+        run_dir = shipped_model_path()
     if image is not None or text is not None:
         if image is None or text is None:
             console.print("[red]error:[/red] --image and --text go together (one post: its image and its text)")
@@ -233,7 +241,8 @@ def report(run_dir: Path = typer.Argument(..., help="A finished run directory.")
 
 
 @app.command()
-def serve(run_dir: Path = typer.Argument(..., help="A finished run directory (holds models/ and config.yaml)."),
+def serve(run_dir: Optional[Path] = typer.Argument(None, help="A finished run or exported model folder (default: the "
+          "model that ships with mmsent)."),
           host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
           port: int = typer.Option(8000, "--port", help="TCP port."),
           model: Optional[str] = typer.Option(None, "--model", help="Serve this design instead of the chosen one."),
@@ -251,6 +260,10 @@ def serve(run_dir: Path = typer.Argument(..., help="A finished run directory (ho
     from mmsent.device import resolve_num_threads
     from mmsent.serve import ServeSettings, create_app
 
+    if run_dir is None:
+        from mmsent.export import shipped_model_path
+
+        run_dir = shipped_model_path()
     torch.set_num_threads(resolve_num_threads(threads))
     settings = ServeSettings(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_image_pixels=max_image_pixels,
                              max_batch=max_batch, max_micro_batch=max_micro_batch)

@@ -78,6 +78,15 @@ def model_card(folder: Path) -> str:
              1) > 1 else f"a stratified validation split of {rows} rows")
     table = (folder / "comparison.md").read_text(encoding="utf-8") if (folder / "comparison.md").is_file() else ""
     counts = data.get("label_counts", {})
+    labelled = data.get("counts", {}).get("train", "?")
+    if metrics.get("folds", 1) > 1:
+        trained = (f"Every labelled post trains the predictor: {metrics['folds']} fold models per design and seed, "
+                   "each trained without its fold.")
+    elif isinstance(labelled, int) and isinstance(rows, int):
+        trained = (f"Each model trained on the {labelled - rows} posts outside the validation split (a "
+                   f"{cfg.training.stop_fraction:.0%} holdout of them chose its epoch); the validation rows only scored them.")
+    else:
+        trained = ""
     lines = [
         "---", "library_name: mmsent", "pipeline_tag: text-classification",
         "tags: [multimodal, sentiment-analysis, image-text, mvsa]", "---", "",
@@ -96,8 +105,8 @@ def model_card(folder: Path) -> str:
         f"**{held.get('macro_f1', float('nan')):.3f}**, weighted-F1 {held.get('weighted_f1', float('nan')):.3f}.",
         "", "Every design of the run, mean ± std over seeds (and folds):", "", table.strip(), "",
         "## Data", "",
-        f"Trained on {data.get('counts', {}).get('train', '?')} labelled posts ({', '.join(f'{k} {v}' for k, v in counts.items())}); "
-        f"text encodings {data.get('encodings', {})}; skipped rows {data.get('skipped') or 'none'}.", "",
+        f"The dataset: {labelled} labelled posts ({', '.join(f'{k} {v}' for k, v in counts.items())}); "
+        f"text encodings {data.get('encodings', {})}; skipped rows {data.get('skipped') or 'none'}. {trained}", "",
         "## Intended use and limitations", "",
         "- Research and analysis of the sentiment of social-media posts that pair a short text with an image.",
         "- Trained on one corpus of English tweets (MVSA-Single when trained on the lab data, whose terms allow "
@@ -113,8 +122,21 @@ def model_card(folder: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def load(folder: str | Path, **kwargs: Any):
-    """A ready predictor for an exported folder or a run folder (:class:`~mmsent.inference.RunPredictor`)."""
+SHIPPED_MODEL = Path(__file__).resolve().parent / "shipped_model"
+
+
+def shipped_model_path() -> Path:
+    """The model folder that ships with mmsent: the default ``mmsent run`` on the lab data, exported (its model card,
+    ``README.md``, holds its validation scores). ``predict``, ``serve`` and :func:`load` use it without a run folder."""
+    if not (SHIPPED_MODEL / PREDICTOR_FILE).is_file():
+        raise FileNotFoundError(f"the shipped model is missing from this installation ({SHIPPED_MODEL}); reinstall "
+                                "mmsent, or pass a run folder")
+    return SHIPPED_MODEL
+
+
+def load(folder: str | Path | None = None, **kwargs: Any):
+    """A ready predictor for an exported folder or a run folder (:class:`~mmsent.inference.RunPredictor`); without
+    one, the shipped model."""
     from mmsent.inference import RunPredictor
 
-    return RunPredictor(folder, **kwargs)
+    return RunPredictor(folder if folder is not None else shipped_model_path(), **kwargs)

@@ -117,3 +117,19 @@ def test_a_run_on_the_sample_with_a_timm_backbone_then_serving(tmp_path, tiny_be
                         data={"text": "happy day"})
     assert r.status_code == 200, r.text
     assert r.json()["label"] in ("positive", "neutral", "negative")
+
+
+@needs_timm
+def test_fine_tuning_takes_the_whole_network_and_refuses_a_block_split(images):
+    """timm models have no trunk/top split here: mode=full trains every layer, mode=last_n says to use full."""
+    from mmsent.finetune.image import ImageAdapter
+
+    enc = create_image_encoder("timm:test_resnet", grid=2, pretrained=False, device="cpu", backend="torch")
+    with pytest.raises(ValueError, match="mode=full"):
+        ImageAdapter(enc, mode="last_n", last_n=1)
+    adapter = ImageAdapter(enc, mode="full")
+    assert adapter.trainable_modules() == {"": enc.network}
+    rows = adapter.prepare(images[:2])
+    adapter.train()
+    adapter.forward(rows).sum().backward()
+    assert all(p.grad is not None for p in enc.network.parameters() if p.requires_grad)
