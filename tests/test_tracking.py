@@ -33,6 +33,12 @@ def test_a_finished_run_is_recorded_and_read_back_through_mlflow(tiny_run, tmp_p
     assert run.data.params["compare.seeds"] == json.dumps(config["compare"]["seeds"])
     assert run.data.params["encoders.text_max_length"] == str(config["encoders"]["text_max_length"])
     assert run.data.params["data.kfold"] == "None"
+    history = json.loads((run_dir / "comparison.json").read_text())["runs"][0]
+    curve = client.get_metric_history(run_id, f"{history['model']}_fold0_seed{history['seed']}_val_macro_f1")
+    assert [m.step for m in curve] == [row["epoch"] for row in history["history"]]
+    assert [m.value for m in curve] == pytest.approx([row["val_macro_f1"] for row in history["history"]])
+    assert {a.path for a in client.list_artifacts(run_id, "models")} == {
+        f"models/{name}" for name in json.loads((run_dir / "predictor.json").read_text())["models"]}
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"config.yaml", "metrics.json", "comparison.md", "predictions.txt", "report.html"} <= artifacts
     assert json.loads((run_dir / "tracking.json").read_text())["run_id"] == run_id

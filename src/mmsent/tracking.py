@@ -48,6 +48,19 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
     return {k: float(v) for k, v in out.items()}
 
 
+def learning_curves(run_dir: Path) -> list[tuple[str, int, float]]:
+    """Every run's per-epoch curves as ``(metric key, epoch, value)``: ``{model}_fold{k}_seed{s}_{train_loss,
+    val_loss, val_macro_f1, ...}`` (the validation side is the run's own early-stopping holdout)."""
+    comparison = json.loads((run_dir / "comparison.json").read_text(encoding="utf-8"))
+    curves = []
+    for run in comparison.get("runs", []):
+        prefix = f"{run['model']}_fold{run.get('fold', 0)}_seed{run['seed']}"
+        for row in run.get("history", []):
+            curves += [(f"{prefix}_{k}", int(row["epoch"]), float(v)) for k, v in row.items()
+                       if k != "epoch" and isinstance(v, (int, float))]
+    return curves
+
+
 def log_run(run_dir: str | Path, uri: str, experiment: str = "mmsent") -> str:
     """Records the finished run in ``run_dir`` under ``experiment`` at tracking URI ``uri``; returns the MLflow run id
     (also written to ``tracking.json`` in the run folder)."""
@@ -71,9 +84,13 @@ def log_run(run_dir: str | Path, uri: str, experiment: str = "mmsent") -> str:
             client.log_param(run_id, key, value[:6000])  # MLflow's limit on a parameter value
         for key, value in run_metrics(run_dir).items():
             client.log_metric(run_id, key, value)
+        for key, step, value in learning_curves(run_dir):
+            client.log_metric(run_id, key, value, step=step)
         for name in ARTIFACTS:
             if (run_dir / name).is_file():
                 client.log_artifact(run_id, str(run_dir / name))
+        if (run_dir / "models").is_dir():  # the predictor's fusion models (safetensors + JSON)
+            client.log_artifacts(run_id, str(run_dir / "models"), artifact_path="models")
     except Exception:
         client.set_terminated(run_id, status="FAILED")
         raise
