@@ -112,3 +112,35 @@ def test_zero_shot_setting_auto_off_and_named():
     assert zero_shot_model("hf-clip:z", "efficientnet-lite2", "minilm") == "hf-clip:z"
     with pytest.raises(ConfigError, match="compare.zero_shot"):
         load_config(overrides=["compare.zero_shot=clip"])
+
+
+def test_the_text_towers_layer_groups_fine_tune_like_a_text_encoders(clip):
+    """The text tower's top layers on the cached trunk compute what extraction computes; last_n trains only them."""
+    from mmsent.config import TextFinetuneConfig
+    from mmsent.finetune import make_adapter
+
+    text = create_text_encoder(f"hf-clip:{clip}", max_length=16, device="cpu")
+    expected = text.encode(TEXTS).pooled
+    for mode, last_n in (("last_n", 1), ("full", 0)):
+        adapter = make_adapter(text, TextFinetuneConfig(mode=mode, last_n=last_n))
+        rows = adapter.prepare(TEXTS, batch_size=2)
+        adapter.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(adapter.forward(rows), expected, atol=1e-5, rtol=1e-5, msg=mode)
+    adapter = make_adapter(text, TextFinetuneConfig(mode="last_n", last_n=1))
+    trainable = {name for name, p in text.network.named_parameters() if p.requires_grad}
+    assert trainable and all(name.startswith(adapter.layers_path) for name in trainable)
+
+
+def test_the_vision_tower_fine_tunes_whole_and_refuses_a_block_split(clip, images):
+    from mmsent.finetune.image import ImageAdapter
+
+    image = create_image_encoder(f"hf-clip:{clip}", grid=2, device="cpu", backend="torch")
+    with pytest.raises(ValueError, match="mode=full"):
+        ImageAdapter(image, mode="last_n", last_n=1)
+    adapter = ImageAdapter(image, mode="full")
+    rows = adapter.prepare(images[:2])
+    adapter.train()
+    adapter.forward(rows).sum().backward()
+    layers = [p for name, p in image.network.named_parameters() if "encoder.layers" in name]
+    assert layers and all(p.grad is not None for p in layers)
