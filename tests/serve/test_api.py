@@ -184,3 +184,33 @@ def test_a_batch_of_large_images_is_refused_before_decoding(client):
     r = client.post("/predict/batch", json={"items": items})
     assert r.status_code == 413 and "252,300 pixels together, over the limit of 200,000" in r.json()["detail"]
     assert client.post("/predict/batch", json={"items": items[:2]}).status_code == 200
+
+
+def test_misspelt_fields_and_non_boolean_flags_are_refused_by_name(client):
+    """What the OpenAPI schema says is what is accepted: no silently ignored field, JSON flags are true/false."""
+    r = post_multipart(client, explian="false")
+    assert r.status_code == 422 and "'explian'" in r.json()["detail"]
+    r = client.post("/predict", json={"text": "happy day", "image_base64": B64, "overlya": True})
+    assert r.status_code == 422 and "overlya" in r.text
+    r = client.post("/predict", json={"text": "happy day", "image_base64": B64, "explain": 1})
+    assert r.status_code == 422 and "explain" in r.text
+    r = client.post("/predict/batch", json={"items": [{"text": "happy", "image_base64": B64, "label": "x"}]})
+    assert r.status_code == 422 and "label" in r.text
+
+
+@pytest.mark.parametrize("blank", ["   ", "\x1c\x1d", "\ufeff", "\u3000\n"])
+def test_a_text_of_only_whitespace_is_empty_to_both_regex_dialects(client, blank):
+    r = client.post("/predict", json={"text": blank, "image_base64": B64})
+    assert r.status_code == 422 and "empty" in r.json()["detail"]
+
+
+def test_the_schema_documents_the_bodies_and_this_servers_limits(client):
+    spec = client.get("/openapi.json").json()
+    models = spec["components"]["schemas"]
+    assert models["PredictJSON"]["properties"]["text"]["maxLength"] == 500  # the fixture's max_text_chars
+    assert models["BatchRequest"]["properties"]["items"]["maxItems"] == 4
+    assert models["PredictItem"]["properties"]["image_base64"]["format"] == "image-base64"
+    batch = spec["paths"]["/predict/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert batch == {"$ref": "#/components/schemas/BatchRequest"}
+    form = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert form["schema"]["additionalProperties"] is False and "image/png" in form["encoding"]["image"]["contentType"]

@@ -9,6 +9,7 @@ import asyncio
 import base64
 import io
 import json
+import re
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
@@ -59,12 +60,34 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 # The endpoint reads its body itself (to bound its size), so the OpenAPI schema of the body is spelled out here.
-_FORM_FIELDS = {"image": {"type": "string", "format": "binary"}, "text": {"type": "string"},
+_IMAGE_TYPES = "image/jpeg, image/png, image/webp, image/gif, image/bmp, image/tiff"
+_FORM_FIELDS = {"image": {"type": "string", "format": "binary"},
+                "text": {"type": "string", "pattern": schemas.TEXT_PATTERN},
                 "explain": {"type": "boolean", "default": True}, "overlay": {"type": "boolean", "default": False}}
 _PREDICT_BODY = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "required": ["image", "text"], "properties": _FORM_FIELDS}},
-    "application/json": {"schema": schemas.PredictJSON.model_json_schema()},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["image", "text"], "properties": _FORM_FIELDS,
+                                       "additionalProperties": False},
+                            "encoding": {"image": {"contentType": _IMAGE_TYPES}}},
+    "application/json": {"schema": {"$ref": "#/components/schemas/PredictJSON"}},
 }}}
+_BATCH_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/BatchRequest"}}}}}
+
+
+def document_limits(openapi: dict[str, Any], settings: ServeSettings) -> dict[str, Any]:
+    """Adds the request bodies' models and this server's limits (text length, rows per batch) to its OpenAPI
+    schema, so that what the schema allows is what the server accepts."""
+    components = openapi.setdefault("components", {}).setdefault("schemas", {})
+    for model in (schemas.PredictJSON, schemas.BatchRequest):
+        body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(body.pop("$defs", {}))
+        components[model.__name__] = body
+    for name in ("PredictItem", "PredictJSON"):
+        components[name]["properties"]["text"]["maxLength"] = settings.max_text_chars
+    components["BatchRequest"]["properties"]["items"]["maxItems"] = settings.max_batch
+    form = openapi["paths"]["/predict"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    form["properties"]["text"]["maxLength"] = settings.max_text_chars
+    return openapi
 
 
 # -- reading requests: bodies within a size limit, entirely in memory (no upload ever touches the disk) ---------
@@ -100,6 +123,10 @@ async def parse_multipart(request: Request, body: bytes, limit: int) -> tuple[Fo
         form = await parser.parse()
     except MultiPartException as exc:
         raise HTTPException(400, f"malformed multipart body: {exc.message}") from exc
+    unknown = sorted(set(form.keys()) - set(_FORM_FIELDS))
+    if unknown:  # most likely a misspelt field, whose value would otherwise be silently ignored
+        raise HTTPException(422, f"unknown field(s) {', '.join(map(repr, unknown))}; the fields are "
+                            f"{', '.join(_FORM_FIELDS)}")
     image = _field(form, "image")
     if image is None:
         raise HTTPException(422, "image: missing; send the image file in the 'image' field")
@@ -173,7 +200,7 @@ def _field(form: FormData, name: str) -> Any:
 def _check_text(text: Any, limit: int, where: str = "text") -> str:
     if not isinstance(text, str):
         raise HTTPException(422, f"{where}: missing (send the tweet text)")
-    if not text.strip():
+    if not re.search(schemas.TEXT_PATTERN, text):
         raise HTTPException(422, f"{where}: empty; send the tweet text")
     if len(text) > limit:
         raise HTTPException(422, f"{where}: {len(text):,} characters, over the limit of {limit:,}")
@@ -215,6 +242,14 @@ def create_app(run_dir: str | Path | None = None, *, predictor: RunPredictor | N
     app = FastAPI(title="mmsent", version=__version__, docs_url=None,
                   description=f"Multimodal tweet sentiment with the `{info.name}` ensemble of {info.run_dir}.")
     app.state.settings = settings
+    generated_openapi = app.openapi
+
+    def openapi_with_limits() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document_limits(generated_openapi(), settings)  # fills app.openapi_schema in place, once
+        return app.openapi_schema
+
+    app.openapi = openapi_with_limits  # type: ignore[method-assign]  # FastAPI's documented way to extend it
 
     # Decoding a large image briefly costs hundreds of MB: one decode at a time keeps concurrent uploads from
     # stacking those peaks.
@@ -279,7 +314,7 @@ def create_app(run_dir: str | Path | None = None, *, predictor: RunPredictor | N
         result = await predict_one(image, text, explain, overlay)
         return {**result, "model": info.model_dump()}
 
-    @app.post("/predict/batch", response_model=schemas.BatchResponse, responses=_ERRORS,
+    @app.post("/predict/batch", response_model=schemas.BatchResponse, responses=_ERRORS, openapi_extra=_BATCH_BODY,
               summary="Sentiment of many image + tweet rows (JSON, images as base64)")
     async def predict_batch(request: Request) -> dict[str, Any]:
         """All rows are checked first; one bad row fails the request with 4xx naming ``items[i]``."""

@@ -4,29 +4,47 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+# A string format of our own: base64 of an image file PIL can decode. JSON Schema cannot check image content, so
+# the format names it for clients and fuzzers (tests/serve/test_fuzz.py generates real images for it).
+IMAGE_BASE64 = "image-base64"
+# A text must hold a character that is whitespace neither to Python nor to JavaScript regular expressions (whose \s
+# differ: \x1c-\x1f and \x85 only in Python, \ufeff only in JavaScript), so clients and server agree on "blank".
+TEXT_PATTERN = r"[^\s\x1c-\x1f\x85\ufeff]"
 
 
 class PredictItem(BaseModel):
     """One image + tweet, the image as base64 (a ``data:image/...;base64,`` prefix is accepted)."""
 
-    text: str = Field(..., description="The raw tweet; cleaned with the run's cleaning rules before encoding.")
-    image_base64: str = Field(..., description="The encoded image file (JPEG, PNG, ...), base64.")
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is refused, not silently ignored
+
+    # Documented, checked by the server with its own messages: at least one non-space character (pattern), and at
+    # most the server's limit (maxLength, added by the app from its settings).
+    text: str = Field(..., description="The raw tweet; cleaned with the run's cleaning rules before encoding.",
+                      json_schema_extra={"pattern": TEXT_PATTERN})
+    image_base64: str = Field(..., description="The encoded image file (JPEG, PNG, ...), base64.",
+                              json_schema_extra={"format": IMAGE_BASE64, "contentEncoding": "base64"})
 
 
 class PredictJSON(PredictItem):
     """``POST /predict`` as ``application/json``."""
 
-    explain: bool = Field(True, description="Gradient x input maps and token scores (ablation is always included).")
-    overlay: bool = Field(False, description="Add evidence.image_overlay_png, the heat-map drawn over the crop.")
+    # strict: a JSON true/false, not 1 or "yes" (what the schema says)
+    explain: bool = Field(True, strict=True,
+                          description="Gradient x input maps and token scores (ablation is always included).")
+    overlay: bool = Field(False, strict=True,
+                          description="Add evidence.image_overlay_png, the heat-map drawn over the crop.")
 
 
 class BatchRequest(BaseModel):
     """``POST /predict/batch``: many rows at once; rows are all checked before any is predicted."""
 
-    items: list[PredictItem]
-    explain: bool = False
-    overlay: bool = False
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[PredictItem] = Field(..., json_schema_extra={"minItems": 1})  # maxItems: the server's limit
+    explain: bool = Field(False, strict=True)
+    overlay: bool = Field(False, strict=True)
 
 
 class TokenScore(BaseModel):
