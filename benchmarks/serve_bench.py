@@ -7,6 +7,11 @@ Starts the server on a finished run directory, then measures
 
     python benchmarks/serve_bench.py runs/sample                  # both parts, 20 clients x 60 s
     python benchmarks/serve_bench.py runs/sample --skip-load      # latency only (~1 min incl. start-up)
+    python benchmarks/serve_bench.py src/mmsent/shipped_model --attacker --skip-latency   # load under attack
+
+``--attacker`` adds one more client that keeps sending a 7000 x 7000 16-bit PNG (about 100 KB on the wire, 49 MP
+decoded), alternately alone (multipart) and as a batch of 8 (JSON); its answers are tallied by status, and the
+server's peak RSS (VmHWM) is recorded.
 
 Prints a JSON summary and writes it to ``--out`` when given.
 """
@@ -88,11 +93,57 @@ def latency(base: str, image: bytes, text: str, n: int, explain: bool) -> dict[s
         return percentiles([one_request(client, f"{base}/predict", image, text, explain) for _ in range(n)])
 
 
-def load(base: str, pid: int, image: bytes, text: str, clients: int, seconds: float) -> dict:
+def bomb_png() -> bytes:
+    """A 7000 x 7000 16-bit greyscale PNG: small on the wire, ~49 MP (and hundreds of MB) once decoded."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((7000, 7000), dtype=np.uint16)).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def attack(base: str, stop: float, statuses: dict, lock: threading.Lock) -> None:
+    """Sends the PNG alone and in batches of 8 until ``stop``; counts each answer's status (or exception name)."""
+    import base64
+
+    png = bomb_png()
+    b64 = base64.b64encode(png).decode("ascii")
+    with httpx.Client(timeout=120) as client:
+        n = 0
+        while time.monotonic() < stop:
+            kind = "single" if n % 2 == 0 else "batch8"
+            try:
+                if kind == "single":
+                    r = client.post(f"{base}/predict", files={"image": ("bomb.png", png, "image/png")},
+                                    data={"text": "attack"})
+                else:
+                    r = client.post(f"{base}/predict/batch",
+                                    json={"items": [{"text": "attack", "image_base64": b64}] * 8})
+                key = f"{kind}:{r.status_code}"
+            except Exception as exc:  # noqa: BLE001 -- counted, not raised
+                key = f"{kind}:{type(exc).__name__}"
+            with lock:
+                statuses[key] = statuses.get(key, 0) + 1
+            n += 1
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set size so far (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def load(base: str, pid: int, image: bytes, text: str, clients: int, seconds: float, attacker: bool = False) -> dict:
     times: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
     stop = time.monotonic() + seconds
+    attack_statuses: dict[str, int] = {}
 
     def worker() -> None:
         with httpx.Client(timeout=120) as client:
@@ -108,6 +159,8 @@ def load(base: str, pid: int, image: bytes, text: str, clients: int, seconds: fl
     rss_start = rss_mb(pid)
     t0 = time.perf_counter()
     pool = [threading.Thread(target=worker) for _ in range(clients)]
+    if attacker:
+        pool.append(threading.Thread(target=attack, args=(base, stop, attack_statuses, lock)))
     for t in pool:
         t.start()
     for t in pool:
@@ -115,7 +168,8 @@ def load(base: str, pid: int, image: bytes, text: str, clients: int, seconds: fl
     wall = time.perf_counter() - t0
     return {"clients": clients, "seconds": round(wall, 1), "ok": len(times), "errors": len(errors),
             "error_examples": sorted(set(errors))[:5], "throughput_rps": len(times) / wall,
-            "latency": percentiles(times), "rss_mb_start": rss_start, "rss_mb_end": rss_mb(pid)}
+            "latency": percentiles(times), "rss_mb_start": rss_start, "rss_mb_end": rss_mb(pid),
+            "rss_mb_peak": peak_rss_mb(pid), **({"attack_statuses": attack_statuses} if attacker else {})}
 
 
 def main() -> None:
@@ -131,6 +185,8 @@ def main() -> None:
     ap.add_argument("--model", help="serve this design of the run (mmsent serve --model)")
     ap.add_argument("--micro-batch", type=int, help="mmsent serve --max-micro-batch (1: no micro-batching)")
     ap.add_argument("--out", type=Path, help="also write the JSON summary here")
+    ap.add_argument("--attacker", action="store_true", help="one more client sending a 7000x7000 16-bit PNG")
+    ap.add_argument("--skip-latency", action="store_true", help="only the load part")
     args = ap.parse_args()
 
     image = args.image.read_bytes()
@@ -143,10 +199,11 @@ def main() -> None:
         summary: dict = {"run_dir": str(args.run_dir), "server_threads": args.threads,
                          "model": httpx.get(f"{base}/health").json()["model"]["name"],
                          "rss_mb_after_start": rss_mb(proc.pid)}
-        summary["latency_explain"] = latency(base, image, args.text, args.requests, explain=True)
-        summary["latency_no_explain"] = latency(base, image, args.text, args.requests, explain=False)
+        if not args.skip_latency:
+            summary["latency_explain"] = latency(base, image, args.text, args.requests, explain=True)
+            summary["latency_no_explain"] = latency(base, image, args.text, args.requests, explain=False)
         if not args.skip_load:
-            summary["load"] = load(base, proc.pid, image, args.text, args.clients, args.seconds)
+            summary["load"] = load(base, proc.pid, image, args.text, args.clients, args.seconds, args.attacker)
     finally:
         proc.terminate()
         proc.wait(30)

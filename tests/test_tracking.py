@@ -70,6 +70,19 @@ def test_a_run_on_the_sample_configured_to_track_records_itself(tmp_path):
         "chosen_model"]
 
 
+def test_local_means_a_sqlite_store_in_the_current_folder(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    from mmsent.tracking import log_run
+
+    run_dir = shutil.copytree(tiny_run, tmp_path / "run")
+    monkeypatch.chdir(tmp_path)
+    run_id = log_run(run_dir, "local")
+    assert (tmp_path / "mlflow.db").is_file()
+    assert mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(run_id).info.status == \
+        "FINISHED"
+
+
 def test_tracking_a_folder_that_is_not_a_finished_run_says_so(tmp_path):
     from mmsent.tracking import log_run
 

@@ -249,7 +249,7 @@ def serve(run_dir: Optional[Path] = typer.Argument(None, help="A finished run or
           threads: int = typer.Option(1, "--threads", help="Torch threads per request (requests run one at a "
                                       "time). 1 stays fast when other processes share the cores; 0 = all cores."),
           max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="Largest image file accepted."),
-          max_image_pixels: int = typer.Option(50_000_000, "--max-image-pixels", help="Largest decoded image."),
+          max_image_pixels: int = typer.Option(40_000_000, "--max-image-pixels", help="Largest decoded image (w x h)."),
           max_batch: int = typer.Option(32, "--max-batch", help="Most rows per /predict/batch request."),
           max_micro_batch: int = typer.Option(8, "--max-micro-batch", min=1, help="Most concurrent /predict requests "
                                               "run together in one forward pass (1: one at a time).")) -> None:

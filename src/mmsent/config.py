@@ -194,7 +194,7 @@ class FinetuneConfig:
 class TrackingConfig:
     """Experiment tracking: each finished run is recorded in MLflow (needs ``pip install 'mmsent[track]'``)."""
 
-    # MLflow tracking URI, e.g. sqlite:///mlflow.db or http://host:5000; null records nothing
+    # MLflow tracking URI: local (mlflow.db in the current folder), sqlite:///path.db or http://host:5000; null: off
     mlflow: str | None = None
     experiment: str = "mmsent"
 

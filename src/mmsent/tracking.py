@@ -62,13 +62,15 @@ def learning_curves(run_dir: Path) -> list[tuple[str, int, float]]:
 
 
 def log_run(run_dir: str | Path, uri: str, experiment: str = "mmsent") -> str:
-    """Records the finished run in ``run_dir`` under ``experiment`` at tracking URI ``uri``; returns the MLflow run id
-    (also written to ``tracking.json`` in the run folder)."""
+    """Records the finished run in ``run_dir`` under ``experiment`` at tracking URI ``uri`` (``local``: ``mlflow.db``
+    in the current folder); returns the MLflow run id (also written to ``tracking.json`` in the run folder)."""
     try:
         from mlflow import MlflowClient
     except ImportError as exc:
         raise ImportError("experiment tracking needs MLflow: pip install 'mmsent[track]' (or mlflow-skinny)") from exc
     run_dir = Path(run_dir)
+    if uri == "local":  # MLflow 3 refuses a plain ./mlruns folder by default; a SQLite file is its local store now
+        uri = f"sqlite:///{Path('mlflow.db').resolve()}"
     if not (run_dir / "metrics.json").is_file():
         raise FileNotFoundError(f"{run_dir}: no metrics.json; track a run folder that `mmsent run` finished")
     client = MlflowClient(tracking_uri=uri)

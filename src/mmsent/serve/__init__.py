@@ -38,7 +38,7 @@ class ServeSettings:
     """Limits of the service."""
 
     max_upload_bytes: int = 10 * 1024 * 1024  # largest image file accepted
-    max_image_pixels: int = 50_000_000  # largest decoded image (width x height), a decompression-bomb guard
+    max_image_pixels: int = 40_000_000  # largest decoded image (w x h; ~7300 x 5500), a decompression-bomb guard
     max_request_pixels: int = 100_000_000  # all images of one request together (a batch of large images)
     max_text_chars: int = 5_000  # longest tweet text accepted
     max_batch: int = 32  # most rows in one /predict/batch request
