@@ -218,13 +218,17 @@ def test_an_unknown_image_encoder_lists_the_registered_ones():
         load_config(overrides=["encoders.image=efficientnet-lite9"])
     message = str(err.value)
     assert message.startswith("encoders.image: unknown image encoder 'efficientnet-lite9'; allowed: ")
-    assert "efficientnet-lite2" in message and "resnet50" in message and "did you mean 'efficientnet-lite" in message
-    with pytest.raises(ConfigError, match=r"encoders\.image: 'resnet50:' has no weights file"):
-        load_config(overrides=["encoders.image=resnet50:"])
+    assert "efficientnet-lite2" in message and "timm:<name>" in message and "did you mean 'efficientnet-lite" in message
+    with pytest.raises(ConfigError, match=r"encoders\.image: 'efficientnet-lite0:' has no weights file"):
+        load_config(overrides=["encoders.image=efficientnet-lite0:"])
+    # the torchvision-only ResNet50 is gone: its names say where to go (a run made with it must be rerun)
+    for old in ("resnet50", "resnet", "resnet50:/weights/r50.pth"):
+        with pytest.raises(ConfigError, match=r"use timm:resnet50\.tv_in1k"):
+            load_config(overrides=[f"encoders.image={old}"])
 
 
-@pytest.mark.parametrize("name", ["efficientnet-lite2", "EfficientNet-Lite0", "lite1", "resnet",
-                                  "resnet50:/weights/r50.pth"])
+@pytest.mark.parametrize("name", ["efficientnet-lite2", "EfficientNet-Lite0", "lite1", "timm:resnet50.tv_in1k",
+                                  "timm:resnet50.tv_in1k:/weights/r50.pth", "hf-clip:openai/clip-vit-base-patch32"])
 def test_registered_image_encoders_aliases_and_weight_paths_load(name):
     assert load_config(overrides=[f"encoders.image={name}"]).encoders.image == name
 

@@ -60,3 +60,8 @@ def test_load_without_a_folder_gives_the_shipped_model():
     model = mmsent.load()
     [answer] = model.predict([IMAGE], ["love this great game"], explain_inputs=False)
     assert answer["label"] in ("positive", "neutral", "negative")
+
+
+def test_text_without_image_says_they_go_together():
+    result = CliRunner().invoke(app, ["predict", "--text", "hello"])
+    assert result.exit_code == 2 and "--image and --text go together" in result.output

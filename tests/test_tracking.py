@@ -64,6 +64,7 @@ def test_a_run_on_the_sample_configured_to_track_records_itself(tmp_path):
     got = client.get_run(recorded["run_id"])
     assert got.data.params["compare.models"] == '["concat"]'
     assert got.data.params["tracking.experiment"] == "configured"
+    assert "tracking.mlflow" not in got.data.params  # a URI may carry credentials: never a parameter
     comparison = json.loads((tmp_path / "run" / "comparison.json").read_text())
     assert got.data.metrics["concat_macro_f1_mean"] == pytest.approx(comparison["summary"][0]["macro_f1_mean"])
     assert got.data.tags["mmsent.predictor"] == json.loads((tmp_path / "run" / "metrics.json").read_text())[
@@ -88,3 +89,10 @@ def test_tracking_a_folder_that_is_not_a_finished_run_says_so(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="no metrics.json"):
         log_run(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def test_credentials_in_the_uri_are_kept_out_of_files_and_logs():
+    from mmsent.tracking import redact
+
+    assert redact("http://alice:s3cret@mlflow.example:5000/x") == "http://***@mlflow.example:5000/x"
+    assert redact("sqlite:////tmp/m.db") == "sqlite:////tmp/m.db"

@@ -189,17 +189,18 @@ def predict(run_dir: Optional[Path] = typer.Argument(None, help="A finished run 
             on_error: Optional[str] = OnErrorOpt, quiet: bool = QuietOpt) -> None:
     """Writes guid,tag predictions for the unlabeled rows of a dataset with a run's saved models, or streams a
     manifest of any size (--input) to JSONL."""
+    if (image is None) != (text is None):
+        console.print("[red]error:[/red] --image and --text go together (one post: its image and its text)")
+        raise typer.Exit(2)
     if run_dir is None:
-        if (input_ is not None or image is None) and out is None:
+        if image is None and out is None:
             console.print("[red]error:[/red] without RUN_DIR (the shipped model) give --out for the predictions")
             raise typer.Exit(2)
         from mmsent.export import shipped_model_path
 
-        run_dir = shipped_model_path()
-    if image is not None or text is not None:
-        if image is None or text is None:
-            console.print("[red]error:[/red] --image and --text go together (one post: its image and its text)")
-            raise typer.Exit(2)
+        with _user_errors():
+            run_dir = shipped_model_path()
+    if image is not None and text is not None:
         from mmsent.inference import RunPredictor
 
         with _user_errors():
@@ -263,7 +264,8 @@ def serve(run_dir: Optional[Path] = typer.Argument(None, help="A finished run or
     if run_dir is None:
         from mmsent.export import shipped_model_path
 
-        run_dir = shipped_model_path()
+        with _user_errors():
+            run_dir = shipped_model_path()
     torch.set_num_threads(resolve_num_threads(threads))
     settings = ServeSettings(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_image_pixels=max_image_pixels,
                              max_batch=max_batch, max_micro_batch=max_micro_batch)

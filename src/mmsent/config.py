@@ -537,7 +537,12 @@ def _check_names(cfg: RunConfig) -> None:
             raise _not_allowed(f"compare.model_overrides: unknown model {model!r}", _fusion_key(str(model)), known)
     _model_overrides(compare.model_overrides, parse=False)
 
-    from mmsent.encoders.registry import IMAGE_ALIASES, IMAGE_ENCODERS  # here: the registry imports this module
+    from mmsent.encoders.registry import (  # here: the registry imports this module
+        IMAGE_ALIASES,
+        IMAGE_ENCODERS,
+        RESNET50_HINT,
+        RETIRED_IMAGE_ENCODERS,
+    )
 
     name = cfg.encoders.image
     for prefix in ("hf-image:", "hf-clip:"):
@@ -548,6 +553,8 @@ def _check_names(cfg: RunConfig) -> None:
             return
     base, sep, weights = name.partition(":")
     lookup = base.strip().lower()
+    if lookup in RETIRED_IMAGE_ENCODERS:
+        raise ConfigError(f"encoders.image: {name!r}: {RESNET50_HINT}")
     if lookup == "timm":
         if not weights.strip() or weights.strip().startswith(":"):
             raise ConfigError(f"encoders.image: {name!r} names no timm model; give e.g. timm:convnext_base.fb_in22k "
@@ -555,7 +562,7 @@ def _check_names(cfg: RunConfig) -> None:
         return
     if IMAGE_ALIASES.get(lookup, lookup) not in IMAGE_ENCODERS:
         raise _not_allowed(f"encoders.image: unknown image encoder {name!r}", lookup, [*IMAGE_ENCODERS, *IMAGE_ALIASES],
-                           tail=" (each optionally with :/path/to/weights.pth)")
+                           tail=" (efficientnet-lite* optionally with :/path/to/weights.pth)")
     if sep and not weights.strip():
         raise ConfigError(f"encoders.image: {name!r} has no weights file after ':'; "
                           f"give {base}:/path/to/weights.pth or just {base}")

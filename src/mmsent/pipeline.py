@@ -29,7 +29,7 @@ from mmsent.config import RunConfig, validate
 from mmsent.data.lab_format import load_lab_dataset
 from mmsent.data.records import LabDataset
 from mmsent.data.sample import sample_dataset_path
-from mmsent.data.splits import Split, check_split, kfold_splits, load_split, make_split, save_split
+from mmsent.data.splits import Split, SplitError, check_split, kfold_splits, load_split, make_split, save_split
 from mmsent.data.text import TextCleaner
 from mmsent.device import resolve_device
 from mmsent.encoders.registry import create_encoders_from_config
@@ -138,6 +138,10 @@ def load_dataset(cfg: RunConfig) -> LabDataset:
 def prepare_splits(cfg: RunConfig, dataset: LabDataset, run_dir: Path | None = None) -> list[Split]:
     """The train/validation split (made, or reused with ``data.split_file``), or with ``data.kfold`` every fold of a
     stratified K-fold cross-validation; each is written to the run dir (``split.csv`` / ``split_fold{k}.csv``)."""
+    if dataset.validation and (cfg.data.kfold or cfg.data.split_file):
+        log.warning("the data names %d validation rows (split=val), but %s decides the split: they are used as "
+                    "ordinary labelled rows", len(dataset.validation),
+                    "data.kfold" if cfg.data.kfold else "data.split_file")
     if cfg.data.kfold:
         splits = kfold_splits(dataset.train, cfg.data.kfold, cfg.data.split_seed)
     elif cfg.data.split_file:
@@ -146,8 +150,13 @@ def prepare_splits(cfg: RunConfig, dataset: LabDataset, run_dir: Path | None = N
     elif dataset.validation:
         log.info("using the %d validation rows the data names (split=val)", len(dataset.validation))
         given = set(dataset.validation)
-        splits = [Split([ex.guid for ex in dataset.train if ex.guid not in given], list(dataset.validation),
-                        cfg.data.split_seed, len(given) / len(dataset.train))]
+        train = [ex for ex in dataset.train if ex.guid not in given]
+        missing = sorted(set(LABELS) - {ex.label for ex in train})
+        if missing:
+            raise SplitError(f"the data's split=val rows leave {len(train)} training rows, with no "
+                             f"{', '.join(missing)} row: mark fewer rows val, or leave the split column empty")
+        splits = [Split([ex.guid for ex in train], list(dataset.validation), cfg.data.split_seed,
+                        len(given) / len(dataset.train))]
     else:
         splits = [make_split(dataset.train, cfg.data.val_fraction, cfg.data.split_seed)]
     for k, split in enumerate(splits):
@@ -236,8 +245,13 @@ def score_baselines(cfg: RunConfig, dataset: LabDataset, guids: list[str]) -> li
     if source is None:
         return []
     by_guid = {ex.guid: ex for ex in dataset.train}
-    return zero_shot_scores(source, [by_guid[g] for g in guids], TextCleaner(cfg.cleaning),
-                            device=cfg.encoders.device, max_pixels=cfg.data.max_image_pixels)
+    try:
+        return zero_shot_scores(source, [by_guid[g] for g in guids], TextCleaner(cfg.cleaning),
+                                device=cfg.encoders.device, max_pixels=cfg.data.max_image_pixels)
+    except Exception:  # a baseline, not the run's product: the trained models are still saved and predict
+        log.exception("the zero-shot baseline of %s failed; the run goes on without it (compare.zero_shot=off "
+                      "skips it)", source)
+        return []
 
 
 def save_predictor(run_dir: Path, cfg: RunConfig, parts: list[Comparison], predictor: Predictor) -> list[FusionModel]:
@@ -308,8 +322,10 @@ def track_safely(run_dir: Path, cfg: RunConfig) -> None:
 
         log_run(run_dir, cfg.tracking.mlflow, cfg.tracking.experiment)
     except Exception:
+        from mmsent.tracking import redact
+
         log.exception("recording the run in MLflow failed; the run itself is complete. Retry with `mmsent track %s "
-                      "--mlflow %s --experiment %s`", run_dir, cfg.tracking.mlflow, cfg.tracking.experiment)
+                      "--mlflow %s --experiment %s`", run_dir, redact(cfg.tracking.mlflow), cfg.tracking.experiment)
 
 
 def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> PipelineResult:
@@ -356,7 +372,8 @@ def predict_from_run(run_dir: str | Path, cfg: RunConfig, out: str | Path | None
     out_path = prediction_path(out, run_dir, resolve_data_root(run_cfg)) if out else Path(run_dir) / PREDICTIONS_FILE
     dataset = load_dataset(run_cfg)
     if not dataset.test:
-        raise ValueError(f"{resolve_data_root(run_cfg)}: no unlabeled rows to predict (test_without_label.txt)")
+        raise ValueError(f"{resolve_data_root(run_cfg)}: no unlabeled rows to predict (test_without_label.txt, or a "
+                         "table's rows without a label)")
     source = FeatureSource(*ensemble.encoders(run_cfg.encoders.device))
     feats = extract(run_cfg, dataset.test, source, progress=progress)
     write_predictions(out_path, dataset.test, ensemble_proba(ensemble.models, feats, run_cfg.training.device),

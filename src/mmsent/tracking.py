@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 from typing import Any
 
 import yaml
@@ -48,6 +50,15 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
     return {k: float(v) for k, v in out.items()}
 
 
+def redact(uri: str) -> str:
+    """The URI without a ``user:password@`` part (for files and logs; pass credentials as MLFLOW_TRACKING_USERNAME /
+    MLFLOW_TRACKING_PASSWORD instead)."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
 def learning_curves(run_dir: Path) -> list[tuple[str, int, float]]:
     """Every run's per-epoch curves as ``(metric key, epoch, value)``: ``{model}_fold{k}_seed{s}_{train_loss,
     val_loss, val_macro_f1, ...}`` (the validation side is the run's own early-stopping holdout)."""
@@ -66,6 +77,7 @@ def log_run(run_dir: str | Path, uri: str, experiment: str = "mmsent") -> str:
     in the current folder); returns the MLflow run id (also written to ``tracking.json`` in the run folder)."""
     try:
         from mlflow import MlflowClient
+        from mlflow.entities import Metric, Param
     except ImportError as exc:
         raise ImportError("experiment tracking needs MLflow: pip install 'mmsent[track]' (or mlflow-skinny)") from exc
     run_dir = Path(run_dir)
@@ -82,12 +94,15 @@ def log_run(run_dir: str | Path, uri: str, experiment: str = "mmsent") -> str:
     run_id = run.info.run_id
     try:
         config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        for key, value in _flatten(config).items():
-            client.log_param(run_id, key, value[:6000])  # MLflow's limit on a parameter value
-        for key, value in run_metrics(run_dir).items():
-            client.log_metric(run_id, key, value)
-        for key, step, value in learning_curves(run_dir):
-            client.log_metric(run_id, key, value, step=step)
+        config.get("tracking", {}).pop("mlflow", None)  # the URI may hold credentials; it is in tracking.json
+        now = int(time.time() * 1000)
+        params = [Param(key, value[:6000]) for key, value in _flatten(config).items()]  # MLflow's value limit
+        metrics = [Metric(key, value, now, 0) for key, value in run_metrics(run_dir).items()]
+        metrics += [Metric(key, value, now, step) for key, step, value in learning_curves(run_dir)]
+        for start in range(0, len(params), 100):  # MLflow takes up to 100 parameters per call
+            client.log_batch(run_id, params=params[start:start + 100])
+        for start in range(0, len(metrics), 1000):  # and up to 1000 metrics
+            client.log_batch(run_id, metrics=metrics[start:start + 1000])
         for name in ARTIFACTS:
             if (run_dir / name).is_file():
                 client.log_artifact(run_id, str(run_dir / name))
@@ -97,6 +112,7 @@ def log_run(run_dir: str | Path, uri: str, experiment: str = "mmsent") -> str:
         client.set_terminated(run_id, status="FAILED")
         raise
     client.set_terminated(run_id)
-    write_json(run_dir / TRACKING_FILE, {"mlflow_uri": uri, "experiment": experiment, "run_id": run_id})
-    log.info("recorded the run in MLflow (%s, experiment %r, run %s)", uri, experiment, run_id)
+    shown = redact(uri)
+    write_json(run_dir / TRACKING_FILE, {"mlflow_uri": shown, "experiment": experiment, "run_id": run_id})
+    log.info("recorded the run in MLflow (%s, experiment %r, run %s)", shown, experiment, run_id)
     return run_id

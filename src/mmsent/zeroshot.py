@@ -59,7 +59,9 @@ class ZeroShotClassifier:
             self.label_embeds = self._embed_texts(self.prompts)
 
     def _embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        inputs = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt",
+        # SigLIP reads its text vector at the last position and was trained on texts padded to 64 tokens
+        padding = "max_length" if self.model.config.model_type == "siglip" else True
+        inputs = self.tokenizer(list(texts), padding=padding, truncation=True, return_tensors="pt",
                                 max_length=min(int(getattr(self.tokenizer, "model_max_length", 64)), 64))
         return _unit(self.model.get_text_features(**{k: v.to(self.device) for k, v in inputs.items()}))
 

@@ -127,3 +127,40 @@ def test_a_run_on_a_table(tmp_path):
     lines = result.predictions_path.read_text().splitlines()
     assert lines[0] == "guid,tag" and [line.split(",")[0] for line in lines[1:]] == [f"post-{g}" for g in
                                                                                    range(130, 134)]
+    # the report's error gallery finds each row's files through the table
+    from mmsent.report import build_report
+
+    build_report(tmp_path / "run", explain=False)
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "class='gallery'" in html and "unavailable" not in html and "not found in the table" not in html
+
+
+def test_a_row_without_image_or_id_is_skipped_under_skip_and_named_by_its_first_line(tmp_path):
+    lab = write_lab_dataset(tmp_path / "lab")
+    rows = lab_rows(lab, tmp_path)[:4]
+    rows[1]["text"] = "a quoted\nmulti-line tweet"  # one record over two lines: later line numbers must not slip
+    rows[1].pop("text_path", None)
+    del rows[2]["image"]
+    rows[3]["id"] = ""
+    write_table(lab, tmp_path / "posts.csv", rows)
+    with pytest.raises(DataValidationError) as err:
+        load_table_dataset(tmp_path / "posts.csv")
+    assert "posts.csv:5: no 'image'" in str(err.value) and "posts.csv:6: no 'id'" in str(err.value)
+    dataset = load_table_dataset(tmp_path / "posts.csv", on_error="skip")
+    assert [ex.guid for ex in dataset.train] == ["post-100", "post-101"]
+    assert dataset.train[1].text == "a quoted\nmulti-line tweet"
+    assert dataset.report.skipped == {"malformed_row": 2}
+
+
+def test_a_validation_split_that_leaves_a_class_without_training_rows_is_refused(tmp_path):
+    from mmsent.data.splits import SplitError
+    from mmsent.pipeline import prepare_splits
+
+    lab = write_lab_dataset(tmp_path / "lab")
+    rows = lab_rows(lab, tmp_path)[:30]
+    for row in rows:
+        row["split"] = "val" if row["label"] == "NEUTRAL" else "train"
+    write_table(lab, tmp_path / "posts.csv", rows)
+    cfg = load_config(overrides=[f"data.root={tmp_path / 'posts.csv'}", "data.format=table"])
+    with pytest.raises(SplitError, match="no neutral row"):
+        prepare_splits(cfg, load_table_dataset(tmp_path / "posts.csv"))

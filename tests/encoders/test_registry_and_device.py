@@ -11,7 +11,7 @@ from mmsent.encoders import create_encoders_from_config, create_image_encoder, l
 
 def test_list_encoders():
     known = list_encoders()
-    assert {"efficientnet-lite2", "resnet50"} <= set(known["image"])
+    assert {"efficientnet-lite2", "timm:<name>[:<weights file>]", "hf-clip:<hub id or folder>"} <= set(known["image"])
     assert {"all-MiniLM-L6-v2", "all-mpnet-base-v2"} <= set(known["text"])
 
 

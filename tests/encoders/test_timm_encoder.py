@@ -20,8 +20,6 @@ needs_timm = pytest.mark.skipif(not HAS_TIMM, reason="timm not installed (pip in
 def test_without_timm_the_error_says_what_to_install():
     with pytest.raises(ImportError, match=r"mmsent\[timm\]"):
         create_image_encoder("timm:test_resnet", pretrained=False)
-    with pytest.raises(ImportError, match=r"mmsent\[timm\]"):
-        create_image_encoder("resnet50", pretrained=False)
 
 
 @needs_timm
@@ -65,20 +63,27 @@ def test_a_local_weights_file_loads_and_keys_the_cache(images, tmp_path):
 
 @needs_timm
 def test_the_original_designs_resnet50_loads_torchvision_weights(images, tmp_path):
-    """``resnet50:/path.pth`` takes a torchvision state dict (the seed's checkpoint format) through timm's ResNet50."""
+    """``timm:resnet50.tv_in1k:/path.pth`` takes a torchvision state dict (the seed's checkpoint format)."""
     import torchvision
 
     torch.manual_seed(0)
     reference = torchvision.models.resnet50(weights=None).eval()
     path = tmp_path / "r50.pth"
     torch.save(reference.state_dict(), path)
-    enc = create_image_encoder(f"resnet50:{path}", grid=3, device="cpu", backend="torch")
+    enc = create_image_encoder(f"timm:resnet50.tv_in1k:{path}", grid=3, device="cpu", backend="torch")
     assert enc.name == f"timm:resnet50.tv_in1k:{path}" and enc.dim == 2048 and enc.map_side == 7
     x = enc.normalize(torch.from_numpy(enc.crop(enc.open(images[0]))[None])).contiguous()
     with torch.no_grad():
         r = reference
         expected = r.layer4(r.layer3(r.layer2(r.layer1(r.maxpool(r.relu(r.bn1(r.conv1(x))))))))
         assert torch.allclose(enc.forward_features(x), expected, atol=1e-4)
+
+
+def test_the_removed_torchvision_names_say_where_to_go():
+    from mmsent.encoders import UnknownEncoderError
+
+    with pytest.raises(UnknownEncoderError, match=r"use timm:resnet50\.tv_in1k"):
+        create_image_encoder("resnet50", pretrained=False)
 
 
 @needs_timm

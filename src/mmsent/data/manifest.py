@@ -30,12 +30,16 @@ class Row:
     split: str | None = None  # the optional ``split`` column (train / val / test)
 
 
-def _records(path: Path) -> Iterator[tuple[str, dict]]:
+def read_records(path: Path) -> Iterator[tuple[str, dict]]:
+    """``(file:line, record)`` per row of a CSV, JSONL or Parquet file; ManifestError for an unreadable line."""
     suffix = path.suffix.lower()
     if suffix == ".csv":
         with path.open(encoding="utf-8-sig", newline="") as fh:
-            for line, rec in enumerate(csv.DictReader(fh), start=2):
-                yield f"{path.name}:{line}", rec
+            reader = csv.DictReader(fh)
+            start = 2
+            for rec in reader:
+                yield f"{path.name}:{start}", rec  # the record's first line (a quoted text may span several)
+                start = reader.line_num + 1
     elif suffix == ".jsonl":
         with path.open(encoding="utf-8") as fh:
             for line, text in enumerate(fh, start=1):
@@ -63,29 +67,33 @@ def _records(path: Path) -> Iterator[tuple[str, dict]]:
         raise ManifestError(f"{path}: unknown manifest format; use {', '.join(MANIFEST_SUFFIXES)}")
 
 
+def to_row(where: str, rec: dict, base: Path) -> Row:
+    """A record as a :class:`Row` (paths resolved against ``base``); ManifestError names what it lacks."""
+    rid = rec.get("id")
+    image = rec.get("image") or rec.get("image_path")
+    text, text_path = rec.get("text"), rec.get("text_path")
+    if rid is None or str(rid).strip() == "":
+        raise ManifestError(f"{where}: no 'id'; every row needs a unique id")
+    if not image:
+        raise ManifestError(f"{where}: no 'image' (or 'image_path') column value")
+    if text_path and not text:  # a CSV writes an absent text as ""
+        text = None
+    elif text is None:
+        raise ManifestError(f"{where}: no 'text' (or 'text_path') column value")
+    label, split = rec.get("label"), rec.get("split")
+    return Row(str(rid).strip(), None if text is None else str(text),
+               base / str(text_path) if text is None else None, base / str(image), where,
+               str(label).strip() if label not in (None, "") else None,
+               str(split).strip().lower() if split not in (None, "") else None)
+
+
 def read_manifest(path: str | Path) -> Iterator[Row]:
     """The manifest's rows in order (lazily). ManifestError names the first row without an id or an image."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest not found: {path}")
-    base = path.parent
-    for where, rec in _records(path):
-        rid = rec.get("id")
-        image = rec.get("image") or rec.get("image_path")
-        text, text_path = rec.get("text"), rec.get("text_path")
-        if rid is None or str(rid).strip() == "":
-            raise ManifestError(f"{where}: no 'id'; every row needs a unique id")
-        if not image:
-            raise ManifestError(f"{where}: no 'image' (or 'image_path') column value")
-        if text_path and not text:  # a CSV writes an absent text as ""
-            text = None
-        elif text is None:
-            raise ManifestError(f"{where}: no 'text' (or 'text_path') column value")
-        label, split = rec.get("label"), rec.get("split")
-        yield Row(str(rid).strip(), None if text is None else str(text),
-                  base / str(text_path) if text is None else None, base / str(image), where,
-                  str(label).strip() if label not in (None, "") else None,
-                  str(split).strip().lower() if split not in (None, "") else None)
+    for where, rec in read_records(path):
+        yield to_row(where, rec, path.parent)
 
 
 def count_rows(path: str | Path) -> int | None:

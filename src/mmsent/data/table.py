@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from mmsent.data.lab_format import GUID_PATTERN, DataRow, DataValidationError, build_dataset
-from mmsent.data.manifest import ManifestError, read_manifest
+from mmsent.data.manifest import ManifestError, read_records, to_row
 from mmsent.data.records import DataIssue, LabDataset, LoadReport
 from mmsent.labels import LABELS
 
@@ -32,15 +32,23 @@ def load_table_dataset(path: str | Path, *, on_error: Literal["raise", "skip"] =
     if not path.is_file():
         raise FileNotFoundError(f"table not found: {path} (data.format=table reads one CSV, JSONL or Parquet file)")
     try:
-        records = list(read_manifest(path))
-    except ManifestError as exc:
-        raise DataValidationError([DataIssue(str(exc).split(": ")[0], str(exc).split(": ", 1)[-1],
-                                             "fix the table's columns")], path) from exc
+        records = list(read_records(path))
+    except ManifestError as exc:  # an unreadable line or format: the table as a whole cannot be read
+        location, _, reason = str(exc).partition(": ")
+        raise DataValidationError([DataIssue(location, reason, "fix the line or the file")], path.parent) from exc
     rows: list[DataRow] = []
     seen: dict[str, DataRow] = {}
     validation: list[str] = []
-    for rec in records:
-        file, _, line = rec.where.partition(":")
+    for where, fields in records:
+        file, _, line = where.partition(":")
+        try:
+            rec = to_row(where, fields, path.parent)
+        except ManifestError as exc:  # a row without id, image or text: skippable like any other bad row
+            row = DataRow(str(fields.get("id") or ""), file, int(line) if line.isdigit() else 0, "train", where=where)
+            row.add("malformed_row", str(exc).partition(": ")[2], "fill in the row's id, image and text (or text_path)")
+            row.check_files = False
+            rows.append(row)
+            continue
         row = DataRow(rec.id, file, int(line) if line.isdigit() else 0, "train", image_path=rec.image,
                       text_path=rec.text_path, inline_text=rec.text, where=rec.where)
         rows.append(row)

