@@ -42,6 +42,7 @@ def test_a_finished_run_is_recorded_and_read_back_through_mlflow(tiny_run, tmp_p
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"config.yaml", "metrics.json", "comparison.md", "predictions.txt", "report.html"} <= artifacts
     assert json.loads((run_dir / "tracking.json").read_text())["run_id"] == run_id
+    assert (tmp_path / "mlartifacts").is_dir()  # artifacts beside the store, not in the current folder
 
 
 def test_a_run_on_the_sample_configured_to_track_records_itself(tmp_path):

@@ -59,6 +59,14 @@ def redact(uri: str) -> str:
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a SQLite store (``<db folder>/mlartifacts``); None lets
+    a server decide. MLflow's own default, ``./mlruns`` in whatever folder the process runs in, would scatter them."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+
+
 def learning_curves(run_dir: Path) -> list[tuple[str, int, float]]:
     """Every run's per-epoch curves as ``(metric key, epoch, value)``: ``{model}_fold{k}_seed{s}_{train_loss,
     val_loss, val_macro_f1, ...}`` (the validation side is the run's own early-stopping holdout)."""
@@ -87,7 +95,8 @@ def log_run(run_dir: str | Path, uri: str, experiment: str = "mmsent") -> str:
         raise FileNotFoundError(f"{run_dir}: no metrics.json; track a run folder that `mmsent run` finished")
     client = MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(
+        experiment, artifact_location=artifact_location(uri))
     chosen = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get("chosen_model", "")
     run = client.create_run(experiment_id, run_name=run_dir.resolve().name,
                             tags={"mmsent.run_dir": str(run_dir.resolve()), "mmsent.predictor": str(chosen)})
