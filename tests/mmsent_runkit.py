@@ -67,3 +67,33 @@ def build_tiny_run(base: Path, predict_with: str = "dual_stream") -> Path:
     run_dir = base / "run"
     run(cfg, run_dir, progress=False)
     return run_dir
+
+
+def run_on_the_sample(run_dir: Path, image: str, text: str, *extra: str, models: str = "concat,dual_stream"):
+    """``mmsent.pipeline.run`` on the bundled sample with tiny settings and the given encoder names; the result."""
+    from mmsent.config import load_config
+    from mmsent.pipeline import run
+
+    cfg = load_config(overrides=[  # data.root unset: the bundled sample
+        f"cache_dir={run_dir.parent / 'cache'}", f"encoders.image={image}", f"encoders.text={text}",
+        "encoders.image_grid=2", "encoders.text_max_length=16", "encoders.device=cpu", "encoders.backend=torch",
+        "training.device=cpu", "training.hidden_dim=16", "training.num_heads=2", "training.epochs=2",
+        f"compare.models={models}", "compare.seeds=0", "compare.workers=1", *extra,
+    ])
+    return run(cfg, run_dir, progress=False)
+
+
+def serve_one_sample_post(run_dir: Path) -> dict:
+    """``POST /predict`` with a sample image and a text to an app serving ``run_dir``; asserts 200, returns the body."""
+    from fastapi.testclient import TestClient
+
+    from mmsent.data.sample import sample_dataset_path
+    from mmsent.inference import RunPredictor
+    from mmsent.serve import create_app
+
+    image = next((sample_dataset_path() / "data").glob("*.jpg"))
+    with TestClient(create_app(predictor=RunPredictor(run_dir))) as client:
+        r = client.post("/predict", files={"image": ("a.jpg", image.read_bytes(), "image/jpeg")},
+                        data={"text": "happy day"})
+    assert r.status_code == 200, r.text
+    return r.json()

@@ -69,21 +69,9 @@ def test_zero_shot_refuses_a_single_tower_model(tmp_path):
 
 
 def test_a_run_on_the_sample_with_clip_for_both_and_its_zero_shot_baseline_then_serving(clip, tmp_path):
-    from fastapi.testclient import TestClient
+    from mmsent_runkit import run_on_the_sample, serve_one_sample_post
 
-    from mmsent.config import load_config
-    from mmsent.data.sample import sample_dataset_path
-    from mmsent.inference import RunPredictor
-    from mmsent.pipeline import run
-    from mmsent.serve import create_app
-
-    cfg = load_config(overrides=[
-        f"cache_dir={tmp_path / 'cache'}", f"encoders.image=hf-clip:{clip}", f"encoders.text=hf-clip:{clip}",
-        "encoders.image_grid=2", "encoders.text_max_length=16", "encoders.device=cpu", "encoders.backend=torch",
-        "training.device=cpu", "training.hidden_dim=16", "training.num_heads=2", "training.epochs=2",
-        "compare.models=concat,single_stream", "compare.seeds=0", "compare.workers=1",
-    ])
-    result = run(cfg, tmp_path / "run", progress=False)
+    result = run_on_the_sample(tmp_path / "run", f"hf-clip:{clip}", f"hf-clip:{clip}", models="concat,single_stream")
     assert result.predictions_path.is_file()
     comparison = json.loads((tmp_path / "run" / "comparison.json").read_text())
     names = [b["name"] for b in comparison["baselines"]]
@@ -91,14 +79,7 @@ def test_a_run_on_the_sample_with_clip_for_both_and_its_zero_shot_baseline_then_
     assert all(b["n"] == comparison["val_size"] for b in comparison["baselines"])
     assert "*zero-shot image+text*" in (tmp_path / "run" / "comparison.md").read_text()
     assert "zero-shot image+text" in (tmp_path / "run" / "report.html").read_text()
-
-    root = sample_dataset_path()
-    image = next((root / "data").glob("*.jpg"))
-    with TestClient(create_app(predictor=RunPredictor(tmp_path / "run"))) as client:
-        r = client.post("/predict", files={"image": ("a.jpg", image.read_bytes(), "image/jpeg")},
-                        data={"text": "happy day"})
-    assert r.status_code == 200, r.text
-    assert r.json()["label"] in ("positive", "neutral", "negative")
+    assert serve_one_sample_post(tmp_path / "run")["label"] in ("positive", "neutral", "negative")
 
 
 def test_zero_shot_setting_auto_off_and_named():

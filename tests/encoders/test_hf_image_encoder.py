@@ -70,27 +70,10 @@ def test_an_unreachable_model_says_so(tmp_path):
 
 
 def test_a_run_on_the_sample_and_serving_with_a_hf_backbone(backbones, tmp_path):
-    from fastapi.testclient import TestClient
+    from mmsent_runkit import run_on_the_sample, serve_one_sample_post
     from mmsent_testkit import build_tiny_bert
 
-    from mmsent.config import load_config
-    from mmsent.data.sample import sample_dataset_path
-    from mmsent.inference import RunPredictor
-    from mmsent.pipeline import run
-    from mmsent.serve import create_app
-
-    cfg = load_config(overrides=[  # data.root unset: the bundled sample
-        f"cache_dir={tmp_path / 'cache'}",
-        f"encoders.image=hf-image:{backbones['resnet']}", f"encoders.text={build_tiny_bert(tmp_path / 'bert')}",
-        "encoders.image_grid=2", "encoders.text_max_length=16", "encoders.device=cpu", "encoders.backend=torch",
-        "training.device=cpu", "training.hidden_dim=16", "training.num_heads=2", "training.epochs=2",
-        "compare.models=concat,dual_stream", "compare.seeds=0", "compare.workers=1",
-    ])
-    result = run(cfg, tmp_path / "run", progress=False)
+    result = run_on_the_sample(tmp_path / "run", f"hf-image:{backbones['resnet']}",
+                               str(build_tiny_bert(tmp_path / "bert")))
     assert result.predictions_path.is_file()
-    image = next((sample_dataset_path() / "data").glob("*.jpg"))
-    with TestClient(create_app(predictor=RunPredictor(tmp_path / "run"))) as client:
-        r = client.post("/predict", files={"image": ("a.jpg", image.read_bytes(), "image/jpeg")},
-                        data={"text": "happy day"})
-    assert r.status_code == 200, r.text
-    assert r.json()["label"] in ("positive", "neutral", "negative")
+    assert serve_one_sample_post(tmp_path / "run")["label"] in ("positive", "neutral", "negative")

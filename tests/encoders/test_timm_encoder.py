@@ -96,32 +96,15 @@ def test_an_unknown_model_says_so():
 
 @needs_timm
 def test_a_run_on_the_sample_with_a_timm_backbone_then_serving(tmp_path, tiny_bert):
-    from fastapi.testclient import TestClient
-
-    from mmsent.config import load_config
-    from mmsent.data.sample import sample_dataset_path
-    from mmsent.inference import RunPredictor
-    from mmsent.pipeline import run
-    from mmsent.serve import create_app
+    from mmsent_runkit import run_on_the_sample, serve_one_sample_post
 
     torch.manual_seed(0)
     enc = create_image_encoder("timm:test_vit", pretrained=False, device="cpu")
     weights = tmp_path / "test_vit.safetensors"
     save_file({k: v.contiguous() for k, v in enc.network.state_dict().items()}, str(weights))
-    cfg = load_config(overrides=[
-        f"cache_dir={tmp_path / 'cache'}", f"encoders.image=timm:test_vit:{weights}", f"encoders.text={tiny_bert}",
-        "encoders.image_grid=2", "encoders.text_max_length=16", "encoders.device=cpu", "encoders.backend=torch",
-        "training.device=cpu", "training.hidden_dim=16", "training.num_heads=2", "training.epochs=2",
-        "compare.models=concat,dual_stream", "compare.seeds=0", "compare.workers=1",
-    ])
-    result = run(cfg, tmp_path / "run", progress=False)
+    result = run_on_the_sample(tmp_path / "run", f"timm:test_vit:{weights}", str(tiny_bert))
     assert result.predictions_path.is_file()
-    image = next((sample_dataset_path() / "data").glob("*.jpg"))
-    with TestClient(create_app(predictor=RunPredictor(tmp_path / "run"))) as client:
-        r = client.post("/predict", files={"image": ("a.jpg", image.read_bytes(), "image/jpeg")},
-                        data={"text": "happy day"})
-    assert r.status_code == 200, r.text
-    assert r.json()["label"] in ("positive", "neutral", "negative")
+    assert serve_one_sample_post(tmp_path / "run")["label"] in ("positive", "neutral", "negative")
 
 
 @needs_timm

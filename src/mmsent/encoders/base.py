@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,6 +74,14 @@ class ImagePreprocess:
         mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
         return (x - mean) / std
+
+
+def patch_map(tokens: torch.Tensor, prefix: int = 0) -> torch.Tensor:
+    """A vision transformer's ``(B, T, D)`` tokens as its ``(B, D, side, side)`` patch grid: the ``prefix`` class /
+    register tokens dropped, then the trailing square of patches kept."""
+    patches = tokens[:, prefix:]
+    side = math.isqrt(patches.shape[1])
+    return patches[:, patches.shape[1] - side * side:].transpose(1, 2).reshape(tokens.shape[0], -1, side, side)
 
 
 class ImageEncoder(Encoder):

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from mmsent.encoders.base import ImagePreprocess
+from mmsent.encoders.base import ImagePreprocess, patch_map
 from mmsent.encoders.efficientnet import ConvImageEncoder
 from mmsent.encoders.hf_text import EncoderLoadError, quiet_transformers
 
@@ -91,7 +91,4 @@ class HFImageEncoder(ConvImageEncoder):
         states = self.model(pixel_values=x).last_hidden_state
         if states.ndim == 4:  # a CNN's (B, C, h, w) map
             return states
-        # patch tokens after any class/register tokens: lay them out as the square patch grid
-        b, t, d = states.shape
-        side = int(t ** 0.5)
-        return states[:, t - side * side:].transpose(1, 2).reshape(b, d, side, side)
+        return patch_map(states)  # patch tokens after any class/register tokens, as the square patch grid

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from mmsent.encoders.base import ImagePreprocess
+from mmsent.encoders.base import ImagePreprocess, patch_map
 from mmsent.encoders.efficientnet import ConvImageEncoder
 from mmsent.encoders.hf_text import EncoderLoadError
 
@@ -84,10 +84,7 @@ class TimmImageEncoder(ConvImageEncoder):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model.forward_features(x)
         if out.ndim == 3:  # transformer tokens: drop the class / register tokens, lay the patches out as their grid
-            b, t, d = out.shape
-            patches = out[:, getattr(self.model, "num_prefix_tokens", 0):]
-            side = int(patches.shape[1] ** 0.5)
-            return patches[:, -side * side:].transpose(1, 2).reshape(b, d, side, side)
+            return patch_map(out, getattr(self.model, "num_prefix_tokens", 0))
         if out.shape[-1] == self.model.num_features and out.shape[1] != self.model.num_features:
             return out.permute(0, 3, 1, 2)  # channels-last maps (Swin and friends)
         return out
