@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
+
+# Set by benchmarks/mutation.py: a tiny run built once, copied for each mutant's test session instead of rebuilt.
+PREBUILT_TINY_RUN = "MMSENT_TEST_PREBUILT_TINY_RUN"
 
 
 @pytest.fixture(scope="session")
@@ -13,6 +18,9 @@ def tiny_run(tmp_path_factory) -> Path:
     import torch
     from mmsent_runkit import build_tiny_run
 
+    prebuilt = os.environ.get(PREBUILT_TINY_RUN)
+    if prebuilt:
+        return Path(shutil.copytree(prebuilt, tmp_path_factory.mktemp("tiny_run") / "run"))
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors on a shared 2-core machine: thread hand-offs cost more than they save
     try:

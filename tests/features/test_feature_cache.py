@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
+import pytest
 import torch
 
 from mmsent.features.cache import FeatureCache
@@ -116,3 +118,152 @@ def test_file_digest_memo_follows_changes(tmp_path):
     assert d1 == file_digest(p, "sha1")
     p.write_bytes(b"two!")
     assert file_digest(p, "sha1") != d1
+
+
+# --- the sidecar's contract, and every way an entry can be damaged (each named in the warning) ---
+
+def _write_raw(cache: FeatureCache, key: str, tensors: dict, guids: list[str], shapes=None, drop=()) -> None:
+    """An entry written by hand (no checksum), so that its tensors and sidecar can disagree in chosen ways."""
+    from safetensors.torch import save_file
+
+    tensor_path, meta_path = cache.path_for("text", key), cache.path_for("text", key).with_suffix(".json")
+    tensor_path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(tensor_path))
+    meta = {"format": 1, "modality": "text", "key": key, "guids": guids,
+            "shapes": shapes if shapes is not None else {k: list(v.shape) for k, v in tensors.items()}}
+    for name in drop:
+        meta.pop(name) if name in meta else meta["shapes"].pop(name)
+    meta_path.write_text(json.dumps(meta))
+
+
+def _tensors(n=2, t=3, d=4, **change):
+    tensors = {"pooled": torch.zeros(n, d), "tokens": torch.zeros(n, t, d), "mask": torch.ones(n, t, dtype=torch.bool)}
+    return {**tensors, **change}
+
+
+DAMAGE = {
+    "missing tensor": ({"tensors": {k: v for k, v in _tensors().items() if k != "mask"}}, "missing tensors ['mask']"),
+    "no shapes in sidecar": ({"drop": ("shapes",)}, "pooled has shape [2, 4], sidecar says None"),
+    "one shape missing": ({"drop": ("tokens",)}, "tokens has shape [2, 3, 4], sidecar says None"),
+    "shape disagrees": ({"shapes": {"pooled": [2, 5], "tokens": [2, 3, 4], "mask": [2, 3]}},
+                        "pooled has shape [2, 4], sidecar says [2, 5]"),
+    "pooled rank": ({"tensors": _tensors(pooled=torch.zeros(2, 4, 1))}, "wrong tensor ranks"),
+    "tokens rank": ({"tensors": _tensors(tokens=torch.zeros(2, 3))}, "wrong tensor ranks"),
+    "mask rank": ({"tensors": _tensors(mask=torch.ones(2, 3, 1, dtype=torch.bool))}, "wrong tensor ranks"),
+    "pooled rows": ({"tensors": _tensors(pooled=torch.zeros(3, 4))}, "row counts 3/2/2 != 2 guids"),
+    "tokens rows": ({"tensors": _tensors(tokens=torch.zeros(3, 3, 4))}, "row counts 2/3/2 != 2 guids"),
+    "mask rows": ({"tensors": _tensors(mask=torch.ones(3, 3, dtype=torch.bool))}, "row counts 2/2/3 != 2 guids"),
+    "token width": ({"tensors": _tensors(tokens=torch.zeros(2, 3, 5))}, "tokens do not match pooled/mask"),
+    "token count": ({"tensors": _tensors(mask=torch.ones(2, 4, dtype=torch.bool))}, "tokens do not match pooled/mask"),
+    "infinite token": ({"tensors": _tensors(tokens=torch.full((2, 3, 4), float("inf")))},
+                       "holds NaN or infinite values"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_each_kind_of_damage_is_named_in_the_warning_and_the_entry_removed(tmp_path, caplog, damage):
+    cache = FeatureCache(tmp_path)
+    key = "ab" * 32
+    kwargs, reason = DAMAGE[damage]
+    _write_raw(cache, key, kwargs.get("tensors", _tensors()), ["a", "b"], kwargs.get("shapes"), kwargs.get("drop", ()))
+    with caplog.at_level(logging.WARNING, logger="mmsent.features"):
+        assert cache.get("text", key) is None
+    assert f"feature cache entry text/{key} is damaged ({reason}); removing it and recomputing" in caplog.text
+    assert not cache.path_for("text", key).exists() and not cache.path_for("text", key).with_suffix(".json").exists()
+
+
+def test_the_checksum_warning_names_the_entry(tmp_path, caplog):
+    cache = FeatureCache(tmp_path)
+    key = "fe" * 32
+    _overwrite_floats(cache.put("image", key, ["a", "b", "c"], _feats(), fingerprint="x"), 0.5)
+    with caplog.at_level(logging.WARNING, logger="mmsent.features"):
+        assert cache.get("image", key) is None
+    assert (f"feature cache entry image/{key} is damaged (tensor file changed since it was written (checksum "
+            "mismatch)); removing it") in caplog.text
+
+
+def test_a_sidecar_without_its_tensor_file_is_incomplete_not_damaged(tmp_path, caplog):
+    cache = FeatureCache(tmp_path)
+    key = "dc" * 32
+    path = cache.put("text", key, ["a", "b", "c"], _feats(), fingerprint="x")
+    path.unlink()
+    with caplog.at_level(logging.WARNING, logger="mmsent.features"):
+        assert cache.get("text", key) is None
+    assert caplog.text == "" and path.with_suffix(".json").exists()
+
+
+@pytest.mark.parametrize(("modality", "key"), [("text", ""), ("text", "a/b"), ("text", "a\\b"), ("text", "..x"),
+                                               ("te xt", "ab"), ("../text", "ab"), ("", "ab")])
+def test_keys_and_modalities_that_could_leave_the_cache_folder_are_refused(tmp_path, modality, key):
+    cache = FeatureCache(tmp_path)
+    with pytest.raises(ValueError, match=re.escape(f"bad cache modality/key: {modality!r}/{key!r}")):
+        cache.path_for(modality, key)
+
+
+def test_put_refuses_rows_that_do_not_match_the_guids(tmp_path):
+    cache = FeatureCache(tmp_path)
+    with pytest.raises(ValueError, match=re.escape("put: 3 feature rows, 2 guids, 0 item ids")):
+        cache.put("text", "ab" * 32, ["a", "b"], _feats(), fingerprint="x")
+    with pytest.raises(ValueError, match=re.escape("put: 3 feature rows, 3 guids, 2 item ids")):
+        cache.put("text", "ab" * 32, ["a", "b", "c"], _feats(), fingerprint="x", item_ids=["p", "q"])
+    assert cache.entries() == []
+
+
+def test_put_stores_fixed_dtypes_clamped_tokens_and_the_whole_sidecar(tmp_path):
+    from safetensors import safe_open
+
+    cache = FeatureCache(tmp_path)
+    key = "cd" * 32
+    f = _feats()
+    tokens = f.tokens.double()
+    tokens[0, 0, 0], tokens[1, 0, 0] = 1e6, -1e6  # beyond float16
+    wide = ModalityFeatures(f.pooled.double(), tokens, f.mask.long())
+    path = cache.put("text", key, ["a", "b", "c"], wide, fingerprint="enc", config_key="cfg", item_ids=["x", "y", "z"],
+                     extra={"backend": "torch"})
+    with safe_open(str(path), framework="pt") as fh:
+        assert fh.metadata() == {"key": key}
+        stored = {name: fh.get_tensor(name) for name in fh.keys()}  # noqa: SIM118 - safe_open is not a dict
+    assert {k: v.dtype for k, v in stored.items()} == {
+        "pooled": torch.float32, "tokens": torch.float16, "mask": torch.bool}
+    assert stored["tokens"][0, 0, 0] == 65504 and stored["tokens"][1, 0, 0] == -65504
+    meta = cache.entries("text")[0]
+    assert meta["config_key"] == "cfg" and meta["item_ids"] == ["x", "y", "z"] and meta["backend"] == "torch"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}", meta["created"])
+    assert meta["dtypes"] == {"pooled": "float32", "tokens": "float16", "mask": "bool"}
+
+
+def test_entries_lists_complete_entries_of_the_modality_newest_first(tmp_path):
+    cache = FeatureCache(tmp_path)
+    for i, created in enumerate(["2024-01-02T00:00:00+0000", "2024-01-03T00:00:00+0000", "2024-01-01T00:00:00+0000"]):
+        cache.put("text", f"{i}a" * 32, ["a", "b", "c"], _feats(), fingerprint="x", extra={"created": created})
+    cache.put("image", "ee" * 32, ["a", "b", "c"], _feats(), fingerprint="x")
+    # Entries that are not listed: no tensor file, a sidecar that is not JSON, not an object, or another format.
+    for j, sidecar in enumerate(["{not json", "[1, 2]", json.dumps({"format": 0, "key": "old"})]):
+        folder = tmp_path / "text" / f"z{j}"
+        folder.mkdir()
+        (folder / f"z{j}.json").write_text(sidecar)
+        (folder / f"z{j}.safetensors").write_bytes(b"")
+    orphan = cache.put("text", "9f" * 32, ["a", "b", "c"], _feats(), fingerprint="x")
+    orphan.unlink()
+    listed = [m["created"][:10] for m in cache.entries("text")]
+    assert listed == ["2024-01-03", "2024-01-02", "2024-01-01"]
+    assert [m["modality"] for m in cache.entries()].count("image") == 1 and len(cache.entries()) == 4
+    assert cache.clear("image") == 1 and len(cache.entries()) == 3
+
+
+def test_remove_drops_the_sidecar_first_and_accepts_a_missing_entry(tmp_path, monkeypatch):
+    cache = FeatureCache(tmp_path)
+    key = "bb" * 32
+    path = cache.put("text", key, ["a", "b", "c"], _feats(), fingerprint="x")
+    removed: list[str] = []
+    real_unlink = type(path).unlink
+    monkeypatch.setattr(type(path), "unlink", lambda self, *a, **k: (removed.append(self.suffix), real_unlink(self)))
+    cache.remove("text", key)
+    assert removed == [".json", ".safetensors"]  # a half-removed entry is incomplete, never damaged
+    cache.remove("text", key)  # nothing left: no error
+
+
+def test_repr_and_path_for_show_where_the_cache_lives(tmp_path):
+    cache = FeatureCache(tmp_path)
+    assert repr(cache) == f"FeatureCache({str(tmp_path)!r})"
+    assert cache.path_for("image", "ab12") == tmp_path / "image" / "ab" / "ab12.safetensors"

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from mmsent.fusion import list_fusion_models
 
-from .helpers import TEXT_TOKENS, cat, make_inputs, rows, tiny_model
+from .helpers import IMAGE_TOKENS, TEXT_TOKENS, cat, make_inputs, rows, tiny_model
 
 MODELS = list_fusion_models()
 TEXT_LENGTHS = [10, 3, 7, 0, 1, 5]  # 0: a text with no real token must not give NaN
@@ -70,8 +70,29 @@ def test_padding_values_are_ignored(name: str) -> None:
 @pytest.mark.parametrize("name", ["single_stream", "dual_stream"])
 def test_token_models_reject_sequences_longer_than_their_positions(name: str) -> None:
     model = tiny_model(name, max_text_tokens=TEXT_TOKENS - 1)
-    with pytest.raises(ValueError, match="max_text_tokens"):
+    with pytest.raises(ValueError, match=f"^text input has {TEXT_TOKENS} tokens but the model was built with "
+                                         f"max_text_tokens={TEXT_TOKENS - 1}"):
         model(make_inputs([3, 4]))
+    model = tiny_model(name, max_image_tokens=IMAGE_TOKENS - 1)
+    with pytest.raises(ValueError, match=f"^image input has {IMAGE_TOKENS} tokens but the model was built with "
+                                         f"max_image_tokens={IMAGE_TOKENS - 1}"):
+        model(make_inputs([3, 4]))
+    exact = tiny_model(name, max_text_tokens=TEXT_TOKENS, max_image_tokens=IMAGE_TOKENS)
+    assert exact(make_inputs([3, 4])).shape == (2, 3)  # as many tokens as positions is fine
+
+
+@pytest.mark.parametrize(("name", "argument"), [("single_stream", "pool"), ("dual_stream", "combine")])
+def test_token_models_refuse_an_unknown_choice(name: str, argument: str) -> None:
+    allowed = {"pool": "'cls' or 'cls_mean'", "combine": "'concat' or 'product'"}[argument]
+    with pytest.raises(ValueError, match=f"^{argument} must be {allowed}, got 'max'$"):
+        tiny_model(name, **{argument: "max"})
+
+
+def test_a_fresh_model_has_an_empty_explanation() -> None:
+    model = tiny_model("concat")
+    assert model.last_explanation == {}
+    model(make_inputs([3, 4]))
+    assert model.last_explanation == {}
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -89,3 +110,25 @@ def test_unimodal_models_ignore_the_other_modality() -> None:
             changed = make_inputs([3, 4])
             setattr(changed, other, getattr(changed, other) + 5)
             torch.testing.assert_close(model(changed), before)
+
+
+def test_inputs_from_features_are_the_chosen_rows_as_float32_and_bool() -> None:
+    from mmsent.features.featureset import FeatureSet, ModalityFeatures
+    from mmsent.fusion import FusionInputs
+
+    g = torch.Generator().manual_seed(0)
+
+    def modality(d: int) -> ModalityFeatures:
+        return ModalityFeatures(torch.randn(4, d, generator=g, dtype=torch.float64),
+                                torch.randn(4, 3, d, generator=g).half(), torch.tensor([[1, 1, 0]] * 4, dtype=torch.uint8))
+
+    feats = FeatureSet(["a", "b", "c", "d"], modality(5), modality(6))
+    every = FusionInputs.from_features(feats)
+    some = FusionInputs.from_features(feats, torch.tensor([2, 0]), device="cpu")
+    assert len(every) == 4 and len(some) == 2
+    for inputs, idx in ((every, [0, 1, 2, 3]), (some, [2, 0])):
+        for side, source in (("image", feats.image), ("text", feats.text)):
+            pooled, tokens, mask = (getattr(inputs, f"{side}_{part}") for part in ("pooled", "tokens", "mask"))
+            assert (pooled.dtype, tokens.dtype, mask.dtype) == (torch.float32, torch.float32, torch.bool)
+            assert torch.equal(pooled, source.pooled[idx].float()) and torch.equal(tokens, source.tokens[idx].float())
+            assert torch.equal(mask, source.mask[idx].bool())

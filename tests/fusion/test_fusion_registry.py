@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from dataclasses import fields
 from types import SimpleNamespace
 
@@ -62,8 +63,7 @@ def test_lists_the_built_ins_first_in_a_stable_order() -> None:
 def test_unknown_name_lists_the_known_ones() -> None:
     with pytest.raises(ValueError, match="unknown fusion model 'transformer'") as info:
         create_fusion_model("transformer", 8, 8)
-    for name in list_fusion_models():
-        assert name in str(info.value)
+    assert str(info.value).endswith("; known: " + ", ".join(list_fusion_models()))
 
 
 def test_config_supplies_sizes_and_gate() -> None:
@@ -162,6 +162,15 @@ def test_registration_refuses_what_could_not_be_built_or_saved(scratch_registry)
     with pytest.raises(TypeError, match=r"no \*args/\*\*kwargs"):
         register_fusion_model("starred")(Starred)
 
+    class StarredComplete(Tiny):  # every needed name is there: only the *args is wrong
+        def __init__(self, image_dim: int, text_dim: int, hidden_dim: int = 4, dropout: float = 0.0, *args) -> None:
+            super().__init__(image_dim, text_dim)
+
+    with pytest.raises(TypeError, match=r"StarredComplete must be a FusionModel whose __init__ takes \(image_dim, "
+                                        r"text_dim, <named arguments>\), with hidden_dim, dropout among them and no "
+                                        r"\*args/\*\*kwargs; it takes \(image_dim"):
+        register_fusion_model("starred_complete")(StarredComplete)
+
     class Swapped(Tiny):
         def __init__(self, text_dim: int, image_dim: int) -> None:
             super().__init__(image_dim, text_dim)
@@ -189,6 +198,7 @@ def test_a_module_that_fails_to_import_is_named(tmp_path) -> None:
             with pytest.raises(ImportError, match="broken_model.py failed to import: RuntimeError: half-written") as info:
                 list_fusion_models()
             assert str(path) in str(info.value)
+            assert (info.value.name, info.value.path) == ("mmsent.fusion.broken_model", str(path))
         with pytest.raises(ImportError, match="broken_model.py"):
             create_fusion_model("concat", 8, 6)
     assert list_fusion_models() == before
@@ -198,3 +208,39 @@ def test_the_registry_does_not_import_the_config() -> None:
     code = ("import sys, mmsent.fusion.registry as r; r.list_fusion_models(); "
             "r.create_fusion_model('gated', 4, 4, {'hidden_dim': 8}); assert 'mmsent.config' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+TOKEN_DEFAULTS = {"num_layers": 1, "num_heads": 4, "attn_dropout": 0.1, "max_image_tokens": 144,
+                  "max_text_tokens": 256}
+DEFAULTS = {
+    "concat": {}, "text_only": {}, "image_only": {},
+    "gated": {"gate_from": "image"}, "gated_image": {"gate_from": "image"}, "gated_text": {"gate_from": "text"},
+    "single_stream": {**TOKEN_DEFAULTS, "pool": "cls_mean"}, "dual_stream": {**TOKEN_DEFAULTS, "combine": "concat"},
+}
+
+
+@pytest.mark.parametrize("name", BUILT_INS)
+def test_each_built_in_has_its_documented_defaults_and_uses_them(name: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. torch's nested-tensor warning for a pre-LN encoder
+        model = create_fusion_model(name, 8, 6)
+    assert model.hparams == {"image_dim": 8, "text_dim": 6, "hidden_dim": 256, "dropout": 0.3, **DEFAULTS[name]}
+    dropouts = {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
+    assert 0.3 in dropouts and dropouts <= {0.3, 0.1}
+    widths = {m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    assert 256 in widths
+    inputs = make_inputs([2, 3])
+    inputs.image_pooled, inputs.text_pooled = torch.randn(2, 8), torch.randn(2, 6)
+    inputs.image_tokens, inputs.text_tokens = torch.randn(2, 9, 8), torch.randn(2, 10, 6)
+    assert model.eval()(inputs).shape == (2, 3)
+
+
+def test_keyword_only_arguments_reach_the_model(scratch_registry) -> None:
+    class KeywordOnly(Tiny):
+        def __init__(self, image_dim: int, text_dim: int, hidden_dim: int = 4, dropout: float = 0.0, *,
+                     scale: float = 1.0) -> None:
+            super().__init__(image_dim, text_dim, scale=scale)
+
+    register_fusion_model("keyword_only")(KeywordOnly)
+    model = create_fusion_model("keyword_only", 8, 6, scale=3.0)
+    assert model.scale == 3.0 and model.hparams["scale"] == 3.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -75,3 +76,118 @@ def test_nan_weights_are_refused_at_load(tmp_path):
     save_model(model, tmp_path / "m")
     with pytest.raises(ValueError, match=r"weights.safetensors: 1 tensor\(s\) hold NaN/infinite values"):
         load_model(tmp_path / "m")
+
+
+def _saved(tmp_path, edit=None):
+    """A concat model saved to ``tmp_path / 'm'``, its model.json optionally edited; the folder."""
+    save_model(create_fusion_model("concat", 4, 4), tmp_path / "m")
+    if edit is not None:
+        path = tmp_path / "m" / "model.json"
+        description = json.loads(path.read_text(encoding="utf-8"))
+        path.write_text(json.dumps(edit(description)), encoding="utf-8")
+    return tmp_path / "m"
+
+
+def test_the_saved_files_carry_format_version_and_labels(tmp_path) -> None:
+    from safetensors import safe_open
+
+    folder = _saved(tmp_path)
+    description = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    assert (description["format"], description["version"], description["name"]) == ("mmsent-fusion", 1, "concat")
+    assert description["labels"] == ["positive", "neutral", "negative"] and description["meta"] == {}
+    assert description["modalities"] == ["image", "text"]
+    with safe_open(str(folder / "weights.safetensors"), framework="pt") as fh:
+        assert fh.metadata() == {"format": "mmsent-fusion"}
+
+
+def test_meta_values_are_stored_as_json_or_refused_by_type(tmp_path) -> None:
+    import dataclasses
+    from pathlib import Path
+
+    import numpy as np
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+
+    model = create_fusion_model("concat", 4, 4)
+    meta = {"point": Point(2), "scalar": np.float32(0.5), "array": np.arange(2), "tensor": torch.tensor([1, 2]),
+            "path": Path("/runs/a")}
+    loaded = load_model(save_model(model, tmp_path / "m", meta=meta)).saved_meta
+    assert loaded == {"point": {"x": 2}, "scalar": 0.5, "array": [0, 1], "tensor": [1, 2], "path": "/runs/a"}
+    for bad, type_name in ((Point, "type"), ({1, 2}, "set")):
+        with pytest.raises(TypeError, match=f"^cannot store {type_name} in model.json$"):
+            save_model(model, tmp_path / "n", meta={"bad": bad})
+
+
+def test_save_names_a_model_built_without_the_registry(tmp_path) -> None:
+    from mmsent.fusion.concat import ConcatFusion
+
+    with pytest.raises(TypeError, match="^ConcatFusion records no fusion_name/hparams; build it with "
+                                        "create_fusion_model$"):
+        save_model(ConcatFusion(4, 4), tmp_path)
+
+
+@pytest.mark.parametrize("missing", ["model.json", "weights.safetensors"])
+def test_a_missing_file_is_named(tmp_path, missing) -> None:
+    folder = _saved(tmp_path)
+    (folder / missing).unlink()
+    with pytest.raises(FileNotFoundError, match=f"^{folder / missing} not found; expected a directory written by "
+                                                "save_model$"):
+        load_model(folder)
+
+
+@pytest.mark.parametrize("edit", [lambda d: [d], lambda d: {**d, "format": "other"}], ids=["not-an-object", "format"])
+def test_a_file_that_is_not_a_model_description_is_named(tmp_path, edit) -> None:
+    folder = _saved(tmp_path, edit)
+    with pytest.raises(ValueError, match=f"^{folder / 'model.json'} is not an mmsent fusion model description$"):
+        load_model(folder)
+
+
+def test_another_label_order_is_refused(tmp_path) -> None:
+    folder = _saved(tmp_path, lambda d: {**d, "labels": ["negative", "neutral", "positive"]})
+    with pytest.raises(ValueError, match=re.escape(
+            f"model at {folder} was saved with label order ['negative', 'neutral', 'positive'], this version uses "
+            "['positive', 'neutral', 'negative']; its outputs would be mislabelled")):
+        load_model(folder)
+
+
+def test_an_unregistered_name_lists_every_known_one(tmp_path) -> None:
+    folder = _saved(tmp_path, lambda d: {**d, "name": "vanished_model"})
+    with pytest.raises(ValueError, match=re.escape(f"(known: {', '.join(list_fusion_models())}); put the module")):
+        load_model(folder)
+
+
+@pytest.mark.parametrize("change", ["missing", "extra"])
+def test_weights_must_match_the_description_key_for_key(tmp_path, change) -> None:
+    from safetensors.torch import load_file, save_file
+
+    folder = _saved(tmp_path)
+    weights = load_file(str(folder / "weights.safetensors"))
+    if change == "missing":
+        weights.pop(min(weights))
+    else:
+        weights["stray.weight"] = torch.zeros(1)
+    save_file(weights, str(folder / "weights.safetensors"))
+    with pytest.raises(ValueError, match=re.escape(f"{folder / 'weights.safetensors'}: cannot be loaded into the "
+                                                   "'concat' that model.json describes (RuntimeError: Error(s) in "
+                                                   "loading state_dict for ConcatFusion")):
+        load_model(folder)
+
+
+def test_the_nan_message_names_the_tensor_and_the_fix(tmp_path) -> None:
+    model = create_fusion_model("concat", 4, 4)
+    name = next(iter(model.state_dict()))
+    with torch.no_grad():
+        model.state_dict()[name].fill_(float("inf"))
+    save_model(model, tmp_path / "m")
+    with pytest.raises(ValueError, match=re.escape(f"1 tensor(s) hold NaN/infinite values (e.g. {name}); the file is "
+                                                   "damaged or training diverged: train the model again")):
+        load_model(tmp_path / "m")
+
+
+def test_a_description_without_meta_loads_with_empty_meta_on_the_asked_device(tmp_path) -> None:
+    folder = _saved(tmp_path, lambda d: {k: v for k, v in d.items() if k != "meta"})
+    assert load_model(folder).saved_meta == {}
+    on_meta = load_model(folder, device="meta")  # a device other than the CPU, without a GPU
+    assert {p.device.type for p in on_meta.parameters()} == {"meta"}

@@ -57,3 +57,13 @@ def test_dual_stream_product_combine() -> None:
     model = tiny_model("dual_stream", combine="product").eval()
     with torch.no_grad():
         assert model(make_inputs([3, 4])).shape == (2, 3)
+
+
+@pytest.mark.parametrize(("text_tokens", "image_tokens"), [(0, 9), (10, 0)])
+def test_dual_stream_attention_keeps_the_inputs_shape_when_a_side_has_no_token(text_tokens, image_tokens) -> None:
+    model = tiny_model("dual_stream").eval()
+    inputs = make_inputs([min(text_tokens, 3)] * 2, [min(image_tokens, 4)] * 2, text_tokens=text_tokens,
+                         image_tokens=image_tokens)
+    with torch.no_grad():
+        assert torch.isfinite(model(inputs)).all()
+    assert model.last_explanation["text_to_image_attention"].shape == (2, text_tokens, image_tokens)

@@ -22,12 +22,12 @@ def ensure_nonempty(tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Ten
     if tokens.shape[1] == 0:
         tokens = tokens.new_zeros((tokens.shape[0], 1, tokens.shape[2]))
         return tokens, torch.ones((tokens.shape[0], 1), dtype=torch.bool, device=tokens.device)
-    empty = ~mask.any(dim=1)
-    if bool(empty.any()):
-        tokens, mask = tokens.clone(), mask.clone()
-        tokens[empty, 0] = 0.0  # it was padding, so its value is arbitrary: zero it, as TokenEmbedding does
-        mask[empty, 0] = True
-    return tokens, mask
+    # Without a data-dependent branch: no host sync on a GPU.
+    first = torch.zeros_like(mask)
+    first[:, 0] = True
+    revive = first & ~mask.any(dim=1, keepdim=True)  # the first position of each empty row
+    # it was padding, so its value is arbitrary: zero it, as TokenEmbedding does
+    return tokens.masked_fill(revive.unsqueeze(-1), 0.0), mask | revive
 
 
 class CrossAttentionBlock(nn.Module):

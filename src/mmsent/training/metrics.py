@@ -16,8 +16,11 @@ def _as_indices(y: Sequence[int] | Sequence[str] | np.ndarray | torch.Tensor, wh
     if isinstance(y, torch.Tensor):
         y = y.detach().cpu().numpy()
     arr = np.asarray(y)
-    if arr.dtype.kind in ("U", "S", "O"):
-        arr = np.array([label_to_index(str(v)) for v in arr.ravel()], dtype=np.int64)
+    if arr.dtype.kind == "S":  # bytes labels: str() would give "b'positive'"
+        arr = np.char.decode(arr, "utf-8")
+    if arr.dtype.kind in ("U", "O"):
+        arr = np.array([v if isinstance(v, (int, np.integer)) else label_to_index(str(v)) for v in arr.ravel()],
+                       dtype=np.int64)
     arr = arr.astype(np.int64).ravel()
     if arr.size and (arr.min() < 0 or arr.max() >= len(LABELS)):
         raise ValueError(f"{what} holds class indices outside 0..{len(LABELS) - 1}")

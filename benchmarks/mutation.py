@@ -1,0 +1,206 @@
+"""Benchmark: mutation testing with mutmut over the modules whose defects give silently wrong answers.
+
+For each target (a group of modules and the tests that guard them) this copies the project into a scratch
+folder, adds a ``[tool.mutmut]`` section naming what to mutate and which tests to run, and runs
+``mutmut run``. mutmut runs, for each mutant, only the selected tests that reach the mutated function.
+Survivors judged equivalent (no test could tell them apart from the original) are listed with the reason in
+``benchmarks/mutation_equivalent.toml``; the score is killed / (mutants - equivalent survivors).
+
+The tests' shared tiny run (``tests/conftest.py``'s ``tiny_run``) is built once and copied into each mutant's
+test session; building it is ~30 s, which would otherwise be paid per mutant.
+
+Usage::
+
+    pip install mutmut==3.8.1
+    python benchmarks/mutation.py [--targets serve,cache,data,metrics,fusion] [--max-children 2] [--record]
+
+Writes ``<workdir>/<target>/survivors.md`` (every surviving mutant's diff) and, with ``--record``, a section
+in benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import tomllib
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from results_file import prepend_section
+
+EQUIVALENT_FILE = REPO / "benchmarks" / "mutation_equivalent.toml"
+PREBUILT_TINY_RUN = "MMSENT_TEST_PREBUILT_TINY_RUN"  # read by tests/conftest.py
+
+
+@dataclass(frozen=True)
+class Target:
+    """Modules to mutate and the tests that guard them."""
+
+    modules: tuple[str, ...]
+    tests: tuple[str, ...]
+
+
+# The browser test (a headless Chromium, ~45 s) and the schema fuzzer (~25 s) are left out of the serve target's
+# selection: with them every surviving serve mutant would cost over a minute. Their findings are covered in CI.
+TARGETS = {
+    "serve": Target(("src/mmsent/serve/*.py",),
+                    ("tests/serve/test_api.py", "tests/serve/test_batching.py")),
+    "cache": Target(("src/mmsent/features/cache.py",), ("tests/features/test_feature_cache.py",)),
+    "data": Target(("src/mmsent/data/*.py",), ("tests/data",)),
+    "metrics": Target(("src/mmsent/training/metrics.py",), ("tests/training/test_metrics.py",)),
+    "fusion": Target(("src/mmsent/fusion/*.py",), ("tests/fusion",)),
+}
+
+
+def module_prefixes(target: Target) -> list[str]:
+    """How mutmut's mutant names of the target's modules begin: ``src/mmsent/data/*.py`` -> ``mmsent.data.``."""
+    return [m.removeprefix("src/").removesuffix("*.py").removesuffix(".py").replace("/", ".").rstrip(".") + "."
+            for m in target.modules]
+
+
+def mutmut_section(target: Target) -> str:
+    """The ``[tool.mutmut]`` section for one target."""
+    return "\n".join([
+        "", "[tool.mutmut]", 'source_paths = ["src"]',
+        f"only_mutate = {json.dumps(list(target.modules))}",
+        f"pytest_add_cli_args_test_selection = {json.dumps(list(target.tests))}",
+        'also_copy = ["configs", "scripts"]',  # read by some tests
+        # torch's thread pools are not fork-safe: fork workers from a process that has not run the tests
+        'process_isolation = "forkserver"', "",
+    ])
+
+
+def prepare(workdir: Path, target: Target) -> None:
+    """A scratch copy of the project with the target's mutmut configuration."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    for name in ("src", "tests", "configs", "scripts"):
+        shutil.copytree(REPO / name, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    (workdir / "pyproject.toml").write_text(pyproject + mutmut_section(target), encoding="utf-8")
+
+
+def build_tiny_run(base: Path) -> Path:
+    """The tests' tiny run, built once by the unmutated code."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from mmsent_runkit import build_tiny_run as build
+
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    return build(base)
+
+
+def mutmut(workdir: Path, *args: str, env: dict[str, str] | None = None, log: Path | None = None) -> str:
+    """Runs one mutmut command in ``workdir``; its standard output (or the log file's path)."""
+    cmd = [sys.executable, "-m", "mutmut", *args]
+    if log is None:
+        return subprocess.run(cmd, cwd=workdir, env=env, check=True, capture_output=True, text=True).stdout
+    with log.open("w") as out:
+        subprocess.run(cmd, cwd=workdir, env=env, check=True, stdout=out, stderr=subprocess.STDOUT)
+    return str(log)
+
+
+def equivalent_mutants() -> dict[str, str]:
+    """Mutant name -> why it is equivalent, from benchmarks/mutation_equivalent.toml."""
+    if not EQUIVALENT_FILE.exists():
+        return {}
+    return {name: entry["why"] for name, entry in tomllib.loads(EQUIVALENT_FILE.read_text("utf-8")).items()}
+
+
+def run_target(name: str, target: Target, workdir: Path, tiny_run: Path, max_children: int) -> dict:
+    """Mutation-tests one target; its counts and surviving mutants."""
+    prepare(workdir, target)
+    env = {**os.environ, PREBUILT_TINY_RUN: str(tiny_run), "PYTHONDONTWRITEBYTECODE": "1"}
+    t0 = time.perf_counter()
+    mutmut(workdir, "run", "--max-children", str(max_children), env=env, log=workdir / "mutmut-run.log")
+    seconds = time.perf_counter() - t0
+    mutmut(workdir, "export-cicd-stats", env=env)
+    stats = json.loads((workdir / "mutants" / "mutmut-cicd-stats.json").read_text())
+    results = mutmut(workdir, "results", env=env)
+    survivors = [line.split(":")[0].strip() for line in results.splitlines() if line.strip().endswith(": survived")]
+    diffs = {mutant: mutmut(workdir, "show", mutant, env=env) for mutant in survivors}
+    known = equivalent_mutants()
+    lines = [f"# Surviving mutants of target {name}", ""]
+    for mutant, diff in diffs.items():
+        lines += [f"## {mutant}" + (" (equivalent)" if mutant in known else ""), "", "```diff", diff.strip(), "```", ""]
+    (workdir / "survivors.md").write_text("\n".join(lines), encoding="utf-8")
+    equivalent = sorted(m for m in survivors if m in known)
+    return {"name": name, "stats": stats, "seconds": seconds, "survivors": survivors, "equivalent": equivalent}
+
+
+def summary(results: list[dict], max_children: int) -> str:
+    """The Markdown section for RESULTS.md."""
+    known = equivalent_mutants()
+    lines = [
+        (f"## Mutation testing ({date.today()}, {platform.node() or 'this machine'}, "
+         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores)"), "",
+        (f"Command: `python benchmarks/mutation.py --record` (mutmut 3.8.1, {max_children} workers). Score = killed / "
+         "(mutants - survivors judged equivalent in `benchmarks/mutation_equivalent.toml`); a mutant no test reaches "
+         "counts as not killed, a timeout as killed (the mutant made a test hang)."), "",
+        "| target | modules | mutants | killed | timeout | no test | survived | equivalent | score | time |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    totals = {"total": 0, "killed": 0, "equivalent": 0}
+    for r in results:
+        s = r["stats"]
+        killed = s["killed"] + s["timeout"]
+        relevant = s["total"] - len(r["equivalent"]) - s["skipped"]
+        totals["total"] += relevant
+        totals["killed"] += killed
+        totals["equivalent"] += len(r["equivalent"])
+        modules = ", ".join(f"`{m.removeprefix('src/mmsent/')}`" for m in TARGETS[r["name"]].modules)
+        lines.append(f"| {r['name']} | {modules} | {s['total']} | {s['killed']} | {s['timeout']} | {s['no_tests']} "
+                     f"| {s['survived']} | {len(r['equivalent'])} | {killed / relevant:.1%} "
+                     f"| {r['seconds'] / 60:.0f} min |")
+    lines += ["", (f"All targets: {totals['killed']} of {totals['total']} non-equivalent mutants killed "
+                   f"({totals['killed'] / totals['total']:.1%}); {totals['equivalent']} survivors judged equivalent."),
+              ""]
+    still = [m for r in results for m in r["survivors"] if m not in known]
+    if still:
+        lines += [f"Surviving non-equivalent mutants ({len(still)}): " + ", ".join(f"`{m}`" for m in still), ""]
+    prefixes = tuple(prefix for r in results for prefix in module_prefixes(TARGETS[r["name"]]))
+    survivors = {m for r in results for m in r["survivors"]}
+    stale = [m for m in known if m.startswith(prefixes) and m not in survivors]
+    if stale:
+        lines += ["Listed as equivalent but not surviving this run (killed, or renumbered by an edit): "
+                  + ", ".join(f"`{m}`" for m in stale), ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated, of {', '.join(TARGETS)}")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/mmsent-mutation"))
+    parser.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--record", action="store_true", help="prepend the summary to benchmarks/RESULTS.md")
+    args = parser.parse_args()
+    names = [n.strip() for n in args.targets.split(",") if n.strip()]
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown:
+        raise SystemExit(f"--targets: unknown {unknown}; choose from {', '.join(TARGETS)}")
+    tiny_run = build_tiny_run(args.workdir / "tiny-run")
+    results = []
+    for name in names:
+        result = run_target(name, TARGETS[name], args.workdir / name, tiny_run, args.max_children)
+        print(f"{name}: {result['stats']} in {result['seconds']:.0f} s; survivors in {args.workdir / name}/survivors.md",
+              flush=True)
+        results.append(result)
+    (args.workdir / "results.json").write_text(json.dumps(results, indent=2))
+    text = summary(results, args.max_children)
+    print(text)
+    if args.record:
+        prepend_section(REPO / "benchmarks" / "RESULTS.md", text)
+
+
+if __name__ == "__main__":
+    main()
