@@ -127,12 +127,17 @@ BROKEN = {
         _rewrite_train(("2,negative", "2,null")), "unknown_label", "2", "train.txt:3: training row has no label"
     ),
     "three_columns": (_rewrite_train(("2,negative", "2,negative,extra")), "malformed_row", "2",
-                      "train.txt:3: expected 2 columns (guid,tag), found 3"),
-    "empty_guid": (_rewrite_train(("2,negative", ",negative")), "malformed_row", "2", "train.txt:3: empty guid"),
-    "path_guid": (_rewrite_train(("2,negative", "../2,negative")), "malformed_row", "2", "is not a plain file name"),
+                      "train.txt:3: expected 2 columns (guid,tag), found 3: '2,negative,extra' -> write the row as "
+                      "guid,tag\n"),
+    "empty_guid": (_rewrite_train(("2,negative", ",negative")), "malformed_row", "2",
+                   "train.txt:3: empty guid -> write the row as guid,tag with the guid naming data/{guid}.jpg\n"),
+    "path_guid": (_rewrite_train(("2,negative", "../2,negative")), "malformed_row", "2",
+                  "train.txt:3: guid '../2' is not a plain file name -> write the row as guid,tag with the guid naming "
+                  "data/{guid}.jpg\n"),
     "duplicate_guid": (
         _duplicate, "duplicate_guid", None,
-        "train.txt:8: duplicate guid 2 with a different label (negative vs positive); first at train.txt:3",
+        "train.txt:8: duplicate guid 2 with a different label (negative vs positive); first at train.txt:3 -> remove "
+        "the repeated row\n",
     ),
     "guid_in_both_files": (_in_both, "guid_in_both_files", "2",
                            "train.txt:3: guid 2 is also in test_without_label.txt:4"),
@@ -193,7 +198,7 @@ def test_missing_header_raise(make_lab: MakeLab) -> None:
     with pytest.raises(DataValidationError) as info:
         load_lab_dataset(root)
     assert "train.txt:1: no header line: the first line is '1,positive'" in str(info.value)
-    assert "add the header line guid,tag" in str(info.value)
+    assert "-> add the header line guid,tag at the top of the file\n" in str(info.value)
     assert [issue.kind for issue in info.value.issues] == ["missing_header"]
 
 
@@ -257,8 +262,12 @@ def test_labelled_test_file_keeps_labels(make_lab: MakeLab) -> None:
 
 
 def test_unknown_tag_in_test_file(make_lab: MakeLab) -> None:
-    with pytest.raises(DataValidationError, match="test_without_label.txt:2: unknown label 'maybe'"):
+    with pytest.raises(DataValidationError) as info:
         load_lab_dataset(make_lab(test=[("101", "maybe")]))
+    [issue] = info.value.issues
+    assert str(issue) == ("test_without_label.txt:2: unknown label 'maybe' -> use null (or leave it empty) for "
+                          "unlabelled rows, or one of: positive, neutral, negative")
+    assert (issue.kind, issue.guid) == ("unknown_label", "101")
 
 
 def test_check_images_off_skips_decoding(make_lab: MakeLab) -> None:
@@ -295,3 +304,41 @@ def test_an_empty_test_file_is_warned_about(make_lab: MakeLab, caplog) -> None:
         dataset = load_lab_dataset(root)
     assert dataset.test == [] and dataset.report.warnings == {"empty_test_file": 1}
     assert "holds no rows" in caplog.text
+
+
+def test_the_error_lists_exactly_fifty_issues_without_a_more_line(make_lab: MakeLab) -> None:
+    rows = [(str(i), LABELS[i % 3]) for i in range(1, 51)]
+    root = make_lab(train=rows, test=None)
+    for i in range(1, 51):
+        (root / "data" / f"{i}.jpg").unlink()
+    with pytest.raises(DataValidationError) as info:
+        load_lab_dataset(root, check_images=False)
+    lines = str(info.value).split("\n")
+    assert lines[0] == f"50 problem(s) in the dataset at {root}:" and len(lines) == 52
+    assert lines[1].startswith("  train.txt:2: ") and info.value.root == root
+    assert lines[-1] == ("Fix the rows above, or set data.on_error=skip to drop the offending rows (each is logged and "
+                         "counted).")
+    assert {issue.guid for issue in info.value.issues} == {str(i) for i in range(1, 51)}  # each names its row
+
+
+def test_an_undecodable_label_file_is_one_named_issue(make_lab: MakeLab) -> None:
+    root = make_lab()
+    (root / "train.txt").write_bytes(b"guid,tag\n1,positive\x00\n")
+    with pytest.raises(DataValidationError) as info:
+        load_lab_dataset(root)
+    [issue] = info.value.issues
+    assert (issue.location, issue.fix) == ("train.txt", "save it as a utf-8 CSV with lines guid,tag")
+    assert issue.reason.startswith("contains NUL bytes")
+
+
+def test_a_row_already_found_malformed_or_repeated_is_not_checked_for_files(make_lab: MakeLab) -> None:
+    root = make_lab()
+    with (root / "train.txt").open("a", encoding="utf-8") as f:
+        f.write("9,negative,extra\n../9,negative\n2,negative\n")  # 9 has no files; 2's image is gone
+    (root / "data" / "2.jpg").unlink()
+    with pytest.raises(DataValidationError) as info:
+        load_lab_dataset(root)
+    assert [(issue.location, issue.kind) for issue in info.value.issues] == [
+        ("train.txt:3", "missing_image"), ("train.txt:8", "malformed_row"), ("train.txt:9", "malformed_row"),
+        ("train.txt:10", "duplicate_guid")]
+    assert str(info.value.issues[-1]).startswith("train.txt:10: duplicate guid 2; first at train.txt:3")

@@ -50,3 +50,51 @@ def test_the_run_reads_a_release_through_data_format(tmp_path):
     report = data_report(load_dataset(cfg))
     assert report["label_fusion"] == {"agree": 3, "one_neutral": 2, "conflict": 2, "no_majority": 0}
     assert report["counts"]["train"] == 5
+
+
+def test_each_bad_line_is_one_named_issue_and_reading_goes_on(tmp_path):
+    from mmsent.data.mvsa import read_label_file
+    from mmsent.data.records import DataIssue
+
+    path = tmp_path / "labelResultAll.txt"
+    path.write_text("ID\ttext,image\n"
+                    "1\tpositive,positive\n"
+                    "2\tpositive\n"
+                    "3\tpositive,happy\n"
+                    "1\tnegative,negative\n"
+                    "4\tNeutral , Negative\n"
+                    "5\tnegative,neutral\n"
+                    "6\tpositive,negative\n", encoding="utf-8")
+    rows, outcomes, issues = read_label_file(path, 1)
+    assert [(r.guid, r.label, r.file, r.line) for r in rows] == [
+        ("1", "positive", "labelResultAll.txt", 2), ("4", "negative", "labelResultAll.txt", 6),
+        ("5", "negative", "labelResultAll.txt", 7)]
+    assert outcomes == {"agree": 1, "one_neutral": 2, "conflict": 1}
+    assert issues == [
+        DataIssue("labelResultAll.txt:3", "expected an id and 1 text,image label pair(s) separated by tabs, found "
+                  "'2\\tpositive'", "fix the line or remove it", guid="2", kind="malformed_row"),
+        DataIssue("labelResultAll.txt:4", "unknown label 'happy'", "use one of: positive, neutral, negative", guid="3",
+                  kind="unknown_label"),
+        DataIssue("labelResultAll.txt:5", "duplicate id 1", "remove the repeated line", guid="1",
+                  kind="duplicate_guid"),
+    ]
+
+
+def test_a_label_file_without_header_or_lines(tmp_path):
+    from mmsent.data.mvsa import read_label_file
+
+    path = tmp_path / "labelResultAll.txt"
+    path.write_text("7\tneutral,neutral\n", encoding="utf-8")
+    assert [r.guid for r in read_label_file(path, 1)[0]] == ["7"]  # no header: the first line is a post
+    path.write_text("\n \n", encoding="utf-8")
+    assert read_label_file(path, 1) == ([], Counter(), [])
+
+
+def test_an_undecodable_label_file_is_named(tmp_path):
+    from mmsent.data.mvsa import read_label_file
+    from mmsent.data.text import TextDecodeError
+
+    path = tmp_path / "labelResultAll.txt"
+    path.write_bytes(b"ID\x00\ttext,image\n")
+    with pytest.raises(TextDecodeError, match="^labelResultAll.txt: contains NUL bytes"):
+        read_label_file(path, 1)

@@ -38,3 +38,22 @@ def test_sample_size_budget_and_image_sizes() -> None:
 def test_load_sample_dataset_passes_options() -> None:
     ds = load_sample_dataset(check_images=False)
     assert ds.root == sample_dataset_path() and len(ds.train) == 360
+
+
+def test_load_sample_dataset_passes_its_options_on() -> None:
+    ds = load_sample_dataset(max_image_pixels=100, on_error="skip")  # every sample image is larger
+    assert ds.train == [] and ds.test == [] and ds.report.skipped == {"image_too_large": 421}
+
+
+def test_a_missing_sample_says_how_to_get_it(tmp_path, monkeypatch) -> None:
+    import re
+
+    import pytest
+
+    from mmsent.data import sample
+
+    monkeypatch.setattr(sample.resources, "files", lambda package: tmp_path)
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"the bundled sample dataset is missing at {tmp_path / 'sample_data' / 'lab'}; reinstall mmsent with its "
+            "package data (pip install mmsent, or pip install -e . from a checkout)")):
+        sample_dataset_path()

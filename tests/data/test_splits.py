@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -99,3 +100,32 @@ def test_check_split_reports_each_problem() -> None:
     missing = Split(train=good.train[1:], val=good.val, seed=0, val_fraction=0.2)
     with pytest.raises(SplitError, match=f"not in the split: {good.train[0]}"):
         check_split(missing, data)
+
+
+def test_kfold_uses_k_and_names_the_counts_when_it_cannot_stratify() -> None:
+    assert len(kfold_splits(examples(), k=2, seed=0)) == 2 and len(kfold_splits(examples(), k=3, seed=0)) == 3
+    with pytest.raises(SplitError, match=r"^cannot stratify 14 rows into 5 part\(s\) with label counts "
+                                         r"\{'negative': 5, 'neutral': 1, 'positive': 8\}: fewer rows than folds for "
+                                         r"\{'neutral': 1\}; use fewer folds$"):
+        kfold_splits(examples(8, 5, 1), k=5, seed=0)
+
+
+def test_load_split_reads_a_bom_spaces_and_comments_around_its_lines(tmp_path: Path) -> None:
+    path = tmp_path / "split.csv"
+    path.write_text("\ufeff# mmsent split: seed=3 val_fraction=0.25 fold=1 note=a=b\n#another comment\n\n"
+                    " guid , split \n a , train\nb,val\n", encoding="utf-8")
+    assert load_split(path) == Split(train=["a"], val=["b"], seed=3, val_fraction=0.25, fold=1)
+
+
+@pytest.mark.parametrize(("text", "line", "found"), [
+    ("id,split\na,train\n", 2, "'id,split'"),
+    ("guid,split\na,train,extra\n", 3, "'a,train,extra'"),
+    ("guid,split\n,train\n", 3, "',train'"),
+    ("guid,split\na,\n", 3, "'a,'"),
+])
+def test_load_split_names_the_line_and_what_it_found(tmp_path: Path, text, line, found) -> None:
+    path = tmp_path / "split.csv"
+    path.write_text("# mmsent split: seed=1 val_fraction=0.2\n" + text, encoding="utf-8")
+    expected = "expected the header 'guid,split'" if "id,split" in found else "expected 'guid,train' or 'guid,val'"
+    with pytest.raises(SplitError, match=f"^{re.escape(f'{path}:{line}: {expected}, found {found}')}$"):
+        load_split(path)

@@ -135,3 +135,16 @@ class TestCleaner:
     def test_bad_hashtag_mode(self) -> None:
         with pytest.raises(ValueError, match="cleaning.hashtags"):
             TextCleaner(CleaningConfig(hashtags="remove"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("text", "decoded", "encoding"), [
+    # A lone ideograph between ASCII characters is cp1252 read as gbk; one beside another non-ASCII one is real gbk.
+    ("a抰 is fine", "a’t is fine", "cp1252"),
+    ("é抰 is", "é抰 is", "gbk"),  # non-ASCII just before it
+    ("抰é is", "抰é is", "gbk"),  # non-ASCII just after it
+    ("éa抰 is fine", "¨¦a’t is fine", "cp1252"),  # non-ASCII two before it: not a neighbour
+    ("抰aé is", "’ta¨¦ is", "cp1252"),  # non-ASCII two after it: not a neighbour
+    ("\x7f抰 is fine and long enough", "\x7f’t is fine and long enough", "cp1252"),  # DEL is ASCII
+])
+def test_only_direct_non_ascii_neighbours_make_an_ideograph_gbk(text, decoded, encoding) -> None:
+    assert decode_text(text.encode("gbk"), "t.txt") == (decoded, encoding)

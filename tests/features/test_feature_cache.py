@@ -168,7 +168,8 @@ def test_each_kind_of_damage_is_named_in_the_warning_and_the_entry_removed(tmp_p
     _write_raw(cache, key, kwargs.get("tensors", _tensors()), ["a", "b"], kwargs.get("shapes"), kwargs.get("drop", ()))
     with caplog.at_level(logging.WARNING, logger="mmsent.features"):
         assert cache.get("text", key) is None
-    assert f"feature cache entry text/{key} is damaged ({reason}); removing it and recomputing" in caplog.text
+    assert caplog.records[-1].getMessage() == (f"feature cache entry text/{key} is damaged ({reason}); removing it "
+                                               "and recomputing")
     assert not cache.path_for("text", key).exists() and not cache.path_for("text", key).with_suffix(".json").exists()
 
 
@@ -245,10 +246,12 @@ def test_entries_lists_complete_entries_of_the_modality_newest_first(tmp_path):
         (folder / f"z{j}.safetensors").write_bytes(b"")
     orphan = cache.put("text", "9f" * 32, ["a", "b", "c"], _feats(), fingerprint="x")
     orphan.unlink()
-    listed = [m["created"][:10] for m in cache.entries("text")]
-    assert listed == ["2024-01-03", "2024-01-02", "2024-01-01"]
-    assert [m["modality"] for m in cache.entries()].count("image") == 1 and len(cache.entries()) == 4
-    assert cache.clear("image") == 1 and len(cache.entries()) == 3
+    undated = cache.put("text", "8e" * 32, ["a", "b", "c"], _feats(), fingerprint="x").with_suffix(".json")
+    undated.write_text(json.dumps({k: v for k, v in json.loads(undated.read_text()).items() if k != "created"}))
+    listed = [m.get("created", "none")[:10] for m in cache.entries("text")]
+    assert listed == ["2024-01-03", "2024-01-02", "2024-01-01", "none"]  # an undated (hand-edited) sidecar last
+    assert [m["modality"] for m in cache.entries()].count("image") == 1 and len(cache.entries()) == 5
+    assert cache.clear("image") == 1 and len(cache.entries()) == 4
 
 
 def test_remove_drops_the_sidecar_first_and_accepts_a_missing_entry(tmp_path, monkeypatch):
@@ -267,3 +270,4 @@ def test_repr_and_path_for_show_where_the_cache_lives(tmp_path):
     cache = FeatureCache(tmp_path)
     assert repr(cache) == f"FeatureCache({str(tmp_path)!r})"
     assert cache.path_for("image", "ab12") == tmp_path / "image" / "ab" / "ab12.safetensors"
+    assert cache.path_for("text", "XY") == tmp_path / "text" / "XY" / "XY.safetensors"

@@ -63,7 +63,7 @@ def read_label_file(path: Path, annotators: int) -> tuple[list[LabelRow], Counte
                                     f"tabs, found {line.strip()!r}", "fix the line or remove it",
                                     guid=fields[0] or None, kind="malformed_row"))
             continue
-        labels = [label.lower() for pair in pairs for label in pair]
+        labels = [label.strip().lower() for pair in pairs for label in pair]
         unknown = [label for label in labels if label not in LABELS]
         if unknown:
             issues.append(DataIssue(where, f"unknown label {unknown[0]!r}", f"use one of: {', '.join(LABELS)}",

@@ -87,11 +87,10 @@ def kfold_splits(examples: Sequence[Example], k: int, seed: int) -> list[Split]:
     if k < 2:
         raise SplitError(f"k-fold needs k >= 2, got {k}")
     labels = _labels(examples)
-    folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    try:
-        parts = list(folds.split(list(range(len(labels))), labels))
-    except ValueError as exc:
-        raise _stratify_error(labels, k, exc) from exc
+    rare = {label: n for label, n in sorted(Counter(labels).items()) if n < k}
+    if rare:  # scikit-learn only warns, and some folds would then validate on no row of that label
+        raise _stratify_error(labels, k, ValueError(f"fewer rows than folds for {rare}; use fewer folds"))
+    parts = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(list(range(len(labels))), labels)
     return [_split(examples, train_idx, val_idx, seed, 1.0 / k, fold) for fold, (train_idx, val_idx)
             in enumerate(parts)]
 
