@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -127,17 +128,17 @@ BROKEN = {
         _rewrite_train(("2,negative", "2,null")), "unknown_label", "2", "train.txt:3: training row has no label"
     ),
     "three_columns": (_rewrite_train(("2,negative", "2,negative,extra")), "malformed_row", "2",
-                      "train.txt:3: expected 2 columns (guid,tag), found 3: '2,negative,extra' -> write the row as "
-                      "guid,tag\n"),
+                      ("train.txt:3: expected 2 columns (guid,tag), found 3: '2,negative,extra' -> write the row as "
+                       "guid,tag\n")),
     "empty_guid": (_rewrite_train(("2,negative", ",negative")), "malformed_row", "2",
                    "train.txt:3: empty guid -> write the row as guid,tag with the guid naming data/{guid}.jpg\n"),
     "path_guid": (_rewrite_train(("2,negative", "../2,negative")), "malformed_row", "2",
-                  "train.txt:3: guid '../2' is not a plain file name -> write the row as guid,tag with the guid naming "
-                  "data/{guid}.jpg\n"),
+                  ("train.txt:3: guid '../2' is not a plain file name -> write the row as guid,tag with the guid "
+                   "naming data/{guid}.jpg\n")),
     "duplicate_guid": (
         _duplicate, "duplicate_guid", None,
-        "train.txt:8: duplicate guid 2 with a different label (negative vs positive); first at train.txt:3 -> remove "
-        "the repeated row\n",
+        ("train.txt:8: duplicate guid 2 with a different label (negative vs positive); first at train.txt:3 -> remove "
+         "the repeated row\n"),
     ),
     "guid_in_both_files": (_in_both, "guid_in_both_files", "2",
                            "train.txt:3: guid 2 is also in test_without_label.txt:4"),
@@ -246,7 +247,8 @@ def test_missing_test_file(make_lab: MakeLab, caplog: pytest.LogCaptureFixture) 
         ds = load_lab_dataset(root)
     assert ds.test == [] and len(ds.train) == 6
     assert ds.report.warnings == {"missing_test_file": 1}
-    assert any("no test file" in r.getMessage() for r in caplog.records)
+    test_path = root / "test_without_label.txt"
+    assert f"no test file {test_path}: the dataset has no test rows" in [r.getMessage() for r in caplog.records]
 
 
 def test_missing_train_file(make_lab: MakeLab) -> None:
@@ -277,8 +279,20 @@ def test_check_images_off_skips_decoding(make_lab: MakeLab) -> None:
 
 
 def test_bad_on_error(make_lab: MakeLab) -> None:
-    with pytest.raises(ValueError, match="on_error"):
+    with pytest.raises(ValueError, match="^on_error must be one of raise, skip, got 'ignore'$"):
         load_lab_dataset(make_lab(), on_error="ignore")  # type: ignore[arg-type]
+
+
+def test_missing_folders_are_named(make_lab: MakeLab, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=f"^dataset folder not found: {tmp_path / 'nowhere'}$"):
+        load_lab_dataset(tmp_path / "nowhere")
+    root = make_lab()
+    for f in (root / "data").iterdir():
+        f.unlink()
+    (root / "data").rmdir()
+    with pytest.raises(FileNotFoundError, match=re.escape(f"data folder not found: {root / 'data'} (it should hold "
+                                                          "{guid}.jpg and {guid}.txt)")):
+        load_lab_dataset(root)
 
 
 def test_a_link_out_of_the_dataset_folder_is_refused(make_lab: MakeLab, tmp_path: Path) -> None:
@@ -303,7 +317,8 @@ def test_an_empty_test_file_is_warned_about(make_lab: MakeLab, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="mmsent.data"):
         dataset = load_lab_dataset(root)
     assert dataset.test == [] and dataset.report.warnings == {"empty_test_file": 1}
-    assert "holds no rows" in caplog.text
+    test_path = root / "test_without_label.txt"
+    assert f"test file {test_path} holds no rows: nothing will be predicted" in [r.getMessage() for r in caplog.records]
 
 
 def test_the_error_lists_exactly_fifty_issues_without_a_more_line(make_lab: MakeLab) -> None:

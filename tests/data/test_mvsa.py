@@ -18,6 +18,7 @@ def test_every_outcome_of_the_rule_is_applied_and_counted(tmp_path, variant):
     dataset = load_mvsa_dataset(tmp_path, variant)
     assert {ex.guid: ex.label for ex in dataset.train} == {g: lab for g, (lab, _) in expected.items() if lab}
     assert dataset.test == []
+    assert dataset.train[0].source == "labelResultAll.txt:2"  # where its label line is
     counts = Counter(outcome for _, outcome in expected.values())
     assert dataset.report.label_fusion == {k: counts.get(k, 0) for k in ("agree", "one_neutral", "conflict",
                                                                          "no_majority")}

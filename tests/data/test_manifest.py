@@ -1,0 +1,106 @@
+"""Manifests: every format read row by row with its location, paths resolved, each missing value named."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from mmsent.data.manifest import ManifestError, Row, count_rows, read_manifest, read_records, to_row
+
+ROWS = [{"id": "1", "text": "a tweet", "image": "img/1.jpg"},
+        {"id": 2, "text_path": "txt/2.txt", "image_path": "img/2.jpg", "label": " positive ", "split": "VAL"},
+        {"id": "3", "text": "multi\nline, \"quoted\"", "image": "/abs/3.jpg", "label": "", "split": ""}]
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n\n" for r in rows), encoding="utf-8")  # blank lines are skipped
+    elif path.suffix == ".csv":
+        import csv
+
+        with path.open("w", encoding="utf-8-sig", newline="") as fh:  # with a BOM, as Excel writes it
+            writer = csv.DictWriter(fh, ["id", "text", "text_path", "image", "image_path", "label", "split"])
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        keys = ["id", "text", "text_path", "image", "image_path", "label", "split"]
+        pq.write_table(pa.table({k: [None if r.get(k) is None else str(r[k]) for r in rows] for k in keys}), path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_rows_come_back_in_order_with_locations_and_resolved_paths(tmp_path, suffix) -> None:
+    path = _write(tmp_path / f"posts{suffix}", ROWS)
+    rows = list(read_manifest(path))
+    where = {".csv": ["posts.csv:2", "posts.csv:3", "posts.csv:4"],
+             ".jsonl": ["posts.jsonl:1", "posts.jsonl:3", "posts.jsonl:5"],
+             ".parquet": ["posts.parquet:row 1", "posts.parquet:row 2", "posts.parquet:row 3"]}[suffix]
+    assert rows == [
+        Row("1", "a tweet", None, tmp_path / "img/1.jpg", where[0]),
+        Row("2", None, tmp_path / "txt/2.txt", tmp_path / "img/2.jpg", where[1], "positive", "val"),
+        Row("3", 'multi\nline, "quoted"', None, Path("/abs/3.jpg"), where[2]),
+    ]
+    assert count_rows(path) == (None if suffix == ".parquet" else 3)
+
+
+def test_a_csv_record_is_named_by_the_line_it_starts_on(tmp_path) -> None:
+    path = _write(tmp_path / "posts.csv", [ROWS[2], ROWS[0], {"id": "", "text": "x", "image": "i.jpg"}])
+    with pytest.raises(ManifestError, match=r"^posts\.csv:5: no 'id'; every row needs a unique id$"):
+        list(read_manifest(path))  # the header, a record over lines 2-3, one on line 4: the third starts on line 5
+
+
+@pytest.mark.parametrize(("record", "message"), [
+    ({"text": "t", "image": "i.jpg"}, "no 'id'; every row needs a unique id"),
+    ({"id": "  ", "text": "t", "image": "i.jpg"}, "no 'id'; every row needs a unique id"),
+    ({"id": "1", "text": "t"}, "no 'image' (or 'image_path') column value"),
+    ({"id": "1", "text": "t", "image": ""}, "no 'image' (or 'image_path') column value"),
+    ({"id": "1", "image": "i.jpg"}, "no 'text' (or 'text_path') column value"),
+])
+def test_each_missing_value_is_named(record, message) -> None:
+    with pytest.raises(ManifestError, match=f"^{re.escape('m.jsonl:4: ' + message)}$"):
+        to_row("m.jsonl:4", record, Path("."))
+
+
+def test_an_empty_text_with_no_text_path_is_a_text() -> None:
+    assert to_row("m.csv:2", {"id": "1", "text": "", "image": "i.jpg"}, Path("/b")).text == ""
+    assert to_row("m.csv:2", {"id": "1", "text": "", "text_path": "t.txt", "image": "i.jpg"},
+                  Path("/b")).text_path == Path("/b/t.txt")
+
+
+def test_broken_jsonl_lines_and_unknown_formats_are_named(tmp_path) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"id": 1}\n{not json\n', encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"^m\.jsonl:2: not a JSON object \(Expecting property name .*\); fix or "
+                                            r"remove the line$"):
+        list(read_records(path))
+    path.write_text('{"id": 1}\n[1, 2]\n', encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"^m\.jsonl:2: not a JSON object; write one object per line$"):
+        list(read_records(path))
+    other = tmp_path / "m.tsv"
+    other.write_text("id\n", encoding="utf-8")
+    with pytest.raises(ManifestError, match=f"^{re.escape(str(other))}: unknown manifest format; use .csv, .jsonl, "
+                                            r"\.parquet$"):
+        list(read_records(other))
+    assert count_rows(other) is None
+    with pytest.raises(FileNotFoundError, match=f"^manifest not found: {re.escape(str(tmp_path / 'no.csv'))}$"):
+        list(read_manifest(tmp_path / "no.csv"))
+
+
+def test_count_rows_counts_records_not_lines(tmp_path) -> None:
+    assert count_rows(_write(tmp_path / "m.csv", [ROWS[2], ROWS[0]])) == 2  # a quoted newline is one record
+    header_only = tmp_path / "h.csv"
+    header_only.write_text("id,text,image\n", encoding="utf-8")
+    empty = tmp_path / "e.csv"
+    empty.write_text("", encoding="utf-8")
+    assert count_rows(header_only) == 0 and count_rows(empty) == 0
+    upper = tmp_path / "M.JSONL"  # the suffix's case does not matter
+    upper.write_text(json.dumps(ROWS[0]) + "\n", encoding="utf-8")
+    assert count_rows(upper) == 1 and [r.id for r in read_manifest(upper)] == ["1"]
+    upper_csv = _write(tmp_path / "m.csv", [ROWS[0]]).rename(tmp_path / "M.CSV")
+    assert count_rows(upper_csv) == 1 and [r.id for r in read_manifest(upper_csv)] == ["1"]
