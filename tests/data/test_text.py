@@ -136,7 +136,8 @@ class TestCleaner:
         assert repr(TextCleaner()) == base
 
     def test_bad_hashtag_mode(self) -> None:
-        with pytest.raises(ValueError, match="cleaning.hashtags"):
+        with pytest.raises(ValueError, match="^cleaning.hashtags must be one of strip_symbol, drop, keep, got "
+                                             "'remove'$"):
             TextCleaner(CleaningConfig(hashtags="remove"))  # type: ignore[arg-type]
 
 

@@ -57,23 +57,29 @@ def test_explain_off_still_gives_ablation(client):
     assert ev["tokens"] is None and ev["image_saliency"] is None and ev["modality_ablation"]
 
 
-@pytest.mark.parametrize("kwargs, status, words", [
-    ({"image": None}, 422, "image: missing"),
-    ({"image": b"this is not an image"}, 422, "not an image"),
-    ({"image": b""}, 422, "empty"),
-    ({"image": IMG[: len(IMG) // 2]}, 422, "truncated"),
-    ({"text": ""}, 422, "text: empty"),
-    ({"text": "   \n"}, 422, "text: empty"),
-    ({"text": None}, 422, "text: missing"),
-    ({"text": "x" * 501}, 422, "over the limit"),
-    ({"image": jpeg_bytes(400, 300)}, 413, "decompression-bomb limit"),
-    ({"explain": "abc"}, 422, "explain: 'abc' is not a boolean"),
-    ({"overlay": "maybe"}, 422, "overlay: 'maybe' is not a boolean"),
+BOMB = ("image has 120,000 pixels (400x300), over the decompression-bomb limit of 90,000; if the file is genuine, "
+        "raise data.max_image_pixels")
+
+
+@pytest.mark.parametrize("kwargs, status, detail", [
+    ({"image": None}, 422, "image: missing; send multipart/form-data with the image file in 'image'"),
+    ({"image": b"this is not an image"}, 422, "image: not an image PIL can read (file starts with b'this is ')"),
+    ({"image": b""}, 422, "image: empty file (0 bytes)"),
+    ({"image": IMG[: len(IMG) // 2]}, 422, "image: truncated image data (the file ends before the image does)"),
+    ({"text": ""}, 422, "text: empty; send the tweet text"),
+    ({"text": "   \n"}, 422, "text: empty; send the tweet text"),
+    ({"text": None}, 422, "text: missing (send the tweet text)"),
+    ({"text": "x" * 501}, 422, "text: 501 characters, over the limit of 500"),
+    ({"text": "x" * 500}, 200, None),  # at the limit
+    ({"image": jpeg_bytes(400, 300)}, 413, BOMB),
+    ({"image": jpeg_bytes(300, 300)}, 200, None),  # at the pixel limit
+    ({"explain": "abc"}, 422, "explain: 'abc' is not a boolean; send true or false"),
+    ({"overlay": "maybe"}, 422, "overlay: 'maybe' is not a boolean; send true or false"),
 ])
-def test_bad_multipart_inputs_get_clear_4xx(client, kwargs, status, words):
+def test_bad_multipart_inputs_get_clear_4xx(client, kwargs, status, detail):
     r = post_multipart(client, **kwargs)
     assert r.status_code == status, r.text
-    assert words in r.json()["detail"]
+    assert r.json().get("detail") == detail
 
 
 def test_a_repeated_form_field_is_refused_not_silently_dropped(client):
@@ -93,28 +99,41 @@ def test_oversized_upload_is_refused_before_decoding(client):
     assert r.status_code == 413
 
 
-@pytest.mark.parametrize("kwargs, status, words", [
-    ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, "not supported"),
-    ({"content": b"hello"}, 415, "not supported"),
-    ({"data": {"text": "a form without a file"}}, 422, "image: missing"),
-    ({"content": b"{oops", "headers": {"content-type": "application/json"}}, 400, "malformed JSON"),
-    ({"json": {"text": "hi"}}, 422, "image_base64: missing"),
-    ({"json": {"text": "", "image_base64": B64}}, 422, "text: empty"),
-    ({"json": {"text": "hi", "image_base64": "not base64 !!"}}, 400, "not valid base64"),
-    ({"json": {"text": "hi", "image_base64": base64.b64encode(b"GIF89a nope").decode()}}, 422, "image"),
-    ({"json": ["a", "list"]}, 422, "body"),
+NOT_SUPPORTED = ("not supported; send multipart/form-data (fields image, text) or application/json (fields "
+                 "image_base64, text)")
+
+
+@pytest.mark.parametrize("kwargs, status, detail", [
+    ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, f"content type 'text/plain' {NOT_SUPPORTED}"),
+    ({"content": b"hello"}, 415, f"content type '(none)' {NOT_SUPPORTED}"),
+    ({"data": {"text": "a form without a file"}}, 422,
+     "image: missing; send multipart/form-data with the image file in 'image'"),
+    ({"content": b"{oops", "headers": {"content-type": "application/json"}}, 400,
+     "malformed JSON body: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+    ({"json": {"text": "hi"}}, 422, "image_base64: missing; send the image as base64"),
+    ({"json": {"text": "", "image_base64": B64}}, 422, "text: empty; send the tweet text"),
+    ({"json": {"text": "hi", "image_base64": "not base64 !!"}}, 400,
+     "image_base64: not valid base64 (Only base64 data is allowed)"),
+    ({"json": {"text": "hi", "image_base64": "data:image/jpeg," + B64}}, 400,
+     "image_base64: a data: URI must be base64-encoded"),
+    ({"json": {"text": "hi", "image_base64": base64.b64encode(b"GIF89a nope").decode()}}, 422,
+     "image: not an image PIL can read (file starts with b'GIF89a n')"),
+    ({"json": ["a", "list"]}, 422, "body: Input should be a valid dictionary or instance of PredictJSON"),
     # each of these was a 500 once
     ({"content": b'{"text": "\\ud800 hi", "image_base64": "' + B64.encode() + b'"}',
-      "headers": {"content-type": "application/json"}}, 422, "lone surrogate"),
+      "headers": {"content-type": "application/json"}}, 422,
+     "text: not valid Unicode (a lone surrogate at position 0); send UTF-8 text"),
     ({"content": b"[" * 100_000 + b"]" * 100_000, "headers": {"content-type": "application/json"}}, 400,
-     "nested too deeply"),
+     "malformed JSON body: nested too deeply"),
     ({"content": b'{"text": "hi", "image_base64": "x", "n": ' + b"7" * 5000 + b"}",
-      "headers": {"content-type": "application/json"}}, 400, "malformed JSON"),
+      "headers": {"content-type": "application/json"}}, 400,
+     "malformed JSON body: Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits; use "
+     "sys.set_int_max_str_digits() to increase the limit"),
 ])
-def test_bad_requests_get_clear_4xx(client, kwargs, status, words):
+def test_bad_requests_get_clear_4xx(client, kwargs, status, detail):
     r = client.post("/predict", **kwargs)
     assert r.status_code == status, r.text
-    assert words in r.json()["detail"]
+    assert r.json()["detail"] == detail
 
 
 def test_batch_matches_single_predictions(client):
@@ -131,17 +150,21 @@ def test_batch_matches_single_predictions(client):
         assert res["probabilities"] == pytest.approx(single["probabilities"], abs=1e-5)
 
 
-@pytest.mark.parametrize("body, status, words", [
-    ({"items": []}, 422, "empty"),
-    ({"items": [{"text": "a", "image_base64": B64}] * 5}, 413, "over the limit of 4"),
-    ({"items": [{"text": "a", "image_base64": B64}, {"text": "", "image_base64": B64}]}, 422, "items[1].text"),
-    ({"items": [{"text": "a", "image_base64": B64}, {"text": "b", "image_base64": "AAAA"}]}, 422, "items[1]"),
-    ({"items": [{"text": "a"}]}, 422, "image_base64"),
+@pytest.mark.parametrize("body, status, detail", [
+    ({"items": []}, 422, "items: empty; send at least one row"),
+    ({"items": [{"text": "a", "image_base64": B64}] * 5}, 413, "items: 5 rows, over the limit of 4"),
+    ({"items": [{"text": "a", "image_base64": B64}, {"text": "", "image_base64": B64}]}, 422,
+     "items[1].text: empty; send the tweet text"),
+    ({"items": [{"text": "a", "image_base64": B64}, {"text": "b", "image_base64": "AAAA"}]}, 422,
+     "items[1]: image: not an image PIL can read (file starts with b'\\x00\\x00\\x00')"),
+    ({"items": [{"text": "a", "image_base64": B64}, {"text": "b", "image_base64": "!"}]}, 400,
+     "items[1].image_base64: not valid base64 (Only base64 data is allowed)"),
+    ({"items": [{"text": "a"}]}, 422, "items.0.image_base64: Field required"),
 ])
-def test_bad_batches_name_the_row(client, body, status, words):
+def test_bad_batches_name_the_row(client, body, status, detail):
     r = client.post("/predict/batch", json=body)
     assert r.status_code == status, r.text
-    assert words in r.json()["detail"]
+    assert r.json()["detail"] == detail
 
 
 def test_batch_needs_json(client):
@@ -214,3 +237,82 @@ def test_the_schema_documents_the_bodies_and_this_servers_limits(client):
     assert batch == {"$ref": "#/components/schemas/BatchRequest"}
     form = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert form["schema"]["additionalProperties"] is False and "image/png" in form["encoding"]["image"]["contentType"]
+
+
+def test_an_image_just_over_the_upload_limit_inside_an_acceptable_body_is_refused(client):
+    over = IMG + b"\0" * (200_001 - len(IMG))  # the fixture's max_upload_bytes is 200,000; the body limit ~334 kB
+    r = post_multipart(client, image=over)
+    assert r.status_code == 413 and r.json()["detail"] == "image over the limit of 200,000 bytes"
+    assert post_multipart(client, image=over[:200_000]).status_code == 200  # at the limit
+    r = client.post("/predict", json={"text": "hi", "image_base64": base64.b64encode(over).decode()})
+    assert r.status_code == 413 and r.json()["detail"] == "image_base64: image over the limit of 200,000 bytes"
+    far_over = base64.b64encode(over + b"\0" * 100).decode()  # refused from its length, before decoding
+    r = client.post("/predict", json={"text": "hi", "image_base64": far_over})
+    assert r.status_code == 413 and r.json()["detail"] == "image_base64: image over the limit of 200,000 bytes"
+
+
+def test_a_body_over_the_limit_is_refused_by_its_header_or_while_streaming(client):
+    limit = client.app.state.settings.single_body_limit()
+    assert limit == 200_000 * 4 // 3 + 500 * 4 + 64 * 1024
+    r = client.post("/predict", content=b"{}", headers={"content-type": "application/json",
+                                                        "content-length": str(limit + 1)})
+    assert r.status_code == 413 and r.json()["detail"] == f"request body over the limit of {limit:,} bytes"
+
+    def chunks():  # no Content-Length: sent chunked, counted as it arrives
+        for _ in range(limit // 65536 + 2):
+            yield b" " * 65536
+
+    r = client.post("/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["detail"] == f"request body over the limit of {limit:,} bytes"
+    batch_limit = client.app.state.settings.batch_body_limit()
+    assert batch_limit == 4 * limit
+    r = client.post("/predict/batch", content=b"{}", headers={"content-type": "application/json",
+                                                              "content-length": str(batch_limit + 1)})
+    assert r.status_code == 413 and r.json()["detail"] == f"request body over the limit of {batch_limit:,} bytes"
+
+
+def test_malformed_multipart_bodies_get_400_or_422_naming_the_problem(client):
+    boundary = "b0undary"
+    headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    fields = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="f{i}"\r\n\r\nv\r\n' for i in range(11))
+    r = client.post("/predict", content=(fields + f"--{boundary}--\r\n").encode(), headers=headers)
+    assert r.status_code == 400 and r.json()["detail"] == ("malformed multipart body: Too many fields. Maximum "
+                                                           "number of fields is 10.")
+    r = client.post("/predict", content=b"--b0undary\r\nnot a header line\r\n", headers=headers)
+    assert r.status_code == 400 and r.json()["detail"].startswith("malformed multipart body: ")
+    r = client.post("/predict", files={"image": (None, b"plain")}, data={"text": "hi"})  # a field, not a file
+    assert r.status_code == 422 and r.json()["detail"] == ("field 'image' must be a file upload "
+                                                           "(multipart/form-data with a filename)")
+
+
+def test_field_errors_are_exact(client):
+    r = post_multipart(client, explian="false")
+    assert r.json()["detail"] == "unknown field(s) 'explian'; the fields are image, text, explain, overlay"
+    r = client.post("/predict", files=[("image", ("x.jpg", IMG, "image/jpeg"))], data={"text": ["a b", "c d"]})
+    assert r.json()["detail"] == "text: sent 2 times; send it once"
+    r = client.post("/predict/batch", files={"image": ("x.jpg", IMG)}, data={"text": "a"})
+    assert r.json()["detail"] == "content type 'multipart/form-data' not supported; send application/json"
+    assert client.post("/predict/batch", content=b"{}").json()["detail"] == ("content type '(none)' not supported; "
+                                                                             "send application/json")
+    for word, value in (("TRUE", True), (" yes ", True), ("on", True), ("1", True), ("Off", False), ("no", False),
+                        ("0", False), ("false", False)):
+        evidence = post_multipart(client, explain=word).json()["evidence"]
+        assert (evidence["tokens"] is not None) is value, word
+
+
+def test_health_reports_status_model_and_every_limit(client):
+    h = client.get("/health").json()
+    assert h["status"] == "ok" and h["model"] == client.get("/health").json()["model"]
+    assert h["limits"] == {"max_upload_bytes": 200_000, "max_image_pixels": 90_000, "max_request_pixels": 200_000,
+                           "max_text_chars": 500, "max_batch": 4, "max_micro_batch": 8}
+    assert h["model"]["name"] == "dual_stream" and h["model"]["seeds"] == [0, 1]
+
+
+def test_security_headers_are_exact_on_the_page_and_absent_from_the_api(client):
+    csp = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'; "
+           "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+    for path in ("/", "/static/index.html"):
+        r = client.get(path)
+        assert r.headers["content-security-policy"] == csp and r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["content-type"].startswith("text/html")
+    assert "content-security-policy" not in client.get("/health").headers
