@@ -80,23 +80,30 @@ def mutmut_section(target: Target) -> str:
     ])
 
 
-def prepare(workdir: Path, target: Target, incremental: bool = False) -> None:
-    """A scratch copy of the project with the target's mutmut configuration.
-
-    With ``incremental``, mutmut's folder of an earlier run is kept: mutmut then re-tests only the mutants of
-    functions whose source changed; its record of which tests reach which function is collected again.
-    """
-    if incremental:
-        for name in ("src", "tests", "configs", "scripts"):
-            shutil.rmtree(workdir / name, ignore_errors=True)
-        (workdir / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
-        workdir.mkdir(parents=True)
+def prepare(workdir: Path, target: Target) -> None:
+    """A scratch copy of the project with the target's mutmut configuration."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
     for name in ("src", "tests", "configs", "scripts"):
         shutil.copytree(REPO / name, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
     pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
     (workdir / "pyproject.toml").write_text(pyproject + mutmut_section(target), encoding="utf-8")
+
+
+def same_source(workdir: Path) -> bool:
+    """Whether the package source is byte for byte the one the run in ``workdir`` mutated."""
+    ours = {p.relative_to(REPO / "src"): p.read_bytes() for p in (REPO / "src").rglob("*.py")}
+    theirs = {p.relative_to(workdir / "src"): p.read_bytes() for p in (workdir / "src").rglob("*.py")}
+    return ours == theirs
+
+
+def refresh_tests(workdir: Path) -> None:
+    """Puts the current tests into an earlier run's folders and drops mutmut's record of which tests reach which
+    function, so that it is collected again with the new tests."""
+    for folder in (workdir / "tests", workdir / "mutants" / "tests"):
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(REPO / "tests", folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (workdir / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
 
 
 def build_tiny_run(base: Path) -> Path:
@@ -133,22 +140,25 @@ def survivors_of(workdir: Path, env: dict[str, str]) -> list[str]:
 
 
 def run_target(name: str, target: Target, workdir: Path, tiny_run: Path, max_children: int,
-               incremental: bool = False) -> dict:
+               rerun_survivors: bool = False) -> dict:
     """Mutation-tests one target; its counts and surviving mutants.
 
-    With ``incremental`` (a finished earlier run in ``workdir``), the mutants of changed functions are tested, then
-    every earlier survivor again, so that tests added since can kill it; earlier kills stand (tests only grow).
+    With ``rerun_survivors`` (a finished earlier run in ``workdir``, made from the same source), only that run's
+    survivors are tested again, with the current tests; its kills stand.
     """
-    incremental = incremental and (workdir / "mutants").is_dir()
-    prepare(workdir, target, incremental)
     env = {**os.environ, PREBUILT_TINY_RUN: str(tiny_run), "PYTHONDONTWRITEBYTECODE": "1"}
     t0 = time.perf_counter()
-    mutmut(workdir, "run", "--max-children", str(max_children), env=env, log=workdir / "mutmut-run.log")
-    if incremental:
-        again = survivors_of(workdir, env)
-        if again:
-            mutmut(workdir, "run", "--max-children", str(max_children), *again, env=env,
+    if rerun_survivors:
+        if not (workdir / "mutants").is_dir() or not same_source(workdir):
+            raise SystemExit(f"{workdir}: no earlier run of this source to rerun; run without --rerun-survivors")
+        earlier = survivors_of(workdir, env)
+        refresh_tests(workdir)
+        if earlier:
+            mutmut(workdir, "run", "--max-children", str(max_children), *earlier, env=env,
                    log=workdir / "mutmut-rerun.log")
+    else:
+        prepare(workdir, target)
+        mutmut(workdir, "run", "--max-children", str(max_children), env=env, log=workdir / "mutmut-run.log")
     seconds = time.perf_counter() - t0
     mutmut(workdir, "export-cicd-stats", env=env)
     stats = json.loads((workdir / "mutants" / "mutmut-cicd-stats.json").read_text())
@@ -161,7 +171,7 @@ def run_target(name: str, target: Target, workdir: Path, tiny_run: Path, max_chi
     (workdir / "survivors.md").write_text("\n".join(lines), encoding="utf-8")
     equivalent = sorted(m for m in survivors if m in known)
     return {"name": name, "stats": stats, "seconds": seconds, "survivors": survivors, "equivalent": equivalent,
-            "incremental": incremental}
+            "rerun_survivors": rerun_survivors}
 
 
 def summary(results: list[dict], max_children: int) -> str:
@@ -172,8 +182,8 @@ def summary(results: list[dict], max_children: int) -> str:
          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores)"), "",
         (f"Command: `python benchmarks/mutation.py --record` (mutmut 3.8.1, {max_children} workers). Score = killed / "
          "(mutants - survivors judged equivalent in `benchmarks/mutation_equivalent.toml`); a mutant no test reaches "
-         "counts as not killed, a timeout as killed (the mutant made a test hang). An incremental run kept an earlier "
-         "run's verdicts for unchanged functions and re-tested every earlier survivor with the current tests."), "",
+         "counts as not killed, a timeout as killed (the mutant made a test hang). With --rerun-survivors, an earlier "
+         "full run's survivors were tested again with tests added since; its kills stand."), "",
         "| target | modules | mutants | killed | timeout | no test | survived | equivalent | score | time |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -188,7 +198,7 @@ def summary(results: list[dict], max_children: int) -> str:
         modules = ", ".join(f"`{m.removeprefix('src/mmsent/')}`" for m in TARGETS[r["name"]].modules)
         lines.append(f"| {r['name']} | {modules} | {s['total']} | {s['killed']} | {s['timeout']} | {s['no_tests']} "
                      f"| {s['survived']} | {len(r['equivalent'])} | {killed / relevant:.1%} "
-                     f"| {r['seconds'] / 60:.0f} min{' (incremental)' if r.get('incremental') else ''} |")
+                     f"| {r['seconds'] / 60:.0f} min{' (survivors rerun)' if r.get('rerun_survivors') else ''} |")
     lines += ["", (f"All targets: {totals['killed']} of {totals['total']} non-equivalent mutants killed "
                    f"({totals['killed'] / totals['total']:.1%}); {totals['equivalent']} survivors judged equivalent."),
               ""]
@@ -210,8 +220,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/mmsent-mutation"))
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--record", action="store_true", help="prepend the summary to benchmarks/RESULTS.md")
-    parser.add_argument("--incremental", action="store_true",
-                        help="keep each target's earlier run in --workdir: test changed functions and earlier survivors")
+    parser.add_argument("--rerun-survivors", action="store_true",
+                        help="test only the survivors of each target's earlier run in --workdir, with the current tests")
     args = parser.parse_args()
     names = [n.strip() for n in args.targets.split(",") if n.strip()]
     unknown = [n for n in names if n not in TARGETS]
@@ -220,7 +230,7 @@ def main() -> None:
     tiny_run = build_tiny_run(args.workdir / "tiny-run")
     results = []
     for name in names:
-        result = run_target(name, TARGETS[name], args.workdir / name, tiny_run, args.max_children, args.incremental)
+        result = run_target(name, TARGETS[name], args.workdir / name, tiny_run, args.max_children, args.rerun_survivors)
         print(f"{name}: {result['stats']} in {result['seconds']:.0f} s; survivors in {args.workdir / name}/survivors.md",
               flush=True)
         results.append(result)

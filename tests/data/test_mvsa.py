@@ -99,3 +99,29 @@ def test_an_undecodable_label_file_is_named(tmp_path):
     path.write_bytes(b"ID\x00\ttext,image\n")
     with pytest.raises(TextDecodeError, match="^labelResultAll.txt: contains NUL bytes"):
         read_label_file(path, 1)
+
+
+def test_loading_passes_its_options_on_and_counts_each_skip(tmp_path):
+    write_release(tmp_path, "single")
+    (tmp_path / "data" / "1.jpg").write_bytes(b"not an image")  # checked by default
+    with pytest.raises(DataValidationError, match="data/1.jpg: not an image"):
+        load_mvsa_dataset(tmp_path, "single")
+    assert len(load_mvsa_dataset(tmp_path, "single", check_images=False).train) == 5
+    skipped = load_mvsa_dataset(tmp_path, "single", on_error="skip", max_image_pixels=100)
+    assert skipped.train == [] and skipped.report.skipped == {"bad_image": 1, "image_too_large": 4}
+    path = tmp_path / "labelResultAll.txt"
+    path.write_text(path.read_text() + "8\tpositive\n9\tnegative\n")
+    assert load_mvsa_dataset(tmp_path, "single", on_error="skip", check_images=False).report.skipped == {
+        "malformed_row": 2}
+
+
+def test_a_folder_without_the_label_file_says_what_a_release_holds(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"^{tmp_path / 'labelResultAll.txt'} not found: an MVSA release "
+                                                "holds labelResultAll.txt beside data/$"):
+        load_mvsa_dataset(tmp_path, "single")
+
+
+def test_a_tie_between_two_labels_has_no_majority():
+    assert majority(["positive", "negative"]) is None
+    assert majority(["positive", "negative", "negative", "positive"]) is None
+    assert majority(["neutral"]) == "neutral"

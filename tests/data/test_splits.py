@@ -129,3 +129,51 @@ def test_load_split_names_the_line_and_what_it_found(tmp_path: Path, text, line,
     expected = "expected the header 'guid,split'" if "id,split" in found else "expected 'guid,train' or 'guid,val'"
     with pytest.raises(SplitError, match=f"^{re.escape(f'{path}:{line}: {expected}, found {found}')}$"):
         load_split(path)
+
+
+def test_rows_without_label_or_with_a_repeated_guid_are_named() -> None:
+    data = examples(6, 3, 3)
+    unlabelled = [Example(g, None, "", "utf-8", Path("x.jpg"), Path("x.txt")) for g in ("u1", "u2")]
+    with pytest.raises(SplitError, match=r"^cannot stratify: 2 row\(s\) have no label, e\.g\. u1, u2$"):
+        make_split(data + unlabelled, 0.2, 0)
+    twice = data + [data[0], data[1]]  # exactly two of each: still repeated
+    with pytest.raises(SplitError, match=r"^2 guid\(s\) appear more than once in the dataset: 1000, 1001$"):
+        make_split(twice, 0.2, 0)
+    with pytest.raises(SplitError, match=r"^2 guid\(s\) appear more than once in the dataset: 1000, 1001$"):
+        kfold_splits(twice, 2, 0)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1])
+def test_make_split_names_a_fraction_outside_zero_and_one(fraction) -> None:
+    with pytest.raises(SplitError, match=f"^val_fraction must be between 0 and 1 \\(exclusive\\), got {fraction}$"):
+        make_split(examples(), fraction, 0)
+
+
+def test_make_split_names_the_counts_when_it_cannot_stratify() -> None:
+    with pytest.raises(SplitError, match=r"^cannot stratify 11 rows into 2 part\(s\) with label counts \{'negative': "
+                                         r"5, 'neutral': 1, 'positive': 5\}: The least populated class.* 1 member"):
+        make_split(examples(5, 5, 1), 0.2, 0)
+
+
+def test_save_split_creates_its_folders(tmp_path: Path) -> None:
+    split = make_split(examples(), 0.2, seed=1)
+    save_split(split, tmp_path / "a" / "b" / "split.csv")
+    assert load_split(tmp_path / "a" / "b" / "split.csv") == split
+
+
+def test_check_split_message_lists_every_problem_then_the_fix() -> None:
+    data = examples(6, 3, 3)
+    good = make_split(data, 0.25, seed=0)
+    bad = Split(train=good.train + good.train[:1] + ["x"], val=good.val + good.val[:1], seed=0, val_fraction=0.25)
+    with pytest.raises(SplitError) as info:
+        check_split(bad, data)
+    assert str(info.value) == (
+        "the split does not match the dataset:\n"
+        f"  1 guid(s) repeated in train: {good.train[0]}\n"
+        f"  1 guid(s) repeated in val: {good.val[0]}\n"
+        "  1 guid(s) not in the dataset: x\n"
+        "The split was probably made for other data: delete the split file to make a new one.")
+    many = Split(train=good.train, val=[], seed=0, val_fraction=0.25)
+    with pytest.raises(SplitError, match=f"^the split does not match the dataset:\n  3 dataset guid\\(s\\) not in the "
+                                         f"split: {', '.join(good.val)}\n"):
+        check_split(many, data)

@@ -164,3 +164,47 @@ def test_a_validation_split_that_leaves_a_class_without_training_rows_is_refused
     cfg = load_config(overrides=[f"data.root={tmp_path / 'posts.csv'}", "data.format=table"])
     with pytest.raises(SplitError, match="no neutral row"):
         prepare_splits(cfg, load_table_dataset(tmp_path / "posts.csv"))
+
+
+def test_each_bad_row_is_one_exact_issue(tmp_path):
+    lab = write_lab_dataset(tmp_path / "lab")
+    rows = lab_rows(lab, tmp_path)[:5]
+    rows[1]["label"] = "happy"
+    rows[2]["id"] = "../up"
+    rows[3]["id"] = rows[0]["id"]
+    del rows[4]["image"]
+    write_table(lab, tmp_path / "posts.jsonl", rows)
+    with pytest.raises(DataValidationError) as err:
+        load_table_dataset(tmp_path / "posts.jsonl")
+    assert [(str(issue), issue.kind, issue.guid) for issue in err.value.issues] == [
+        ("posts.jsonl:2: train row has unknown label 'happy' -> use one of: positive, neutral, negative",
+         "unknown_label", "post-101"),
+        ("posts.jsonl:3: id '../up' is not a plain name -> use letters, digits, '_', '-' and '.'", "malformed_row",
+         "../up"),
+        ("posts.jsonl:4: duplicate id post-100; first at posts.jsonl:1 -> remove the repeated row", "duplicate_guid",
+         "post-100"),
+        ("posts.jsonl:5: no 'image' (or 'image_path') column value -> fill in the row's id, image and text (or "
+         "text_path)", "malformed_row", "post-104"),
+    ]
+
+
+def test_an_unreadable_line_is_one_issue_for_the_whole_table(tmp_path):
+    (tmp_path / "posts.jsonl").write_text('{"id": "1"}\n{"id": 2, oops}\n', encoding="utf-8")
+    with pytest.raises(DataValidationError) as err:
+        load_table_dataset(tmp_path / "posts.jsonl")
+    [issue] = err.value.issues
+    assert (issue.location, issue.fix) == ("posts.jsonl:2", "fix the line or the file")
+    assert issue.reason.startswith("not a JSON object (Expecting property name enclosed in double quotes: line 1 "
+                                   "column 11 (char 10)); fix or remove the line")
+    assert err.value.root == tmp_path
+
+
+def test_images_are_decoded_by_default(tmp_path):
+    lab = write_lab_dataset(tmp_path / "lab")
+    rows = lab_rows(lab, tmp_path)[:3]
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    rows[0]["image"] = "broken.jpg"
+    write_table(lab, tmp_path / "posts.csv", rows)
+    with pytest.raises(DataValidationError, match="broken.jpg: not an image"):
+        load_table_dataset(tmp_path / "posts.csv")
+    assert len(load_table_dataset(tmp_path / "posts.csv", check_images=False).train) == 3
