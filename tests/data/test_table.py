@@ -183,8 +183,8 @@ def test_each_bad_row_is_one_exact_issue(tmp_path):
          "../up"),
         ("posts.jsonl:4: duplicate id post-100; first at posts.jsonl:1 -> remove the repeated row", "duplicate_guid",
          "post-100"),
-        ("posts.jsonl:5: no 'image' (or 'image_path') column value -> fill in the row's id, image and text (or "
-         "text_path)", "malformed_row", "post-104"),
+        (("posts.jsonl:5: no 'image' (or 'image_path') column value -> fill in the row's id, image and text (or "
+          "text_path)"), "malformed_row", "post-104"),
     ]
 
 
