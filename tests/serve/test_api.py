@@ -316,3 +316,55 @@ def test_security_headers_are_exact_on_the_page_and_absent_from_the_api(client):
         assert r.headers["content-security-policy"] == csp and r.headers["x-content-type-options"] == "nosniff"
         assert r.headers["content-type"].startswith("text/html")
     assert "content-security-policy" not in client.get("/health").headers
+
+
+def test_create_app_needs_a_run_or_a_predictor():
+    from mmsent.serve import create_app
+
+    with pytest.raises(ValueError, match="^create_app needs run_dir or predictor$"):
+        create_app()
+
+
+def test_the_schema_names_the_api_and_documents_both_bodies_of_predict(client):
+    spec = client.get("/openapi.json").json()
+    info = client.get("/health").json()["model"]
+    assert spec["info"]["title"] == "mmsent" and spec["info"]["version"]
+    assert spec["info"]["description"] == (f"Multimodal tweet sentiment with the `{info['name']}` ensemble of "
+                                           f"{info['run_dir']}.")
+    content = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
+    assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/PredictJSON"}
+    form = content["multipart/form-data"]["schema"]
+    assert form["required"] == ["image", "text"] and form["properties"]["text"]["maxLength"] == 500
+    assert form["properties"]["image"] == {"type": "string", "format": "binary"}
+    models = spec["components"]["schemas"]
+    assert models["PredictItem"]["properties"]["text"]["maxLength"] == 500
+    assert models["PredictJSON"]["properties"]["image_base64"]["format"] == "image-base64"
+    assert models["BatchRequest"]["properties"]["items"]["minItems"] == 1
+    assert set(spec["paths"]["/predict"]["post"]["responses"]) >= {"200", "400", "413", "415", "422"}
+
+
+def test_batch_options_and_a_too_large_image_named_by_row(client):
+    items = [{"text": "happy day", "image_base64": B64}]
+    plain = client.post("/predict/batch", json={"items": items}).json()["results"][0]["evidence"]
+    assert plain["tokens"] is None and plain["image_overlay_png"] is None  # a batch explains only when asked
+    full = client.post("/predict/batch", json={"items": items, "explain": True, "overlay": True}).json()
+    evidence = full["results"][0]["evidence"]
+    assert evidence["tokens"] and evidence["image_overlay_png"].startswith("data:image/png;base64,")
+    big = base64.b64encode(jpeg_bytes(400, 300)).decode()
+    r = client.post("/predict/batch", json={"items": items + [{"text": "b", "image_base64": big}]})
+    assert r.status_code == 413 and r.json()["detail"] == f"items[1]: {BOMB}"
+
+
+def test_every_schema_problem_is_listed(client):
+    items = [{"text": "a", "image_base64": B64, "extra": 1}, {"image_base64": B64}]
+    r = client.post("/predict/batch", json={"items": items})
+    assert r.status_code == 422 and r.json()["detail"] == ("items.0.extra: Extra inputs are not permitted; "
+                                                           "items.1.text: Field required")
+
+
+def test_the_docs_page_serves_swagger_from_this_server(client):
+    docs = client.get("/docs").text
+    for url in ("/static/swagger-ui/swagger-ui-bundle.js", "/static/swagger-ui/swagger-ui.css", "/openapi.json"):
+        assert url in docs
+    assert '<link rel="shortcut icon" href="data:,">' in docs and "<title>mmsent API</title>" in docs
+    assert client.get("/static/swagger-ui/swagger-ui.css").status_code == 200
