@@ -127,8 +127,8 @@ NOT_SUPPORTED = ("not supported; send multipart/form-data (fields image, text) o
      "malformed JSON body: nested too deeply"),
     ({"content": b'{"text": "hi", "image_base64": "x", "n": ' + b"7" * 5000 + b"}",
       "headers": {"content-type": "application/json"}}, 400,
-     "malformed JSON body: Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits; use "
-     "sys.set_int_max_str_digits() to increase the limit"),
+     ("malformed JSON body: Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits; "
+      "use sys.set_int_max_str_digits() to increase the limit")),
 ])
 def test_bad_requests_get_clear_4xx(client, kwargs, status, detail):
     r = client.post("/predict", **kwargs)
