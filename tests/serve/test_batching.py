@@ -78,3 +78,21 @@ def test_a_cancelled_request_is_skipped_and_the_batcher_keeps_serving():
     gate.set()
     assert held.result(2) == 0 and kept.result(2) == 2
     assert batcher.submit("k", 3).result(2) == 3  # still alive
+
+
+def test_batches_never_exceed_max_items_and_a_zero_limit_means_one():
+    gate = threading.Event()
+
+    def run(key, items):
+        gate.wait(2)
+        return [i * 10 for i in items]
+
+    for max_items, sizes in ((2, [1, 2, 2, 1]), (0, [1] * 6)):
+        gate.clear()
+        batcher = MicroBatcher(run, max_items=max_items, window=0.05)
+        first = batcher.submit("k", 0)
+        time.sleep(0.1)  # held in run: the rest queue up
+        rest = [batcher.submit("k", i) for i in range(1, 6)]
+        gate.set()
+        assert [f.result(2) for f in [first, *rest]] == [0, 10, 20, 30, 40, 50]
+        assert list(batcher.batches) == sizes
