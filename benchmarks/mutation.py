@@ -90,11 +90,13 @@ def prepare(workdir: Path, target: Target) -> None:
     (workdir / "pyproject.toml").write_text(pyproject + mutmut_section(target), encoding="utf-8")
 
 
-def same_source(workdir: Path) -> bool:
-    """Whether the package source is byte for byte the one the run in ``workdir`` mutated."""
-    ours = {p.relative_to(REPO / "src"): p.read_bytes() for p in (REPO / "src").rglob("*.py")}
-    theirs = {p.relative_to(workdir / "src"): p.read_bytes() for p in (workdir / "src").rglob("*.py")}
-    return ours == theirs
+def same_source(workdir: Path, target: Target) -> bool:
+    """Whether the target's modules are byte for byte the ones the run in ``workdir`` mutated (so its mutants, and
+    their names, are those of the current source)."""
+    def read(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for pattern in target.modules for p in root.glob(pattern)}
+
+    return read(REPO) == read(workdir)
 
 
 def refresh_tests(workdir: Path) -> None:
@@ -149,7 +151,7 @@ def run_target(name: str, target: Target, workdir: Path, tiny_run: Path, max_chi
     env = {**os.environ, PREBUILT_TINY_RUN: str(tiny_run), "PYTHONDONTWRITEBYTECODE": "1"}
     t0 = time.perf_counter()
     if rerun_survivors:
-        if not (workdir / "mutants").is_dir() or not same_source(workdir):
+        if not (workdir / "mutants").is_dir() or not same_source(workdir, target):
             raise SystemExit(f"{workdir}: no earlier run of this source to rerun; run without --rerun-survivors")
         earlier = survivors_of(workdir, env)
         refresh_tests(workdir)
