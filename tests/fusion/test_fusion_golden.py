@@ -24,7 +24,10 @@ GOLDEN = Path(__file__).with_name("golden_outputs.json")
 BUILT_INS = ["concat", "single_stream", "dual_stream", "gated", "gated_image", "gated_text", "text_only",
              "image_only"]
 OVERRIDES = {"dual_stream_product": ("dual_stream", {"combine": "product"}),
-             "single_stream_cls": ("single_stream", {"pool": "cls"})}
+             "single_stream_cls": ("single_stream", {"pool": "cls"}),
+             # a dropout other than the layers' own default (0.1), so that each layer must be handed it
+             "single_stream_dropout": ("single_stream", {"dropout": 0.25}),
+             "dual_stream_dropout": ("dual_stream", {"dropout": 0.25})}
 CASES = BUILT_INS + list(OVERRIDES)
 TEXT_LENGTHS, IMAGE_LENGTHS = [10, 3, 0, 7, 1], [9, 4, 9, 1, 6]
 

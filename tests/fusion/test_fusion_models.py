@@ -123,6 +123,8 @@ def test_inputs_from_features_are_the_chosen_rows_as_float32_and_bool() -> None:
                                 torch.randn(4, 3, d, generator=g).half(), torch.tensor([[1, 1, 0]] * 4, dtype=torch.uint8))
 
     feats = FeatureSet(["a", "b", "c", "d"], modality(5), modality(6))
+    on_meta = FusionInputs.from_features(feats, device="meta")  # another device, without a GPU
+    assert {getattr(on_meta, f).device.type for f in vars(on_meta)} == {"meta"}
     every = FusionInputs.from_features(feats)
     some = FusionInputs.from_features(feats, torch.tensor([2, 0]), device="cpu")
     assert len(every) == 4 and len(some) == 2

@@ -233,6 +233,15 @@ def test_each_built_in_has_its_documented_defaults_and_uses_them(name: str) -> N
     inputs.image_pooled, inputs.text_pooled = torch.randn(2, 8), torch.randn(2, 6)
     inputs.image_tokens, inputs.text_tokens = torch.randn(2, 9, 8), torch.randn(2, 10, 6)
     assert model.eval()(inputs).shape == (2, 3)
+    # The class on its own has the same defaults (what create_fusion_model records is what it builds).
+    plain = create_fusion_model({"gated_image": "gated", "gated_text": "gated"}.get(name, name), 8, 6)
+    direct = type(model)(8, 6)
+    assert {k: v.shape for k, v in direct.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    assert [m.p for m in direct.modules() if isinstance(m, torch.nn.Dropout)] == [
+        m.p for m in plain.modules() if isinstance(m, torch.nn.Dropout)]
+    assert direct.explanation_info() == plain.explanation_info()
+    assert getattr(direct, "combine", None) == getattr(plain, "combine", None)
+    assert getattr(direct, "pool", None) == getattr(plain, "pool", None)
 
 
 def test_keyword_only_arguments_reach_the_model(scratch_registry) -> None:

@@ -67,3 +67,19 @@ def test_dual_stream_attention_keeps_the_inputs_shape_when_a_side_has_no_token(t
     with torch.no_grad():
         assert torch.isfinite(model(inputs)).all()
     assert model.last_explanation["text_to_image_attention"].shape == (2, text_tokens, image_tokens)
+
+
+def test_dual_stream_reads_an_empty_text_as_one_zero_token() -> None:
+    """No real token (none at all, or only padding) gives the same answer as a single zero token."""
+    torch.manual_seed(0)
+    model = tiny_model("dual_stream").eval()
+    none = make_inputs([0, 0], [4, 9], text_tokens=0, seed=5)
+    padded = make_inputs([0, 0], [4, 9], text_tokens=3, seed=5)  # three padding tokens holding random values
+    padded.image_pooled, padded.image_tokens, padded.text_pooled = none.image_pooled, none.image_tokens, none.text_pooled
+    zero = make_inputs([1, 1], [4, 9], text_tokens=1, seed=5)
+    zero.image_pooled, zero.image_tokens, zero.text_pooled = none.image_pooled, none.image_tokens, none.text_pooled
+    zero.text_tokens = torch.zeros_like(zero.text_tokens)
+    with torch.no_grad():
+        want = model(zero)
+        torch.testing.assert_close(model(none), want)
+        torch.testing.assert_close(model(padded), want)
