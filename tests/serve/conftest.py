@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.fixture(scope="module")
+# One app per test (cheap: the predictor is shared), so that every test calls create_app itself: a mutation tool
+# that maps tests to the functions they call then sees each test reach the app's code.
+@pytest.fixture
 def client(tiny_predictor):
     from fastapi.testclient import TestClient
 

@@ -368,3 +368,30 @@ def test_the_docs_page_serves_swagger_from_this_server(client):
         assert url in docs
     assert '<link rel="shortcut icon" href="data:,">' in docs and "<title>mmsent API</title>" in docs
     assert client.get("/static/swagger-ui/swagger-ui.css").status_code == 200
+
+
+def test_an_app_made_from_a_run_folder_serves_the_asked_design(tiny_run):
+    from fastapi.testclient import TestClient
+
+    from mmsent.serve import ServeSettings, create_app
+
+    with pytest.raises(FileNotFoundError, match="no saved gated models"):  # the asked design, not the run's choice
+        create_app(tiny_run, model_name="gated")
+    with TestClient(create_app(tiny_run, model_name="dual_stream", settings=ServeSettings(max_batch=3))) as c:
+        health = c.get("/health").json()
+        assert health["model"]["name"] == "dual_stream" and health["limits"]["max_batch"] == 3
+        assert c.post("/predict", files={"image": ("x.jpg", IMG, "image/jpeg")},
+                      data={"text": "a day"}).json()["model"]["name"] == "dual_stream"
+    with TestClient(create_app(tiny_run)) as c:  # default settings and the run's own choice
+        health = c.get("/health").json()
+        assert health["model"]["name"] == "dual_stream" and health["limits"]["max_batch"] == 32
+
+
+def test_a_batch_exactly_at_the_request_pixel_limit_is_decoded(client):
+    at = base64.b64encode(jpeg_bytes(250, 200, seed=2)).decode()  # 4 x 50,000 = the fixture's 200,000
+    over = base64.b64encode(jpeg_bytes(250, 201, seed=2)).decode()
+    assert client.post("/predict/batch", json={"items": [{"text": "a", "image_base64": at}] * 4}).status_code == 200
+    r = client.post("/predict/batch", json={"items": [{"text": "a", "image_base64": at}] * 3 +
+                                            [{"text": "a", "image_base64": over}]})
+    assert r.status_code == 413 and r.json()["detail"] == ("the request's images hold 200,250 pixels together, over "
+                                                           "the limit of 200,000; send fewer or smaller images")
