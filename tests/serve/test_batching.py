@@ -96,3 +96,20 @@ def test_batches_never_exceed_max_items_and_a_zero_limit_means_one():
         gate.set()
         assert [f.result(2) for f in [first, *rest]] == [0, 10, 20, 30, 40, 50]
         assert list(batcher.batches) == sizes
+
+
+def test_the_app_batches_no_more_than_its_setting(tiny_predictor):
+    from fastapi.testclient import TestClient
+
+    from mmsent.serve import ServeSettings, create_app
+
+    image = jpeg_bytes(96, 80, seed=1)
+    with TestClient(create_app(predictor=tiny_predictor, settings=ServeSettings(max_micro_batch=2))) as c:
+        def post(i):
+            return c.post("/predict", files={"image": ("x.jpg", image, "image/jpeg")},
+                          data={"text": f"day {i}", "explain": "false"}).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(post, range(16))) == {200}
+        sizes = list(c.app.state.batcher.batches)
+        assert len(sizes) >= 8 and max(sizes) <= 2
