@@ -89,3 +89,8 @@ def test_predict_one_post_prints_its_label_and_probabilities(tiny_run):
     assert f"{expected['probabilities']['neutral']:.3f}" in result.stdout
     alone = runner.invoke(app, ["predict", str(tiny_run), "--text", text])
     assert alone.exit_code == 2 and "--image and --text go together" in alone.output
+
+
+def test_an_unknown_engine_is_a_usage_error(tmp_path):
+    result = runner.invoke(app, ["predict", str(tmp_path), "--input", str(tmp_path / "m.csv"), "--engine", "spark"])
+    assert result.exit_code == 2 and "--engine 'spark': use local or ray" in result.output

@@ -183,6 +183,12 @@ def predict(run_dir: Optional[Path] = typer.Argument(None, help="A finished run 
             "--out as JSONL (default RUN_DIR/predictions.jsonl), and a rerun resumes."),
             shard: str = typer.Option("0/1", "--shard", help="With --input: predict rows i, i+n, ... only (i/n)."),
             chunk_size: int = typer.Option(256, "--chunk-size", min=1, help="With --input: rows per chunk."),
+            engine: str = typer.Option("local", "--engine", help="With --input: local (one process, resumable JSONL) "
+                                       "or ray (a Ray Data pipeline; --out is then a folder of Parquet files)."),
+            actors: int = typer.Option(2, "--actors", min=1, help="With --engine ray: actors holding the run."),
+            ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --engine ray: a cluster to "
+                                                      "join (auto: the one `ray start` runs here); default: a local "
+                                                      "instance for this command."),
             image: Optional[Path] = typer.Option(None, "--image", help="One post: its image (with --text)."),
             text: Optional[str] = typer.Option(None, "--text", help="One post: its text (with --image)."),
             config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
@@ -207,6 +213,18 @@ def predict(run_dir: Optional[Path] = typer.Argument(None, help="A finished run 
             [result] = RunPredictor(run_dir).predict([image], [text], explain_inputs=False)
         probs = "  ".join(f"{k} {v:.3f}" for k, v in result["probabilities"].items())
         typer.echo(f"{result['label']}  ({probs})")
+        return
+    if engine not in ("local", "ray"):
+        console.print(f"[red]error:[/red] --engine {engine!r}: use local or ray")
+        raise typer.Exit(2)
+    if input_ is not None and engine == "ray":
+        from mmsent.ray_engine import predict_with_ray
+
+        with _user_errors():
+            ray_result = predict_with_ray(run_dir, input_, out or run_dir / "predictions-ray", actors=actors,
+                                          chunk_size=chunk_size, address=ray_address)
+        console.print(f"{ray_result.predicted} predicted, {ray_result.errors} unreadable (with 'error') by "
+                      f"{ray_result.actors} actor(s) in {ray_result.seconds:.0f} s -> {ray_result.out}")
         return
     if input_ is not None:
         from mmsent.stream import predict_stream

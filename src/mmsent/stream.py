@@ -76,6 +76,69 @@ class StreamResult:
     seconds: float
 
 
+class ChunkPredictor:
+    """A finished run loaded once, answering chunks of manifest rows: what the local loop and each Ray actor hold.
+
+    Args:
+        run_dir: a finished run (its predictor, encoders and cleaning are used).
+        device: where the encoders and models run.
+    """
+
+    def __init__(self, run_dir: str | Path, device: str = "cpu") -> None:
+        from mmsent.run_folder import load_run_models
+
+        self.run = load_run_models(run_dir, device=device)
+        self.image_encoder, self.text_encoder = self.run.encoders(device)
+        self.cleaner = TextCleaner(self.run.cfg.cleaning)
+        self.device = device
+        self.decoders = ThreadPoolExecutor(2, thread_name_prefix="mmsent-decode")  # decoding overlaps itself
+
+    def _crop(self, row: Row) -> np.ndarray:
+        image = self.image_encoder.open(row.image, self.run.cfg.data.max_image_pixels, name=str(row.image))
+        return self.image_encoder.crop(image)
+
+    @staticmethod
+    def _text(row: Row) -> str:
+        if row.text is not None:
+            return row.text
+        assert row.text_path is not None
+        return decode_text(row.text_path.read_bytes(), str(row.text_path))[0]
+
+    def __call__(self, rows: list[Row]) -> list[dict]:
+        """One output record per row, in order: ``id``, ``label``, ``p_<label>``; or ``id`` and ``error`` for a row
+        whose image or text cannot be read.
+
+        Raises:
+            ValueError: if the models give non-finite probabilities (nothing of the chunk is returned).
+        """
+        from mmsent.pipeline import ensemble_proba
+
+        crops = list(self.decoders.map(_capture(self._crop), rows))
+        texts = [_capture(self._text)(r) for r in rows]
+        good = [i for i in range(len(rows)) if not isinstance(crops[i], Exception)
+                and not isinstance(texts[i], Exception)]
+        lines: dict[int, dict] = {}
+        for i, row in enumerate(rows):
+            problem = crops[i] if isinstance(crops[i], Exception) else texts[i]
+            if isinstance(problem, Exception):
+                lines[i] = {"id": row.id, "error": f"{row.where}: {problem}"}
+        if good:
+            batch_size = self.run.cfg.encoders.batch_size
+            pixels = torch.from_numpy(np.stack([crops[i] for i in good]))
+            # the network in the run's batch size: its activations, not the chunk, bound the memory
+            parts = [self.image_encoder.encode_pixels(b) for b in pixels.split(batch_size)]
+            pooled, tokens = torch.cat([p for p, _ in parts]), torch.cat([t for _, t in parts])
+            image = ModalityFeatures(pooled, tokens, torch.ones(tokens.shape[:2], dtype=torch.bool))
+            text = self.text_encoder.encode([self.cleaner.clean(texts[i]) for i in good], batch_size=batch_size)
+            probs = ensemble_proba(self.run.models, FeatureSet([rows[i].id for i in good], image, text), self.device)
+            if not np.isfinite(probs).all():
+                raise ValueError("the run's models gave non-finite probabilities; nothing more was written")
+            for i, label, p in zip(good, decide(probs, self.run.class_weights), probs):
+                lines[i] = {"id": rows[i].id, "label": LABELS[label],
+                            **{f"p_{name}": round(float(v), 6) for name, v in zip(LABELS, p)}}
+        return [lines[i] for i in range(len(rows))]
+
+
 def predict_stream(run_dir: str | Path, manifest: str | Path, out: str | Path, *, chunk_size: int = 256,
                    shard: tuple[int, int] = (0, 1), progress: bool = True, device: str = "cpu") -> StreamResult:
     """Predicts every row of ``manifest`` (of shard ``i`` of ``n``) with a finished run and appends to ``out``.
@@ -89,19 +152,13 @@ def predict_stream(run_dir: str | Path, manifest: str | Path, out: str | Path, *
     """
     from tqdm.auto import tqdm
 
-    from mmsent.pipeline import ensemble_proba
-    from mmsent.run_folder import load_run_models
-
     index, count = shard
     if not 0 <= index < count:
         raise ValueError(f"shard {index}/{count}: need 0 <= i < n")
-    run = load_run_models(run_dir, device=device)
-    image_encoder, text_encoder = run.encoders(device)
-    cleaner = TextCleaner(run.cfg.cleaning)
-    max_pixels = run.cfg.data.max_image_pixels
     out = Path(out)
     if out.resolve() == Path(manifest).resolve():
         raise ValueError(f"--out {out} is the manifest itself; write the predictions to another file")
+    predictor = ChunkPredictor(run_dir, device)
     out.parent.mkdir(parents=True, exist_ok=True)
     finished = done_ids(out)
     total = count_rows(manifest)
@@ -110,46 +167,16 @@ def predict_stream(run_dir: str | Path, manifest: str | Path, out: str | Path, *
     predicted = errors = skipped = 0
     seen: set[str] = set()
 
-    def crop(row: Row) -> np.ndarray:
-        return image_encoder.crop(image_encoder.open(row.image, max_pixels, name=str(row.image)))
-
-    def text_of(row: Row) -> str:
-        if row.text is not None:
-            return row.text
-        assert row.text_path is not None
-        return decode_text(row.text_path.read_bytes(), str(row.text_path))[0]
-
-    def flush(rows: list[Row], fh, pool: ThreadPoolExecutor) -> None:
+    def flush(rows: list[Row], fh) -> None:
         nonlocal predicted, errors
-        crops = list(pool.map(_capture(crop), rows))
-        texts = [_capture(text_of)(r) for r in rows]
-        good = [i for i in range(len(rows)) if not isinstance(crops[i], Exception)
-                and not isinstance(texts[i], Exception)]
-        lines = {}
-        for i, row in enumerate(rows):
-            problem = crops[i] if isinstance(crops[i], Exception) else texts[i]
-            if isinstance(problem, Exception):
-                lines[i] = {"id": row.id, "error": f"{row.where}: {problem}"}
-        if good:
-            pixels = torch.from_numpy(np.stack([crops[i] for i in good]))
-            # the network in the run's batch size: its activations, not the chunk, bound the memory
-            parts = [image_encoder.encode_pixels(b) for b in pixels.split(run.cfg.encoders.batch_size)]
-            pooled, tokens = torch.cat([p for p, _ in parts]), torch.cat([t for _, t in parts])
-            image = ModalityFeatures(pooled, tokens, torch.ones(tokens.shape[:2], dtype=torch.bool))
-            text = text_encoder.encode([cleaner.clean(texts[i]) for i in good], batch_size=run.cfg.encoders.batch_size)
-            probs = ensemble_proba(run.models, FeatureSet([rows[i].id for i in good], image, text), device)
-            if not np.isfinite(probs).all():
-                raise ValueError("the run's models gave non-finite probabilities; nothing more was written")
-            for i, label, p in zip(good, decide(probs, run.class_weights), probs):
-                lines[i] = {"id": rows[i].id, "label": LABELS[label],
-                            **{f"p_{name}": round(float(v), 6) for name, v in zip(LABELS, p)}}
-        fh.write("".join(json.dumps(lines[i], ensure_ascii=False) + "\n" for i in range(len(rows))))
+        lines = predictor(rows)
+        fh.write("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
         fh.flush()
         os.fsync(fh.fileno())
-        errors += sum("error" in line for line in lines.values())
-        predicted += sum("label" in line for line in lines.values())
+        errors += sum("error" in line for line in lines)
+        predicted += sum("label" in line for line in lines)
 
-    with out.open("a", encoding="utf-8") as fh, ThreadPoolExecutor(2, thread_name_prefix="mmsent-decode") as pool, \
+    with out.open("a", encoding="utf-8") as fh, \
             tqdm(total=total, disable=not progress, unit="row", desc="predict", dynamic_ncols=True) as bar:
         chunk: list[Row] = []
         for n, row in enumerate(read_manifest(manifest)):
@@ -164,11 +191,11 @@ def predict_stream(run_dir: str | Path, manifest: str | Path, out: str | Path, *
                 continue
             chunk.append(row)
             if len(chunk) >= chunk_size:
-                flush(chunk, fh, pool)
+                flush(chunk, fh)
                 bar.update(len(chunk))
                 chunk = []
         if chunk:
-            flush(chunk, fh, pool)
+            flush(chunk, fh)
             bar.update(len(chunk))
     seconds = time.perf_counter() - t0
     logger.info("predicted %d row(s), %d unreadable (written with 'error'), %d already done, in %.1fs -> %s",
