@@ -21,6 +21,13 @@ from mmsent.labels import LABELS
 COLUMNS = ("id", "label", *(f"p_{name}" for name in LABELS), "error")
 
 
+def _output_schema() -> Any:
+    """Strings, and float64 probabilities (pyarrow is imported only when Ray runs)."""
+    import pyarrow as pa
+
+    return pa.schema([(c, pa.float64() if c.startswith("p_") else pa.string()) for c in COLUMNS])
+
+
 @dataclass
 class RayResult:
     """What :func:`predict_with_ray` did."""
@@ -41,7 +48,7 @@ class _RunActor:
         self.predict = ChunkPredictor(run_dir, device)
         self.base, self.name = Path(base), name
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+    def __call__(self, batch: dict[str, Any]) -> Any:
         records = [dict(zip(batch, values)) for values in zip(*batch.values())]
         answers: dict[int, dict] = {}
         rows, places = [], []
@@ -55,7 +62,12 @@ class _RunActor:
                 answers[i] = {"id": str(rec.get("id") or ""), "error": str(exc)}
         for i, line in zip(places, self.predict(rows) if rows else []):
             answers[i] = line
-        return {column: [answers[i].get(column) for i in range(len(records))] for column in COLUMNS}
+        import pyarrow as pa
+
+        # a fixed schema: a part file whose rows all succeeded must not type "error" as null (the folder would not
+        # read back as one table)
+        return pa.table({column: [answers[i].get(column) for i in range(len(records))] for column in COLUMNS},
+                        schema=_output_schema())
 
 
 # Reading and writing hold no CPU of their own: with one actor per CPU (the natural setting) they would otherwise
