@@ -209,10 +209,10 @@ def summary(results: list[dict], max_children: int) -> str:
         (f"Command: `python benchmarks/mutation.py` (mutmut 3.8.1, {max_children} workers), then `--rerun-survivors` "
          "and `--summarize --record`. Score = killed / "
          "(mutants - survivors judged equivalent in `benchmarks/mutation_equivalent.toml`); a mutant no test reaches "
-         "counts as not killed, a timeout as killed (the mutant made a test hang). With --rerun-survivors, an earlier "
+         "counts as not killed, a timeout as killed (the mutant made a test hang), and so does a mutant not run yet. With --rerun-survivors, an earlier "
          "full run's survivors were tested again with tests added since; its kills stand."), "",
-        "| target | modules | mutants | killed | timeout | no test | survived | equivalent | score | time |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| target | modules | mutants | killed | timeout | no test | survived | not run yet | equivalent | score | time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     totals = {"total": 0, "killed": 0, "equivalent": 0}
     for r in results:
@@ -223,8 +223,10 @@ def summary(results: list[dict], max_children: int) -> str:
         totals["killed"] += killed
         totals["equivalent"] += len(r["equivalent"])
         modules = ", ".join(f"`{m.removeprefix('src/mmsent/')}`" for m in TARGETS[r["name"]].modules)
+        not_run = s["total"] - sum(s[k] for k in ("killed", "timeout", "no_tests", "survived", "skipped",
+                                                   "suspicious", "segfault", "check_was_interrupted_by_user"))
         lines.append(f"| {r['name']} | {modules} | {s['total']} | {s['killed']} | {s['timeout']} | {s['no_tests']} "
-                     f"| {s['survived']} | {len(r['equivalent'])} | {killed / relevant:.1%} "
+                     f"| {s['survived']} | {not_run} | {len(r['equivalent'])} | {killed / relevant:.1%} "
                      f"| {' + '.join(run_times(r['runs']))} |")
     lines += ["", (f"All targets: {totals['killed']} of {totals['total']} non-equivalent mutants killed "
                    f"({totals['killed'] / totals['total']:.1%}); {totals['equivalent']} survivors judged equivalent."),
