@@ -9,6 +9,7 @@ On a local Ray instance by default; ``address`` joins a running cluster (``ray s
 
 from __future__ import annotations
 
+import csv
 import math
 import time
 from dataclasses import dataclass
@@ -83,7 +84,8 @@ def _read(manifest: Path) -> Any:
         # every column as text: ids like 007 keep their zeros, as in the one-process reader
         import pyarrow.csv as pacsv
 
-        names = manifest.read_text(encoding="utf-8-sig").splitlines()[0].split(",")
+        with manifest.open(encoding="utf-8-sig", newline="") as fh:  # the header only: the corpus may be huge
+            names = next(csv.reader(fh), [])
         options = pacsv.ConvertOptions(column_types={name.strip(): "string" for name in names})
         return ray.data.read_csv(str(manifest), convert_options=options, ray_remote_args=_IO_TASKS)
     if suffix == ".jsonl":

@@ -228,15 +228,20 @@ def test_all_issues_collected_before_raising(make_lab: MakeLab) -> None:
     assert [ex.guid for ex in ds.train] == ["1", "3", "4", "6"]
 
 
-def test_message_capped_but_issues_complete(make_lab: MakeLab) -> None:
-    rows = [(str(i), LABELS[i % 3]) for i in range(1, 61)]
-    root = make_lab(train=rows, test=None)
-    for i in range(1, 61):
+def _rows_without_images(make_lab: MakeLab, n: int) -> tuple[Path, DataValidationError]:
+    """A dataset of ``n`` training rows whose images are all missing, and the error loading it raises."""
+    root = make_lab(train=[(str(i), LABELS[i % 3]) for i in range(1, n + 1)], test=None)
+    for i in range(1, n + 1):
         (root / "data" / f"{i}.jpg").unlink()
     with pytest.raises(DataValidationError) as info:
         load_lab_dataset(root, check_images=False)
-    assert len(info.value.issues) == 60
-    message = str(info.value)
+    return root, info.value
+
+
+def test_message_capped_but_issues_complete(make_lab: MakeLab) -> None:
+    _, error = _rows_without_images(make_lab, 60)
+    assert len(error.issues) == 60
+    message = str(error)
     assert "60 problem(s)" in message and "... and 10 more" in message
     assert "train.txt:51:" in message and "train.txt:52:" not in message
 
@@ -322,18 +327,13 @@ def test_an_empty_test_file_is_warned_about(make_lab: MakeLab, caplog) -> None:
 
 
 def test_the_error_lists_exactly_fifty_issues_without_a_more_line(make_lab: MakeLab) -> None:
-    rows = [(str(i), LABELS[i % 3]) for i in range(1, 51)]
-    root = make_lab(train=rows, test=None)
-    for i in range(1, 51):
-        (root / "data" / f"{i}.jpg").unlink()
-    with pytest.raises(DataValidationError) as info:
-        load_lab_dataset(root, check_images=False)
-    lines = str(info.value).split("\n")
+    root, error = _rows_without_images(make_lab, 50)
+    lines = str(error).split("\n")
     assert lines[0] == f"50 problem(s) in the dataset at {root}:" and len(lines) == 52
-    assert lines[1].startswith("  train.txt:2: ") and info.value.root == root
+    assert lines[1].startswith("  train.txt:2: ") and error.root == root
     assert lines[-1] == ("Fix the rows above, or set data.on_error=skip to drop the offending rows (each is logged and "
                          "counted).")
-    assert {issue.guid for issue in info.value.issues} == {str(i) for i in range(1, 51)}  # each names its row
+    assert {issue.guid for issue in error.issues} == {str(i) for i in range(1, 51)}  # each names its row
 
 
 def test_an_undecodable_label_file_is_one_named_issue(make_lab: MakeLab) -> None:
