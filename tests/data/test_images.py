@@ -99,6 +99,73 @@ def test_32bit_int_mode(tmp_path: Path) -> None:
     assert im.getpixel((0, 0)) == (0, 0, 0) and im.getpixel((1, 0)) == (255, 255, 255)
 
 
+def grey_levels(path: Path) -> list[int]:
+    """The loaded image's grey level per pixel, row by row (every pixel must be grey)."""
+    im = load_image(path)
+    pixels = np.asarray(im)
+    assert im.mode == "RGB" and (pixels == pixels[..., :1]).all()
+    return pixels[..., 0].ravel().tolist()
+
+
+def save_array(tmp_path: Path, values: np.ndarray, name: str = "deep.tif") -> Path:
+    Image.fromarray(values).save(tmp_path / name)
+    return tmp_path / name
+
+
+def test_16bit_inside_the_range_keeps_its_scale(tmp_path: Path) -> None:
+    # Scaled by 255/65535, not stretched to the image's own maximum; 33025/257 = 128.502 rounds up (by 65536 it
+    # would be 128.4999).
+    path = save_array(tmp_path, np.array([[0, 1000, 33025]], dtype=np.uint16), "g16.png")
+    assert grey_levels(path) == [0, 4, 129]
+
+
+def test_16bit_inside_the_range_from_a_non_zero_floor(tmp_path: Path) -> None:
+    path = save_array(tmp_path, np.array([[5, 33025, 65535]], dtype=np.uint16), "g16.png")
+    assert grey_levels(path) == [0, 129, 255]
+
+
+def test_float_image_in_unit_range(tmp_path: Path) -> None:
+    path = save_array(tmp_path, np.array([[0.0, 0.25, 1.0, np.nan]], dtype=np.float32))
+    assert Image.open(path).mode == "F"
+    assert grey_levels(path) == [0, 64, 255, 0]  # NaN is black
+
+
+def test_float_image_reaching_one_from_above_zero(tmp_path: Path) -> None:
+    path = save_array(tmp_path, np.array([[0.2, 0.6, 1.0]], dtype=np.float32))
+    assert grey_levels(path) == [51, 153, 255]
+
+
+def test_float_image_outside_unit_range_is_stretched(tmp_path: Path) -> None:
+    path = save_array(tmp_path, np.array([[0.0, 1.0, 3.0, 4.0]], dtype=np.float32))
+    assert grey_levels(path) == [0, 64, 191, 255]
+
+
+def test_negative_int_image_is_stretched(tmp_path: Path) -> None:
+    path = save_array(tmp_path, np.array([[-100, -50, 100]], dtype=np.int32))
+    assert Image.open(path).mode == "I"
+    assert grey_levels(path) == [0, 64, 255]
+
+
+def test_constant_image_outside_the_range_is_black(tmp_path: Path) -> None:
+    path = save_array(tmp_path, np.full((2, 3), -5, dtype=np.int32))
+    assert grey_levels(path) == [0] * 6
+
+
+def test_tall_16bit_image_is_converted_in_every_row_block(tmp_path: Path) -> None:
+    # 600 rows: three blocks of 256 rows, the last one partial; every row a different level.
+    rows = (np.arange(600, dtype=np.uint32) * 109 % 65536).astype(np.uint16)
+    values = np.repeat(rows[:, None], 3, axis=1)
+    levels = np.array(grey_levels(save_array(tmp_path, values, "tall.png"))).reshape(600, 3)
+    expected = np.rint(rows.astype(np.float64) * 255 / 65535).astype(int)
+    assert (levels == expected[:, None]).all()
+
+
+def test_rgb_image_is_returned_without_a_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_image(tmp_path / "a.png", fmt="PNG")
+    monkeypatch.setattr(Image.Image, "convert", lambda *a, **k: pytest.fail("an RGB image was converted"))
+    assert load_image(path).mode == "RGB"
+
+
 def test_palette_with_transparency_on_white(tmp_path: Path) -> None:
     im = Image.new("P", (2, 1))
     im.putpalette([0, 0, 0, 200, 0, 0] + [0] * 762)

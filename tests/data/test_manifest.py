@@ -104,3 +104,23 @@ def test_count_rows_counts_records_not_lines(tmp_path) -> None:
     assert count_rows(upper) == 1 and [r.id for r in read_manifest(upper)] == ["1"]
     upper_csv = _write(tmp_path / "m.csv", [ROWS[0]]).rename(tmp_path / "M.CSV")
     assert count_rows(upper_csv) == 1 and [r.id for r in read_manifest(upper_csv)] == ["1"]
+
+
+def test_a_csv_text_keeps_the_line_breaks_inside_its_quotes(tmp_path) -> None:
+    # The csv module needs the file opened with newline="": otherwise "\r\n" inside a quoted text becomes "\n".
+    path = tmp_path / "m.csv"
+    path.write_bytes(b'id,text,image\r\n1,"first line\r\nsecond line",a.jpg\r\n2,plain,b.jpg\r\n')
+    rows = list(read_manifest(path))
+    assert [row.text for row in rows] == ["first line\r\nsecond line", "plain"]
+    assert [row.where for row in rows] == ["m.csv:2", "m.csv:4"]
+    assert count_rows(path) == 2
+
+
+def test_a_parquet_manifest_without_pyarrow_says_what_to_install(tmp_path, monkeypatch) -> None:
+    import sys
+
+    (tmp_path / "m.parquet").write_bytes(b"PAR1")
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # import now raises ImportError
+    with pytest.raises(ImportError) as err:
+        list(read_records(tmp_path / "m.parquet"))
+    assert str(err.value) == "reading a Parquet manifest needs pyarrow: pip install pyarrow"

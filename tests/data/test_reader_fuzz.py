@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from mmsent.data.images import ImageLoadError, load_image_bytes  # noqa: E402
-from mmsent.data.lab_format import DataValidationError, load_lab_dataset  # noqa: E402
-from mmsent.data.text import TextDecodeError, decode_text  # noqa: E402
+from mmsent.data.images import ImageLoadError, load_image_bytes
+from mmsent.data.lab_format import DataValidationError, load_lab_dataset
+from mmsent.data.text import TextDecodeError, decode_text
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None,
                 derandomize=True)  # the same cases on every run: CI stays reproducible

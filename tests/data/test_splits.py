@@ -177,3 +177,16 @@ def test_check_split_message_lists_every_problem_then_the_fix() -> None:
     with pytest.raises(SplitError, match=f"^the split does not match the dataset:\n  3 dataset guid\\(s\\) not in the "
                                          f"split: {', '.join(good.val)}\n"):
         check_split(many, data)
+
+
+def test_load_split_reads_a_comment_without_a_space_after_the_hash(tmp_path: Path) -> None:
+    path = tmp_path / "split.csv"
+    path.write_text("#seed=3 val_fraction=0.25\nguid,split\na,train\nb,val\n", encoding="utf-8")
+    assert load_split(path) == Split(train=["a"], val=["b"], seed=3, val_fraction=0.25, fold=None)
+
+
+def test_load_split_names_a_bad_value_that_holds_an_equals_sign(tmp_path: Path) -> None:
+    path = tmp_path / "split.csv"
+    path.write_text("# mmsent split: seed=3=4 val_fraction=0.25\nguid,split\na,train\n", encoding="utf-8")
+    with pytest.raises(SplitError, match=re.escape("invalid literal for int() with base 10: '3=4'")):
+        load_split(path)

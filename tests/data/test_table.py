@@ -73,6 +73,7 @@ def test_a_split_column_gives_the_validation_rows_and_the_run_uses_them(tmp_path
     write_table(lab, tmp_path / "posts.csv", rows)
     dataset = load_table_dataset(tmp_path / "posts.csv")
     assert dataset.validation == [f"post-{100 + i}" for i in range(0, 30, 5)]
+    assert dataset.report.counts["val"] == 6
     cfg = load_config(overrides=[f"data.root={tmp_path / 'posts.csv'}", "data.format=table"])
     [split] = prepare_splits(cfg, dataset)
     assert split.val == dataset.validation and len(split.train) == 24 and not set(split.train) & set(split.val)
@@ -169,7 +170,7 @@ def test_a_validation_split_that_leaves_a_class_without_training_rows_is_refused
 def test_each_bad_row_is_one_exact_issue(tmp_path):
     lab = write_lab_dataset(tmp_path / "lab")
     rows = lab_rows(lab, tmp_path)[:5]
-    rows[1]["label"] = "happy"
+    rows[1]["label"], rows[1]["image"] = "happy", "nowhere.jpg"  # one issue: a bad row's files are not checked
     rows[2]["id"] = "../up"
     rows[3]["id"] = rows[0]["id"]
     del rows[4]["image"]
@@ -208,3 +209,35 @@ def test_images_are_decoded_by_default(tmp_path):
     with pytest.raises(DataValidationError, match="broken.jpg: not an image"):
         load_table_dataset(tmp_path / "posts.csv")
     assert len(load_table_dataset(tmp_path / "posts.csv", check_images=False).train) == 3
+
+
+def test_parquet_rows_are_named_by_row_number_and_a_row_without_id_has_no_guid(tmp_path):
+    lab = write_lab_dataset(tmp_path / "lab")
+    rows = lab_rows(lab, tmp_path)[:3]
+    rows[1]["label"] = "happy"
+    rows[2]["id"] = None
+    write_table(lab, tmp_path / "posts.parquet", rows)
+    with pytest.raises(DataValidationError) as err:
+        load_table_dataset(tmp_path / "posts.parquet")
+    assert [(issue.location, issue.kind, issue.guid) for issue in err.value.issues] == [
+        ("posts.parquet:row 2", "unknown_label", "post-101"), ("posts.parquet:row 3", "malformed_row", None)]
+    assert err.value.issues[1].reason == "no 'id'; every row needs a unique id"
+
+
+def test_a_table_whose_name_holds_a_colon_keeps_the_reason_whole(tmp_path):
+    lab = write_lab_dataset(tmp_path / "lab")
+    rows = lab_rows(lab, tmp_path)[:2]
+    del rows[1]["image"]
+    write_table(lab, tmp_path / "week: 1.jsonl", rows)
+    with pytest.raises(DataValidationError) as err:
+        load_table_dataset(tmp_path / "week: 1.jsonl")
+    [issue] = err.value.issues
+    assert (issue.location, issue.reason) == ("week: 1.jsonl:2", "no 'image' (or 'image_path') column value")
+
+
+def test_the_pixel_limit_applies_to_a_table(tmp_path):
+    lab = write_lab_dataset(tmp_path / "lab")
+    write_table(lab, tmp_path / "posts.csv", lab_rows(lab, tmp_path)[:2])
+    with pytest.raises(DataValidationError, match="over the decompression-bomb limit of 10"):
+        load_table_dataset(tmp_path / "posts.csv", max_image_pixels=10)
+    assert len(load_table_dataset(tmp_path / "posts.csv").train) == 2

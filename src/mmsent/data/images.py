@@ -63,18 +63,18 @@ def _too_large(pixels: int, size: tuple[int, int] | None, limit: int) -> str:
 def _to_rgb(im: Image.Image) -> Image.Image:
     """Converts any PIL mode to RGB; transparency is composited on white, high bit depths are scaled (not clipped)."""
     if im.mode == "RGB":
-        return im
+        return im  # not a copy: a 49-megapixel image would cost another 150 MB
     if im.mode.startswith("I") or im.mode == "F":  # 16/32-bit int or float: PIL's own convert would clip
         arr = np.asarray(im)
         full = 1.0 if im.mode == "F" else 65535.0  # mode I usually carries 16-bit data (PNG/TIFF)
-        lo, hi = (float(np.nanmin(arr)), float(np.nanmax(arr))) if arr.size else (0.0, full)
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))  # decoders never yield a 0-pixel image
         offset, scale = (0.0, 255.0 / full) if lo >= 0 and hi <= full else (lo, 255.0 / (hi - lo) if hi > lo else 0.0)
         out = np.empty(arr.shape, dtype=np.uint8)
         for start in range(0, arr.shape[0], 256):  # row blocks in float32: a 49-megapixel image costs ~50 MB extra
             block = (arr[start:start + 256].astype(np.float32) - offset) * scale
             out[start:start + 256] = np.clip(np.rint(np.nan_to_num(block, nan=0.0)), 0, 255)
-        return Image.fromarray(out, mode="L").convert("RGB")
-    if im.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in im.info:
+        return Image.fromarray(out).convert("RGB")
+    if im.has_transparency_data:
         rgba = im.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
     return im.convert("RGB")

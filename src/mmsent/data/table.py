@@ -40,20 +40,21 @@ def load_table_dataset(path: str | Path, *, on_error: Literal["raise", "skip"] =
     seen: dict[str, DataRow] = {}
     validation: list[str] = []
     for where, fields in records:
-        file, _, line = where.partition(":")
         try:
             rec = to_row(where, fields, path.parent)
         except ManifestError as exc:  # a row without id, image or text: skippable like any other bad row
-            row = DataRow(str(fields.get("id") or ""), file, int(line) if line.isdigit() else 0, "train", where=where)
-            row.add("malformed_row", str(exc).partition(": ")[2], "fill in the row's id, image and text (or text_path)")
+            row = DataRow(str(fields.get("id") or ""), path.name, 0, "train", where=where)
+            row.add("malformed_row", str(exc).removeprefix(f"{where}: "),
+                    "fill in the row's id, image and text (or text_path)")
             row.check_files = False
             rows.append(row)
             continue
-        row = DataRow(rec.id, file, int(line) if line.isdigit() else 0, "train", image_path=rec.image,
-                      text_path=rec.text_path, inline_text=rec.text, where=rec.where)
-        rows.append(row)
         split = SPLITS.get(rec.split or ("train" if rec.label else "test"))
         label = rec.label.lower() if rec.label else None
+        row = DataRow(rec.id, path.name, 0, "test" if split == "test" else "train",
+                      None if split == "test" else label, image_path=rec.image, text_path=rec.text_path,
+                      inline_text=rec.text, where=rec.where)
+        rows.append(row)
         if not GUID_PATTERN.fullmatch(rec.id):
             row.add("malformed_row", f"id {rec.id!r} is not a plain name", "use letters, digits, '_', '-' and '.'")
         elif split is None:
@@ -61,7 +62,6 @@ def load_table_dataset(path: str | Path, *, on_error: Literal["raise", "skip"] =
         elif split != "test" and label not in LABELS:
             what = f"unknown label {rec.label!r}" if label else "no label"
             row.add("unknown_label", f"{split} row has {what}", f"use one of: {', '.join(LABELS)}")
-        row.split, row.label = ("test", None) if split == "test" else ("train", label)
         first = seen.setdefault(rec.id, row)
         if first is not row:
             row.add("duplicate_guid", f"duplicate id {rec.id}; first at {first.source}", "remove the repeated row")
