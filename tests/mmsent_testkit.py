@@ -63,7 +63,7 @@ WORDS = [
 
 
 def build_tiny_bert(folder: Path, *, seed: int = 0, do_lower_case: bool = True, cased_words: bool = False,
-                    extra_words: Sequence[str] = ()) -> Path:
+                    extra_words: Sequence[str] = (), dropout: float = 0.1) -> Path:
     """Writes a 2-layer, 32-wide random BERT plus a WordPiece tokenizer as a plain HF folder."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
@@ -86,6 +86,8 @@ def build_tiny_bert(folder: Path, *, seed: int = 0, do_lower_case: bool = True, 
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=128,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     torch.manual_seed(seed)
     BertModel(cfg).eval().save_pretrained(str(folder))

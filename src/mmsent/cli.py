@@ -307,15 +307,22 @@ def finetune(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(
     cfg = _config(config, set_, data, on_error)
     from mmsent.finetune import finetune_encoders
     from mmsent.pipeline import load_dataset, prepare_split
+    from mmsent.training import distributed
 
     cfg.finetune.enabled = True
+    distributed.init_from_env()  # under torchrun: one process per CPU group or GPU
+    if out is None and distributed.world()[1] > 1:
+        raise typer.BadParameter("give --out under torchrun: every process must write to the same run folder")
     run_dir = out or _default_run_dir()
     with _user_errors():
         dataset = load_dataset(cfg)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save(run_dir / "config.yaml")
-        split = prepare_split(cfg, dataset, run_dir)
+        if distributed.is_main():  # the split is drawn alike by every process; one writes the files
+            run_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(run_dir / "config.yaml")
+        split = prepare_split(cfg, dataset, run_dir if distributed.is_main() else None)
         finetune_encoders(cfg, dataset, split, run_dir, progress=not quiet)
+    if not distributed.is_main():
+        return
     record = json.loads((run_dir / "finetune.json").read_text(encoding="utf-8"))
     for modality, entry in record.items():
         if not entry.get("dir"):

@@ -33,6 +33,7 @@ from mmsent.features.featureset import ModalityFeatures
 from mmsent.finetune.base import TuningAdapter
 from mmsent.finetune.trainer import finetune
 from mmsent.io import load_tensors, save_tensors, write_json
+from mmsent.training import distributed
 from mmsent.training.loop import StepCallback
 from mmsent.training.metrics import compute_metrics
 
@@ -85,6 +86,11 @@ def _load_fold(path: Path) -> tuple[list[str], ModalityFeatures, dict[str, Any]]
                          "the folds again") from exc
 
 
+def _finish_fold(path: Path, guids: list[str], feats: ModalityFeatures, result: dict[str, Any]) -> None:
+    _save_fold(path, guids, feats, result)
+    shutil.rmtree(path.parent / path.stem, ignore_errors=True)  # its checkpoints: the fold is done
+
+
 def crossfit(adapter: TuningAdapter, items: Sequence, rows: Sequence[torch.Tensor], labels: Sequence[int],
              guids: Sequence[str], ecfg: EncoderFinetuneConfig, fcfg: FinetuneConfig, out_dir: str | Path, *,
              run_key: str = "", progress: bool = False, callbacks: Sequence[StepCallback] = (),
@@ -131,8 +137,7 @@ def crossfit(adapter: TuningAdapter, items: Sequence, rows: Sequence[torch.Tenso
         result = {"fold": fold, "train_rows": res.train_rows, "holdout_rows": res.holdout_rows,
                   "best_epoch": res.best_epoch, "seconds": res.seconds, "holdout_macro_f1": held_f1,
                   "predictions": predictions}
-        _save_fold(path, held_guids, feats, result)
-        shutil.rmtree(out_dir / f"fold{fold}", ignore_errors=True)  # its checkpoints: the fold is done
+        distributed.on_main(_finish_fold, path, held_guids, feats, result)
         parts.append(_load_fold(path)[1])  # read back: exactly what a rerun would reuse
         results.append(result)
         logger.info("%s: cross-fitting fold %d/%d done (%d rows held out, holdout macro-F1 %s)", desc, fold + 1, k,
@@ -145,8 +150,9 @@ def crossfit(adapter: TuningAdapter, items: Sequence, rows: Sequence[torch.Tenso
     cv = {key: metrics[key] for key in ("n", "accuracy", "macro_f1", "weighted_f1", "per_class")}
     logger.info("%s: cross-validated macro-F1 of the fine-tuned encoder over %d training rows: %.3f", desc,
                 len(order), cv["macro_f1"])
-    write_json(out_dir / RECORD_FILE, {"folds": k, "rows": len(order), "seconds": time.perf_counter() - t0,
-                                       "cv_metrics": cv, "fold_results": results})
+    record = {"folds": k, "rows": len(order), "seconds": time.perf_counter() - t0, "cv_metrics": cv,
+              "fold_results": results}
+    distributed.on_main(write_json, out_dir / RECORD_FILE, record)
     return [str(g) for g in guids], feats
 
 

@@ -33,6 +33,7 @@ from mmsent.finetune.trainer import finetune
 from mmsent.fingerprint import json_digest, text_digest
 from mmsent.io import write_json
 from mmsent.labels import label_to_index
+from mmsent.training import distributed
 from mmsent.training.loop import StepCallback
 
 logger = logging.getLogger("mmsent.finetune")
@@ -107,8 +108,10 @@ def finetune_encoder(encoder: Encoder, items: Sequence, item_ids: Sequence[str],
     logger.info("%s: best epoch %d of %d%s, %.0f s", desc, result.best_epoch, len(result.history),
                 "" if held is None else f", holdout macro-F1 {held:.3f}", result.seconds)
     settings = {"encoder": dataclasses.asdict(ecfg), "shared": shared}
-    save_finetuned(folder, adapter, result, base_fingerprint=base_fp, settings=settings,
-                   extra={"key": key, "rows": len(guids), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    distributed.on_main(save_finetuned, folder, adapter, result, base_fingerprint=base_fp, settings=settings,
+                        extra={"key": key, "rows": len(guids), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    if not distributed.is_main():  # the same weights, now with the saved folder's fingerprint
+        apply_finetuned(encoder, folder)
     return folder
 
 
@@ -163,6 +166,6 @@ def finetune_encoders(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir
                     fold.pop("predictions", None)  # one class per training row: kept in crossfit.json only
                 record[modality]["crossfit"] = {"dir": str(cf_dir.resolve()), **cross}
     if run_dir is not None:
-        write_json(Path(run_dir) / RUN_RECORD, record)
+        distributed.on_main(write_json, Path(run_dir) / RUN_RECORD, record)
     return FeatureSource(image, text, out_of_fold)
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from mmsent.labels import LABELS
+from mmsent.training import distributed
 from mmsent.training.checkpoint import (
     load_latest_checkpoint,
     load_optimizer_state,
@@ -212,6 +213,20 @@ def _check_finite(loss: torch.Tensor, where: str) -> None:
                                  "features for non-finite values")
 
 
+def _shard_loss(task: Task, batch: list[int], labels: torch.Tensor, weights: torch.Tensor | None,
+                autocast: Callable[[], contextlib.AbstractContextManager]) -> torch.Tensor:
+    """This process's part of the global batch's class-weighted mean loss: its rows' weighted loss sum divided by
+    the whole batch's weight, so that the parts (and their gradients) sum to the one-process loss."""
+    target = labels[batch]
+    total = weights[target].sum() if weights is not None else torch.tensor(float(len(batch)), device=labels.device)
+    rows = distributed.shard(batch)
+    if not rows:  # a last batch smaller than the number of processes: nothing to add here
+        return torch.zeros((), device=labels.device)
+    with autocast():
+        logits = task.forward(rows)
+    return F.cross_entropy(logits.float(), labels[rows], weight=weights, reduction="sum") / total
+
+
 def fit(task: Task, labels: torch.Tensor, train_rows: Sequence[int], eval_labels: torch.Tensor | None,
         groups: Sequence[tuple[Sequence[torch.nn.Parameter], float]], weight_decay: float, settings: LoopSettings,
         *, device: torch.device, checkpoint_dir: str | Path | None = None, run_key: str = "",
@@ -233,8 +248,12 @@ def fit(task: Task, labels: torch.Tensor, train_rows: Sequence[int], eval_labels
         run_key: identifies the run; a checkpoint with another key is ignored instead of resumed.
         callbacks: called after every step (an exception from one stops the run, as a kill would).
         row_ids: names of the rows for the callbacks (default: their indices).
-        progress: a progress bar per epoch.
+        progress: a progress bar per epoch (on the main process).
         desc: the progress bar's and log lines' label.
+
+    Inside a ``torch.distributed`` process group (see :mod:`mmsent.training.distributed`) every process runs this
+    with the same arguments; each trains on its share of every batch, the gradients are summed, and only the main
+    process writes checkpoints.
 
     Raises:
         ValueError: for no training rows, or epochs / batch size below 1.
@@ -283,7 +302,7 @@ def fit(task: Task, labels: torch.Tensor, train_rows: Sequence[int], eval_labels
         logger.info("%s: resuming from step %d (epoch %d, batch %d)", desc, st["step"], st["epoch"] + 1, st["batch"])
 
     def checkpoint() -> None:
-        if checkpoint_dir is None:
+        if checkpoint_dir is None or not distributed.is_main():
             return
         opt_tensors, opt_meta = optimizer_state(optimizer)
         rng_tensors, rng_meta = rng_state()
@@ -296,6 +315,8 @@ def fit(task: Task, labels: torch.Tensor, train_rows: Sequence[int], eval_labels
 
     autocast = (lambda: torch.autocast(device.type, dtype=settings.amp_dtype)) if settings.amp_dtype is not None \
         else contextlib.nullcontext
+    data_parallel = distributed.world()[1] > 1
+    progress = progress and distributed.is_main()
     while not st["done"] and st["epoch"] < settings.epochs:
         epoch = st["epoch"]
         batches = epoch_batches(train_rows, settings.batch_size, settings.seed, epoch, lengths)
@@ -304,12 +325,19 @@ def fit(task: Task, labels: torch.Tensor, train_rows: Sequence[int], eval_labels
                    desc=f"{desc} {epoch + 1}/{settings.epochs}", leave=False)
         for b in range(st["batch"], len(batches)):
             batch = batches[b]
-            with autocast():
-                logits = task.forward(batch)
-            loss = F.cross_entropy(logits.float(), labels[batch], weight=weights)
-            _check_finite(loss, desc)
+            if data_parallel:
+                loss = _shard_loss(task, batch, labels, weights, autocast)
+                batch_loss = distributed.sum_across(loss.detach().clone())  # every process sees (and checks) it
+            else:
+                with autocast():
+                    logits = task.forward(batch)
+                loss = F.cross_entropy(logits.float(), labels[batch], weight=weights)
+                batch_loss = loss.detach()
+            _check_finite(batch_loss, desc)
             optimizer.zero_grad(set_to_none=True)
-            (scaler.scale(loss) if scaler is not None else loss).backward()
+            if loss.requires_grad:
+                (scaler.scale(loss) if scaler is not None else loss).backward()
+            distributed.sum_gradients(trainable)
             if scaler is not None:
                 scaler.unscale_(optimizer)
             if settings.grad_clip:
@@ -320,7 +348,7 @@ def fit(task: Task, labels: torch.Tensor, train_rows: Sequence[int], eval_labels
             else:
                 optimizer.step()
             scheduler.step()
-            loss_value = float(loss.detach())
+            loss_value = float(batch_loss)
             st.update(batch=b + 1, step=st["step"] + 1, loss_sum=st["loss_sum"] + loss_value * len(batch),
                       loss_count=st["loss_count"] + len(batch))
             bar.update(1)
