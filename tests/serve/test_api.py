@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import tempfile
 
 import pytest
@@ -395,3 +396,111 @@ def test_a_batch_exactly_at_the_request_pixel_limit_is_decoded(client):
                                             [{"text": "a", "image_base64": over}]})
     assert r.status_code == 413 and r.json()["detail"] == ("the request's images hold 200,250 pixels together, over "
                                                            "the limit of 200,000; send fewer or smaller images")
+
+
+def multipart_body(parts: list[tuple[str, str | None, bytes]], boundary: str = "b0undary") -> bytes:
+    """A hand-made multipart body: ``(field, filename or None, content)`` per part."""
+    out = b""
+    for name, filename, content in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
+        out += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + content + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode()
+
+
+def padded_jpeg(size: int) -> bytes:
+    """A valid JPEG of exactly ``size`` bytes (zeros after its end marker, which decoders ignore)."""
+    return IMG + b"\0" * (size - len(IMG))
+
+
+def test_every_schema_reference_resolves(client):
+    schema = client.get("/openapi.json").json()
+
+    def refs(node):
+        if isinstance(node, dict):
+            yield from ([node["$ref"]] if "$ref" in node else [])
+            for value in node.values():
+                yield from refs(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from refs(value)
+
+    found = sorted(set(refs(schema)))
+    assert "#/components/schemas/PredictItem" in found
+    for ref in found:
+        assert ref.startswith("#/components/schemas/") and ref.rsplit("/", 1)[1] in schema["components"]["schemas"]
+
+
+def test_a_body_exactly_at_the_limit_is_read(client):
+    limit = client.app.state.settings.single_body_limit()
+    body = json.dumps({"text": "happy love day", "image_base64": B64}).encode()
+    body += b" " * (limit - len(body))  # JSON allows trailing whitespace
+    assert len(body) == limit
+    r = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    r = client.post("/predict", content=iter([body[:1000], body[1000:]]), headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text  # the same, sent chunked
+
+
+def test_a_content_type_with_several_parameters(client):
+    body = multipart_body([("image", "x.jpg", IMG), ("text", None, b"happy day")])
+    r = client.post("/predict", content=body,
+                    headers={"content-type": "Multipart/Form-Data; boundary=b0undary; charset=utf-8"})
+    assert r.status_code == 200, r.text
+
+
+def test_a_multipart_body_without_image_or_with_three_files(client):
+    headers = {"content-type": "multipart/form-data; boundary=b0undary"}
+    r = client.post("/predict", content=multipart_body([("text", None, b"hi")]), headers=headers)
+    assert (r.status_code, r.json()["detail"]) == (422, "image: missing; send the image file in the 'image' field")
+    three = multipart_body([("image", "a.jpg", IMG), ("image", "b.jpg", IMG), ("image", "c.jpg", IMG)])
+    r = client.post("/predict", content=three, headers=headers)
+    assert (r.status_code, r.json()["detail"]) == (400, "malformed multipart body: Too many files. Maximum number "
+                                                        "of files is 2.")
+    r = post_multipart(client, explian="false", overlya="true")
+    assert r.json()["detail"] == ("unknown field(s) 'explian', 'overlya'; the fields are image, text, explain, "
+                                  "overlay")
+
+
+def test_a_long_text_field_is_judged_by_the_text_limit_not_the_parser(tiny_predictor):
+    from fastapi.testclient import TestClient
+
+    from mmsent.serve import ServeSettings, create_app
+
+    text = "x" * (2 * 1024 * 1024)  # over Starlette's default 1 MiB per field, within the default body limit
+    with TestClient(create_app(predictor=tiny_predictor, settings=ServeSettings())) as c:
+        r = post_multipart(c, text=text)
+    assert (r.status_code, r.json()["detail"]) == (422, "text: 2,097,152 characters, over the limit of 5,000")
+
+
+def test_base64_images_at_the_size_limit_and_around_the_quick_check(client):
+    limit = client.app.state.settings.max_upload_bytes
+    at = base64.b64encode(padded_jpeg(limit)).decode()
+    assert client.post("/predict", json={"text": "a", "image_base64": at}).status_code == 200
+    over = base64.b64encode(padded_jpeg(limit + 1)).decode()
+    r = client.post("/predict", json={"text": "a", "image_base64": over})
+    assert (r.status_code, r.json()["detail"]) == (413, "image_base64: image over the limit of 200,000 bytes")
+    # Just under the quick check before decoding (length x 3/4 <= limit + 3): decoded, and found to be bad base64.
+    r = client.post("/predict", json={"text": "a", "image_base64": "A" * 266_671})
+    assert r.status_code == 400 and r.json()["detail"].startswith("image_base64: not valid base64")
+
+
+def test_base64_with_line_breaks_and_a_data_uri_with_a_comma_inside(client):
+    wrapped = "\n".join(B64[i:i + 76] for i in range(0, len(B64), 76))  # as `base64` and MIME write it
+    assert client.post("/predict", json={"text": "a", "image_base64": wrapped}).status_code == 200
+    r = client.post("/predict", json={"text": "a", "image_base64": f"data:image/jpeg;base64,{B64[:8]},{B64[8:]}"})
+    assert r.status_code == 400 and r.json()["detail"].startswith("image_base64: not valid base64")
+
+
+def test_an_unreadable_image_in_a_batch_at_the_pixel_limit_is_named(client):
+    full = base64.b64encode(jpeg_bytes(300, 300, seed=3)).decode()  # 90,000 + 90,000 + 20,000 = the 200,000 limit
+    small = base64.b64encode(jpeg_bytes(200, 100, seed=3)).decode()
+    junk = base64.b64encode(b"not an image at all").decode()
+    items = [{"text": "a", "image_base64": b} for b in (full, full, small, junk)]
+    r = client.post("/predict/batch", json={"items": items})
+    assert (r.status_code, r.json()["detail"]) == (422, "items[3]: image: not an image PIL can read (file starts "
+                                                        "with b'not an i')")
+
+
+def test_a_long_non_boolean_flag_is_quoted_to_forty_characters(client):
+    r = post_multipart(client, explain="y" * 60)
+    assert r.json()["detail"] == f"explain: {'y' * 40!r} is not a boolean; send true or false"

@@ -113,3 +113,67 @@ def test_the_app_batches_no_more_than_its_setting(tiny_predictor):
             assert set(pool.map(post, range(16))) == {200}
         sizes = list(c.app.state.batcher.batches)
         assert len(sizes) >= 8 and max(sizes) <= 2
+
+
+def test_defaults_and_the_batcher_thread():
+    before = set(threading.enumerate())
+    batcher = MicroBatcher(lambda key, items: list(items))
+    assert (batcher.max_items, batcher.window) == (8, 0.005)
+    [thread] = [t for t in threading.enumerate() if t not in before]
+    assert thread.name == "mmsent-batcher" and thread.daemon  # never keeps the server process alive
+
+
+def test_the_record_of_batch_sizes_keeps_the_latest_thousand():
+    batcher = MicroBatcher(lambda key, items: list(items), window=0)
+    for i in range(1001):
+        assert batcher.submit("k", i).result(2) == i
+    assert len(batcher.batches) == 1000 and batcher.batches.maxlen == 1000
+
+
+def test_items_arriving_within_the_window_share_a_batch_and_a_full_batch_does_not_wait():
+    batcher = MicroBatcher(lambda key, items: list(items), max_items=8, window=0.5)
+    futures = [batcher.submit("k", i) for i in range(3)]  # the first opens a 0.5 s window; the others join it
+    assert [f.result(2) for f in futures] == [0, 1, 2] and list(batcher.batches) == [3]
+    full = MicroBatcher(lambda key, items: list(items), max_items=2, window=10)
+    start = time.monotonic()
+    assert [f.result(5) for f in [full.submit("k", 0), full.submit("k", 1)]] == [0, 1]
+    assert time.monotonic() - start < 5  # it ran as soon as it held max_items, not after the 10 s window
+
+
+def test_the_batcher_keeps_serving_after_an_error_or_an_all_cancelled_batch():
+    gate, failing = threading.Event(), {"on": True}
+
+    def run(key, items):
+        gate.wait(2)
+        if failing["on"]:
+            raise RuntimeError("model failed")
+        return list(items)
+
+    batcher = MicroBatcher(run, max_items=4, window=0.05)
+    with pytest.raises(RuntimeError):
+        gate.set()
+        batcher.submit("k", 0).result(2)
+    failing["on"] = False
+    assert batcher.submit("k", 1).result(2) == 1
+    gate.clear()
+    held = batcher.submit("k", 2)
+    time.sleep(0.1)  # held in run: the next one waits, and its client goes away
+    assert batcher.submit("k", 3).cancel()
+    gate.set()
+    assert held.result(2) == 2 and batcher.submit("k", 4).result(2) == 4
+
+
+def test_an_unexpected_error_in_the_batcher_is_logged_and_it_keeps_serving(caplog):
+    class FailsOnce(MicroBatcher):
+        failed = False
+
+        def _next_batch(self):
+            if not self.failed:
+                self.failed = True
+                raise OSError("injected")
+            return super()._next_batch()
+
+    with caplog.at_level("ERROR", logger="mmsent.serve"):
+        batcher = FailsOnce(lambda key, items: list(items))
+        assert batcher.submit("k", 7).result(2) == 7
+    assert [r.getMessage() for r in caplog.records] == ["micro-batcher: unexpected error; continuing"]
