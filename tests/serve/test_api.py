@@ -454,8 +454,8 @@ def test_a_multipart_body_without_image_or_with_three_files(client):
     assert (r.status_code, r.json()["detail"]) == (422, "image: missing; send the image file in the 'image' field")
     three = multipart_body([("image", "a.jpg", IMG), ("image", "b.jpg", IMG), ("image", "c.jpg", IMG)])
     r = client.post("/predict", content=three, headers=headers)
-    assert (r.status_code, r.json()["detail"]) == (400, "malformed multipart body: Too many files. Maximum number "
-                                                        "of files is 2.")
+    assert (r.status_code, r.json()["detail"]) == (400, ("malformed multipart body: Too many files. Maximum "
+                                                         "number of files is 2."))
     r = post_multipart(client, explian="false", overlya="true")
     assert r.json()["detail"] == ("unknown field(s) 'explian', 'overlya'; the fields are image, text, explain, "
                                   "overlay")
@@ -497,8 +497,8 @@ def test_an_unreadable_image_in_a_batch_at_the_pixel_limit_is_named(client):
     junk = base64.b64encode(b"not an image at all").decode()
     items = [{"text": "a", "image_base64": b} for b in (full, full, small, junk)]
     r = client.post("/predict/batch", json={"items": items})
-    assert (r.status_code, r.json()["detail"]) == (422, "items[3]: image: not an image PIL can read (file starts "
-                                                        "with b'not an i')")
+    assert (r.status_code, r.json()["detail"]) == (422, ("items[3]: image: not an image PIL can read (file "
+                                                         "starts with b'not an i')"))
 
 
 def test_a_long_non_boolean_flag_is_quoted_to_forty_characters(client):
