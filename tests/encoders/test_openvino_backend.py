@@ -36,7 +36,21 @@ def test_bf16_features_stay_close(pair, images):
     ref, _ = pair
     bf16 = create_image_encoder("efficientnet-lite0", grid=2, pretrained=False, device="cpu", backend="openvino-bf16")
     bf16.network.load_state_dict(ref.network.state_dict())
-    assert _cos(ref.encode(images).pooled, bf16.encode(images).pooled).min() > 0.99
+    assert _cos(ref.encode(images).pooled, bf16.encode(images).pooled).min() > 0.999  # the first blocks in fp32
+
+
+def test_bf16_keeps_the_stem_and_first_blocks_in_fp32(monkeypatch):
+    import mmsent.encoders.openvino_runtime as runtime
+
+    precisions = []
+    real = runtime._compile
+    monkeypatch.setattr(runtime, "_compile", lambda fn, net, shape, precision: precisions.append(
+        (shape, precision)) or real(fn, net, shape, precision))
+    enc = create_image_encoder("efficientnet-lite0", grid=2, pretrained=False, device="cpu", backend="openvino-bf16")
+    enc.encode_pixels(torch.zeros(1, 224, 224, 3, dtype=torch.uint8))
+    assert precisions == [((3, 224, 224), "f32"), ((24, 56, 56), "bf16")]  # stem + 2 blocks: 24 x 56 x 56
+    assert runtime.runtime_id("openvino-bf16") == "openvino-bf16:fp32-stem+2-blocks"
+    assert runtime.runtime_id("openvino") == "openvino"
 
 
 def test_the_backend_is_in_the_cache_key_not_the_fingerprint(pair, images, tmp_path):

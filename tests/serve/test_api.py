@@ -504,3 +504,9 @@ def test_an_unreadable_image_in_a_batch_at_the_pixel_limit_is_named(client):
 def test_a_long_non_boolean_flag_is_quoted_to_forty_characters(client):
     r = post_multipart(client, explain="y" * 60)
     assert r.json()["detail"] == f"explain: {'y' * 40!r} is not a boolean; send true or false"
+
+
+def test_the_schema_carries_the_package_version(client):
+    from mmsent import __version__
+
+    assert client.get("/openapi.json").json()["info"]["version"] == __version__

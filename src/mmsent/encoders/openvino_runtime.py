@@ -2,7 +2,10 @@
 
 Eager PyTorch runs EfficientNet-Lite2 at a fraction of what two cores can do; OpenVINO's CPU plugin runs the same
 graph several times faster, in fp32 (features equal to eager up to float rounding: the default) or with bf16
-inference precision on CPUs that have native bf16 (faster again, features measurably different: opt-in).
+inference precision on CPUs that have native bf16 (faster again). In bf16 the stem and the first
+``FP32_BLOCKS`` blocks stay fp32: run whole in bf16, EfficientNet-Lite2's features fell to cosine 0.964 of
+PyTorch's on some lab images, almost all of it from those first high-resolution layers; with them in fp32 the
+worst image is at 0.999 and the speed nearly that of whole bf16.
 Measurements: ``benchmarks/extract_speed.py`` and ``benchmarks/RESULTS.md``. Training
 and fine-tuning always run in PyTorch; only feature extraction and serving use this path.
 """
@@ -18,6 +21,7 @@ import torch
 logger = logging.getLogger("mmsent.encoders")
 
 BACKENDS = ("torch", "openvino", "openvino-bf16")
+FP32_BLOCKS = 2  # with openvino-bf16: the stem and this many blocks run in fp32, the rest in bf16
 
 
 def openvino_available() -> bool:
@@ -45,28 +49,59 @@ def resolve_backend(requested: str, device: torch.device) -> str:
     return requested
 
 
-def compile_features(forward_features: Callable[[torch.Tensor], torch.Tensor], network: torch.nn.Module,
-                     input_size: int, backend: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``forward_features`` of a network, compiled by OpenVINO for any batch size of ``(B, 3, S, S)`` inputs."""
+def runtime_id(backend: str) -> str:
+    """What the feature cache records of a backend: its name, and for bf16 which part stays fp32."""
+    return f"{backend}:fp32-stem+{FP32_BLOCKS}-blocks" if backend == "openvino-bf16" else backend
+
+
+class _Part(torch.nn.Module):
+    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network = network  # registered, so conversion sees its weights
+        self.run = forward
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x)
+
+
+def _compile(forward: Callable[[torch.Tensor], torch.Tensor], network: torch.nn.Module,
+             input_shape: tuple[int, ...], precision: str) -> Callable[[np.ndarray], np.ndarray]:
+    """``forward`` compiled for any batch size of ``(B, *input_shape)`` inputs."""
     import openvino as ov
 
-    class Features(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.network = network  # registered, so conversion sees its weights
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return forward_features(x)
-
     with torch.no_grad():
-        model = ov.convert_model(Features().eval(), example_input=torch.zeros(1, 3, input_size, input_size),
-                                 input=[(-1, 3, input_size, input_size)])
-    precision = "bf16" if backend == "openvino-bf16" else "f32"
+        model = ov.convert_model(_Part(forward, network).eval(), example_input=torch.zeros(1, *input_shape),
+                                 input=[(-1, *input_shape)])
     compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision})
+    return lambda x: np.asarray(compiled(np.ascontiguousarray(x))[0])
+
+
+def compile_features(forward_features: Callable[[torch.Tensor], torch.Tensor], network: torch.nn.Module,
+                     input_size: int, backend: str, *,
+                     trunk_and_top: tuple[Callable[[torch.Tensor], torch.Tensor],
+                                          Callable[[torch.Tensor], torch.Tensor]] | None = None
+                     ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``forward_features`` of a network, compiled by OpenVINO for any batch size of ``(B, 3, S, S)`` inputs.
+
+    With ``openvino-bf16`` and ``trunk_and_top`` (the network below and above block ``FP32_BLOCKS``), the trunk is
+    compiled in fp32 and the top in bf16; without it the whole network runs in bf16.
+    """
+    import openvino as ov
+
+    shape = (3, input_size, input_size)
+    if backend == "openvino-bf16" and trunk_and_top is not None:
+        trunk_fn, top_fn = trunk_and_top
+        with torch.no_grad():
+            middle = tuple(trunk_fn(torch.zeros(1, *shape)).shape[1:])
+        trunk, top = _compile(trunk_fn, network, shape, "f32"), _compile(top_fn, network, middle, "bf16")
+        forward = lambda x: top(trunk(x))
+        precision = f"fp32 stem and {FP32_BLOCKS} blocks, bf16 above"
+    else:
+        precision = "bf16" if backend == "openvino-bf16" else "f32"
+        forward = _compile(forward_features, network, shape, precision)
     logger.info("image encoder compiled by OpenVINO %s (%s inference precision)", ov.__version__, precision)
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        out = compiled(np.ascontiguousarray(x.detach().float().contiguous().cpu().numpy()))[0]
-        return torch.from_numpy(np.asarray(out))
+        return torch.from_numpy(forward(x.detach().float().contiguous().cpu().numpy()))
 
     return run
