@@ -111,6 +111,7 @@ def predict_with_ray(run_dir: str | Path, manifest: str | Path, out: str | Path,
     """
     try:
         import ray
+        import ray.data
     except ImportError as exc:
         raise ImportError("--engine ray needs Ray Data: pip install 'mmsent[ray]'") from exc
     run_dir, manifest, out = Path(run_dir).resolve(), Path(manifest).resolve(), Path(out)
@@ -128,7 +129,8 @@ def predict_with_ray(run_dir: str | Path, manifest: str | Path, out: str | Path,
         results = _read(manifest).map_batches(
             _RunActor, fn_constructor_kwargs={"run_dir": str(run_dir), "base": str(manifest.parent),
                                               "name": manifest.name, "device": device},
-            batch_size=chunk_size, batch_format="numpy", concurrency=actors, num_cpus=1, num_gpus=gpus_per_actor)
+            batch_size=chunk_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
+            num_gpus=gpus_per_actor)
         results.write_parquet(str(out), ray_remote_args=_IO_TASKS)
         seconds = time.perf_counter() - t0
     finally:
