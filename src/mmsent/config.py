@@ -78,7 +78,7 @@ class EncoderConfig:
     device: Device = "auto"
     num_threads: int | Literal["auto"] = _ranged("auto", ">= 1")  # auto: every core the process may use
     # Image inference runtime: auto = OpenVINO fp32 on a CPU (the same features as PyTorch), PyTorch on CUDA;
-    # openvino-bf16 is faster still but changes features measurably (opt-in).
+    # openvino-bf16 is faster still (bf16 above the first blocks) with features a little further from PyTorch's.
     backend: Literal["auto", "torch", "openvino", "openvino-bf16"] = "auto"
 
 
