@@ -316,10 +316,14 @@ def finetune(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(
     run_dir = out or _default_run_dir()
     with _user_errors():
         dataset = load_dataset(cfg)
-        if distributed.is_main():  # the split is drawn alike by every process; one writes the files
+
+        def write_setup() -> None:
             run_dir.mkdir(parents=True, exist_ok=True)
             cfg.save(run_dir / "config.yaml")
-        split = prepare_split(cfg, dataset, run_dir if distributed.is_main() else None)
+            prepare_split(cfg, dataset, run_dir)
+
+        distributed.on_main(write_setup)
+        split = prepare_split(cfg, dataset)  # drawn alike by every process; the main one wrote it
         finetune_encoders(cfg, dataset, split, run_dir, progress=not quiet)
     if not distributed.is_main():
         return

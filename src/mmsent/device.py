@@ -52,13 +52,15 @@ def inference_autocast(device: torch.device) -> contextlib.AbstractContextManage
 
 
 def resolve_num_threads(num_threads: int | str | None = "auto") -> int:
-    """``"auto"`` (or None) means every core the process may use."""
+    """``"auto"`` (or None) means every core the process may use, shared among the processes that ``torchrun``
+    started on this machine (``LOCAL_WORLD_SIZE``)."""
     if isinstance(num_threads, int) and num_threads > 0:
         return num_threads
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS / Windows
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)))
 
 
 @contextlib.contextmanager

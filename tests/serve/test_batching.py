@@ -131,11 +131,11 @@ def test_the_record_of_batch_sizes_keeps_the_latest_thousand():
 
 
 def test_items_arriving_within_the_window_share_a_batch_and_a_full_batch_does_not_wait():
-    batcher = MicroBatcher(lambda key, items: list(items), max_items=8, window=0.5)
-    futures = [batcher.submit("k", 0)]  # opens a 0.5 s window ...
+    batcher = MicroBatcher(lambda key, items: list(items), max_items=8, window=2.0)
+    futures = [batcher.submit("k", 0)]  # opens a 2 s window ...
     time.sleep(0.1)
     futures += [batcher.submit("k", i) for i in (1, 2)]  # ... which the later ones join
-    assert [f.result(2) for f in futures] == [0, 1, 2] and list(batcher.batches) == [3]
+    assert [f.result(5) for f in futures] == [0, 1, 2] and list(batcher.batches) == [3]
     full = MicroBatcher(lambda key, items: list(items), max_items=2, window=10)
     start = time.monotonic()
     assert [f.result(5) for f in [full.submit("k", 0), full.submit("k", 1)]] == [0, 1]
@@ -143,10 +143,13 @@ def test_items_arriving_within_the_window_share_a_batch_and_a_full_batch_does_no
 
 
 def test_the_batcher_keeps_serving_after_an_error_or_an_all_cancelled_batch():
-    gate, failing = threading.Event(), {"on": True}
+    gate, started, failing = threading.Event(), threading.Event(), {"on": True}
+    seen = []
 
     def run(key, items):
+        started.set()
         gate.wait(2)
+        seen.append(list(items))
         if failing["on"]:
             raise RuntimeError("model failed")
         return list(items)
@@ -158,13 +161,15 @@ def test_the_batcher_keeps_serving_after_an_error_or_an_all_cancelled_batch():
     failing["on"] = False
     assert batcher.submit("k", 1).result(2) == 1
     gate.clear()
+    started.clear()
     held = batcher.submit("k", 2)
-    time.sleep(0.1)  # held in run: the next one waits, and its client goes away
+    assert started.wait(2)  # held in run: the next one waits in the queue, and its client goes away
     assert batcher.submit("k", 3).cancel()
     gate.set()
     assert held.result(2) == 2
-    time.sleep(0.2)  # the cancelled one now makes a batch of nothing on its own
+    time.sleep(0.3)  # the cancelled one now makes a batch of nothing on its own, which is never run
     assert batcher.submit("k", 4).result(2) == 4
+    assert seen[-2:] == [[2], [4]]
 
 
 def test_an_unexpected_error_in_the_batcher_is_logged_and_it_keeps_serving(caplog):

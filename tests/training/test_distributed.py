@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 
@@ -39,7 +40,8 @@ def _train(folder) -> tuple[dict[str, torch.Tensor], list[dict]]:
 
 def _worker(rank: int, world: int, port: int, folder: str, out: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=120))  # a desynchronised collective fails, not hangs
     try:
         assert distributed.world() == (rank, world)
         state, history = _train(os.path.join(folder, "ckpt"))
@@ -72,4 +74,28 @@ def test_two_processes_train_like_one(tmp_path):
         for got, want in zip(rank["history"], one_history, strict=True):
             assert got["train_loss"] == pytest.approx(want["train_loss"], abs=TOLERANCE)
             assert got["val_macro_f1"] == want["val_macro_f1"]
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir())  # the main process wrote the checkpoints
+    saved = sorted(p.name for p in (tmp_path / "ckpt").iterdir())  # the main process wrote the checkpoints
+    assert saved and all(name.startswith("step-") for name in saved), saved
+
+
+def test_a_failure_on_the_main_process_stops_every_process(tmp_path):
+    mp.spawn(_failing_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0.txt", "rank1.txt"]
+    assert (tmp_path / "rank0.txt").read_text() == "OSError: disk full"
+    assert (tmp_path / "rank1.txt").read_text() == "RuntimeError: the main process failed in write (its log says why)"
+
+
+def _failing_worker(rank: int, world: int, port: int, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))
+
+    def write() -> None:
+        raise OSError("disk full")
+
+    try:
+        distributed.on_main(write)
+    except Exception as exc:  # noqa: BLE001 -- what each process saw is the test's result
+        with open(os.path.join(out, f"rank{rank}.txt"), "w") as fh:
+            fh.write(f"{type(exc).__name__}: {exc}")
+    finally:
+        dist.destroy_process_group()

@@ -22,7 +22,7 @@ from PIL import Image
 from mmsent.data.images import load_image, load_image_bytes
 from mmsent.device import inference_autocast, resolve_device
 from mmsent.encoders.base import ImageEncoder, ImageItem, ImagePreprocess, ImageSource
-from mmsent.encoders.openvino_runtime import FP32_BLOCKS, compile_features, resolve_backend
+from mmsent.encoders.openvino_runtime import FP32_BLOCKS, compile_features, keeps_fp32_trunk, resolve_backend
 from mmsent.features.featureset import ModalityFeatures
 from mmsent.fingerprint import file_digest, state_dict_digest
 
@@ -148,7 +148,7 @@ class ConvImageEncoder(ImageEncoder):
         if self.backend != "torch":
             if self._compiled is None:
                 parts = ((lambda x: self.forward_trunk(x, FP32_BLOCKS), lambda x: self.forward_top(x, FP32_BLOCKS))
-                         if self.num_blocks > FP32_BLOCKS else None)
+                         if keeps_fp32_trunk(self.backend, self.num_blocks) else None)
                 self._compiled = compile_features(self.forward_features, self.net, self.preprocess.input_size,
                                                   self.backend, trunk_and_top=parts)
             with torch.inference_mode():

@@ -5,7 +5,7 @@ graph several times faster, in fp32 (features equal to eager up to float roundin
 inference precision on CPUs that have native bf16 (faster again). In bf16 the stem and the first
 ``FP32_BLOCKS`` blocks stay fp32: run whole in bf16, EfficientNet-Lite2's features fell to cosine 0.964 of
 PyTorch's on some lab images, almost all of it from those first high-resolution layers; with them in fp32 the
-worst image is at 0.999 and the speed nearly that of whole bf16.
+worst image is at 0.999, at 85% of whole bf16's speed.
 Measurements: ``benchmarks/extract_speed.py`` and ``benchmarks/RESULTS.md``. Training
 and fine-tuning always run in PyTorch; only feature extraction and serving use this path.
 """
@@ -49,9 +49,15 @@ def resolve_backend(requested: str, device: torch.device) -> str:
     return requested
 
 
-def runtime_id(backend: str) -> str:
+def keeps_fp32_trunk(backend: str, num_blocks: int) -> bool:
+    """Whether the bf16 recipe (stem and ``FP32_BLOCKS`` blocks in fp32) applies to an encoder of ``num_blocks``
+    blocks; encoders without that split (``num_blocks = 0``) run wholly in bf16."""
+    return backend == "openvino-bf16" and num_blocks > FP32_BLOCKS
+
+
+def runtime_id(backend: str, num_blocks: int) -> str:
     """What the feature cache records of a backend: its name, and for bf16 which part stays fp32."""
-    return f"{backend}:fp32-stem+{FP32_BLOCKS}-blocks" if backend == "openvino-bf16" else backend
+    return f"{backend}:fp32-stem+{FP32_BLOCKS}-blocks" if keeps_fp32_trunk(backend, num_blocks) else backend
 
 
 class _Part(torch.nn.Module):

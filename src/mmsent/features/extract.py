@@ -280,7 +280,7 @@ def extract_image_features(examples: Sequence[Example], encoder: ImageEncoder, c
     # max_image_pixels is not part of the key: the limit only refuses images, it never changes the features of one
     # it accepts; resizing/cropping/grid are in the encoder fingerprint.
     # The runtime changes the features by float rounding (bf16 more): another backend, another entry.
-    runtime = {} if encoder.backend == "torch" else {"backend": runtime_id(encoder.backend)}
+    runtime = {} if encoder.backend == "torch" else {"backend": runtime_id(encoder.backend, encoder.num_blocks)}
     return extract_modality("image", guids, paths, image_ids, image_data_fingerprint(guids, image_ids), encoder, cache,
                             batch_size=batch_size, progress=progress, preprocessing=runtime, encode_kwargs=encode_kw,
                             stats=stats)

@@ -110,8 +110,8 @@ def finetune_encoder(encoder: Encoder, items: Sequence, item_ids: Sequence[str],
     settings = {"encoder": dataclasses.asdict(ecfg), "shared": shared}
     distributed.on_main(save_finetuned, folder, adapter, result, base_fingerprint=base_fp, settings=settings,
                         extra={"key": key, "rows": len(guids), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    if not distributed.is_main():  # the same weights, now with the saved folder's fingerprint
-        apply_finetuned(encoder, folder)
+    if not distributed.is_main():  # trained to the same weights as the main process's: now they are the encoder's
+        encoder.mark_weights_changed()
     return folder
 
 

@@ -35,15 +35,18 @@ def is_main() -> bool:
 def init_from_env() -> bool:
     """Joins the process group that ``torchrun`` describes in the environment (``WORLD_SIZE`` > 1).
 
-    Uses NCCL when CUDA is present, with GPU ``LOCAL_RANK`` as this process's current device (so ``cuda`` means
-    it), else gloo. Returns whether this process is now part of a group of more than one process.
+    CPU tensors are reduced with gloo and CUDA tensors with NCCL (whichever device the training runs on); with a GPU
+    per process, GPU ``LOCAL_RANK`` becomes this process's current device (so ``cuda`` means it). Returns whether
+    this process is now part of a group of more than one process.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
         return False
     if not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if local_rank < gpus:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group("cpu:gloo,cuda:nccl" if gpus else "gloo")
     return world()[1] > 1
 
 
@@ -80,9 +83,29 @@ def barrier() -> None:
         dist.barrier()
 
 
+def same_on_all(value: torch.Tensor) -> torch.Tensor:
+    """The main process's ``value`` on every process (in place), so that decisions taken from it agree even where
+    the processes' own computations differ in the last bits (GPU kernels)."""
+    if world()[1] > 1:
+        dist.broadcast(value, src=0)
+    return value
+
+
 def on_main(fn: Callable[..., T], *args: object, **kwargs: object) -> T | None:
     """Runs ``fn`` on the main process only, then waits until every process gets here (so all can read what it
-    wrote). Returns ``fn``'s result on the main process, None elsewhere."""
-    result = fn(*args, **kwargs) if is_main() else None
-    barrier()
+    wrote). Returns ``fn``'s result on the main process, None elsewhere. If ``fn`` raises, every process raises
+    (the main one its error, the others a RuntimeError pointing to it) instead of waiting forever."""
+    result, error = None, None
+    if is_main():
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 -- re-raised below, after telling the other processes
+            error = exc
+    if world()[1] > 1:
+        failed = torch.tensor([0.0 if error is None else 1.0])
+        dist.all_reduce(failed)  # also the barrier
+        if failed.item() and error is None:
+            raise RuntimeError(f"the main process failed in {getattr(fn, '__name__', fn)} (its log says why)")
+    if error is not None:
+        raise error
     return result

@@ -335,8 +335,9 @@ def fit(task: Task, labels: torch.Tensor, train_rows: Sequence[int], eval_labels
                 batch_loss = loss.detach()
             _check_finite(batch_loss, desc)
             optimizer.zero_grad(set_to_none=True)
-            if loss.requires_grad:
-                (scaler.scale(loss) if scaler is not None else loss).backward()
+            scaled = scaler.scale(loss) if scaler is not None else loss  # scaled even when empty: every process's
+            if scaled.requires_grad:  # scaler then steps alike (a shard with no rows has nothing to backpropagate)
+                scaled.backward()
             distributed.sum_gradients(trainable)
             if scaler is not None:
                 scaler.unscale_(optimizer)
@@ -365,6 +366,8 @@ def fit(task: Task, labels: torch.Tensor, train_rows: Sequence[int], eval_labels
             task.eval()
             with torch.no_grad():
                 eval_logits = task.evaluate().float()
+            if data_parallel:  # every process keeps the same epoch and stops at the same time
+                eval_logits = distributed.same_on_all(eval_logits.contiguous())
             # Same weighting as the training loss, so the two curves are comparable.
             eval_loss = float(F.cross_entropy(eval_logits, eval_labels, weight=weights))
             probs = torch.softmax(eval_logits, dim=-1).cpu().numpy()
