@@ -240,3 +240,12 @@ def test_min_side_decodes_jpeg_at_reduced_scale(tmp_path: Path) -> None:
 def test_min_side_ignored_for_png(tmp_path: Path) -> None:
     path = write_image(tmp_path / "big.png", size=(800, 600), fmt="PNG")
     assert load_image(path, min_side=100).size == (800, 600)
+
+
+def test_a_path_that_cannot_be_read_is_named_with_the_reason(tmp_path: Path) -> None:
+    folder = tmp_path / "looks.jpg"
+    folder.mkdir()
+    with pytest.raises(ImageLoadError) as info:
+        load_image(folder)
+    assert (info.value.path, info.value.reason) == (folder, "cannot read file: Is a directory")
+    assert str(info.value) == f"{folder}: cannot read file: Is a directory"

@@ -357,3 +357,30 @@ def test_a_row_already_found_malformed_or_repeated_is_not_checked_for_files(make
         ("train.txt:3", "missing_image"), ("train.txt:8", "malformed_row"), ("train.txt:9", "malformed_row"),
         ("train.txt:10", "duplicate_guid")]
     assert str(info.value.issues[-1]).startswith("train.txt:10: duplicate guid 2; first at train.txt:3")
+
+
+def test_a_malformed_test_row_does_not_claim_its_guid_from_the_training_rows(make_lab: MakeLab) -> None:
+    root = make_lab(test=[("101", "null"), ("1", "null,extra")])  # guid 1 is also a (good) training row
+    with pytest.raises(DataValidationError) as info:
+        load_lab_dataset(root)
+    assert [(issue.location, issue.kind) for issue in info.value.issues] == [
+        ("test_without_label.txt:3", "malformed_row")]
+
+
+def test_a_guid_in_both_files_names_the_first_test_line_of_it(make_lab: MakeLab) -> None:
+    root = make_lab(test=[("101", "null"), ("1", "null"), ("1", "null")])
+    with pytest.raises(DataValidationError) as info:
+        load_lab_dataset(root)
+    assert [(issue.location, issue.kind) for issue in info.value.issues] == [
+        ("train.txt:2", "guid_in_both_files"), ("test_without_label.txt:4", "duplicate_guid")]
+    assert info.value.issues[0].reason == "guid 1 is also in test_without_label.txt:3"
+
+
+def test_a_row_with_a_bad_guid_is_not_checked_for_links(make_lab: MakeLab, tmp_path: Path) -> None:
+    root = make_lab(train=[*DEFAULT_TRAIN, ("a b", "positive")])
+    (tmp_path / "elsewhere.jpg").write_bytes((root / "data" / "1.jpg").read_bytes())
+    (root / "data" / "a b.jpg").unlink()
+    (root / "data" / "a b.jpg").symlink_to(tmp_path / "elsewhere.jpg")
+    with pytest.raises(DataValidationError) as info:
+        load_lab_dataset(root)
+    assert [(issue.location, issue.kind) for issue in info.value.issues] == [("train.txt:8", "malformed_row")]

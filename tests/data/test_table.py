@@ -241,3 +241,17 @@ def test_the_pixel_limit_applies_to_a_table(tmp_path):
     with pytest.raises(DataValidationError, match="over the decompression-bomb limit of 10"):
         load_table_dataset(tmp_path / "posts.csv", max_image_pixels=10)
     assert len(load_table_dataset(tmp_path / "posts.csv").train) == 2
+
+
+def test_a_row_marked_test_drops_its_label_and_a_repeated_test_id_leaves_the_training_row_alone(tmp_path):
+    lab = write_lab_dataset(tmp_path / "lab")
+    rows = lab_rows(lab, tmp_path)[:3]
+    rows[1]["split"] = "test"  # labelled, but a prediction target
+    write_table(lab, tmp_path / "posts.csv", rows)
+    dataset = load_table_dataset(tmp_path / "posts.csv")
+    assert [ex.guid for ex in dataset.test] == ["post-101"] and dataset.test[0].label is None
+    rows = lab_rows(lab, tmp_path)[:3] + [dict(lab_rows(lab, tmp_path)[0], label="", split="test")]
+    write_table(lab, tmp_path / "again.csv", rows)
+    with pytest.raises(DataValidationError) as err:
+        load_table_dataset(tmp_path / "again.csv")
+    assert [(issue.location, issue.kind) for issue in err.value.issues] == [("again.csv:5", "duplicate_guid")]
