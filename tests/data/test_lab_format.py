@@ -384,3 +384,48 @@ def test_a_row_with_a_bad_guid_is_not_checked_for_links(make_lab: MakeLab, tmp_p
     with pytest.raises(DataValidationError) as info:
         load_lab_dataset(root)
     assert [(issue.location, issue.kind) for issue in info.value.issues] == [("train.txt:8", "malformed_row")]
+
+
+def test_every_kind_of_file_problem_is_one_exact_issue(make_lab: MakeLab, tmp_path: Path) -> None:
+    root = make_lab(train=[*DEFAULT_TRAIN, *((str(g), "positive") for g in range(7, 14))])
+    data = root / "data"
+    secret = tmp_path / "elsewhere.txt"
+    secret.write_text("x", encoding="utf-8")
+    (data / "7.txt").unlink()
+    (data / "7.txt").symlink_to(secret)
+    (data / "8.txt").unlink()
+    (data / "9.txt").unlink()
+    (data / "9.txt").mkdir()  # there, but not readable as a file
+    (data / "10.txt").write_bytes(b"\xff\x81")  # no codec decodes it
+    (data / "11.jpg").unlink()
+    write_image(data / "12.jpg", size=(100, 80))
+    (data / "13.jpg").write_bytes(b"not an image")
+    with pytest.raises(DataValidationError) as info:
+        load_lab_dataset(root, max_image_pixels=5000)
+    assert [(i.location, i.kind, i.reason, i.fix) for i in info.value.issues] == [
+        ("data/7.txt", "outside_link", f"data/7.txt is a link to {secret}, outside the dataset folder",
+         "copy the file into data/ or remove the row"),
+        ("train.txt:9", "missing_text", "text file data/8.txt is missing", "add it (may be empty) or remove the row"),
+        ("data/9.txt", "bad_text", "cannot read: Is a directory", "fix its permissions or remove the row"),
+        ("data/10.txt", "bad_text", "not valid utf-8, gbk, cp1252 (a binary file?)",
+         "save it as utf-8 text or remove the row"),
+        ("train.txt:12", "missing_image", "image data/11.jpg is missing", "add it or remove the row"),
+        ("data/12.jpg", "image_too_large", ("image has 8,000 pixels (100x80), over the decompression-bomb limit of "
+                                            "5,000; if the file is genuine, raise data.max_image_pixels"),
+         "raise data.max_image_pixels if the image is genuine, or remove the row"),
+        ("data/13.jpg", "bad_image", "not an image PIL can read (file starts with b'not an i')",
+         "replace it with a readable JPEG/PNG or remove the row"),
+    ]
+
+
+def test_a_malformed_training_row_does_not_also_clash_with_the_test_file(make_lab: MakeLab) -> None:
+    root = make_lab(train=[*DEFAULT_TRAIN, ("101", "positive,extra")])  # 101 is a test row too
+    with pytest.raises(DataValidationError) as info:
+        load_lab_dataset(root)
+    assert [(i.location, i.kind) for i in info.value.issues] == [("train.txt:8", "malformed_row")]
+    both = make_lab(train=[*DEFAULT_TRAIN, ("101", "positive")], name="both")
+    with pytest.raises(DataValidationError) as info:
+        load_lab_dataset(both)
+    [issue] = info.value.issues
+    assert (issue.kind, issue.fix) == ("guid_in_both_files", ("remove it from one file: a row cannot be both "
+                                                              "training data and a prediction target"))

@@ -255,3 +255,10 @@ def test_a_row_marked_test_drops_its_label_and_a_repeated_test_id_leaves_the_tra
     with pytest.raises(DataValidationError) as err:
         load_table_dataset(tmp_path / "again.csv")
     assert [(issue.location, issue.kind) for issue in err.value.issues] == [("again.csv:5", "duplicate_guid")]
+
+
+def test_inline_texts_are_reported_as_utf8(tmp_path):
+    lab = write_lab_dataset(tmp_path / "lab")
+    rows = [row for row in lab_rows(lab, tmp_path) if "text" in row][:4]
+    write_table(lab, tmp_path / "posts.jsonl", rows)
+    assert load_table_dataset(tmp_path / "posts.jsonl").report.encodings == {"utf-8": 4}

@@ -152,3 +152,16 @@ class TestCleaner:
 ])
 def test_only_direct_non_ascii_neighbours_make_an_ideograph_gbk(text, decoded, encoding) -> None:
     assert decode_text(text.encode("gbk"), "t.txt") == (decoded, encoding)
+
+
+def test_a_control_share_at_the_limit_is_text_and_above_it_binary() -> None:
+    assert decode_text(b"abcdefghi\x01", "t.txt") == ("abcdefghi\x01", "utf-8")  # 1 of 10: exactly the limit
+    with pytest.raises(TextDecodeError) as info:
+        decode_text(b"abcdefgh\x01\x02", "t.txt")
+    assert str(info.value.reason) == "looks like binary data: 2 of 10 characters are control characters"
+
+
+def test_bytes_no_codec_reads_are_named_with_every_codec_tried() -> None:
+    with pytest.raises(TextDecodeError) as info:
+        decode_text(b"\xff\x81", "t.txt")
+    assert (info.value.location, info.value.reason) == ("t.txt", "not valid utf-8, gbk, cp1252 (a binary file?)")
