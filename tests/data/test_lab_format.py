@@ -429,3 +429,44 @@ def test_a_malformed_training_row_does_not_also_clash_with_the_test_file(make_la
     [issue] = info.value.issues
     assert (issue.kind, issue.fix) == ("guid_in_both_files", ("remove it from one file: a row cannot be both "
                                                               "training data and a prediction target"))
+
+
+def test_skipped_test_rows_are_recorded_for_the_prediction_file_and_logged(make_lab: MakeLab, caplog) -> None:
+    root = make_lab(train=[*DEFAULT_TRAIN, ("7", "happy")],
+                    test=[("101", "null"), ("102", "null"), ("../x", "null"), ("101", "null"), ("103", "null")])
+    (root / "data" / "102.jpg").unlink()
+    with caplog.at_level(logging.INFO, logger="mmsent.data"):
+        dataset = load_lab_dataset(root, on_error="skip")
+    assert {guid: issue.kind for guid, issue in dataset.test_skipped.items()} == {"102": "missing_image"}
+    assert dataset.test_order == ["101", "102", "103"]  # the malformed guid names no prediction; 101 once
+    messages = [r.getMessage() for r in caplog.records]
+    assert "skipping row train.txt:8: train.txt:8: training row has unknown label 'happy' -> use one of: positive, " \
+           "neutral, negative" in messages
+    assert messages[-1] == (f"dataset {root}: 6 train + 2 test rows; skipped 4 row(s): 1 duplicate_guid, "
+                            "1 malformed_row, 1 missing_image, 1 unknown_label")
+    caplog.clear()
+    clean = make_lab(name="clean")
+    with caplog.at_level(logging.INFO, logger="mmsent.data"):
+        load_lab_dataset(clean)
+    assert [r.getMessage() for r in caplog.records][-1] == f"dataset {clean}: 6 train + 2 test rows"
+
+
+def test_a_header_problem_is_logged_as_read_as_data(make_lab: MakeLab, caplog) -> None:
+    root = make_lab(header=False)
+    with caplog.at_level(logging.WARNING, logger="mmsent.data"):
+        load_lab_dataset(root, on_error="skip")
+    assert ("train.txt:1: no header line: the first line is '1,positive', expected 'guid,tag' -> add the header line "
+            "guid,tag at the top of the file (reading it as data)") in [r.getMessage() for r in caplog.records]
+
+
+def test_a_guid_in_both_files_is_checked_for_links_only_through_its_test_row(make_lab: MakeLab,
+                                                                           tmp_path: Path) -> None:
+    root = make_lab(train=[*DEFAULT_TRAIN, ("101", "positive")])
+    secret = tmp_path / "elsewhere.txt"
+    secret.write_text("x", encoding="utf-8")
+    (root / "data" / "101.txt").unlink()
+    (root / "data" / "101.txt").symlink_to(secret)
+    with pytest.raises(DataValidationError) as info:
+        load_lab_dataset(root)
+    assert [(i.location, i.kind) for i in info.value.issues] == [("train.txt:8", "guid_in_both_files"),
+                                                                 ("data/101.txt", "outside_link")]

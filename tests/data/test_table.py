@@ -262,3 +262,15 @@ def test_inline_texts_are_reported_as_utf8(tmp_path):
     rows = [row for row in lab_rows(lab, tmp_path) if "text" in row][:4]
     write_table(lab, tmp_path / "posts.jsonl", rows)
     assert load_table_dataset(tmp_path / "posts.jsonl").report.encodings == {"utf-8": 4}
+
+
+def test_a_file_outside_the_tables_folder_is_named_by_its_full_path(tmp_path):
+    lab = write_lab_dataset(tmp_path / "lab")
+    rows = lab_rows(lab, tmp_path / "tables")[:2]
+    rows[1]["image"] = str(tmp_path / "elsewhere" / "gone.jpg")
+    (tmp_path / "tables").mkdir()
+    write_table(lab, tmp_path / "tables" / "posts.csv", rows)
+    with pytest.raises(DataValidationError) as err:
+        load_table_dataset(tmp_path / "tables" / "posts.csv")
+    [issue] = err.value.issues
+    assert issue.reason == f"image {tmp_path / 'elsewhere' / 'gone.jpg'} is missing"
