@@ -9,7 +9,7 @@ import pytest
 from data_helpers import write_image
 from PIL import Image, ImageFile
 
-from mmsent.data.images import ImageLoadError, ImageTooLargeError, check_image, load_image
+from mmsent.data.images import ImageLoadError, ImageTooLargeError, check_image, load_image, load_image_bytes
 
 
 def truncated_copy(src: Path, dst: Path) -> Path:
@@ -249,3 +249,56 @@ def test_a_path_that_cannot_be_read_is_named_with_the_reason(tmp_path: Path) -> 
         load_image(folder)
     assert (info.value.path, info.value.reason) == (folder, "cannot read file: Is a directory")
     assert str(info.value) == f"{folder}: cannot read file: Is a directory"
+
+
+def _png(*chunks: tuple[bytes, bytes]) -> bytes:
+    import struct
+    import zlib
+
+    out = b"\x89PNG\r\n\x1a\n"
+    for kind, data in chunks:
+        out += struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return out
+
+
+def test_broken_headers_and_undecodable_data_are_named_exactly() -> None:
+    import struct
+
+    bmp = b"BM" + b"\0" * 12 + struct.pack("<IiiHH", 40, 4, 4, 1, 99) + b"\0" * 24
+    with pytest.raises(ImageLoadError) as info:
+        load_image_bytes(bmp, name="up.bmp")
+    assert str(info.value) == "up.bmp: broken image header: OSError: Unsupported BMP pixel depth (99)"
+    assert info.value.path == Path("up.bmp")
+    png = _png((b"IHDR", struct.pack(">IIBBBBB", 4, 4, 8, 0, 0, 0, 0)), (b"IDAT", b"\x78\x9c" + b"\xff" * 20),
+               (b"IEND", b""))
+    with pytest.raises(ImageLoadError) as info:
+        load_image_bytes(png)
+    assert str(info.value) == "<bytes>: cannot decode image: OSError: broken data stream when reading image file"
+
+
+def test_an_image_between_pils_limit_and_twice_it_is_refused_with_its_size(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    data = write_image(tmp_path / "a.jpg", size=(50, 30)).read_bytes()  # 1,500 pixels: PIL only warns
+    with pytest.raises(ImageTooLargeError) as info:
+        load_image_bytes(data)
+    assert info.value.reason == ("image has 1,500 pixels (50x30), over the decompression-bomb limit of 1,000; if "
+                                 "the file is genuine, raise data.max_image_pixels")
+    big = write_image(tmp_path / "b.jpg", size=(100, 80)).read_bytes()  # over twice PIL's limit: PIL refuses
+    with pytest.raises(ImageTooLargeError) as info:
+        load_image_bytes(big, max_pixels=500)
+    assert info.value.reason.endswith("over the decompression-bomb limit of 500; if the file is genuine, raise "
+                                      "data.max_image_pixels")
+
+
+def test_a_raised_limit_is_raised_for_pil_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    load_image_bytes(write_image(tmp_path / "a.jpg", size=(100, 80)).read_bytes(), max_pixels=9000)
+    assert Image.MAX_IMAGE_PIXELS == 9000  # raised, never removed or lowered
+
+
+def test_empty_bytes_are_named_by_default_and_a_tiny_jpeg_decodes_at_its_smallest_scale(tmp_path: Path) -> None:
+    with pytest.raises(ImageLoadError) as info:
+        load_image_bytes(b"")
+    assert str(info.value) == "<bytes>: empty file (0 bytes)"
+    assert load_image(write_image(tmp_path / "t.jpg", size=(8, 8)), min_side=1).size == (1, 1)
