@@ -302,3 +302,27 @@ def test_empty_bytes_are_named_by_default_and_a_tiny_jpeg_decodes_at_its_smalles
         load_image_bytes(b"")
     assert str(info.value) == "<bytes>: empty file (0 bytes)"
     assert load_image(write_image(tmp_path / "t.jpg", size=(8, 8)), min_side=1).size == (1, 1)
+
+
+def test_an_unreadable_exif_block_is_logged_and_the_image_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    from PIL import ImageOps
+
+    def broken(im):
+        raise ValueError("bad EXIF block")
+
+    monkeypatch.setattr(ImageOps, "exif_transpose", broken)
+    with caplog.at_level("WARNING", logger="mmsent.data"):
+        im = load_image_bytes(write_image(tmp_path / "a.jpg").read_bytes(), name="a.jpg")
+    assert im.size == (48, 32)
+    assert [r.getMessage() for r in caplog.records] == ["a.jpg: ignoring unreadable EXIF orientation (bad EXIF block)"]
+
+
+def test_a_mode_that_cannot_become_rgb_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    im = Image.new("P", (4, 4), 1)
+    im.putpalette([0, 0, 0, 0, 0, 200] + [0] * 762)
+    im.save(tmp_path / "p.png")
+    monkeypatch.setattr(Image.Image, "convert", lambda self, *a, **k: (_ for _ in ()).throw(ValueError("no way")))
+    with pytest.raises(ImageLoadError) as info:
+        load_image_bytes((tmp_path / "p.png").read_bytes(), name="p.png")
+    assert str(info.value) == "p.png: cannot convert mode P to RGB: no way"
