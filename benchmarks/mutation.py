@@ -146,14 +146,15 @@ def run_target(name: str, target: Target, workdir: Path, tiny_run: Path, max_chi
     """Mutation-tests one target; its counts and surviving mutants.
 
     With ``rerun_survivors`` (a finished earlier run in ``workdir``, made from the same source), only that run's
-    survivors are tested again, with the current tests; its kills stand.
+    survivors not listed as equivalent are tested again, with the current tests; its kills stand.
     """
     env = {**os.environ, PREBUILT_TINY_RUN: str(tiny_run), "PYTHONDONTWRITEBYTECODE": "1"}
     t0 = time.perf_counter()
     if rerun_survivors:
         if not (workdir / "mutants").is_dir() or not same_source(workdir, target):
             raise SystemExit(f"{workdir}: no earlier run of this source to rerun; run without --rerun-survivors")
-        earlier = survivors_of(workdir, env)
+        known = equivalent_mutants()  # judged unkillable, with the reason: not worth another pass
+        earlier = [m for m in survivors_of(workdir, env) if m not in known]
         refresh_tests(workdir)
         if earlier:
             mutmut(workdir, "run", "--max-children", str(max_children), *earlier, env=env,
