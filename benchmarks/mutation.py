@@ -163,8 +163,9 @@ def run_target(name: str, target: Target, workdir: Path, tiny_run: Path, max_chi
         prepare(workdir, target)
         mutmut(workdir, "run", "--max-children", str(max_children), env=env, log=workdir / "mutmut-run.log")
     seconds = time.perf_counter() - t0
-    return collect(name, workdir, env, runs=[*earlier_runs(workdir), {"kind": "survivors" if rerun_survivors
-                                                                       else "full", "seconds": seconds}])
+    earlier = earlier_runs(workdir) if rerun_survivors else []  # a full run starts from a fresh copy
+    return collect(name, workdir, env, runs=[*earlier, {"kind": "survivors" if rerun_survivors else "full",
+                                                        "seconds": seconds}])
 
 
 def earlier_runs(workdir: Path) -> list[dict]:

@@ -83,3 +83,22 @@ def test_dual_stream_reads_an_empty_text_as_one_zero_token() -> None:
         want = model(zero)
         torch.testing.assert_close(model(none), want)
         torch.testing.assert_close(model(padded), want)
+
+
+def test_ensure_nonempty_gives_a_token_to_every_row_and_zeroes_revived_padding():
+    from mmsent.fusion.dual_stream import ensure_nonempty
+
+    tokens, mask = ensure_nonempty(torch.ones(3, 0, 4), torch.zeros(3, 0, dtype=torch.bool))
+    assert tokens.shape == (3, 1, 4) and mask.shape == (3, 1) and mask.all() and (tokens == 0).all()
+    padded = torch.full((2, 3, 4), 5.0)
+    tokens, mask = ensure_nonempty(padded, torch.tensor([[True, False, False], [False, False, False]]))
+    assert mask.tolist() == [[True, False, False], [True, False, False]]
+    assert (tokens[1, 0] == 0).all() and (tokens[0, 0] == 5).all() and (tokens[1, 1:] == 5).all()
+
+
+def test_the_transformer_encoder_uses_the_given_dropout():
+    from mmsent.fusion.single_stream import transformer_encoder
+
+    for p in (0.0, 0.3):
+        layer = transformer_encoder(8, 2, 1, dropout=p).layers[0]
+        assert layer.dropout.p == layer.dropout1.p == layer.dropout2.p == p
