@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -305,25 +306,28 @@ def finetune(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(
     --set finetune.text.mode=full|last_n|frozen (same for image).
     """
     cfg = _config(config, set_, data, on_error)
+    from mmsent.data.splits import Split
     from mmsent.finetune import finetune_encoders
     from mmsent.pipeline import load_dataset, prepare_split
     from mmsent.training import distributed
 
     cfg.finetune.enabled = True
+    if out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # before joining: no process waits for this one
+        console.print("[red]error:[/red] give --out under torchrun: every process must write to the same run folder")
+        raise typer.Exit(2)
     distributed.init_from_env()  # under torchrun: one process per CPU group or GPU
-    if out is None and distributed.world()[1] > 1:
-        raise typer.BadParameter("give --out under torchrun: every process must write to the same run folder")
     run_dir = out or _default_run_dir()
     with _user_errors():
         dataset = load_dataset(cfg)
 
-        def write_setup() -> None:
+        def write_setup() -> Split:
             run_dir.mkdir(parents=True, exist_ok=True)
             cfg.save(run_dir / "config.yaml")
-            prepare_split(cfg, dataset, run_dir)
+            return prepare_split(cfg, dataset, run_dir)
 
-        distributed.on_main(write_setup)
-        split = prepare_split(cfg, dataset)  # drawn alike by every process; the main one wrote it
+        split = distributed.on_main(write_setup)
+        if split is None:  # the other processes draw the same split without writing it
+            split = prepare_split(cfg, dataset)
         finetune_encoders(cfg, dataset, split, run_dir, progress=not quiet)
     if not distributed.is_main():
         return

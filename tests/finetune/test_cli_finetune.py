@@ -25,3 +25,11 @@ def test_finetune_command_reports_each_encoder_and_its_crossfitting(tmp_path, ov
     assert cross["cv_metrics"]["n"] == cross["rows"]  # every training row predicted by the fold that left it out
     assert not any("predictions" in fold for fold in cross["fold_results"])  # those stay in crossfit.json
     assert len(record["image"]["crossfit"]["fold_results"]) == 2
+
+
+def test_finetune_under_torchrun_needs_out(monkeypatch, overrides):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun sets; no process group is joined before the check
+    args = ["finetune", "-q"] + [a for o in overrides for a in ("--set", o)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "give --out under torchrun: every process must write to the same run folder" in result.output

@@ -78,11 +78,6 @@ def sum_gradients(params: Sequence[torch.nn.Parameter]) -> None:
         offset += n
 
 
-def barrier() -> None:
-    if world()[1] > 1:
-        dist.barrier()
-
-
 def same_on_all(value: torch.Tensor) -> torch.Tensor:
     """The main process's ``value`` on every process (in place), so that decisions taken from it agree even where
     the processes' own computations differ in the last bits (GPU kernels)."""
