@@ -80,7 +80,6 @@ class EncoderConfig:
     # Image inference runtime: auto = OpenVINO fp32 on a CPU (the same features as PyTorch), PyTorch on CUDA;
     # openvino-bf16 is faster still (bf16 above the first blocks) with features a little further from PyTorch's.
     backend: Literal["auto", "torch", "openvino", "openvino-bf16"] = "auto"
-    image_tta: bool = False  # also encode every image mirrored and average the two (twice the image time)
 
 
 @dataclass

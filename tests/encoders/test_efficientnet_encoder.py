@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -105,26 +104,3 @@ def test_real_lite2_weights(images):
     assert f.pooled.shape == (3, 1280) and f.tokens.shape == (3, 9, 1280)
     assert torch.isfinite(f.pooled).all() and f.pooled.abs().sum() > 0
     assert "sha256:9656183e" in enc.fingerprint()
-
-
-def test_flip_tta_averages_the_map_with_the_mirrored_images_map_mirrored_back(lite0_random, images):
-    tta = create_image_encoder("efficientnet-lite0", grid=0, pretrained=False, device="cpu", flip_tta=True)
-    tta.net.load_state_dict(lite0_random.net.state_dict())
-    pixels = torch.from_numpy(np.stack([lite0_random.load(p) for p in images[:2]]))
-    plain_pooled, plain_tokens = lite0_random.encode_pixels(pixels)
-    mirror_pooled, mirror_tokens = lite0_random.encode_pixels(pixels.flip(2))  # (B, H, W, 3): W is dim 2
-    pooled, tokens = tta.encode_pixels(pixels)
-    # the mirrored image's 7x7 map, mirrored back column-wise, lines up with the plain map cell by cell
-    mirror_back = mirror_tokens.reshape(2, 7, 7, -1).flip(2).reshape(2, 49, -1)
-    assert torch.allclose(tokens, (plain_tokens + mirror_back) / 2, atol=1e-5)
-    assert torch.allclose(pooled, (plain_pooled + mirror_pooled) / 2, atol=1e-5)
-    assert tta.fingerprint() == lite0_random.fingerprint() + "|tta=flip"
-
-
-def test_flip_tta_is_a_config_switch(lite0_random):
-    from mmsent.config import EncoderConfig
-    from mmsent.encoders.registry import create_encoders_from_config
-
-    image, _ = create_encoders_from_config(EncoderConfig(image="efficientnet-lite0", text="vader", image_tta=True),
-                                           pretrained=False)
-    assert image.flip_tta and image.fingerprint().endswith("|tta=flip")

@@ -11,7 +11,6 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from itertools import islice
 from pathlib import Path
 
@@ -46,8 +45,6 @@ class ConvImageEncoder(ImageEncoder):
         device: ``auto``/``cpu``/``cuda``.
         weights_file: the file the weights came from (hashed for the fingerprint); None hashes the state dict.
         decode_workers: threads that decode JPEGs while the network runs.
-        flip_tta: also encode each crop mirrored left-right and average the two feature maps (the mirrored map
-            mirrored back, so grid tokens stay aligned); twice the network time.
     """
 
     preprocess = ImagePreprocess()
@@ -64,7 +61,6 @@ class ConvImageEncoder(ImageEncoder):
         weights_file: str | Path | None = None,
         decode_workers: int = 2,
         backend: str = "torch",
-        flip_tta: bool = False,
     ) -> None:
         map_side = math.ceil(self.preprocess.input_size / self.stride)
         if not 0 <= grid <= map_side:
@@ -76,7 +72,6 @@ class ConvImageEncoder(ImageEncoder):
         self.weights_file = Path(weights_file) if weights_file is not None else None
         self.decode_workers = max(1, int(decode_workers))
         self.backend = resolve_backend(backend, self.device)
-        self.flip_tta = bool(flip_tta)
         self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @property
@@ -101,7 +96,6 @@ class ConvImageEncoder(ImageEncoder):
         return (
             f"{self.name}|weights={weights}|input={pre.input_size}|resize={pre.resize_size}|resample={resample}"
             f"|mean={pre.mean}|std={pre.std}|grid={self.grid}|{self.lib_versions}|code=v{_CODE_VERSION}"
-            + ("|tta=flip" if self.flip_tta else "")
         )
 
     def __repr__(self) -> str:
@@ -150,24 +144,18 @@ class ConvImageEncoder(ImageEncoder):
         cells = F.adaptive_avg_pool2d(fmap, self.grid) if self.grid > 0 else fmap
         return fmap.mean(dim=(2, 3)), cells.flatten(2).transpose(1, 2)
 
-    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised input -> final feature map through the chosen runtime (float32 for the OpenVINO ones)."""
-        if self.backend == "torch":
-            return self.forward_features(x)
-        if self._compiled is None:
-            parts = ((lambda x: self.forward_trunk(x, FP32_BLOCKS), lambda x: self.forward_top(x, FP32_BLOCKS))
-                     if keeps_fp32_trunk(self.backend, self.num_blocks) else None)
-            self._compiled = compile_features(self.forward_features, self.net, self.preprocess.input_size,
-                                              self.backend, trunk_and_top=parts)
-        return self._compiled(x)
-
     def encode_pixels(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.inference_mode(), inference_autocast(self.device) if self.backend == "torch" else nullcontext():
-            x = self.normalize(pixels)
-            fmap = self.feature_map(x)
-            if self.flip_tta:
-                fmap = (fmap.float() + self.feature_map(x.flip(-1)).float().flip(-1)) / 2
-            pooled, tokens = self.forward_head(fmap)
+        if self.backend != "torch":
+            if self._compiled is None:
+                parts = ((lambda x: self.forward_trunk(x, FP32_BLOCKS), lambda x: self.forward_top(x, FP32_BLOCKS))
+                         if keeps_fp32_trunk(self.backend, self.num_blocks) else None)
+                self._compiled = compile_features(self.forward_features, self.net, self.preprocess.input_size,
+                                                  self.backend, trunk_and_top=parts)
+            with torch.inference_mode():
+                pooled, tokens = self.forward_head(self._compiled(self.normalize(pixels)))
+            return pooled, tokens.contiguous()
+        with torch.inference_mode(), inference_autocast(self.device):
+            pooled, tokens = self.forward_head(self.forward_features(self.normalize(pixels)))
         return pooled.cpu(), tokens.contiguous().cpu()
 
     def encode(
@@ -222,7 +210,6 @@ class EfficientNetLiteEncoder(ConvImageEncoder):
         device: str | torch.device = "auto",
         decode_workers: int = 2,
         backend: str = "torch",
-        flip_tta: bool = False,
     ) -> None:
         if model_name not in LITE_MODELS:
             raise ValueError(f"unknown EfficientNet-Lite model {model_name!r}; known: {', '.join(LITE_MODELS)}")
@@ -244,7 +231,7 @@ class EfficientNetLiteEncoder(ConvImageEncoder):
         self.num_blocks = len(net._blocks)
         super().__init__(
             model_name, net, grid=grid, device=device, weights_file=weights_path, decode_workers=decode_workers,
-            backend=backend, flip_tta=flip_tta,
+            backend=backend,
         )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

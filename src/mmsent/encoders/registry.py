@@ -155,7 +155,7 @@ def create_encoders_from_config(
         cache_dir: the run's cache folder, where derived model files (mpnet) are assembled.
     """
     image = create_image_encoder(cfg.image, grid=cfg.image_grid, pretrained=pretrained, device=cfg.device,
-                                 backend=cfg.backend, **({"flip_tta": True} if cfg.image_tta else {}))
+                                 backend=cfg.backend)
     text = create_text_encoder(
         cfg.text, max_length=cfg.text_max_length, pooling=cfg.text_pooling, device=cfg.device, cache_dir=cache_dir
     )
