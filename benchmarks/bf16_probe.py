@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from mmsent.encoders import create_image_encoder
-from mmsent.encoders.openvino_runtime import _compile
+from mmsent.encoders.openvino_runtime import compile_part
 
 
 def main() -> int:
@@ -43,17 +43,17 @@ def main() -> int:
         out = torch.cat([torch.from_numpy(forward(x[i:i + 32].numpy())) for i in range(0, len(x), 32)])
         return out.mean(dim=(2, 3)), len(x) / (time.perf_counter() - t0)
 
-    reference, speed = run(_compile(enc.forward_features, enc.network, shape, "f32"))
+    reference, speed = run(compile_part(enc.forward_features, enc.network, shape, "f32"))
     print(f"whole fp32: {speed:.1f} images/s", flush=True)
-    pooled, speed = run(_compile(enc.forward_features, enc.network, shape, "bf16"))
+    pooled, speed = run(compile_part(enc.forward_features, enc.network, shape, "bf16"))
     cos = torch.nn.functional.cosine_similarity(pooled, reference)
     print(f"whole bf16: {speed:.1f} images/s, min cosine {cos.min():.5f}, below 0.99: {(cos < 0.99).sum().item()}")
     low, high = ("bf16", "f32") if args.reverse else ("f32", "bf16")
     for k in (int(s) for s in args.splits.split(",")):
         with torch.no_grad():
             middle = tuple(enc.forward_trunk(torch.zeros(1, *shape), k).shape[1:])
-        trunk = _compile(lambda t, k=k: enc.forward_trunk(t, k), enc.network, shape, low)
-        top = _compile(lambda t, k=k: enc.forward_top(t, k), enc.network, middle, high)
+        trunk = compile_part(lambda t, k=k: enc.forward_trunk(t, k), enc.network, shape, low)
+        top = compile_part(lambda t, k=k: enc.forward_top(t, k), enc.network, middle, high)
         pooled, speed = run(lambda a, top=top, trunk=trunk: top(trunk(a)))
         cos = torch.nn.functional.cosine_similarity(pooled, reference)
         print(f"stem + blocks[:{k}] in {low}, the rest in {high}: {speed:.1f} images/s, min cosine {cos.min():.5f}, "

@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from mmsent.encoders import create_image_encoder
+from mmsent.encoders.openvino_runtime import convert_part
 
 
 def main() -> int:
@@ -42,12 +43,11 @@ def main() -> int:
     paths = sorted((args.data / "data").glob("*.jpg"))
 
     def crops(selected: list[Path]) -> torch.Tensor:
-        return enc.normalize(torch.from_numpy(np.stack([enc.crop(enc.open(p)) for p in selected])))
+        return enc.normalize(torch.from_numpy(np.stack([enc.load(p) for p in selected])))
 
     calibration, scored = crops(paths[-args.calibration:]), crops(paths[: args.images])
     shape = tuple(scored.shape[1:])
-    with torch.no_grad():
-        model = ov.convert_model(_Features(enc).eval(), example_input=torch.zeros(1, *shape), input=[(-1, *shape)])
+    model = convert_part(enc.forward_features, enc.network, shape)
     core = ov.Core()
 
     def run(model_to_run, precision: str) -> tuple[torch.Tensor, float]:
@@ -72,16 +72,6 @@ def main() -> int:
                   f"convolutions in float: {speed:.1f} images/s, min cosine {cos.min():.4f}, median "
                   f"{cos.median():.4f}, below 0.99: {(cos < 0.99).sum().item()}/{len(cos)}", flush=True)
     return 0
-
-
-class _Features(torch.nn.Module):
-    def __init__(self, encoder) -> None:
-        super().__init__()
-        self.network = encoder.network  # registered, so conversion sees the weights
-        self.encoder = encoder
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder.forward_features(x)
 
 
 if __name__ == "__main__":

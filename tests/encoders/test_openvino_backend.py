@@ -43,8 +43,8 @@ def test_bf16_keeps_the_stem_and_first_blocks_in_fp32(monkeypatch):
     import mmsent.encoders.openvino_runtime as runtime
 
     precisions = []
-    real = runtime._compile
-    monkeypatch.setattr(runtime, "_compile", lambda fn, net, shape, precision: precisions.append(
+    real = runtime.compile_part
+    monkeypatch.setattr(runtime, "compile_part", lambda fn, net, shape, precision: precisions.append(
         (shape, precision)) or real(fn, net, shape, precision))
     enc = create_image_encoder("efficientnet-lite0", grid=2, pretrained=False, device="cpu", backend="openvino-bf16")
     enc.encode_pixels(torch.zeros(1, 224, 224, 3, dtype=torch.uint8))

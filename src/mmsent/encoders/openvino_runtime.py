@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,15 +71,23 @@ class _Part(torch.nn.Module):
         return self.run(x)
 
 
-def _compile(forward: Callable[[torch.Tensor], torch.Tensor], network: torch.nn.Module,
-             input_shape: tuple[int, ...], precision: str) -> Callable[[np.ndarray], np.ndarray]:
-    """``forward`` compiled for any batch size of ``(B, *input_shape)`` inputs."""
+def convert_part(forward: Callable[[torch.Tensor], torch.Tensor], network: torch.nn.Module,
+                 input_shape: tuple[int, ...]) -> Any:
+    """``forward`` (reading ``network``'s weights) as an OpenVINO model for any batch size of ``(B, *input_shape)``."""
     import openvino as ov
 
     with torch.no_grad():
-        model = ov.convert_model(_Part(forward, network).eval(), example_input=torch.zeros(1, *input_shape),
-                                 input=[(-1, *input_shape)])
-    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision})
+        return ov.convert_model(_Part(forward, network).eval(), example_input=torch.zeros(1, *input_shape),
+                                input=[(-1, *input_shape)])
+
+
+def compile_part(forward: Callable[[torch.Tensor], torch.Tensor], network: torch.nn.Module,
+                 input_shape: tuple[int, ...], precision: str) -> Callable[[np.ndarray], np.ndarray]:
+    """``forward`` compiled for the CPU at ``precision`` (``f32`` or ``bf16``), any batch size."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(convert_part(forward, network, input_shape), "CPU",
+                                       {"INFERENCE_PRECISION_HINT": precision})
     return lambda x: np.asarray(compiled(np.ascontiguousarray(x))[0])
 
 
@@ -99,12 +108,12 @@ def compile_features(forward_features: Callable[[torch.Tensor], torch.Tensor], n
         trunk_fn, top_fn = trunk_and_top
         with torch.no_grad():
             middle = tuple(trunk_fn(torch.zeros(1, *shape)).shape[1:])
-        trunk, top = _compile(trunk_fn, network, shape, "f32"), _compile(top_fn, network, middle, "bf16")
+        trunk, top = compile_part(trunk_fn, network, shape, "f32"), compile_part(top_fn, network, middle, "bf16")
         forward = lambda x: top(trunk(x))
         precision = f"fp32 stem and {FP32_BLOCKS} blocks, bf16 above"
     else:
         precision = "bf16" if backend == "openvino-bf16" else "f32"
-        forward = _compile(forward_features, network, shape, precision)
+        forward = compile_part(forward_features, network, shape, precision)
     logger.info("image encoder compiled by OpenVINO %s (%s inference precision)", ov.__version__, precision)
 
     def run(x: torch.Tensor) -> torch.Tensor:
