@@ -37,8 +37,8 @@ def guids_of(root: Path) -> list[str]:
     return guids
 
 
-def read_images(root: Path, ocr_file: Path, side: int) -> dict[str, list[tuple[str, float]]]:
-    """guid -> [(line, score)], OCR-ing the images not in ``ocr_file`` yet."""
+def read_images(root: Path, ocr_file: Path, side: int, limit: int | None = None) -> dict[str, list[tuple[str, float]]]:
+    """guid -> [(line, score)], OCR-ing the images not in ``ocr_file`` yet (at most ``limit`` of them)."""
     from rapidocr_onnxruntime import RapidOCR
 
     done: dict[str, list[tuple[str, float]]] = {}
@@ -46,7 +46,7 @@ def read_images(root: Path, ocr_file: Path, side: int) -> dict[str, list[tuple[s
         for line in ocr_file.read_text(encoding="utf-8").splitlines():
             rec = json.loads(line)
             done[rec["guid"]] = [(t, s) for t, s in rec["lines"]]
-    todo = [g for g in guids_of(root) if g not in done]
+    todo = [g for g in guids_of(root) if g not in done][:limit]
     engine = RapidOCR(det_limit_side_len=side, det_limit_type="max", use_cls=False)
     t0 = time.perf_counter()
     with ocr_file.open("a", encoding="utf-8") as fh:
@@ -86,12 +86,17 @@ def write_copy(root: Path, out: Path, ocr: dict[str, list[tuple[str, float]]], m
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "datasets" / "lab5")
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path, help="where the dataset copy goes (required without --limit)")
     ap.add_argument("--ocr-file", type=Path, default=Path("/tmp/ocr_lab5.jsonl"))
     ap.add_argument("--side", type=int, default=640)
     ap.add_argument("--min-score", type=float, default=0.6)
+    ap.add_argument("--limit", type=int, help="only time OCR on this many more images; no dataset copy")
     args = ap.parse_args()
-    ocr = read_images(args.data, args.ocr_file, args.side)
+    ocr = read_images(args.data, args.ocr_file, args.side, args.limit)
+    if args.limit is not None:
+        return 0
+    if args.out is None:
+        ap.error("--out is required to write the dataset copy")
     with_text = write_copy(args.data, args.out, ocr, args.min_score)
     print(f"{with_text} of {len(guids_of(args.data))} images have text ({with_text / len(guids_of(args.data)):.1%}); "
           f"dataset copy in {args.out}")
