@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -312,7 +311,7 @@ def finetune(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(
     from mmsent.training import distributed
 
     cfg.finetune.enabled = True
-    if out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # before joining: no process waits for this one
+    if out is None and distributed.launched_processes() > 1:  # before joining: no process waits for this one
         console.print("[red]error:[/red] give --out under torchrun: every process must write to the same run folder")
         raise typer.Exit(2)
     distributed.init_from_env()  # under torchrun: one process per CPU group or GPU

@@ -32,6 +32,11 @@ def is_main() -> bool:
     return world()[0] == 0
 
 
+def launched_processes() -> int:
+    """How many processes ``torchrun`` started (``WORLD_SIZE``; 1 without it), known before joining the group."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init_from_env() -> bool:
     """Joins the process group that ``torchrun`` describes in the environment (``WORLD_SIZE`` > 1).
 
@@ -39,7 +44,7 @@ def init_from_env() -> bool:
     per process, GPU ``LOCAL_RANK`` becomes this process's current device (so ``cuda`` means it). Returns whether
     this process is now part of a group of more than one process.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+    if launched_processes() <= 1 or not dist.is_available():
         return False
     if not dist.is_initialized():
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
