@@ -80,7 +80,8 @@ def test_config_can_be_a_mapping_or_any_object_and_may_lack_fields() -> None:
     from_dict = create_fusion_model("gated", 8, 6, {"hidden_dim": 12, "gate_from": "text"})
     from_obj = create_fusion_model("gated", 8, 6, SimpleNamespace(hidden_dim=12, gate_from="text"))
     for model in (from_dict, from_obj):
-        assert model.hparams == {"image_dim": 8, "text_dim": 6, "hidden_dim": 12, "dropout": 0.3, "gate_from": "text"}
+        assert model.hparams == {"image_dim": 8, "text_dim": 6, "hidden_dim": 12, "dropout": 0.3, "gate_from": "text",
+                                 "num_classes": 3}
 
 
 def test_overrides_win_and_are_checked() -> None:
@@ -96,7 +97,8 @@ def test_overrides_win_and_are_checked() -> None:
 def test_gated_built_with_its_defaults() -> None:
     model = create_fusion_model("gated", 8, 6)
     assert isinstance(model, GatedFusion) and model.fusion_name == "gated"
-    assert model.hparams == {"image_dim": 8, "text_dim": 6, "hidden_dim": 256, "dropout": 0.3, "gate_from": "image"}
+    assert model.hparams == {"image_dim": 8, "text_dim": 6, "hidden_dim": 256, "dropout": 0.3, "gate_from": "image",
+                             "num_classes": 3}
     assert model.gate.in_features == 8 and model.gate.out_features == 256 and model.value.in_features == 6
     assert model.explanation_info() == {"gate_from": "image"}
     inputs = make_inputs([2, 3])
@@ -224,7 +226,8 @@ def test_each_built_in_has_its_documented_defaults_and_uses_them(name: str) -> N
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. torch's nested-tensor warning for a pre-LN encoder
         model = create_fusion_model(name, 8, 6)
-    assert model.hparams == {"image_dim": 8, "text_dim": 6, "hidden_dim": 256, "dropout": 0.3, **DEFAULTS[name]}
+    assert model.hparams == {"image_dim": 8, "text_dim": 6, "hidden_dim": 256, "dropout": 0.3, **DEFAULTS[name],
+                             "num_classes": 3}
     dropouts = {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
     assert 0.3 in dropouts and dropouts <= {0.3, 0.1}
     widths = {m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)}

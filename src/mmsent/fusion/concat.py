@@ -30,12 +30,13 @@ class ConcatFusion(FusionModel):
 
     uses_tokens = False
 
-    def __init__(self, image_dim: int, text_dim: int, hidden_dim: int = 256, dropout: float = 0.3) -> None:
+    def __init__(self, image_dim: int, text_dim: int, hidden_dim: int = 256, dropout: float = 0.3,
+                 num_classes: int = len(LABELS)) -> None:
         super().__init__()
         self.image_proj = PooledProjection(image_dim, hidden_dim, dropout)
         self.text_proj = PooledProjection(text_dim, hidden_dim, dropout)
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(2 * hidden_dim, len(LABELS))
+        self.classifier = nn.Linear(2 * hidden_dim, num_classes)
 
     def forward(self, inputs: FusionInputs) -> torch.Tensor:
         fused = torch.cat([self.image_proj(inputs.image_pooled), self.text_proj(inputs.text_pooled)], dim=-1)

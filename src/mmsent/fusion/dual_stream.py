@@ -70,7 +70,7 @@ class DualStreamFusion(TokenFusion):
     def __init__(self, image_dim: int, text_dim: int, hidden_dim: int = 256, dropout: float = 0.3,
                  num_layers: int = 1, num_heads: int = 4, attn_dropout: float = 0.1,
                  combine: Literal["concat", "product"] = "concat", max_image_tokens: int = 144,
-                 max_text_tokens: int = 256) -> None:
+                 max_text_tokens: int = 256, num_classes: int = len(LABELS)) -> None:
         if combine not in ("concat", "product"):
             raise ValueError(f"combine must be 'concat' or 'product', got {combine!r}")
         super().__init__(image_dim, text_dim, hidden_dim, attn_dropout, max_image_tokens, max_text_tokens)
@@ -84,7 +84,7 @@ class DualStreamFusion(TokenFusion):
         self.image_norm = nn.LayerNorm(hidden_dim)
         self.text_norm = nn.LayerNorm(hidden_dim)
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear((2 if combine == "concat" else 1) * hidden_dim, len(LABELS))
+        self.classifier = nn.Linear((2 if combine == "concat" else 1) * hidden_dim, num_classes)
 
     def forward(self, inputs: FusionInputs) -> torch.Tensor:
         image_tokens, image_mask = ensure_nonempty(inputs.image_tokens, inputs.image_mask)

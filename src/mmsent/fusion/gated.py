@@ -28,7 +28,7 @@ class GatedFusion(FusionModel):
     config_fields = ("hidden_dim", "dropout", "gate_from")
 
     def __init__(self, image_dim: int, text_dim: int, hidden_dim: int = 256, dropout: float = 0.3,
-                 gate_from: Literal["image", "text"] = "image") -> None:
+                 gate_from: Literal["image", "text"] = "image", num_classes: int = len(LABELS)) -> None:
         super().__init__()
         if gate_from not in ("image", "text"):
             raise ValueError(f"gate_from must be 'image' or 'text', got {gate_from!r}")
@@ -41,7 +41,7 @@ class GatedFusion(FusionModel):
         self.gate = nn.Linear(gate_dim, hidden_dim)  # U
         self.value = nn.Linear(other_dim, hidden_dim)  # V
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(hidden_dim, len(LABELS))  # W
+        self.classifier = nn.Linear(hidden_dim, num_classes)  # W
 
     def explanation_info(self) -> dict[str, Any]:
         """``{"gate_from": ...}``: the modality that computed ``last_explanation["gate"]``."""

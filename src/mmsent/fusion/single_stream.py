@@ -75,7 +75,7 @@ class SingleStreamFusion(TokenFusion):
     def __init__(self, image_dim: int, text_dim: int, hidden_dim: int = 256, dropout: float = 0.3,
                  num_layers: int = 1, num_heads: int = 4, attn_dropout: float = 0.1,
                  pool: Literal["cls", "cls_mean"] = "cls_mean", max_image_tokens: int = 144,
-                 max_text_tokens: int = 256) -> None:
+                 max_text_tokens: int = 256, num_classes: int = len(LABELS)) -> None:
         if pool not in ("cls", "cls_mean"):
             raise ValueError(f"pool must be 'cls' or 'cls_mean', got {pool!r}")
         super().__init__(image_dim, text_dim, hidden_dim, attn_dropout, max_image_tokens, max_text_tokens)
@@ -87,7 +87,7 @@ class SingleStreamFusion(TokenFusion):
         self.encoder = transformer_encoder(hidden_dim, num_heads, num_layers, attn_dropout)
         self.norm = nn.LayerNorm(hidden_dim)
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear((3 if pool == "cls_mean" else 1) * hidden_dim, len(LABELS))
+        self.classifier = nn.Linear((3 if pool == "cls_mean" else 1) * hidden_dim, num_classes)
 
     def forward(self, inputs: FusionInputs) -> torch.Tensor:
         image_mask, text_mask = inputs.image_mask, inputs.text_mask

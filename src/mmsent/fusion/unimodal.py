@@ -17,12 +17,13 @@ class _UnimodalHead(FusionModel):
     uses_tokens = False
     _modality: str = ""
 
-    def __init__(self, image_dim: int, text_dim: int, hidden_dim: int = 256, dropout: float = 0.3) -> None:
+    def __init__(self, image_dim: int, text_dim: int, hidden_dim: int = 256, dropout: float = 0.3,
+                 num_classes: int = len(LABELS)) -> None:
         super().__init__()
         in_dim = image_dim if self._modality == "image" else text_dim
         self.proj = PooledProjection(in_dim, hidden_dim, dropout)
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(hidden_dim, len(LABELS))
+        self.classifier = nn.Linear(hidden_dim, num_classes)
 
     def forward(self, inputs: FusionInputs) -> torch.Tensor:
         x = inputs.image_pooled if self._modality == "image" else inputs.text_pooled
