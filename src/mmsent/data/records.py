@@ -11,7 +11,7 @@ class Example:
     """One image+text pair as read from disk."""
 
     guid: str  # from the label file; names data/{guid}.jpg and data/{guid}.txt
-    label: str | None  # one of mmsent.labels.LABELS, or None for unlabeled (test) rows
+    label: str | None  # a class of the task's label set, or None for unlabeled (test) rows
     text: str  # decoded, *uncleaned*
     text_encoding: str  # utf-8, gbk or cp1252
     image_path: Path
@@ -57,6 +57,8 @@ class LabDataset:
     test_skipped: dict[str, DataIssue] = field(default_factory=dict)
     test_order: list[str] = field(default_factory=list)  # every test row's guid in file order, skipped ones too
     validation: list[str] = field(default_factory=list)  # a validation split given with the data (a table's split=val)
+    # the class order the layout fixes (the lab format's and MVSA's positive/neutral/negative); None: sorted labels
+    label_order: tuple[str, ...] | None = None
 
     def labels(self) -> dict[str, str]:
         """guid -> label name of every labelled row."""
