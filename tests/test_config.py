@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
+import time
 import types
 import typing
 from pathlib import Path
@@ -448,3 +450,248 @@ def test_cli_run_with_a_typo_exits_with_one_line_and_reads_no_data(tmp_path, mon
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "finetune.text.mode" in lines[0] and "full, last_n, frozen" in lines[0], lines
     assert not (out / "data_report.json").exists()
+
+
+# --- strict reading: YAML that is refused before anything is built, numbers the code cannot take --------------------
+
+def _alias_bomb(depth: int) -> str:
+    """A config whose aliases double at each level: ``depth`` levels expand to 2**depth leaves."""
+    lines = ["compare:", "  model_overrides:", "    concat:", '      l0: &l0 ["x", "x"]']
+    lines += [f"      l{i}: &l{i} [*l{i - 1}, *l{i - 1}]" for i in range(1, depth + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def test_yaml_aliases_are_refused_before_they_expand(tmp_path):
+    # defect 6: an alias bomb under compare.model_overrides expanded exponentially before any check
+    (tmp_path / "small.yaml").write_text(_alias_bomb(1), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"small\.yaml: line 4: YAML anchors and aliases .* are not allowed"):
+        load_config(tmp_path / "small.yaml")
+    (tmp_path / "bomb.yaml").write_text(_alias_bomb(30), encoding="utf-8")
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match="anchors and aliases"):
+        load_config(tmp_path / "bomb.yaml")
+    assert time.perf_counter() - start < 2
+
+
+def test_yaml_merge_keys_are_refused(tmp_path):
+    # a merge key is the other way one mapping's keys land in another unseen; without aliases it is pointless
+    (tmp_path / "c.yaml").write_text("training:\n  <<: {lr: 0.5}\n  epochs: 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"c\.yaml: line 2: YAML merge keys \(<<\) are not allowed"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_duplicate_yaml_keys_name_the_key_and_its_line(tmp_path):
+    # defect 7: with two `training:` blocks the second replaced the first without a word
+    (tmp_path / "c.yaml").write_text("training:\n  lr: 0.1\ncompare:\n  seeds: [1]\ntraining:\n  epochs: 3\n",
+                                     encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "c.yaml")
+    assert str(err.value) == (f"cannot read config file {tmp_path / 'c.yaml'}: line 5: duplicate key 'training' "
+                              "(first at line 1); merge the two into one")
+    (tmp_path / "nested.yaml").write_text("training:\n  lr: 0.1\n  lr: 0.2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"line 3: duplicate key 'lr' \(first at line 2\)"):
+        load_config(tmp_path / "nested.yaml")
+
+
+def test_set_values_are_read_by_the_same_strict_yaml():
+    # a --set value may hold a YAML mapping or list: the same refusals apply there
+    with pytest.raises(ConfigError, match=r"compare\.model_overrides: duplicate key 'concat'"):
+        load_config(overrides=["compare.model_overrides={concat: {lr: 1}, concat: {lr: 2}}"])
+    with pytest.raises(ConfigError, match=r"compare\.model_overrides: YAML anchors and aliases"):
+        load_config(overrides=["compare.model_overrides={concat: &a {lr: 1}, gated: *a}"])
+    with pytest.raises(ConfigError, match=r"compare\.seeds: YAML anchors and aliases"):
+        load_config(overrides=["compare.seeds=[&a 1, *a]"])
+
+
+def test_python_tags_stay_refused(tmp_path):
+    (tmp_path / "c.yaml").write_text("training: !!python/object/apply:os.system ['echo hi']\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"c\.yaml: line 1: could not determine a constructor .*python/object"):
+        load_config(tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match=r"compare\.seeds"):
+        load_config(overrides=["compare.seeds=!!python/object/apply:os.system ['echo hi']"])
+
+
+def test_yaml_errors_are_one_line_naming_file_and_line(tmp_path):
+    (tmp_path / "c.yaml").write_text("training: [unclosed", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "c.yaml")
+    assert str(err.value).startswith(f"cannot read config file {tmp_path / 'c.yaml'}: line 1")
+    assert "\n" not in str(err.value)
+    (tmp_path / "deep.yaml").write_text("[" * 5000, encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"deep\.yaml: nested too deeply"):
+        load_config(tmp_path / "deep.yaml")
+
+
+def test_a_config_file_that_is_not_utf8_names_the_file_and_the_fix(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes("# réglages\ntraining:\n  lr: 0.01\n".encode("cp1252"))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == (f"config file {path} is not UTF-8 text (byte 0xe9 at offset 3); "
+                              "save it as UTF-8 and run again")
+    path.write_bytes("\ufefftraining:\n  lr: 0.01\n".encode("utf-8"))  # a byte-order mark is fine
+    assert load_config(path).training.lr == 0.01
+
+
+def test_a_missing_config_file_or_a_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "nope.yaml")
+    assert str(err.value) == f"config file {tmp_path / 'nope.yaml'} does not exist"
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path)
+    assert str(err.value) == f"config file {tmp_path} is a folder; give the YAML file inside it"
+
+
+def _keys_of(kind: type) -> list[str]:
+    """Every dotted key whose annotation takes ``kind`` (int or float), found from the dataclasses themselves."""
+    found: list[str] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        for f in dataclasses.fields(cls):
+            hint = typing.get_type_hints(cls)[f.name]
+            if dataclasses.is_dataclass(hint):
+                walk(hint, f"{prefix}{f.name}.")
+            elif kind in (typing.get_args(hint) or (hint,)) or (typing.get_args(hint) == (kind,)):
+                found.append(f"{prefix}{f.name}")
+
+    walk(RunConfig, "")
+    return found
+
+
+FLOAT_KEYS = _keys_of(float)
+INT_KEYS = _keys_of(int)
+
+
+def test_the_number_keys_are_found():
+    assert {"training.lr", "data.val_fraction", "finetune.text.layer_decay"} <= set(FLOAT_KEYS)
+    assert {"compare.seeds", "data.split_seed", "finetune.seed", "training.epochs", "compare.workers"} <= set(INT_KEYS)
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", ".inf", "nan", "1e400", "1" + "0" * 400])
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+def test_non_finite_numbers_are_refused_for_every_float_key(key, value):
+    # defect 10: training.lr=inf passed loading, then crashed `mmsent run`
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=[f"{key}={value}"])
+    assert re.match(rf"{re.escape(key)}: -?(inf|nan) is out of range; allowed: a finite number", str(err.value))
+
+
+def test_non_finite_numbers_are_refused_in_files_and_model_overrides(tmp_path):
+    (tmp_path / "c.yaml").write_text("training:\n  weight_decay: .inf\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"training\.weight_decay: inf is out of range; allowed: a finite number"):
+        load_config(tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match=r"compare\.model_overrides\.concat\.lr: inf is out of range"):
+        load_config(overrides=["compare.model_overrides.concat.lr=inf"])
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    # defect 10: seeds beyond what numpy / sklearn / torch seed with crashed the run ("Overflow when unpacking")
+    ("compare.seeds=100000000000000000000000",
+     "compare.seeds[0]: 100000000000000000000000 is out of range; allowed: an integer in [0, 4294967296)"),
+    ("compare.seeds=0,4294967296", "compare.seeds[1]: 4294967296 is out of range; allowed: an integer in [0, 42"),
+    ("compare.seeds=-1", "compare.seeds[0]: -1 is out of range; allowed: an integer in [0, 4294967296)"),
+    ("data.split_seed=-3", "data.split_seed: -3 is out of range; allowed: an integer in [0, 4294967296)"),
+    ("finetune.seed=4294967296", "finetune.seed: 4294967296 is out of range; allowed: an integer in [0, 42"),
+    ("training.epochs=2147483648",
+     "training.epochs: 2147483648 is out of range; allowed: an integer >= 1 and <= 2147483647"),
+    ("compare.seeds=1e23", "compare.seeds[0]: expected an integer, got '1e23'"),  # YAML 1.1: no dot, no number
+    ("training.batch_size=100000000000000000000", "training.batch_size: 100000000000000000000 is out of range"),
+    ("compare.model_overrides.concat.hidden_dim=1099511627776",
+     "compare.model_overrides.concat.hidden_dim: 1099511627776 is out of range; allowed: an integer >= 1 and"),
+    ("data.kfold=99999999999", "data.kfold: 99999999999 is out of range; allowed: null or an integer >= 2 and <="),
+])
+def test_integers_the_code_cannot_take_are_refused_with_the_range(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=[override])
+    assert str(err.value).startswith(message)
+
+
+def test_seed_and_integer_boundaries_that_are_allowed():
+    cfg = load_config(overrides=["compare.seeds=0,4294967295", "data.split_seed=0", "finetune.seed=4294967295",
+                                 "training.epochs=2147483647"])
+    assert cfg.compare.seeds == [0, 4294967295] and cfg.training.epochs == 2**31 - 1
+
+
+@pytest.mark.parametrize("override", ["training.epochs=true", "compare.seeds=[1, true]", "training.lr=yes",
+                                      "compare.model_overrides.concat.hidden_dim=true", "data.kfold=false"])
+def test_booleans_are_no_numbers(override):
+    with pytest.raises(ConfigError, match=r"expected .*, got (True|False|'false')"):
+        load_config(overrides=[override])
+
+
+def test_unknown_model_override_keys_are_refused_with_a_suggestion():
+    # defect 10: compare.model_overrides.concat.bogus=1 passed loading, then crashed `mmsent run`
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["compare.model_overrides.concat.bogus=1"])
+    message = str(err.value)
+    assert message.startswith("unknown config key 'compare.model_overrides.concat.bogus'; known keys here: ")
+    assert "hidden_dim" in message and "lr" in message and "pool" not in message
+    with pytest.raises(ConfigError, match=r"'compare\.model_overrides\.concat\.hiden_dim'.*did you mean 'hidden_dim'"):
+        load_config(overrides=["compare.model_overrides.concat.hiden_dim=64"])
+    with pytest.raises(ConfigError, match=r"'compare\.model_overrides\.single_stream\.pol'.*did you mean 'pool'\?"):
+        load_config(overrides=["compare.model_overrides.single_stream.pol=cls"])
+    # each model's own constructor arguments are known, inherited ones included
+    cfg = load_config(overrides=["compare.model_overrides.dual_stream.combine=product",
+                                 "compare.model_overrides.text_only.hidden_dim=64",
+                                 "compare.model_overrides.single_stream.max_text_tokens=128"])
+    assert cfg.compare.model_overrides["dual_stream"]["combine"] == "product"
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("compare.model_overrides.single_stream.pool=avg",
+     "compare.model_overrides.single_stream.pool: 'avg' is not one of cls, cls_mean"),
+    ("compare.model_overrides.single_stream.attn_dropout=1.5",
+     "compare.model_overrides.single_stream.attn_dropout: 1.5 is out of range; allowed: a number in [0, 1)"),
+    ("compare.model_overrides.dual_stream.attn_dropout=inf",
+     "compare.model_overrides.dual_stream.attn_dropout: inf is out of range; allowed: a finite number"),
+    ("compare.model_overrides.single_stream.max_text_tokens=many",
+     "compare.model_overrides.single_stream.max_text_tokens: expected an integer, got 'many'"),
+    ("compare.model_overrides.single_stream.max_image_tokens=0",
+     "compare.model_overrides.single_stream.max_image_tokens: 0 is out of range; allowed: an integer >= 1"),
+])
+def test_model_arguments_are_typed_and_ranged(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=[override])
+    assert str(err.value).startswith(message)
+
+
+def test_token_models_need_num_heads_to_divide_hidden_dim():
+    # the transformer asserts this when the model is built, deep inside `mmsent run`
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["training.num_heads=3"])
+    assert str(err.value) == ("compare.model_overrides.single_stream.hidden_dim=128 and training.num_heads=3 "
+                              "contradict each other: single_stream needs num_heads to divide hidden_dim")
+    with pytest.raises(ConfigError, match=r"^compare\.model_overrides\.dual_stream\.hidden_dim=128 and "
+                                          r"compare\.model_overrides\.dual_stream\.num_heads=5 contradict"):
+        load_config(overrides=["compare.model_overrides.dual_stream.num_heads=5"])
+    cfg = RunConfig()
+    cfg.compare.model_overrides = {}
+    cfg.training.hidden_dim = 130
+    with pytest.raises(ConfigError, match=r"^training\.hidden_dim=130 and training\.num_heads=4 contradict"):
+        validate(cfg)
+    cfg.compare.models = ["concat", "gated"]  # models without heads take any width
+    assert validate(cfg) is cfg
+
+
+def test_cli_refuses_a_bad_config_file_in_one_line_before_any_work(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from mmsent.cli import app
+
+    fake_pipeline = types.ModuleType("mmsent.pipeline")
+    fake_pipeline.run = lambda *args, **kwargs: pytest.fail("the pipeline ran on a bad config")
+    monkeypatch.setitem(sys.modules, "mmsent.pipeline", fake_pipeline)
+    bad = {"dup.yaml": "training:\n  lr: 0.1\ntraining:\n  epochs: 3\n".encode(),
+           "latin1.yaml": "# réglages\ntraining:\n  lr: 0.1\n".encode("cp1252"),
+           "bomb.yaml": _alias_bomb(24).encode()}
+    for name, content in bad.items():
+        (tmp_path / name).write_bytes(content)
+        result = CliRunner().invoke(app, ["run", "--config", str(tmp_path / name), "--out", str(tmp_path / "run")])
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("config error:") and name in lines[0], lines
+
+
+def test_the_number_of_classes_comes_from_the_task_not_from_model_overrides() -> None:
+    with pytest.raises(ConfigError, match="num_classes"):
+        load_config(overrides=["compare.model_overrides.concat.num_classes=5"])

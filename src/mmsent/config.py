@@ -3,6 +3,9 @@
 :func:`load_config` ends with :func:`validate`, so a typo fails before any data is read, naming the dotted key, the
 allowed values and, for a near miss, a "did you mean". Keys that can be switched off or left to the machine take
 ``null`` or ``auto``; the 0 earlier versions wrote for those still loads from a file or override as ``null``/``auto``.
+
+YAML (a file, a run folder's ``config.yaml`` or an override's value) is read strictly, refusing anchors, aliases,
+merge keys and duplicate keys before anything is built; numbers must be finite, integers within what the code takes.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import dataclasses
 import difflib
 import functools
 import importlib.util
+import math
 import re
 import sys
 import types
@@ -25,6 +29,12 @@ import yaml
 
 # "cuda:<index>" (e.g. cuda:1) is accepted as well, for a machine with several GPUs
 Device = Literal["auto", "cpu", "cuda"]
+
+# numpy, scikit-learn and torch all take a seed in [0, 2**32)
+_SEEDS = "[0, 4294967296)"
+# Integers with no upper bound of their own stop here: larger ones overflow the C ints that torch, numpy and the
+# tokenizers take (and no count in a config means anything near it).
+_INT_LIMIT = 2**31 - 1
 
 
 def _ranged(default: Any, allowed: str) -> Any:
@@ -43,7 +53,7 @@ class DataConfig:
     format: Literal["lab", "mvsa-single", "mvsa-multiple", "table"] = "lab"
     on_error: Literal["raise", "skip"] = "raise"
     val_fraction: float = _ranged(0.15, "(0, 1)")
-    split_seed: int = 13
+    split_seed: int = _ranged(13, _SEEDS)
     # None: one stratified train/validation split (val_fraction). k >= 2: stratified k-fold cross-validation: every
     # model trains on every fold, each labelled row is scored once by models that never saw it (out-of-fold), and the
     # predictor averages the k fold models (all written as split_fold{i}.csv).
@@ -110,7 +120,7 @@ class CompareConfig:
     models: list[str] = field(
         default_factory=lambda: ["concat", "gated", "single_stream", "dual_stream", "text_only", "image_only"]
     )
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"range": _SEEDS})
     # What predicts: "ensemble" (the mean probability of every compared design), "best" (the design with the best mean
     # held-out macro-F1) or one of `models`.
     predict_with: str = "ensemble"
@@ -176,7 +186,7 @@ class FinetuneConfig:
     """Unimodal fine-tuning of the encoders on the split's training rows before feature extraction."""
 
     enabled: bool = False
-    seed: int = 0
+    seed: int = _ranged(0, _SEEDS)
     # share of the *training* rows held out inside the fine-tuning for early stopping and the best epoch (the run's
     # validation rows never take part); 0: train on every training row for exactly `epochs`, keep the last weights
     holdout_fraction: float = _ranged(0.1, "[0, 1)")
@@ -232,6 +242,79 @@ _RETIRED: dict[str, tuple[str, str]] = {
     "training.refit": ("", "refit on all training rows measured below fold averaging and was removed"),
 }
 
+# --- strict YAML ---------------------------------------------------------------------------------------------------
+
+class _Refused(yaml.MarkedYAMLError):
+    """YAML that :class:`_StrictLoader` refuses although the YAML spec allows it."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (no ``!!python`` tags) that also refuses, before building anything, what lets a config
+    say one thing and mean another: anchors and aliases (a few lines of them expand to billions of values), merge
+    keys, and a key given twice in one mapping (YAML would keep the last without a word)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _Refused(problem="YAML anchors and aliases (&name, *name) are not allowed in a config; "
+                                   "write each value out", problem_mark=event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            mark = key_node.start_mark
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise _Refused(problem="YAML merge keys (<<) are not allowed in a config; write the keys out",
+                               problem_mark=mark)
+            key = self.construct_object(key_node, deep=True)
+            try:
+                seen = first.setdefault(key, mark)
+            except TypeError:  # an unhashable key: the base class refuses it with its own message
+                continue
+            if seen is not mark:
+                raise _Refused(problem=f"duplicate key {key!r} (first at line {seen.line + 1}); merge the two into "
+                                       "one", problem_mark=mark)
+        return super().construct_mapping(node, deep)
+
+
+def _load_yaml(text: str) -> Any:
+    """``text`` read by :class:`_StrictLoader`; raises ``yaml.YAMLError`` or ``RecursionError`` (deep nesting)."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line, its line number first (PyYAML's own message spans several lines)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark or exc.context_mark
+        context = f" ({exc.context})" if exc.context else ""
+        return f"line {mark.line + 1}: {exc.problem}{context}" if mark else exc.problem + context
+    return " ".join(str(exc).split())
+
+
+def _read_yaml_file(path: Path) -> Any:
+    """The YAML in the file ``path``, read strictly; every way it can fail is a :class:`ConfigError` naming it."""
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; give the YAML file inside it")
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8-sig")  # a byte-order mark some editors write is no content
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                          f"{exc.start}); save it as UTF-8 and run again") from None
+    try:
+        return _load_yaml(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot read config file {path}: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"cannot read config file {path}: nested too deeply to be a config") from None
+
+
 _SIMPLE = {type(None): "null", bool: "true/false", int: "an integer", float: "a number", str: "a string",
            dict: "a mapping"}
 
@@ -272,10 +355,19 @@ def _not_allowed(head: str, value: Any, choices: Sequence[Any], sep: str = "; al
     return ConfigError(f"{head}{sep}{', '.join(map(str, choices))}{tail}{_did_you_mean(value, choices)}")
 
 
-def _parse(text: str) -> Any:
-    """A command-line string as YAML reads it (``5`` -> 5, ``true`` -> True); the string itself if it is no YAML."""
+def _parse(text: str, where: str) -> Any:
+    """A command-line string as YAML reads it (``5`` -> 5, ``true`` -> True); the string itself if it is no YAML.
+
+    Raises:
+        ConfigError: naming ``where``, for what :class:`_StrictLoader` refuses (an override's value may hold a whole
+            mapping, so an alias bomb or a duplicate key can come this way too).
+    """
     try:
-        return yaml.safe_load(text)
+        return _load_yaml(text)
+    except _Refused as exc:
+        raise ConfigError(f"{where}: {exc.problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply to be a config value") from None
     except yaml.YAMLError:
         return text
 
@@ -306,14 +398,15 @@ def _coerce(value: Any, hint: Any, where: str, parse: bool = True) -> Any:
     if get_origin(hint) is list:
         if parse and isinstance(value, str):  # "[a, b]", or "a,b" / a single item from the command line
             text = value.strip()
-            value = _parse(text) if text.startswith("[") else [v.strip() for v in text.split(",") if v.strip()]
+            items = [v.strip() for v in text.split(",") if v.strip()]
+            value = _parse(text, where) if text.startswith("[") else items
         elif parse and value is not None and not isinstance(value, (list, dict)):
             value = [value]  # a single item
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected {_describe(hint)}, got {value!r}")
         return [_coerce(v, get_args(hint)[0], f"{where}[{i}]", parse) for i, v in enumerate(value)]
     if parse and isinstance(value, str) and hint is not str:
-        value = _parse(value)
+        value = _parse(value, where)
         if hint is float and isinstance(value, str):  # YAML 1.1 reads "5e-4" (no dot) as a string
             with contextlib.suppress(ValueError):
                 value = float(value)
@@ -321,7 +414,15 @@ def _coerce(value: Any, hint: Any, where: str, parse: bool = True) -> Any:
     if not isinstance(value, python_type) or (isinstance(value, bool) and hint is not bool):
         quote = " (quote it in YAML)" if hint is str else ""
         raise ConfigError(f"{where}: expected {_describe(hint)}, got {value!r}{quote}")
-    return float(value) if parse and hint is float else value
+    return _to_float(value) if parse and hint is float else value
+
+
+def _to_float(value: float) -> float:
+    """``float(value)``, with an integer too large for a float as infinity (which the range check then refuses)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def _in_range(value: float, allowed: str) -> bool:
@@ -336,13 +437,32 @@ def _in_range(value: float, allowed: str) -> bool:
 
 
 def _check_range(value: Any, hint: Any, allowed: str | None, where: str) -> None:
-    """Refuses a number outside ``allowed``; ``value`` already has a type ``hint`` takes."""
-    if allowed is None or value is None or isinstance(value, (bool, str)) or _in_range(value, allowed):
+    """Refuses a number outside ``allowed``, a non-finite one, and an integer beyond :data:`_INT_LIMIT` where
+    ``allowed`` sets no upper bound; ``value`` already has a type ``hint`` takes (a list: each item is checked)."""
+    if isinstance(value, list):
+        item = get_args(hint)[0] if get_origin(hint) is list else Any
+        for i, v in enumerate(value):
+            _check_range(v, item, allowed, f"{where}[{i}]")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
     members = get_args(hint) if _is_union(hint) else (hint,)
-    kind = "an integer" if int in members else "a number"
-    bounds = allowed if allowed.startswith(">") else f"in {allowed}"
-    options = [*(_describe(m) for m in members if m not in (int, float)), f"{kind} {bounds}"]
+    integer = int in members
+    if not integer:  # an int where a float is taken stands for that float, and may be too large for one
+        value = _to_float(value)
+    open_top = allowed is None or allowed.startswith(">")
+    too_large = integer and open_top and abs(value) > _INT_LIMIT
+    finite = integer or math.isfinite(value)
+    if finite and not too_large and (allowed is None or _in_range(value, allowed)):
+        return
+    kind = "an integer" if integer else "a number" if finite else "a finite number"
+    if allowed is None:
+        bounds = f" in [{-_INT_LIMIT - 1}, {_INT_LIMIT}]" if integer else ""
+    elif open_top:
+        bounds = f" {allowed}" + (f" and <= {_INT_LIMIT}" if integer else "")
+    else:
+        bounds = f" in {allowed}"
+    options = [*(_describe(m) for m in members if m not in (int, float, Any)), f"{kind}{bounds}"]
     raise ConfigError(f"{where}: {value!r} is out of range; allowed: {' or '.join(options)}")
 
 
@@ -364,28 +484,33 @@ def _value(value: Any, hint: Any, allowed: str | None, where: str, parse: bool) 
 
 
 def _model_overrides(overrides: dict[Any, Any], parse: bool) -> dict[Any, Any]:
-    """Each model's ``training`` keys typed as :func:`_value` does; model arguments are the model's to check."""
+    """Each model's ``training`` keys typed as :func:`_value` does, and its constructor arguments by their
+    annotations (:func:`_model_arguments`); :func:`_check_model_overrides` refuses the keys that are neither."""
     train = _fields(TrainConfig)
+    arguments = _model_arguments()
     typed: dict[Any, Any] = {}
     for model, args in overrides.items():
         where = f"compare.model_overrides.{model}"
         if not isinstance(args, dict):
             raise ConfigError(f"{where}: expected a mapping of training keys (or model arguments) to values, "
                               f"got {args!r}")
-        typed[model] = {k: _value(v, *train[k], f"{where}.{k}", parse) if k in train else v for k, v in args.items()}
+        own = {k: (hint, _MODEL_ARGUMENT_RANGES.get(k)) for k, hint in
+               arguments.get(_fusion_key(str(model)), {}).items() if hint is not Any}
+        typed[model] = {k: _value(v, *(train.get(k) or own[k]), f"{where}.{k}", parse) if k in train or k in own
+                        else v for k, v in args.items()}
     return typed
 
 
 # --- loading --------------------------------------------------------------------------------------------------------
 
-def _merge_dict(current: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """Merges a nested mapping (config file or ``a.b.c=v`` override) into a free-form dict field."""
+def _merge_dict(current: dict[str, Any], update: dict[str, Any], where: str) -> dict[str, Any]:
+    """Merges a nested mapping (config file or ``a.b.c=v`` override) into the free-form dict field ``where``."""
     merged = dict(current)
     for key, value in update.items():
         if isinstance(value, dict):
-            merged[key] = _merge_dict(merged.get(key) or {}, value)
+            merged[key] = _merge_dict(merged.get(key) or {}, value, f"{where}.{key}")
         else:
-            merged[key] = _parse(value) if isinstance(value, str) else value
+            merged[key] = _parse(value, f"{where}.{key}") if isinstance(value, str) else value
     return merged
 
 
@@ -395,7 +520,7 @@ def _drop_retired(where: str, value: Any) -> None:
     if sub:
         value = value.get(sub, False) if isinstance(value, dict) else value
         where = f"{where}.{sub}"
-    flag = _parse(value) if isinstance(value, str) else value
+    flag = _parse(value, where) if isinstance(value, str) else value
     if flag not in (False, None, 0):  # 0: data.fold's default
         raise ConfigError(f"{where}: {flag!r} is no longer supported: {why}; remove the key")
 
@@ -414,7 +539,7 @@ def _apply(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
                 raise ConfigError(f"'{where}' is a section; give it a mapping, not {value!r}")
             _apply(getattr(obj, key), value, prefix=f"{where}.")
         elif get_origin(fields[key][0]) is dict:
-            merged = _merge_dict(getattr(obj, key), _coerce(value, fields[key][0], where))
+            merged = _merge_dict(getattr(obj, key), _coerce(value, fields[key][0], where), where)
             setattr(obj, key, _model_overrides(merged, parse=True) if where == "compare.model_overrides" else merged)
         else:
             setattr(obj, key, _value(value, *fields[key], where, parse=True))
@@ -429,10 +554,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     cfg = RunConfig()
     if path is not None:
         p = Path(path)
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read config file {p}: {exc}") from exc
+        data = _read_yaml_file(p) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"config file {p} must hold a mapping at the top level")
         _apply(cfg, data)
@@ -505,12 +627,64 @@ def _fusion_names() -> list[str]:
     registry = sys.modules.get("mmsent.fusion.registry")
     if registry is not None:
         return registry.list_fusion_models()
-    folders = importlib.util.find_spec("mmsent.fusion").submodule_search_locations  # imports nothing below it
-    files = sorted(path for folder in folders for path in Path(folder).glob("*.py"))
-    calls = [node for path in files for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
-             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "register_fusion_model"]
+    calls = [node for tree in _fusion_sources() for node in ast.walk(tree) if _is_registration(node)]
     names = [_fusion_key(str(c.args[0].value)) for c in calls if c.args and isinstance(c.args[0], ast.Constant)]
     return list(dict.fromkeys(names))
+
+
+def _fusion_sources() -> list[ast.Module]:
+    """The parsed modules of the ``mmsent.fusion`` package folder(s), read without importing them (nor torch)."""
+    folders = importlib.util.find_spec("mmsent.fusion").submodule_search_locations  # imports nothing below it
+    files = sorted(path for folder in folders for path in Path(folder).glob("*.py"))
+    return [ast.parse(path.read_text(encoding="utf-8")) for path in files]
+
+
+def _is_registration(node: ast.AST) -> bool:
+    return isinstance(node, ast.Call) and getattr(node.func, "id", None) == "register_fusion_model"
+
+
+# Ranges of the built-in models' own constructor arguments, whose annotations give only the type.
+_TASK_ARGUMENTS = {"num_classes"}  # the task's label set sets these; a config never does
+_MODEL_ARGUMENT_RANGES = {"attn_dropout": "[0, 1)", "max_image_tokens": ">= 1", "max_text_tokens": ">= 1"}
+_PLAIN_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _annotation(node: ast.expr | None) -> Any:
+    """The type an annotation names when it is a plain type or a Literal of constants; ``Any`` (unchecked) else."""
+    if isinstance(node, ast.Name):
+        return _PLAIN_TYPES.get(node.id, Any)
+    if isinstance(node, ast.Subscript) and getattr(node.value, "id", None) == "Literal":
+        items = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        if all(isinstance(item, ast.Constant) for item in items):
+            return Literal[tuple(item.value for item in items)]
+    return Any
+
+
+@functools.cache  # read once per process, as the registry imports the package's modules once
+def _model_arguments() -> dict[str, dict[str, Any]]:
+    """Per fusion model the package's files register by decorator: its constructor arguments after ``image_dim``
+    and ``text_dim`` (an inherited ``__init__`` included) with their types. Read from the source as
+    :func:`_fusion_names` does, so checking the model overrides imports no torch; a model registered in code is
+    missing here, and its overrides are the constructor's to check."""
+    classes: dict[str, ast.ClassDef] = {}
+    registered: list[tuple[str, str]] = []
+    for tree in _fusion_sources():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                classes[node.name] = node
+                registered += [(_fusion_key(str(d.args[0].value)), node.name) for d in node.decorator_list
+                               if _is_registration(d) and d.args and isinstance(d.args[0], ast.Constant)]
+    found: dict[str, dict[str, Any]] = {}
+    for name, cls in registered:
+        while cls in classes:
+            node = classes[cls]
+            init = next((f for f in node.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"), None)
+            if init is not None:
+                arguments = [*init.args.args[3:], *init.args.kwonlyargs]  # after self, image_dim, text_dim
+                found[name] = {a.arg: _annotation(a.annotation) for a in arguments if a.arg not in _TASK_ARGUMENTS}
+                break
+            cls = next((b.id for b in node.bases if isinstance(b, ast.Name)), "")
+    return found
 
 
 def _check_names(cfg: RunConfig) -> None:
@@ -532,10 +706,7 @@ def _check_names(cfg: RunConfig) -> None:
         why = "is not among compare.models" if choice in known else "is not a model name"
         raise _not_allowed(f"compare.predict_with: {compare.predict_with!r} {why}", choice,
                            ["ensemble", "best", *compare.models])
-    for model in compare.model_overrides:
-        if _fusion_key(str(model)) not in known:
-            raise _not_allowed(f"compare.model_overrides: unknown model {model!r}", _fusion_key(str(model)), known)
-    _model_overrides(compare.model_overrides, parse=False)
+    _check_model_overrides(cfg, known)
 
     from mmsent.encoders.registry import (  # here: the registry imports this module
         IMAGE_ALIASES,
@@ -566,6 +737,39 @@ def _check_names(cfg: RunConfig) -> None:
     if sep and not weights.strip():
         raise ConfigError(f"encoders.image: {name!r} has no weights file after ':'; "
                           f"give {base}:/path/to/weights.pth or just {base}")
+
+
+def _check_model_overrides(cfg: RunConfig, known: list[str]) -> None:
+    """Each model override: a registered model; training keys typed and ranged as under ``training``; other keys
+    among the model's constructor arguments, typed by their annotations; and, for each compared token model,
+    num_heads dividing hidden_dim."""
+    overrides = cfg.compare.model_overrides
+    for model in overrides:
+        if _fusion_key(str(model)) not in known:
+            raise _not_allowed(f"compare.model_overrides: unknown model {model!r}", _fusion_key(str(model)), known)
+    train = _fields(TrainConfig)
+    arguments = _model_arguments()
+    for model, args in overrides.items():
+        own = arguments.get(_fusion_key(str(model)))
+        for key in args if own is not None else ():  # a model registered in code checks its own arguments
+            if key not in train and key not in own:
+                raise _not_allowed(f"unknown config key 'compare.model_overrides.{model}.{key}'", str(key),
+                                   sorted({*train, *own}), "; known keys here: ")
+    _model_overrides(overrides, parse=False)
+    for model in cfg.compare.models:  # only these are built (the defaults' overrides cannot be removed)
+        if "num_heads" in arguments.get(_fusion_key(model), {}):
+            _check_heads(cfg, model, overrides.get(model, {}))
+
+
+def _check_heads(cfg: RunConfig, model: str, overrides: dict[str, Any]) -> None:
+    """A token model's attention splits hidden_dim into num_heads parts; torch asserts it only when the model is built,
+    deep in a run."""
+    (width, width_key), (heads, heads_key) = (
+        (overrides[name], f"compare.model_overrides.{model}.{name}") if name in overrides
+        else (getattr(cfg.training, name), f"training.{name}") for name in ("hidden_dim", "num_heads"))
+    if width % heads:
+        raise ConfigError(f"{width_key}={width} and {heads_key}={heads} contradict each other: {model} needs "
+                          "num_heads to divide hidden_dim")
 
 
 def validate(cfg: RunConfig) -> RunConfig:
