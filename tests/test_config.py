@@ -695,3 +695,13 @@ def test_cli_refuses_a_bad_config_file_in_one_line_before_any_work(tmp_path, mon
 def test_the_number_of_classes_comes_from_the_task_not_from_model_overrides() -> None:
     with pytest.raises(ConfigError, match="num_classes"):
         load_config(overrides=["compare.model_overrides.concat.num_classes=5"])
+
+
+def test_a_fixed_label_set_is_checked_at_load() -> None:
+    assert load_config(overrides=["data.labels=happy,sad", "data.positive_label=sad"]).data.labels == ["happy", "sad"]
+    with pytest.raises(ConfigError, match=r"data.labels: .*repeats \['a'\]"):
+        load_config(overrides=["data.labels=a,a"])
+    with pytest.raises(ConfigError, match=r"data.labels: .*2 to"):
+        load_config(overrides=["data.labels=a"])
+    with pytest.raises(ConfigError, match=r"data.positive_label: 'calm' is not one of data.labels"):
+        load_config(overrides=["data.labels=happy,sad", "data.positive_label=calm"])

@@ -49,8 +49,14 @@ class DataConfig:
     root: str | None = None  # None: the bundled sample dataset
     # lab: train.txt / test_without_label.txt; mvsa-single / mvsa-multiple: a release's labelResultAll.txt, whose
     # per-annotator labels are fused by the standard rule (see mmsent.data.mvsa); table: root is one CSV / JSONL /
-    # Parquet file with id, text or text_path, image or image_path, optional label and split (see mmsent.data.table)
-    format: Literal["lab", "mvsa-single", "mvsa-multiple", "table"] = "lab"
+    # Parquet file with id, text or text_path, image or image_path, optional label and split (see mmsent.data.table);
+    # splits: train / dev / test files of a published protocol (mmsent.data.split_files); hfm: the HFM sarcasm
+    # release (mmsent.data.hfm); tumemo: the TumEmo release with split files (mmsent.data.tumemo)
+    format: Literal["lab", "mvsa-single", "mvsa-multiple", "table", "splits", "hfm", "tumemo"] = "lab"
+    # the task's classes in the models' output order; None: the order the format fixes, else the sorted training labels
+    labels: list[str] | None = None
+    # a binary task's class whose F1 is reported beside macro-F1 (e.g. sarcastic); None: none
+    positive_label: str | None = None
     on_error: Literal["raise", "skip"] = "raise"
     val_fraction: float = _ranged(0.15, "(0, 1)")
     split_seed: int = _ranged(13, _SEEDS)
@@ -583,8 +589,21 @@ def _check_section(obj: Any, prefix: str) -> None:
             raise ConfigError(f"'{where}' is a section; expected a {hint.__name__}, got {value!r}")
 
 
+def _check_labels(data: DataConfig) -> None:
+    """``data.labels`` is a usable label set and ``data.positive_label`` one of its classes."""
+    from mmsent.labels import LabelError, LabelSet  # torch-free
+
+    try:
+        labels = None if data.labels is None else LabelSet(tuple(data.labels))
+    except LabelError as exc:
+        raise ConfigError(f"data.labels: {exc}") from None
+    if data.positive_label is not None and labels is not None and data.positive_label not in labels:
+        raise ConfigError(f"data.positive_label: {data.positive_label!r} is not one of data.labels {data.labels}")
+
+
 def _check_contradictions(cfg: RunConfig) -> None:
     data = cfg.data
+    _check_labels(data)
     if data.kfold is not None and cfg.finetune.enabled:
         raise ConfigError(f"data.kfold={data.kfold} and finetune.enabled contradict each other: fine-tuning per fold "
                           "is not supported yet (a fold's validation rows must not reach its fine-tuning); set "
