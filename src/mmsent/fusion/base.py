@@ -63,5 +63,11 @@ class FusionModel(nn.Module):
         """Fixed facts needed to read ``last_explanation`` (none by default)."""
         return {}
 
+    @property
+    def num_classes(self) -> int:
+        """The width of the logits, as ``create_fusion_model`` recorded it (3, the sentiment classes, otherwise)."""
+        hparams = self.__dict__.get("hparams") or {}
+        return int(hparams.get("num_classes", 3))
+
     def forward(self, inputs: FusionInputs) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -21,7 +21,7 @@ from mmsent.device import resolve_device
 from mmsent.features.featureset import FeatureSet
 from mmsent.fusion.base import FusionModel
 from mmsent.fusion.registry import create_fusion_model
-from mmsent.labels import label_to_index
+from mmsent.labels import LabelSet, LabelsLike, as_label_set
 from mmsent.training.metrics import compute_metrics, format_metrics
 from mmsent.training.seed import set_seed
 from mmsent.training.trainer import predict_proba, take_batch, to_inputs, train_model
@@ -186,11 +186,11 @@ def held_out_probs(parts: Sequence[Comparison], model: str) -> np.ndarray:
     return np.concatenate([np.mean([r.val_probs for r in part.runs if r.model == model], axis=0) for part in parts])
 
 
-def _label_indices(labels: dict[str, str], guids: Sequence[str], what: str) -> np.ndarray:
+def _label_indices(labels: dict[str, str], guids: Sequence[str], what: str, label_set: LabelSet) -> np.ndarray:
     missing = [g for g in guids if g not in labels]
     if missing:
         raise KeyError(f"{len(missing)} {what} guid(s) have no label, e.g. {missing[:5]}")
-    return np.array([label_to_index(labels[g]) for g in guids], dtype=np.int64)
+    return np.array([label_set.index(labels[g]) for g in guids], dtype=np.int64)
 
 
 def split_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
@@ -255,7 +255,8 @@ def _run_in_processes(fn: Callable[[Any], Any], jobs: Sequence[Any], workers: in
 
 def compare_models(features: FeatureSet, labels: dict[str, str], split: SplitLike, models: Sequence[str],
                    seeds: Sequence[int], cfg: TrainConfig, progress: bool = True,
-                   model_overrides: dict[str, dict[str, Any]] | None = None, workers: int | str = "auto") -> Comparison:
+                   model_overrides: dict[str, dict[str, Any]] | None = None, workers: int | str = "auto",
+                   label_set: LabelsLike | None = None) -> Comparison:
     """Trains every model with every seed on ``split.train`` and scores it on ``split.val``.
 
     Each run chooses its epoch on its own early-stopping holdout, ``cfg.stop_fraction`` of ``split.train`` drawn by
@@ -278,6 +279,7 @@ def compare_models(features: FeatureSet, labels: dict[str, str], split: SplitLik
         workers: CPU processes that train runs side by side, one torch thread each (``"auto"`` = one per core; 1 =
             in this process). Small models use two cores better as two single-threaded runs than as one two-threaded
             run; on CUDA runs are always sequential. Results match a sequential run up to float rounding.
+        label_set: the task's classes in output order (default: the three sentiment classes).
 
     Raises:
         ValueError: if train and val share guids, either is empty, or ``models``/``seeds`` is empty.
@@ -290,8 +292,9 @@ def compare_models(features: FeatureSet, labels: dict[str, str], split: SplitLik
         raise ValueError(f"need train and val guids, got {len(train_guids)} and {len(val_guids)}")
     if not models or not seeds:
         raise ValueError("need at least one model and one seed")
-    y_train = _label_indices(labels, train_guids, "train")
-    y_val = _label_indices(labels, val_guids, "val")
+    classes = as_label_set(label_set)
+    y_train = _label_indices(labels, train_guids, "train", classes)
+    y_val = _label_indices(labels, val_guids, "val", classes)
     device = resolve_device(cfg.device)
     train_in = to_inputs(features.select(train_guids), device)
     val_in = to_inputs(features.select(val_guids), device)
@@ -312,12 +315,13 @@ def compare_models(features: FeatureSet, labels: dict[str, str], split: SplitLik
         fit_rows, stop_rows = (torch.as_tensor(rows, device=device)
                                for rows in stop_holdout(y_train, run_cfg.stop_fraction, seed))
         set_seed(seed)
-        model = create_fusion_model(name, image_dim, text_dim, run_cfg, **ctor_kwargs)
+        model = create_fusion_model(name, image_dim, text_dim, run_cfg, **ctor_kwargs, num_classes=len(classes))
         result = train_model(model, take_batch(train_in, fit_rows), y_train[fit_rows.cpu()],
-                             take_batch(train_in, stop_rows), y_train[stop_rows.cpu()], run_cfg, seed)
+                             take_batch(train_in, stop_rows), y_train[stop_rows.cpu()], run_cfg, seed,
+                             label_set=classes)
         model, seconds = result.model, result.train_seconds
         val_probs = predict_proba(model, val_in)
-        run = ModelRun(model=name, seed=seed, metrics=compute_metrics(y_val, val_probs.argmax(1)),
+        run = ModelRun(model=name, seed=seed, metrics=compute_metrics(y_val, val_probs.argmax(1), classes),
                        best_epoch=result.best_epoch, train_seconds=seconds, history=result.history,
                        val_probs=val_probs)
         return run, model

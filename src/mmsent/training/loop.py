@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mmsent.labels import LABELS
+from mmsent.labels import DEFAULT_LABELS, LABELS, LabelSet
 from mmsent.training import distributed
 from mmsent.training.checkpoint import (
     load_latest_checkpoint,
@@ -73,6 +73,7 @@ class LoopSettings:
         seed: seeds dropout and the batch orders.
         checkpoint_every: optimizer steps between checkpoints (one is also written at every epoch end when a
             checkpoint folder is given); None: epoch ends only.
+        labels: the task's classes: the width of the loss weights and the names in the evaluation metrics.
     """
 
     epochs: int
@@ -85,6 +86,7 @@ class LoopSettings:
     amp_dtype: torch.dtype | None = None
     seed: int = 0
     checkpoint_every: int | None = None
+    labels: LabelSet = DEFAULT_LABELS
 
 
 @dataclass
@@ -268,7 +270,8 @@ def fit(task: Task, labels: torch.Tensor, train_rows: Sequence[int], eval_labels
         raise ValueError(f"{desc}: no rows to train on")
     start_time = time.perf_counter()
     set_seed(settings.seed)
-    weights = class_weights(labels[train_rows]).to(device) if settings.class_weighting else None
+    weights = (class_weights(labels[train_rows], len(settings.labels)).to(device) if settings.class_weighting
+               else None)
     optimizer = torch.optim.AdamW(param_groups(groups, weight_decay))
     total_steps = settings.epochs * math.ceil(len(train_rows) / settings.batch_size)
     warmup = max(1, int(settings.warmup_fraction * total_steps))
@@ -371,7 +374,7 @@ def fit(task: Task, labels: torch.Tensor, train_rows: Sequence[int], eval_labels
             # Same weighting as the training loss, so the two curves are comparable.
             eval_loss = float(F.cross_entropy(eval_logits, eval_labels, weight=weights))
             probs = torch.softmax(eval_logits, dim=-1).cpu().numpy()
-            metrics = {**compute_metrics(y_eval_np, probs.argmax(axis=1)), "loss": eval_loss}
+            metrics = {**compute_metrics(y_eval_np, probs.argmax(axis=1), settings.labels), "loss": eval_loss}
             record.update(val_loss=eval_loss, val_accuracy=metrics["accuracy"], val_macro_f1=metrics["macro_f1"])
             if st["best_f1"] is None or metrics["macro_f1"] > st["best_f1"]:
                 st.update(best_f1=metrics["macro_f1"], best_epoch=epoch + 1, bad_epochs=0, best_metrics=metrics)

@@ -12,7 +12,7 @@ from mmsent.config import TrainConfig
 from mmsent.device import has_fast_bf16, resolve_device
 from mmsent.features.featureset import FeatureSet
 from mmsent.fusion.base import FusionInputs, FusionModel
-from mmsent.labels import LABELS
+from mmsent.labels import LabelsLike, as_label_set
 from mmsent.training.loop import LoopSettings, fit
 
 Features = FeatureSet | FusionInputs
@@ -96,7 +96,7 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 @torch.no_grad()
 def predict_logits(model: FusionModel, feats: Features, batch_size: int = 256,
                    device: torch.device | str | None = None) -> torch.Tensor:
-    """Logits ``(N, 3)`` in eval mode, on the model's device (moved to ``device`` first when given)."""
+    """Logits ``(N, num_classes)`` in eval mode, on the model's device (moved to ``device`` first when given)."""
     if device is not None:
         model.to(device)
     dev = _model_device(model)
@@ -104,7 +104,7 @@ def predict_logits(model: FusionModel, feats: Features, batch_size: int = 256,
     model.eval()
     n = len(inputs)
     if n == 0:
-        return torch.empty((0, len(LABELS)), device=dev)
+        return torch.empty((0, model.num_classes), device=dev)
     # Token models: run rows in length order so each batch is trimmed tightly, then put them back.
     order = (torch.argsort(padded_lengths(inputs.text_mask), stable=True) if model.uses_tokens
              else torch.arange(n)).to(dev)
@@ -114,16 +114,16 @@ def predict_logits(model: FusionModel, feats: Features, batch_size: int = 256,
 
 def predict_proba(model: FusionModel, feats: Features, batch_size: int = 256,
                   device: torch.device | str | None = None) -> np.ndarray:
-    """Class probabilities ``(N, 3)`` as float32 numpy, in :data:`LABELS` order, computed in eval mode."""
+    """Class probabilities ``(N, num_classes)`` as float32 numpy, in the task's label order, in eval mode."""
     return torch.softmax(predict_logits(model, feats, batch_size, device), dim=-1).cpu().numpy()
 
 
-def _as_label_tensor(labels: Labels, n: int, what: str, device: torch.device) -> torch.Tensor:
+def _as_label_tensor(labels: Labels, n: int, what: str, device: torch.device, num_classes: int) -> torch.Tensor:
     y = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels).long().flatten()
     if y.numel() != n:
         raise ValueError(f"{what} has {y.numel()} labels for {n} feature rows")
-    if n and (int(y.min()) < 0 or int(y.max()) >= len(LABELS)):
-        raise ValueError(f"{what} must hold class indices 0..{len(LABELS) - 1} (see mmsent.labels.label_to_index)")
+    if n and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(f"{what} must hold class indices 0..{num_classes - 1} (see mmsent.labels.LabelSet.index)")
     return y.to(device)
 
 
@@ -163,7 +163,7 @@ def train_model(model: FusionModel, train: Features, train_labels: Labels, val: 
                 cfg: TrainConfig, seed: int, progress: bool = False, *,
                 schedule: Literal["cosine", "linear", "constant"] = "cosine", warmup_fraction: float = 0.05,
                 grad_clip: float | None = 1.0, group_by_length: bool = True,
-                amp: bool | None = None) -> TrainResult:
+                amp: bool | None = None, label_set: LabelsLike | None = None) -> TrainResult:
     """Trains ``model`` with early stopping on validation macro-F1 and returns it with the best weights loaded.
 
     The model's initial weights are the caller's: call :func:`set_seed` before building it for a seeded init
@@ -185,18 +185,24 @@ def train_model(model: FusionModel, train: Features, train_labels: Labels, val: 
         group_by_length: for token models, batch texts of similar length together.
         amp: bf16 autocast for the training forward pass; None: on for token models where bf16 is native
             (:func:`~mmsent.device.has_fast_bf16`), where it makes their matmuls ~2.5x faster. Evaluation runs in fp32.
+        label_set: the task's classes (default: the three sentiment classes); as many as the model's outputs.
     """
+    labels = as_label_set(label_set)
+    if len(labels) != model.num_classes:
+        raise ValueError(f"the model predicts {model.num_classes} classes but the task has {len(labels)}: "
+                         f"{list(labels)}; build it with num_classes={len(labels)}")
     device = resolve_device(cfg.device)
     model.to(device)
     train_in, val_in = to_inputs(train, device), to_inputs(val, device)
     if len(train_in) == 0 or len(val_in) == 0:
         raise ValueError(f"need training and validation rows, got {len(train_in)} and {len(val_in)}")
-    y_train = _as_label_tensor(train_labels, len(train_in), "train_labels", device)
-    y_val = _as_label_tensor(val_labels, len(val_in), "val_labels", device)
+    y_train = _as_label_tensor(train_labels, len(train_in), "train_labels", device, len(labels))
+    y_val = _as_label_tensor(val_labels, len(val_in), "val_labels", device, len(labels))
     use_amp = (model.uses_tokens and has_fast_bf16(device)) if amp is None else amp
     settings = LoopSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, patience=cfg.patience,
                             class_weighting=cfg.class_weighting, schedule=schedule, warmup_fraction=warmup_fraction,
-                            grad_clip=grad_clip, amp_dtype=torch.bfloat16 if use_amp else None, seed=seed)
+                            grad_clip=grad_clip, amp_dtype=torch.bfloat16 if use_amp else None, seed=seed,
+                            labels=labels)
     task = FusionTask(model, train_in, val_in, group_by_length)
     result = fit(task, y_train, range(len(train_in)), y_val, [(list(model.parameters()), cfg.lr)], cfg.weight_decay,
                  settings, device=device, progress=progress, desc=type(model).__name__)
