@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-from data_helpers import write_image
+from data_helpers import call_unblocked, write_image
 from PIL import Image, ImageFile
 
 from mmsent.data.images import ImageLoadError, ImageTooLargeError, check_image, load_image, load_image_bytes
@@ -247,8 +248,20 @@ def test_a_path_that_cannot_be_read_is_named_with_the_reason(tmp_path: Path) -> 
     folder.mkdir()
     with pytest.raises(ImageLoadError) as info:
         load_image(folder)
-    assert (info.value.path, info.value.reason) == (folder, "cannot read file: Is a directory")
-    assert str(info.value) == f"{folder}: cannot read file: Is a directory"
+    assert (info.value.path, info.value.reason) == (folder, "not a regular file but a folder")
+    assert str(info.value) == f"{folder}: not a regular file but a folder"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_or_device_named_as_an_image_is_refused_without_blocking(tmp_path: Path) -> None:
+    # the probe: a FIFO given as an image path hung the whole job
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "a FIFO (named pipe)"), (Path("/dev/zero"), "a device")):
+        with pytest.raises(ImageLoadError) as info:
+            call_unblocked(lambda p=path: load_image(p), [fifo])
+        assert info.value.reason == f"not a regular file but {kind}"
+        assert check_image(path) == f"not a regular file but {kind}"
 
 
 def _png(*chunks: tuple[bytes, bytes]) -> bytes:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from data_helpers import DEFAULT_TEST, DEFAULT_TRAIN, write_image, write_labels
+from data_helpers import DEFAULT_TEST, DEFAULT_TRAIN, call_unblocked, write_image, write_labels
 from PIL import Image
 
 from mmsent.data.lab_format import DataValidationError, load_lab_dataset
@@ -406,7 +407,8 @@ def test_every_kind_of_file_problem_is_one_exact_issue(make_lab: MakeLab, tmp_pa
         ("data/7.txt", "outside_link", f"data/7.txt is a link to {secret}, outside the dataset folder",
          "copy the file into data/ or remove the row"),
         ("train.txt:9", "missing_text", "text file data/8.txt is missing", "add it (may be empty) or remove the row"),
-        ("data/9.txt", "bad_text", "cannot read: Is a directory", "fix its permissions or remove the row"),
+        ("data/9.txt", "bad_text", "not a regular file but a folder",
+         "replace it with a regular file or remove the row"),
         ("data/10.txt", "bad_text", "not valid utf-8, gbk, cp1252 (a binary file?)",
          "save it as utf-8 text or remove the row"),
         ("train.txt:12", "missing_image", "image data/11.jpg is missing", "add it or remove the row"),
@@ -470,3 +472,26 @@ def test_a_guid_in_both_files_is_checked_for_links_only_through_its_test_row(mak
         load_lab_dataset(root)
     assert [(i.location, i.kind) for i in info.value.issues] == [("train.txt:8", "guid_in_both_files"),
                                                                  ("data/101.txt", "outside_link")]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_fifos_and_oversized_texts_are_issues_not_a_hang(make_lab: MakeLab) -> None:
+    # the probe: a FIFO given as an image (or text) hung the whole job
+    root = make_lab()
+    data = root / "data"
+    for name in ("2.txt", "3.jpg"):
+        (data / name).unlink()
+        os.mkfifo(data / name)
+    (data / "4.txt").write_text("x" * 5_001, encoding="utf-8")
+    for check_images in (True, False):
+        with pytest.raises(DataValidationError) as info:
+            call_unblocked(lambda c=check_images: load_lab_dataset(root, check_images=c), [data / "2.txt",
+                                                                                          data / "3.jpg"])
+        assert [(i.location, i.kind, i.reason, i.fix) for i in info.value.issues] == [
+            ("data/2.txt", "bad_text", "not a regular file but a FIFO (named pipe)",
+             "replace it with a regular file or remove the row"),
+            ("data/3.jpg", "bad_image", "not a regular file but a FIFO (named pipe)",
+             "replace it with a readable JPEG/PNG or remove the row"),
+            ("data/4.txt", "bad_text", "5,001 characters, over the limit of 5,000",
+             "shorten it to 5,000 characters at most or remove the row"),
+        ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -124,3 +125,85 @@ def test_a_parquet_manifest_without_pyarrow_says_what_to_install(tmp_path, monke
     with pytest.raises(ImportError) as err:
         list(read_records(tmp_path / "m.parquet"))
     assert str(err.value) == "reading a Parquet manifest needs pyarrow: pip install pyarrow"
+
+
+def test_a_csv_row_with_an_unquoted_comma_is_an_error_row_not_a_cut_text(tmp_path) -> None:
+    # the probe: "not bad, actually terrible" was predicted as "not bad", the rest silently dropped
+    path = tmp_path / "m.csv"
+    path.write_text('id,image,text\n1,IMG.jpg,not bad, actually terrible\n2,b.jpg,"fine, quoted"\n', encoding="utf-8")
+    first, second = read_manifest(path)
+    assert (first.id, first.where, first.text) == ("1", "m.csv:2", None)
+    assert first.error == ("4 fields, but the header has 3 columns (an unquoted comma in a text?); put a text "
+                           'holding a comma in double quotes: "not bad, actually"')
+    assert (second.text, second.error) == ("fine, quoted", None)
+    with pytest.raises(ManifestError, match=r"^m\.csv:2: 4 fields, but the header has 3 columns"):
+        to_row(first.where, next(rec for _, rec in read_records(path)), tmp_path)
+
+
+def test_a_csv_field_over_the_csv_modules_limit_is_an_error_row_and_the_next_rows_still_read(tmp_path) -> None:
+    big = "x" * 140_000  # over csv.field_size_limit() (131,072): csv.Error was a traceback
+    path = tmp_path / "m.csv"
+    path.write_text(f'id,text,image\n1,{big},a.jpg\n2,"one\n{big}\nmore, text\nend",b.jpg\n3,fine,c.jpg\n'
+                    f'4,"{big}\n', encoding="utf-8")
+    rows = list(read_manifest(path))
+    assert [(r.id, r.where) for r in rows] == [("1", "m.csv:2"), ("2", "m.csv:3"), ("3", "m.csv:7"), ("4", "m.csv:8")]
+    assert rows[0].error == ("a field over 131,072 characters, more than the CSV reader takes (texts may have at "
+                             "most 5,000); shorten it or remove the row")
+    # a quoted field over several lines is skipped to its closing quote, and the message says so
+    assert rows[1].error == ("a field over 131,072 characters, more than the CSV reader takes (texts may have at "
+                             "most 5,000), in the record on lines 3-6; shorten it or remove the row")
+    assert (rows[2].text, rows[2].error) == ("fine", None)
+    assert rows[3].error == ("a field over 131,072 characters, more than the CSV reader takes: a quote in the record "
+                             'from line 8 is never closed; close it, and double every quote inside a quoted text ("")')
+    assert count_rows(path) == 4
+
+
+def test_a_csv_field_too_large_before_the_id_has_no_id_and_stops_the_read_naming_the_line(tmp_path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text(f"text,id,image\n{'x' * 140_000},1,a.jpg\n", encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"^m\.csv:2: a field over 131,072 characters"):
+        list(read_manifest(path))
+
+
+def test_a_deeply_nested_jsonl_line_is_named_not_a_recursion_error(tmp_path) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"id": 1, "text": "a", "image": "a.jpg"}\n{"id": 2, "text": ' + "[" * 100_000
+                    + "]" * 100_000 + "}\n", encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"^m\.jsonl:2: not a JSON object \(nested too deeply\); fix or remove "
+                                            r"the line$"):
+        list(read_manifest(path))
+
+
+def test_ids_are_written_stripped_so_a_padded_repeat_is_the_same_id(tmp_path) -> None:
+    from mmsent.data.table import load_table_dataset
+
+    path = tmp_path / "m.csv"
+    path.write_text('id,text,image,label\n 7 ,a,a.jpg,positive\n1,b,b.jpg,positive\n" 1",c,c.jpg,negative\n',
+                    encoding="utf-8")
+    assert [row.id for row in read_manifest(path)] == ["7", "1", "1"]
+    dataset = load_table_dataset(path, on_error="skip", check_images=False)
+    assert [(issue.location, issue.reason) for issue in dataset.report.issues if issue.kind == "duplicate_guid"] == \
+        [("m.csv:4", "duplicate id 1; first at m.csv:3")]
+
+
+@pytest.mark.parametrize("record", [{"id": "1", "text": "t"}, {"id": " 1 ", "image": "i.jpg"}])
+def test_a_row_with_an_id_but_no_image_or_text_is_an_error_row(tmp_path, record) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    [row] = read_manifest(path)
+    assert row.id == "1" and row.where == "m.jsonl:1" and row.error is not None and row.error.startswith("no '")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_or_folder_as_the_manifest_is_refused_without_blocking(tmp_path) -> None:
+    from data_helpers import call_unblocked
+
+    fifo = tmp_path / "m.csv"
+    os.mkfifo(fifo)
+    assert call_unblocked(lambda: count_rows(fifo), [fifo]) is None  # predict counts the rows first
+    for path, kind in ((fifo, "a FIFO (named pipe)"), (tmp_path / "d.jsonl", "a folder")):
+        if kind == "a folder":
+            path.mkdir()
+        with pytest.raises(ManifestError, match=f"^{re.escape(str(path))}: not a regular file but {re.escape(kind)}; "
+                                                "give a CSV, JSONL or Parquet file$"):
+            call_unblocked(lambda p=path: list(read_manifest(p)), [fifo])

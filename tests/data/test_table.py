@@ -274,3 +274,34 @@ def test_a_file_outside_the_tables_folder_is_named_by_its_full_path(tmp_path):
         load_table_dataset(tmp_path / "tables" / "posts.csv")
     [issue] = err.value.issues
     assert issue.reason == f"image {tmp_path / 'elsewhere' / 'gone.jpg'} is missing"
+
+
+def test_a_row_with_more_fields_than_the_header_is_an_issue_naming_the_fix(tmp_path):
+    # the probe: an unquoted comma silently cut the text ("not bad, actually terrible" read as "not bad")
+    lab = write_lab_dataset(tmp_path / "lab")
+    rows = lab_rows(lab, tmp_path)[:2]
+    write_table(lab, tmp_path / "posts.csv", rows)
+    with (tmp_path / "posts.csv").open("a", encoding="utf-8") as fh:
+        fh.write(f"post-9,{rows[0]['image']},POSITIVE,not bad, actually terrible,\n")  # id,image,label,text,text_path
+    with pytest.raises(DataValidationError) as err:
+        load_table_dataset(tmp_path / "posts.csv", check_images=False)
+    assert [(i.location, i.kind, i.guid, i.reason, i.fix) for i in err.value.issues] == [
+        ("posts.csv:4", "malformed_row", "post-9", "6 fields, but the header has 5 columns (an unquoted comma in a "
+         "text?)", 'put a text holding a comma in double quotes: "not bad, actually"')]
+
+
+def test_texts_over_the_limit_are_issues_inline_or_in_a_file(tmp_path):
+    lab = write_lab_dataset(tmp_path / "lab")
+    rows = lab_rows(lab, tmp_path)[:2]
+    rows[0]["text"] = "x" * 5_001
+    with (tmp_path / "long.txt").open("wb") as fh:
+        fh.truncate(50_000_000)  # sparse: refused from its size, never read
+    rows[1]["text_path"] = "long.txt"
+    write_table(lab, tmp_path / "posts.jsonl", rows)
+    with pytest.raises(DataValidationError) as err:
+        load_table_dataset(tmp_path / "posts.jsonl", check_images=False)
+    assert [(i.location, i.kind, i.reason, i.fix) for i in err.value.issues] == [
+        ("posts.jsonl:1", "bad_text", "5,001 characters, over the limit of 5,000",
+         "shorten it to 5,000 characters at most or remove the row"),
+        ("long.txt", "bad_text", "50,000,000 bytes, over the limit of 5,000 characters",
+         "shorten it to 5,000 characters at most or remove the row")]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import random
+from pathlib import Path
 
 import pytest
 
 from mmsent.config import CleaningConfig
-from mmsent.data.text import TextCleaner, TextDecodeError, decode_text
+from mmsent.data.text import (MAX_TEXT_CHARS, TextCleaner, TextDecodeError, TextError, decode_text, read_text_file,
+                              text_problem)
 
 TWEET = (
     "RT @AmitSwami77: The conspirators have an evil eye & are now set to attack! "
@@ -165,3 +168,76 @@ def test_bytes_no_codec_reads_are_named_with_every_codec_tried() -> None:
     with pytest.raises(TextDecodeError) as info:
         decode_text(b"\xff\x81", "t.txt")
     assert (info.value.location, info.value.reason) == ("t.txt", "not valid utf-8, gbk, cp1252 (a binary file?)")
+
+
+@pytest.mark.parametrize(("text", "kind", "reason"), [
+    ("", "empty", "empty"),
+    (" \t\r\n\u3000", "empty", "empty"),
+    ("\u200b\u200c\u200d\u2060\ufeff", "empty", "empty: only invisible characters (zero-width, bidi or control)"),
+    ("\u200e\u200f\u202a\u202e\u2066\u2069", "empty", "empty: only invisible characters (zero-width, bidi or control)"),
+    ("\x01\x1b \u00ad\u034f\ufe0f\u3164\u2800", "empty",
+     "empty: only invisible characters (zero-width, bidi or control)"),
+    ("\x00", "nul", "contains NUL characters (binary data?)"),
+    ("hi\x00there", "nul", "contains NUL characters (binary data?)"),
+    ("ok \ud800", "not_unicode", "not valid Unicode (a lone surrogate at position 3)"),
+    ("x" * 11, "too_long", "11 characters, over the limit of 10"),
+])
+def test_the_text_rule_refuses_empty_invisible_nul_broken_and_long_texts(text, kind, reason) -> None:
+    problem = text_problem(text, limit=10)
+    assert problem is not None and (problem.kind, problem.reason) == (kind, reason) and problem.fix
+
+
+@pytest.mark.parametrize("text", ["a", "x" * 10, "héllo 😀", "\u200fשלום\u200f", "٣", "#", "a\u200b",
+                                  "\U0001f600\ufe0f"])
+def test_the_text_rule_takes_any_visible_character(text) -> None:
+    assert text_problem(text, limit=10) is None
+
+
+def test_the_text_limit_is_the_servers() -> None:
+    from mmsent.serve import ServeSettings
+
+    assert ServeSettings().max_text_chars == MAX_TEXT_CHARS == 5_000
+
+
+def test_a_text_file_is_read_decoded_and_held_to_the_limit(tmp_path: Path) -> None:
+    path = tmp_path / "t.txt"
+    path.write_bytes("héllo".encode("gbk"))
+    assert read_text_file(path, "data/t.txt", limit=5) == ("héllo", "gbk")
+    path.write_text("x" * 6, encoding="utf-8")
+    with pytest.raises(TextError) as info:
+        read_text_file(path, "data/t.txt", limit=5)
+    assert (info.value.location, info.value.reason, info.value.fix) == (
+        "data/t.txt", "6 characters, over the limit of 5", "shorten it to 5 characters at most")
+    with pytest.raises(FileNotFoundError):
+        read_text_file(tmp_path / "none.txt", "none.txt")
+
+
+def test_a_huge_text_file_is_refused_from_its_size_without_reading_it(tmp_path: Path) -> None:
+    import tracemalloc
+
+    path = tmp_path / "huge.txt"
+    with path.open("wb") as fh:
+        fh.truncate(200_000_000)  # sparse: no disk used, but read whole it would cost 200 MB
+    tracemalloc.start()
+    try:
+        with pytest.raises(TextError) as info:
+            read_text_file(path, "huge.txt")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000
+    assert info.value.reason == "200,000,000 bytes, over the limit of 5,000 characters"
+    assert info.value.fix == "shorten it to 5,000 characters at most"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_device_or_folder_is_refused_without_blocking(tmp_path: Path) -> None:
+    from data_helpers import call_unblocked
+
+    fifo = tmp_path / "t.txt"
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "a FIFO (named pipe)"), (tmp_path, "a folder"), (Path("/dev/zero"), "a device")):
+        with pytest.raises(TextError) as info:
+            call_unblocked(lambda p=path: read_text_file(p, p.name), [fifo])
+        assert info.value.reason == f"not a regular file but {kind}"
+        assert info.value.fix == "replace it with a regular file"

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mmsent.data.files import FileRefusedError, read_regular_file
+
 log = logging.getLogger("mmsent.data")
 
 _PIL_LIMIT_LOCK = threading.Lock()
@@ -96,9 +98,11 @@ def load_image(path: str | Path, *, max_pixels: int | None = None, min_side: int
     """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path)  # a FIFO or device would block or never end: refused unopened
     except FileNotFoundError:
         raise ImageLoadError(path, "file not found") from None
+    except FileRefusedError as exc:
+        raise ImageLoadError(path, exc.reason) from None
     except OSError as exc:
         raise ImageLoadError(path, f"cannot read file: {exc.strerror or exc}") from exc
     return load_image_bytes(data, max_pixels=max_pixels, min_side=min_side, name=path)

@@ -11,7 +11,9 @@ Behaviours:
     * Test rows take ``null`` or an empty tag (label None); a real label there is kept, to evaluate held-out data.
     * A repeated guid in a file: the later rows are the issue. A guid in both files: the training row is, since the
       test file defines what must be predicted and training on it would leak.
-    * Empty texts (tweets that were only a link) are kept and counted in ``report.counts["empty_text"]``.
+    * Empty texts (tweets that were only a link) are kept and counted in ``report.counts["empty_text"]``; a text
+      over :data:`~mmsent.data.text.MAX_TEXT_CHARS` is an issue (a larger file is not read).
+    * Only regular files are read: a FIFO, device or folder in place of a text or an image is an issue, never opened.
     * A missing test file gives ``test=[]`` and ``report.warnings["missing_test_file"]``; a missing training file is
       a :class:`FileNotFoundError`.
 """
@@ -27,9 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from mmsent.data.files import FileRefusedError, check_regular
 from mmsent.data.images import ImageLoadError, ImageTooLargeError, load_image
 from mmsent.data.records import DataIssue, Example, LabDataset, LoadReport
-from mmsent.data.text import TextDecodeError, decode_text
+from mmsent.data.text import TextDecodeError, TextError, check_length, decode_text, read_text_file
 from mmsent.labels import LABELS
 
 log = logging.getLogger("mmsent.data")
@@ -163,20 +166,40 @@ def _check_files(row: DataRow, data_dir: Path, root: Path, check_images: bool, m
                     f"copy the file into data/ {_OR_REMOVE}", name)
     if row.issues:
         return
+    _read_text(row, text_path, text_name)
+    _check_image(row, image_path, image_name, check_images, max_pixels)
+
+
+def _read_text(row: DataRow, text_path: Path, text_name: str) -> None:
+    """Reads the row's text (inline, or its file) into it, or adds the issue; an empty text is kept (counted)."""
     try:
         if row.inline_text is not None:
-            row.text, row.encoding = row.inline_text, "utf-8"
+            row.text, row.encoding = check_length(row.inline_text, row.source), "utf-8"
         else:
-            row.text, row.encoding = decode_text(text_path.read_bytes(), text_name)
+            row.text, row.encoding = read_text_file(text_path, text_name)
     except FileNotFoundError:
         row.add("missing_text", f"text file {text_name} is missing", f"add it (may be empty) {_OR_REMOVE}")
     except OSError as exc:
         row.add("bad_text", f"cannot read: {exc.strerror or exc}", f"fix its permissions {_OR_REMOVE}", text_name)
-    except TextDecodeError as exc:
-        row.add("bad_text", exc.reason, f"save it as utf-8 text {_OR_REMOVE}", exc.location)
-    if not image_path.is_file():
+    except TextError as exc:  # undecodable, over the length limit, or not a regular file (a FIFO would block)
+        row.add("bad_text", exc.reason, f"{exc.fix} {_OR_REMOVE}", exc.location)
+
+
+def _check_image(row: DataRow, image_path: Path, image_name: str, check_images: bool, max_pixels: int | None) -> None:
+    """Adds the issue of a missing image, or one that is not a regular file, or (``check_images``) one that does not
+    decode."""
+    try:
+        check_regular(image_path)  # a FIFO or device would block the decoding, or later the training, forever
+    except FileNotFoundError:
         row.add("missing_image", f"image {image_name} is missing", f"add it {_OR_REMOVE}")
-    elif check_images:
+        return
+    except FileRefusedError as exc:  # a FIFO, device or folder
+        row.add("bad_image", exc.reason, f"replace it with a readable JPEG/PNG {_OR_REMOVE}", image_name)
+        return
+    except OSError as exc:  # no permission to look
+        row.add("bad_image", f"cannot read: {exc.strerror or exc}", f"fix its permissions {_OR_REMOVE}", image_name)
+        return
+    if check_images:
         try:
             load_image(image_path, max_pixels=max_pixels, min_side=1)  # what check_image does, keeping the type
         except ImageTooLargeError as exc:

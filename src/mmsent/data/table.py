@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from mmsent.data.lab_format import GUID_PATTERN, DataRow, DataValidationError, build_dataset
-from mmsent.data.manifest import ManifestError, read_records, to_row
+from mmsent.data.manifest import ManifestError, RowError, read_records, record_id, to_row
 from mmsent.data.records import DataIssue, LabDataset, LoadReport
 from mmsent.labels import LABELS
 
@@ -42,10 +42,9 @@ def load_table_dataset(path: str | Path, *, on_error: Literal["raise", "skip"] =
     for where, fields in records:
         try:
             rec = to_row(where, fields, path.parent)
-        except ManifestError as exc:  # a row without id, image or text: skippable like any other bad row
-            row = DataRow(str(fields.get("id") or ""), path.name, 0, "train", where=where)
-            row.add("malformed_row", str(exc).removeprefix(f"{where}: "),
-                    "fill in the row's id, image and text (or text_path)")
+        except RowError as exc:  # no id, image or text, too many fields: skippable like any other bad row
+            row = DataRow(record_id(fields) or "", path.name, 0, "train", where=where)
+            row.add("malformed_row", exc.reason, exc.fix or "fill in the row's id, image and text (or text_path)")
             row.check_files = False
             rows.append(row)
             continue

@@ -5,8 +5,11 @@ from __future__ import annotations
 import dataclasses
 import re
 import unicodedata
+from pathlib import Path
+from typing import NamedTuple
 
 from mmsent.config import CleaningConfig
+from mmsent.data.files import FileRefusedError, FileTooLargeError, read_regular_file
 
 # Order matters: utf-8 is strict enough that a false match is very unlikely, gbk next (the lab copy has ~1100 gbk
 # files), cp1252 last because it decodes almost any byte string.
@@ -17,19 +20,119 @@ ENCODINGS: tuple[str, ...] = ("utf-8", "gbk", "cp1252")
 MAX_CONTROL_SHARE = 0.10
 _ALLOWED_CONTROLS = frozenset("\t\r\n\f")
 
+# The longest text predicted, in characters: the server's limit (ServeSettings.max_text_chars) and the streamed
+# manifests' alike. Tweets are at most 280; far longer "texts" are mistakes that cost minutes of tokenizing.
+MAX_TEXT_CHARS = 5_000
+# utf-8 takes at most 4 bytes per character (gbk 2, cp1252 1), plus a 3-byte BOM: a larger file is over the limit
+_MAX_BYTES_PER_CHAR = 4
 
-class TextDecodeError(ValueError):
-    """A text file is not valid utf-8/gbk/cp1252, or decodes only to binary garbage.
+# Characters that show nothing: controls (Cc), format characters (Cf: zero-width spaces and joiners, bidi marks,
+# embeddings and isolates, the BOM, the soft hyphen), separators (Zs, Zl, Zp), and the blank or default-ignorable
+# characters of other categories (grapheme joiner, variation selectors, Hangul fillers, the blank braille pattern).
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+_INVISIBLE_OTHERS = frozenset(map(chr, [0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180B, 0x180C, 0x180D, 0x180F,
+                                        0x2800, 0x3164, 0xFFA0, *range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)]))
+
+
+class TextError(ValueError):
+    """A text that cannot be used: unreadable, not a regular file, over the length limit, empty.
 
     Attributes:
-        location: the file (or ``file:line``) the bytes came from.
+        location: the file (or ``file:line``, or a field name) the text came from.
         reason: what is wrong, in words.
+        fix: what to do about it.
     """
 
-    def __init__(self, location: str, reason: str) -> None:
-        super().__init__(f"{location}: {reason}")
+    def __init__(self, location: str, reason: str, fix: str) -> None:
+        super().__init__(f"{location}: {reason}; {fix}")
         self.location = location
         self.reason = reason
+        self.fix = fix
+
+
+class TextDecodeError(TextError):
+    """A text file is not valid utf-8/gbk/cp1252, or decodes only to binary garbage."""
+
+    def __init__(self, location: str, reason: str) -> None:
+        super().__init__(location, reason, "save it as utf-8 text")
+
+
+class TextProblem(NamedTuple):
+    """Why a text is refused: ``kind`` (empty, too_long, nul, not_unicode), ``reason`` and ``fix`` in words."""
+
+    kind: str
+    reason: str
+    fix: str
+
+
+def is_invisible(ch: str) -> bool:
+    """True for a character that shows nothing: whitespace, control, zero-width, bidi mark, variation selector."""
+    return ch.isspace() or ch in _INVISIBLE_OTHERS or unicodedata.category(ch) in _INVISIBLE_CATEGORIES
+
+
+def text_problem(text: str, limit: int = MAX_TEXT_CHARS) -> TextProblem | None:
+    """Why ``text`` cannot be predicted, or None: the one rule for the server's and the streamed manifests' texts.
+
+    Refused: over ``limit`` characters, a NUL character, a lone surrogate (not encodable text), or nothing visible
+    (empty, or only whitespace, control, zero-width or bidi characters). A model given those would still answer.
+    """
+    if len(text) > limit:  # first: it bounds the work of the checks below
+        return TextProblem("too_long", *_too_long(len(text), "characters", limit))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # JSON's "\ud800" escapes decode to lone surrogates
+        return TextProblem("not_unicode", f"not valid Unicode (a lone surrogate at position {exc.start})",
+                           "write it as valid UTF-8")
+    if "\x00" in text:  # as decode_text refuses a file holding one: binary data, never a tweet
+        return TextProblem("nul", "contains NUL characters (binary data?)", "remove the NUL characters")
+    if not text.strip():
+        return TextProblem("empty", "empty", "write the post's text")
+    if all(map(is_invisible, text)):  # stops at the first visible character
+        return TextProblem("empty", "empty: only invisible characters (zero-width, bidi or control)",
+                           "write the post's text")
+    return None
+
+
+def check_text(text: str, location: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """``text`` if :func:`text_problem` finds nothing wrong with it, else TextError naming ``location``."""
+    problem = text_problem(text, limit)
+    if problem is not None:
+        raise TextError(location, problem.reason, problem.fix)
+    return text
+
+
+def check_length(text: str, location: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """``text`` if it has at most ``limit`` characters, else TextError naming ``location``."""
+    if len(text) > limit:
+        raise TextError(location, *_too_long(len(text), "characters", limit))
+    return text
+
+
+def _too_long(size: int, unit: str, limit: int) -> tuple[str, str]:
+    """The reason and the fix for a text of ``size`` ``unit`` (characters, or a file's bytes) over ``limit``."""
+    over = "" if unit == "characters" else " characters"
+    return f"{size:,} {unit}, over the limit of {limit:,}{over}", f"shorten it to {limit:,} characters at most"
+
+
+def read_text_file(path: str | Path, location: str, limit: int = MAX_TEXT_CHARS) -> tuple[str, str]:
+    """Reads and decodes (:func:`decode_text`) a text file of at most ``limit`` characters.
+
+    A FIFO, device or folder is refused without being opened, and a file too large to hold ``limit`` characters
+    without being read. Emptiness is left to the caller (the lab format keeps empty texts; prediction refuses them).
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+        TextError: if it is not a regular file, is over the limit or cannot be decoded (TextDecodeError).
+        OSError: if it cannot be read.
+    """
+    try:
+        raw = read_regular_file(path, max_bytes=limit * _MAX_BYTES_PER_CHAR + 3)
+    except FileTooLargeError as exc:
+        raise TextError(location, *_too_long(exc.size, "bytes", limit)) from None
+    except FileRefusedError as exc:
+        raise TextError(location, exc.reason, "replace it with a regular file") from None
+    text, encoding = decode_text(raw, location)
+    return check_length(text, location, limit), encoding
 
 
 def _cp1252_read_as_gbk(gbk_text: str) -> bool:
