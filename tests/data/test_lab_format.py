@@ -122,8 +122,9 @@ BROKEN = {
     "missing_image": (_missing_image, "missing_image", "2", "train.txt:3: image data/2.jpg is missing"),
     "binary_text": (_binary_text, "bad_text", "2", "data/2.txt: contains NUL bytes"),
     "unknown_label": (
-        _rewrite_train(("2,negative", "2,postive")), "unknown_label", "2",
-        "train.txt:3: training row has unknown label 'postive' -> use one of: positive, neutral, negative",
+        _rewrite_train(("2,negative", '2,post"ive')), "unknown_label", "2",
+        "train.txt:3: label 'post\"ive' has surrounding spaces, a comma, a quote, a tab or a line break; rename it "
+        "(prediction files are comma-separated) -> write a plain class name, or null for an unlabelled row",
     ),
     "null_label_in_train": (
         _rewrite_train(("2,negative", "2,null")), "unknown_label", "2", "train.txt:3: training row has no label"
@@ -217,7 +218,7 @@ def test_all_issues_collected_before_raising(make_lab: MakeLab) -> None:
     root = make_lab()
     _missing_image(root)
     _binary_text(root)  # same row: both reported
-    _rewrite_train(("5,negative", "5,bad"))(root)
+    _rewrite_train(("5,negative", '5,"bad"'))(root)
     _duplicate(root)
     with pytest.raises(DataValidationError) as info:
         load_lab_dataset(root)
@@ -269,13 +270,23 @@ def test_labelled_test_file_keeps_labels(make_lab: MakeLab) -> None:
     assert [ex.label for ex in ds.test] == ["positive", None]
 
 
-def test_unknown_tag_in_test_file(make_lab: MakeLab) -> None:
+def test_a_test_label_is_kept_for_scoring_and_a_tag_no_label_can_be_is_named(make_lab: MakeLab) -> None:
+    # The label set is the data's: whether "maybe" is a class of the run is decided against the training labels.
+    assert [ex.label for ex in load_lab_dataset(make_lab(test=[("101", "Maybe")])).test] == ["maybe"]
     with pytest.raises(DataValidationError) as info:
-        load_lab_dataset(make_lab(test=[("101", "maybe")]))
+        load_lab_dataset(make_lab(name="quoted", test=[("101", '"maybe"')]))
     [issue] = info.value.issues
-    assert str(issue) == ("test_without_label.txt:2: unknown label 'maybe' -> use null (or leave it empty) for "
-                          "unlabelled rows, or one of: positive, neutral, negative")
+    assert str(issue).startswith("test_without_label.txt:2: label '\"maybe\"' has surrounding spaces, a comma, a quote")
     assert (issue.kind, issue.guid) == ("unknown_label", "101")
+
+
+def test_the_sentiment_order_is_kept_for_sentiment_classes_only(make_lab: MakeLab) -> None:
+    assert load_lab_dataset(make_lab()).label_order == ("positive", "neutral", "negative")
+    two = make_lab(name="two", train=[("1", "negative"), ("2", "positive"), ("3", "negative")])
+    assert load_lab_dataset(two).label_order == ("positive", "negative")
+    other = make_lab(name="other", train=[("1", "happy"), ("2", "Sad"), ("3", "positive")])
+    ds = load_lab_dataset(other)
+    assert ds.label_order is None and [ex.label for ex in ds.train] == ["happy", "sad", "positive"]
 
 
 def test_check_images_off_skips_decoding(make_lab: MakeLab) -> None:
@@ -434,7 +445,7 @@ def test_a_malformed_training_row_does_not_also_clash_with_the_test_file(make_la
 
 
 def test_skipped_test_rows_are_recorded_for_the_prediction_file_and_logged(make_lab: MakeLab, caplog) -> None:
-    root = make_lab(train=[*DEFAULT_TRAIN, ("7", "happy")],
+    root = make_lab(train=[*DEFAULT_TRAIN, ("7", 'hap"py')],
                     test=[("101", "null"), ("102", "null"), ("../x", "null"), ("101", "null"), ("103", "null")])
     (root / "data" / "102.jpg").unlink()
     with caplog.at_level(logging.INFO, logger="mmsent.data"):
@@ -442,8 +453,9 @@ def test_skipped_test_rows_are_recorded_for_the_prediction_file_and_logged(make_
     assert {guid: issue.kind for guid, issue in dataset.test_skipped.items()} == {"102": "missing_image"}
     assert dataset.test_order == ["101", "102", "103"]  # the malformed guid names no prediction; 101 once
     messages = [r.getMessage() for r in caplog.records]
-    assert "skipping row train.txt:8: train.txt:8: training row has unknown label 'happy' -> use one of: positive, " \
-           "neutral, negative" in messages
+    assert ("skipping row train.txt:8: train.txt:8: label 'hap\"py' has surrounding spaces, a comma, a quote, a tab "
+            "or a line break; rename it (prediction files are comma-separated) -> write a plain class name, or null "
+            "for an unlabelled row") in messages
     assert messages[-1] == (f"dataset {root}: 6 train + 2 test rows; skipped 4 row(s): 1 duplicate_guid, "
                             "1 malformed_row, 1 missing_image, 1 unknown_label")
     caplog.clear()

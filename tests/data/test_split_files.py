@@ -50,7 +50,7 @@ def test_each_format_reads_train_dev_and_a_labelled_test(tmp_path, fixtures, fmt
     assert ds.validation == [guid for guid, _ in want["dev"]]
     assert [(ex.guid, ex.label) for ex in ds.test] == want["test"]  # the test split keeps its labels
     assert ds.test_order == [guid for guid, _ in want["test"]]
-    assert ds.label_order is None  # no fixed order: the run sorts the labels
+    assert ds.label_order == ("positive", "neutral", "negative")  # sentiment classes keep the sentiment order
     assert ds.report.counts == {"train": 45, "test": 9, "empty_text": 0, "val": 9}
     first = ds.train[0]
     assert first.image_path == tmp_path / "images" / f"{first.guid}.jpg"

@@ -83,7 +83,7 @@ def test_every_bad_row_is_named_by_line_with_its_fix(tmp_path):
     lab = write_lab_dataset(tmp_path / "lab")
     rows = lab_rows(lab, tmp_path)[:6]
     rows[1]["label"], rows[1]["split"] = "", "train"  # a training row without a label
-    rows[2]["label"] = "happy"
+    rows[2]["label"] = 'hap"py'
     rows[3]["id"] = rows[0]["id"]
     rows[4]["image"] = "nowhere.jpg"
     rows[5]["split"] = "holdout"
@@ -91,7 +91,7 @@ def test_every_bad_row_is_named_by_line_with_its_fix(tmp_path):
     with pytest.raises(DataValidationError) as err:
         load_table_dataset(tmp_path / "posts.csv")
     message = str(err.value)
-    for expected in ("posts.csv:3: train row has no label", "posts.csv:4: train row has unknown label 'happy'",
+    for expected in ("posts.csv:3: train row has no label", "posts.csv:4: label 'hap\"py' has surrounding",
                      "posts.csv:5: duplicate id post-100; first at posts.csv:2", "posts.csv:6: image",
                      "is missing", "posts.csv:7: unknown split 'holdout' -> use train, val or test"):
         assert expected in message
@@ -170,7 +170,7 @@ def test_a_validation_split_that_leaves_a_class_without_training_rows_is_refused
 def test_each_bad_row_is_one_exact_issue(tmp_path):
     lab = write_lab_dataset(tmp_path / "lab")
     rows = lab_rows(lab, tmp_path)[:5]
-    rows[1]["label"], rows[1]["image"] = "happy", "nowhere.jpg"  # one issue: a bad row's files are not checked
+    rows[1]["label"], rows[1]["image"] = 'hap"py', "nowhere.jpg"  # one issue: a bad row's files are not checked
     rows[2]["id"] = "../up"
     rows[3]["id"] = rows[0]["id"]
     del rows[4]["image"]
@@ -178,8 +178,8 @@ def test_each_bad_row_is_one_exact_issue(tmp_path):
     with pytest.raises(DataValidationError) as err:
         load_table_dataset(tmp_path / "posts.jsonl")
     assert [(str(issue), issue.kind, issue.guid) for issue in err.value.issues] == [
-        ("posts.jsonl:2: train row has unknown label 'happy' -> use one of: positive, neutral, negative",
-         "unknown_label", "post-101"),
+        ("posts.jsonl:2: label 'hap\"py' has surrounding spaces, a comma, a quote, a tab or a line break; rename it "
+         "(prediction files are comma-separated) -> write a plain class name", "unknown_label", "post-101"),
         ("posts.jsonl:3: id '../up' is not a plain name -> use letters, digits, '_', '-' and '.'", "malformed_row",
          "../up"),
         ("posts.jsonl:4: duplicate id post-100; first at posts.jsonl:1 -> remove the repeated row", "duplicate_guid",
@@ -214,7 +214,7 @@ def test_images_are_decoded_by_default(tmp_path):
 def test_parquet_rows_are_named_by_row_number_and_a_row_without_id_has_no_guid(tmp_path):
     lab = write_lab_dataset(tmp_path / "lab")
     rows = lab_rows(lab, tmp_path)[:3]
-    rows[1]["label"] = "happy"
+    rows[1]["label"] = 'hap"py'
     rows[2]["id"] = None
     write_table(lab, tmp_path / "posts.parquet", rows)
     with pytest.raises(DataValidationError) as err:
@@ -243,13 +243,15 @@ def test_the_pixel_limit_applies_to_a_table(tmp_path):
     assert len(load_table_dataset(tmp_path / "posts.csv").train) == 2
 
 
-def test_a_row_marked_test_drops_its_label_and_a_repeated_test_id_leaves_the_training_row_alone(tmp_path):
+def test_a_row_marked_test_keeps_its_label_for_scoring_and_a_repeated_test_id_leaves_the_training_row_alone(
+        tmp_path):
     lab = write_lab_dataset(tmp_path / "lab")
     rows = lab_rows(lab, tmp_path)[:3]
-    rows[1]["split"] = "test"  # labelled, but a prediction target
+    rows[1]["split"] = "test"  # labelled, and a prediction target: its label is only ever scored (mmsent evaluate)
     write_table(lab, tmp_path / "posts.csv", rows)
     dataset = load_table_dataset(tmp_path / "posts.csv")
-    assert [ex.guid for ex in dataset.test] == ["post-101"] and dataset.test[0].label is None
+    assert [ex.guid for ex in dataset.test] == ["post-101"] and dataset.test[0].label == rows[1]["label"].lower()
+    assert "post-101" not in dataset.labels()  # never a training label
     rows = lab_rows(lab, tmp_path)[:3] + [dict(lab_rows(lab, tmp_path)[0], label="", split="test")]
     write_table(lab, tmp_path / "again.csv", rows)
     with pytest.raises(DataValidationError) as err:

@@ -6,6 +6,8 @@ counting each in the report.
 
 Behaviours:
     * Label files may use CRLF, a UTF-8 BOM, spaces around fields and blank lines; tags are case-insensitive.
+    * A tag is any class name (the run's label set is read from the training tags); sentiment tags keep the order
+      positive, neutral, negative (``LabDataset.label_order``).
     * The first line must be the header ``guid,tag``. Without it, under "skip" the line is read as data and
       ``report.warnings["missing_header"]`` is counted.
     * Test rows take ``null`` or an empty tag (label None); a real label there is kept, to evaluate held-out data.
@@ -33,7 +35,7 @@ from mmsent.data.files import FileRefusedError, check_regular
 from mmsent.data.images import ImageLoadError, ImageTooLargeError, load_image
 from mmsent.data.records import DataIssue, Example, LabDataset, LoadReport
 from mmsent.data.text import TextDecodeError, TextError, check_length, decode_text, read_text_file
-from mmsent.labels import LABELS
+from mmsent.labels import LABELS, LabelError, check_label_name
 
 log = logging.getLogger("mmsent.data")
 
@@ -137,14 +139,11 @@ def _read_label_file(path: Path, root: Path, split: Literal["train", "test"]) ->
             row.add("malformed_row", reason, "write the row as guid,tag with the guid naming data/{guid}.jpg")
             row.check_files = False
             continue
-        if tag in LABELS:
-            row.label = tag
-        elif split == "train":
-            what = "no label" if tag in NULL_TAGS else f"unknown label {fields[1]!r}"
-            row.add("unknown_label", f"training row has {what}", f"use one of: {_VALID_LABELS}")
-        elif tag not in NULL_TAGS:
-            row.add("unknown_label", f"unknown label {fields[1]!r}",
-                    f"use null (or leave it empty) for unlabelled rows, or one of: {_VALID_LABELS}")
+        if tag in NULL_TAGS:
+            if split == "train":
+                row.add("unknown_label", "training row has no label", f"give its class (e.g. {_VALID_LABELS})")
+        else:
+            _set_label(row, tag)
         first = seen.setdefault(guid, row)
         if first is not row:
             differs = f" with a different label ({first.label} vs {row.label})" if first.label != row.label else ""
@@ -152,6 +151,15 @@ def _read_label_file(path: Path, root: Path, split: Literal["train", "test"]) ->
                     "remove the repeated row")
             row.check_files = False
     return rows, file_issues
+
+
+def _set_label(row: DataRow, tag: str) -> None:
+    """Gives ``row`` the class ``tag`` (any name a label can have: the label set is the data's), or an issue."""
+    try:
+        row.label = check_label_name(tag, row.source)
+    except LabelError as exc:
+        row.add("unknown_label", str(exc).removeprefix(f"{row.source}: "), "write a plain class name, or null for an "
+                "unlabelled row")
 
 
 def _check_files(row: DataRow, data_dir: Path, root: Path, check_images: bool, max_pixels: int | None) -> None:
@@ -327,4 +335,10 @@ def build_dataset(root: Path, data_dir: Path, train_rows: list[DataRow], test_ro
     skipped = {row.guid: row.issues[0] for row in test_rows if row.issues and GUID_PATTERN.fullmatch(row.guid)
                and row.guid not in answered}
     order = list(dict.fromkeys(row.guid for row in test_rows if row.guid in answered or row.guid in skipped))
-    return LabDataset(root=root, train=train, test=test, report=report, test_skipped=skipped, test_order=order)
+    return LabDataset(root=root, train=train, test=test, report=report, test_skipped=skipped, test_order=order,
+                      label_order=sentiment_order({ex.label for ex in train if ex.label}))
+
+
+def sentiment_order(seen: set[str]) -> tuple[str, ...] | None:
+    """The sentiment order (positive, neutral, negative) of the classes seen, if they are sentiment classes only."""
+    return tuple(name for name in LABELS if name in seen) if seen and seen <= set(LABELS) else None

@@ -253,7 +253,8 @@ def assemble_splits(root: Path, data_dir: Path, splits: Splits, files: dict[str,
     dataset.validation = [ex.guid for ex in dataset.train if ex.guid in dev]
     if dataset.validation:
         dataset.report.counts["val"] = len(dataset.validation)
-    dataset.label_order = tuple(label_order) if label_order is not None else None
+    if label_order is not None:  # else the sentiment order where the classes are sentiment ones (build_dataset)
+        dataset.label_order = tuple(label_order)
     log_class_counts(dataset)
     return dataset
 

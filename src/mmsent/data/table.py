@@ -3,7 +3,7 @@
 
 Rows with a label are training rows and rows without one are test rows (predicted into ``predictions.txt``), unless
 ``split`` says otherwise: ``train``, ``val`` (a fixed validation split: the run uses it instead of drawing one) or
-``test``. Paths are relative to the table's folder. Every row and file is checked as for the lab format, each issue
+``test`` (a label there is kept and only ever scored, never trained on). Labels are any class names (lower-cased). Paths are relative to the table's folder. Every row and file is checked as for the lab format, each issue
 named by ``table:line``.
 """
 
@@ -15,9 +15,16 @@ from typing import Literal
 from mmsent.data.lab_format import GUID_PATTERN, DataRow, DataValidationError, build_dataset
 from mmsent.data.manifest import ManifestError, RowError, read_records, record_id, to_row
 from mmsent.data.records import DataIssue, LabDataset, LoadReport
-from mmsent.labels import LABELS
+from mmsent.labels import LabelError, check_label_name
 
 SPLITS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+
+
+def _check_label(row: DataRow, label: str) -> None:
+    try:
+        check_label_name(label, row.source)
+    except LabelError as exc:
+        row.add("unknown_label", str(exc).removeprefix(f"{row.source}: "), "write a plain class name")
 
 
 def load_table_dataset(path: str | Path, *, on_error: Literal["raise", "skip"] = "raise",
@@ -51,16 +58,17 @@ def load_table_dataset(path: str | Path, *, on_error: Literal["raise", "skip"] =
         split = SPLITS.get(rec.split or ("train" if rec.label else "test"))
         label = rec.label.lower() if rec.label else None
         row = DataRow(rec.id, path.name, 0, "test" if split == "test" else "train",
-                      None if split == "test" else label, image_path=rec.image, text_path=rec.text_path,
+                      label, image_path=rec.image, text_path=rec.text_path,
                       inline_text=rec.text, where=rec.where)
         rows.append(row)
         if not GUID_PATTERN.fullmatch(rec.id):
             row.add("malformed_row", f"id {rec.id!r} is not a plain name", "use letters, digits, '_', '-' and '.'")
         elif split is None:
             row.add("unknown_split", f"unknown split {rec.split!r}", "use train, val or test (or leave it empty)")
-        elif split != "test" and label not in LABELS:
-            what = f"unknown label {rec.label!r}" if label else "no label"
-            row.add("unknown_label", f"{split} row has {what}", f"use one of: {', '.join(LABELS)}")
+        elif split != "test" and not label:
+            row.add("unknown_label", f"{split} row has no label", "give its class, or mark it split=test")
+        elif label:
+            _check_label(row, label)
         first = seen.setdefault(rec.id, row)
         if first is not row:
             row.add("duplicate_guid", f"duplicate id {rec.id}; first at {first.source}", "remove the repeated row")
