@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import shutil
+import struct
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mmsent.config import RunConfig, load_config
-from mmsent.run_folder import load_run_encoders, load_run_models
+from mmsent.fusion.registry import create_fusion_model, save_model
+from mmsent.io import write_json
+from mmsent.run_folder import load_run_encoders, load_run_models, model_dir
 
 
 @pytest.fixture
@@ -43,3 +49,72 @@ def test_a_damaged_finetune_record_is_named(run_dir, text, monkeypatch):
     cfg = load_config(overrides=["finetune.enabled=true", "encoders.text=all-MiniLM-L6-v2"])
     with pytest.raises(ValueError, match="finetune.json: .*run the job again"):
         load_run_encoders(run_dir, cfg)
+
+
+# --- a damaged or edited folder never answers differently without a word (each found by an adversarial probe) ---
+
+def _copy_of_the_shipped_model(tmp_path: Path) -> Path:
+    from mmsent.export import shipped_model_path
+
+    return Path(shutil.copytree(shipped_model_path(), tmp_path / "model"))
+
+
+def _flip_one_weight_bit(path: Path) -> None:
+    """Flips the lowest bit of one float in the tensor data (the header intact), as a disk or copy fault would."""
+    data = bytearray(path.read_bytes())
+    start = 8 + struct.unpack("<Q", data[:8])[0]
+    data[start + 4 * 1000] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_one_flipped_bit_in_a_models_weights_is_refused_naming_the_file(tmp_path):
+    folder = _copy_of_the_shipped_model(tmp_path)
+    _flip_one_weight_bit(folder / "models" / "concat_seed0" / "weights.safetensors")
+    with pytest.raises(ValueError, match=r"models/concat_seed0/weights\.safetensors: changed since"):
+        load_run_models(folder)
+
+
+@pytest.mark.parametrize(("old", "new"), [("text_max_length: 64", "text_max_length: 16"),
+                                          ("lowercase: false", "lowercase: true"),
+                                          ("hashtags: strip_symbol", "hashtags: drop")])
+def test_an_edited_setting_in_the_runs_config_is_refused(tmp_path, old, new):
+    folder = _copy_of_the_shipped_model(tmp_path)
+    text = (folder / "config.yaml").read_text(encoding="utf-8")
+    assert old in text
+    (folder / "config.yaml").write_text(text.replace(old, new), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"config\.yaml: changed since .*mmsent seal"):
+        load_run_models(folder)
+
+
+def _hand_made_run(tmp_path: Path, models: list[str], **predictor: Any) -> Path:
+    """A run folder written with the public writers: a default config, concat models, a predictor naming them."""
+    run = tmp_path / "run"
+    run.mkdir()
+    RunConfig().save(run / "config.yaml")
+    for name in dict.fromkeys(models):
+        save_model(create_fusion_model("concat", 4, 4), model_dir(run, "concat", int(name[-1])))
+    write_json(run / "predictor.json", {"members": ["concat"], "models": models, "name": "concat", **predictor})
+    return run
+
+
+@pytest.mark.parametrize(("models", "predictor", "words"), [
+    (["concat_seed0", "concat_seed0", "concat_seed1"], {}, "'models' names concat_seed0 more than once"),
+    (["concat_seed0"], {"name": ["concat"]}, "'name' must be a string"),
+    (["concat_seed0"], {"class_weights": [True, True, True]}, "'class_weights' must be"),
+    (["concat_seed0"], {"members": ["concat", "concat"]}, "'members' names concat more than once"),
+    (["concat_seed0"], {"members": ["gated"], "name": "gated"},
+     "concat_seed0 is a concat model, which 'members' does not name"),
+], ids=["duplicate-models", "list-name", "boolean-weights", "duplicate-members", "model-not-a-member"])
+def test_a_predictor_file_that_would_answer_differently_is_refused(tmp_path, models, predictor, words):
+    run = _hand_made_run(tmp_path, models, **predictor)
+    with pytest.raises(ValueError, match=rf"predictor\.json: {words}.*"):
+        load_run_models(run)
+
+
+def test_a_model_folder_linked_from_outside_the_run_is_refused(tmp_path):
+    run = _hand_made_run(tmp_path, ["concat_seed0"])
+    outside = tmp_path / "elsewhere" / "concat_seed0"
+    shutil.move(str(model_dir(run, "concat", 0)), outside)
+    model_dir(run, "concat", 0).symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ValueError, match=r"models/concat_seed0 .*outside the run folder"):
+        load_run_models(run)

@@ -4,8 +4,9 @@ An exported folder holds only what predicting needs, in the Hugging Face hub's l
 with YAML metadata at the top, weights as safetensors, JSON configuration), so it can be uploaded as it is:
 ``config.yaml`` (encoders, cleaning, preprocessing), ``predictor.json`` (members, decision rule, held-out scores),
 ``models/`` (the predictor's fusion models: safetensors + JSON), fine-tuned encoder weights under ``finetuned/``
-when the run fine-tuned, ``metrics.json`` and ``data_report.json``. It is itself a run folder: ``mmsent predict``,
-``mmsent serve`` and :func:`load` take it as they take the run.
+when the run fine-tuned, ``metrics.json`` and ``data_report.json``, and ``checksums.sha256`` (written last) sealing
+every file predicting reads. It is itself a run folder: ``mmsent predict``, ``mmsent serve`` and :func:`load` take it
+as they take the run, and refuse it once a file they read has changed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from mmsent.io import atomic_write_text
 from mmsent.labels import LABELS
 from mmsent.run_folder import (
     CONFIG_FILE,
@@ -23,21 +25,26 @@ from mmsent.run_folder import (
     MODELS_DIR,
     PREDICTOR_FILE,
     load_run_models,
+    seal_run,
 )
 
 CARD_FILE = "README.md"
 _COPIED = (CONFIG_FILE, PREDICTOR_FILE, METRICS_FILE, "data_report.json", "comparison.md")
 
 
-def export_run(run_dir: str | Path, out: str | Path) -> Path:
-    """Writes the self-describing model folder of a finished run to ``out`` (which must not exist or be empty).
+def export_run(run_dir: str | Path, out: str | Path, *, verify: bool = True) -> Path:
+    """Writes the self-describing model folder of a finished run to ``out`` (which must not exist or be empty), sealed
+    with its own ``checksums.sha256``.
+
+    Args:
+        verify: check the run against its checksums first (False exports, and seals, its files as they are).
 
     Raises:
-        FileNotFoundError / ValueError: for a run folder that is not finished or is damaged (named).
+        FileNotFoundError / ValueError: for a run folder that is not finished, is damaged or was changed (named).
         FileExistsError: if ``out`` holds files.
     """
     run_dir, out = Path(run_dir), Path(out)
-    run = load_run_models(run_dir)  # checks the run can predict before anything is written
+    run = load_run_models(run_dir, verify=verify)  # checks the run can predict before anything is written
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; export into a new folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -54,9 +61,10 @@ def export_run(run_dir: str | Path, out: str | Path) -> Path:
                 target = Path("finetuned") / modality
                 shutil.copytree(Path(entry["dir"]), out / target, ignore=shutil.ignore_patterns("checkpoints"))
                 entry["dir"] = target.as_posix()  # relative: read against the folder it lies in
-        (out / FINETUNE_RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
-    (out / CARD_FILE).write_text(model_card(out), encoding="utf-8")
-    load_run_models(out)  # the folder must load as it is
+        atomic_write_text(out / FINETUNE_RECORD, json.dumps(record, indent=2))
+    atomic_write_text(out / CARD_FILE, model_card(out))
+    seal_run(out)  # last: it vouches for the files written above
+    load_run_models(out)  # the folder must load, verified, as it is
     return out
 
 
@@ -136,7 +144,7 @@ def shipped_model_path() -> Path:
 
 def load(folder: str | Path | None = None, **kwargs: Any):
     """A ready predictor for an exported folder or a run folder (:class:`~mmsent.inference.RunPredictor`); without
-    one, the shipped model."""
+    one, the shipped model. ``kwargs`` go to the predictor (``verify=False`` skips checking the folder's checksums)."""
     from mmsent.inference import RunPredictor
 
     return RunPredictor(folder if folder is not None else shipped_model_path(), **kwargs)

@@ -42,12 +42,13 @@ class RunPredictor:
         encoders: ``(image_encoder, text_encoder)`` to use instead of building them from the run's config.
         max_image_pixels: decompression-bomb limit; default: the run's ``data.max_image_pixels``.
         baseline: what modality ablation replaces a modality with.
+        verify: check the folder against its ``checksums.sha256`` (False: ``--no-verify``, with a warning).
     """
 
     def __init__(self, run_dir: str | Path, *, model_name: str | None = None, device: str = "cpu",
                  encoders: tuple[ImageEncoder, TextEncoder] | None = None, max_image_pixels: int | None = None,
-                 baseline: Baseline = "zeros") -> None:
-        ensemble = load_run_models(run_dir, model_name=model_name, device=device)
+                 baseline: Baseline = "zeros", verify: bool = True) -> None:
+        ensemble = load_run_models(run_dir, model_name=model_name, device=device, verify=verify)
         self.run_dir, self.cfg, self.model_name = ensemble.run_dir, ensemble.cfg, ensemble.name
         self.models, self.seeds, self.class_weights = ensemble.models, ensemble.seeds, ensemble.class_weights
         self.image_encoder, self.text_encoder = encoders or ensemble.encoders(device)

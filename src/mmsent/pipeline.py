@@ -42,6 +42,7 @@ from mmsent.io import write_json
 from mmsent.labels import LABELS
 from mmsent.predict import prediction_path, write_predictions
 from mmsent.run_folder import (
+    MANIFEST_FILE,
     METRICS_FILE,
     MODELS_DIR,
     OOF_FILE,
@@ -49,6 +50,7 @@ from mmsent.run_folder import (
     VALIDATION_FILE,
     load_run_models,
     model_dir,
+    seal_run,
 )
 from mmsent.training.compare import Comparison, combine_folds, compare_models, held_out_probs
 from mmsent.training.ensemble import Predictor, build_predictor
@@ -96,7 +98,7 @@ class Stopwatch:
 # the new run's (a half-finished rerun then has no predictor.json, and predict/serve say the run did not finish).
 RUN_OUTPUTS = ("config.yaml", "data_report.json", "split.csv", "split_fold*.csv", "comparison.*", "finetune.json",
                VALIDATION_FILE, OOF_FILE, PREDICTOR_FILE, METRICS_FILE, "predictions.txt", "predictions_proba.csv",
-               "report.html", "report", "tracking.json", MODELS_DIR)
+               "report.html", "report", "tracking.json", MODELS_DIR, MANIFEST_FILE)
 
 
 def clear_run_dir(run_dir: str | Path) -> Path:
@@ -354,18 +356,21 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> PipelineR
     models = save_predictor(run_dir, cfg, parts, predictor)
     predictions_path = predict_test(cfg, dataset, feats, models, predictor, run_dir)
     write_summary(run_dir, cfg, predictor, table, clock.finish(), extraction)
+    # Sealed once every file predicting reads is written, before the report, whose explanations load the run verified.
+    seal_run(run_dir)
     build_report_safely(run_dir)
     track_safely(run_dir, cfg)
     return PipelineResult(run_dir, table, predictor.name, predictions_path, clock.timings)
 
 
 def predict_from_run(run_dir: str | Path, cfg: RunConfig, out: str | Path | None = None,
-                     progress: bool = True) -> Path:
+                     progress: bool = True, verify: bool = True) -> Path:
     """Predicts the test rows of ``cfg.data`` with the models a finished run saved.
 
     The encoder and cleaning settings are taken from the run's own saved config, so features match training.
+    ``verify=False`` skips checking the run against its checksums (see :func:`~mmsent.run_folder.load_run_models`).
     """
-    ensemble = load_run_models(run_dir)
+    ensemble = load_run_models(run_dir, verify=verify)
     run_cfg = ensemble.cfg
     run_cfg.data, run_cfg.cache_dir = cfg.data, cfg.cache_dir
     # checked before any work: --out must not land on the dataset, the models or a file that is not ours

@@ -1,12 +1,17 @@
 """What a finished run predicts with: the chosen design's seed models and the encoders its features came from.
 
 :func:`load_run_models` is the one answer to "which models and encoders does this run predict with?"; ``mmsent
-predict``, ``mmsent serve`` and the report's explanations all go through it.
+predict``, ``mmsent serve``, ``mmsent.load``, streaming and the report's explanations all go through it.
+
+A run (and an exported folder) is sealed: ``checksums.sha256``, written last, holds the sha256 of every file that
+predicting reads (:func:`prediction_files`), in ``sha256sum`` format (``cd RUN && sha256sum -c checksums.sha256``).
+Loading verifies it, so a damaged or edited file is refused by name instead of changing the answers.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,9 +19,13 @@ from pathlib import Path
 from mmsent.config import RunConfig, load_config
 from mmsent.encoders.base import ImageEncoder, TextEncoder
 from mmsent.encoders.registry import create_encoders_from_config
+from mmsent.fingerprint import file_digest, format_sha256sums, parse_sha256sums
 from mmsent.fusion.base import FusionModel
-from mmsent.fusion.registry import load_model
+from mmsent.fusion.registry import META_FILE, WEIGHTS_FILE, load_model
+from mmsent.io import atomic_write_text
 from mmsent.training.ensemble import Predictor
+
+log = logging.getLogger("mmsent.run_folder")
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
@@ -25,6 +34,7 @@ PREDICTOR_FILE = "predictor.json"
 VALIDATION_FILE = "validation_predictions.csv"
 OOF_FILE = "oof_predictions.csv"
 FINETUNE_RECORD = "finetune.json"
+MANIFEST_FILE = "checksums.sha256"
 _MODEL_DIR = re.compile(r"(?P<name>[a-z][a-z0-9_]*?)(?:_fold(?P<fold>\d+))?_seed(?P<seed>\d+)")
 
 
@@ -68,6 +78,26 @@ def _read_json(path: Path, fix: str) -> dict:
     return data
 
 
+def _check_models(names: object, members: list[str], where: Path) -> list[str]:
+    """``predictor.json``'s ``models``: folder names, each once, each a model of one of ``members``, and every member
+    with a model (a repeat or a stray design would re-weight the mean without a word)."""
+    fix = "run the job again"
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and _MODEL_DIR.fullmatch(n)
+                                                           for n in names):
+        raise ValueError(f"{where}: 'models' must list folder names like gated_seed0 or gated_fold0_seed0; {fix}")
+    repeated = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if repeated is not None:
+        raise ValueError(f"{where}: 'models' names {repeated} more than once; {fix}")
+    for n in names:
+        design = _MODEL_DIR.fullmatch(n)["name"]
+        if design not in members:
+            raise ValueError(f"{where}: {n} is a {design} model, which 'members' does not name; {fix}")
+    idle = [m for m in members if not any(_MODEL_DIR.fullmatch(n)["name"] == m for n in names)]
+    if idle:
+        raise ValueError(f"{where}: 'members' names {', '.join(idle)}, but 'models' lists no model of it; {fix}")
+    return list(names)
+
+
 def _predictor_models(run_dir: Path) -> tuple[str, list[str], list[float] | None]:
     """(name, model folder names, class weights) from ``predictor.json``, or for runs made before it existed, the
     chosen design's seed models named in ``metrics.json``."""
@@ -75,11 +105,8 @@ def _predictor_models(run_dir: Path) -> tuple[str, list[str], list[float] | None
     if (run_dir / PREDICTOR_FILE).is_file():
         data = _read_json(run_dir / PREDICTOR_FILE, fix)
         predictor = Predictor.from_dict(data, str(run_dir / PREDICTOR_FILE))
-        names = data.get("models")
-        if not names or not all(isinstance(n, str) and _MODEL_DIR.fullmatch(n) for n in names):
-            raise ValueError(f"{run_dir / PREDICTOR_FILE}: 'models' must list folder names like gated_seed0 or "
-                             f"gated_fold0_seed0; {fix}")
-        return predictor.name, list(names), predictor.class_weights
+        names = _check_models(data.get("models"), predictor.members, run_dir / PREDICTOR_FILE)
+        return predictor.name, names, predictor.class_weights
     if not (run_dir / METRICS_FILE).is_file():
         raise FileNotFoundError(f"{run_dir / PREDICTOR_FILE} not found: the run did not finish; {fix}")
     metrics = _read_json(run_dir / METRICS_FILE, fix)
@@ -89,18 +116,123 @@ def _predictor_models(run_dir: Path) -> tuple[str, list[str], list[float] | None
     return chosen, [f"{chosen}_seed{int(s)}" for s in metrics.get("seeds") or [0]], None
 
 
-def load_run_models(run_dir: str | Path, *, model_name: str | None = None, device: str = "cpu") -> RunModels:
+class IntegrityError(ValueError):
+    """A run folder's files differ from its ``checksums.sha256``, or it has none to check them against."""
+
+
+def _inside(run_dir: Path, path: Path) -> Path:
+    """``path``, if it lies in ``run_dir`` once links are resolved; a folder's answers must come from its own files."""
+    if not path.resolve().is_relative_to(run_dir.resolve()):
+        raise ValueError(f"{path} resolves to {path.resolve()}, outside the run folder {run_dir}; a run predicts only "
+                         "with its own files: copy them into the folder instead of linking them")
+    return path
+
+
+def _finetuned_files(run_dir: Path) -> list[Path]:
+    """The fine-tuned encoder files ``finetune.json`` names inside the folder (an exported one's ``finetuned/``); those
+    of a run lie in the cache, outside, and are checked against the fingerprints they were saved with."""
+    path = run_dir / FINETUNE_RECORD
+    if not path.is_file():
+        return []
+    files = []
+    for entry in _read_json(path, "run the job again").values():
+        folder = run_dir / entry["dir"] if isinstance(entry, dict) and isinstance(entry.get("dir"), str) else None
+        if folder is not None and folder.resolve().is_relative_to(run_dir.resolve()):
+            files += [f for f in sorted(folder.rglob("*")) if f.is_file() and "checkpoints" not in
+                      f.relative_to(folder).parts]
+    return files
+
+
+def prediction_files(run_dir: str | Path) -> list[str]:
+    """Every file predicting with ``run_dir`` reads, as ``/``-separated paths relative to it: the config, the
+    predictor, each model's description and weights, and the fine-tuning record and weights when it has them.
+
+    Raises:
+        ValueError: for a damaged predictor file or a file that resolves outside the folder.
+    """
+    run_dir = Path(run_dir)
+    _, names, _ = _predictor_models(run_dir)
+    files = [run_dir / CONFIG_FILE, run_dir / (PREDICTOR_FILE if (run_dir / PREDICTOR_FILE).is_file() else
+                                               METRICS_FILE)]
+    files += [run_dir / MODELS_DIR / n / f for n in names for f in (META_FILE, WEIGHTS_FILE)]
+    if (run_dir / FINETUNE_RECORD).is_file():
+        files += [run_dir / FINETUNE_RECORD, *_finetuned_files(run_dir)]
+    return [_inside(run_dir, f).relative_to(run_dir).as_posix() for f in files]
+
+
+def seal_run(run_dir: str | Path) -> Path:
+    """Writes ``checksums.sha256`` (the sha256 of every :func:`prediction_files` file) and returns its path.
+
+    Call it last, once every file predicting reads is written: :func:`load_run_models` refuses any later change.
+
+    Raises:
+        FileNotFoundError: if a file predicting reads is missing.
+        ValueError: for a damaged predictor file or a file that resolves outside the folder.
+    """
+    run_dir = Path(run_dir)
+    files = prediction_files(run_dir)
+    missing = [f for f in files if not (run_dir / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{run_dir}: cannot seal, missing {', '.join(missing)}; run the job again")
+    digests = {f: file_digest(run_dir / f, memo=False) for f in files}
+    return atomic_write_text(run_dir / MANIFEST_FILE, format_sha256sums(digests))
+
+
+def _escape_hatch(run_dir: Path) -> str:
+    return (f"if you changed it on purpose, `mmsent seal {run_dir}` accepts the folder as it is now; `--no-verify` "
+            "(verify=False) loads it unchecked")
+
+
+def verify_run(run_dir: str | Path) -> None:
+    """Checks every file ``checksums.sha256`` lists against it, and that it lists every file predicting reads.
+
+    Raises:
+        IntegrityError: naming the file and the fix, for a missing manifest, an unlisted, missing or changed file.
+    """
+    run_dir = Path(run_dir)
+    manifest = run_dir / MANIFEST_FILE
+    if not manifest.is_file():
+        raise IntegrityError(f"{manifest} not found: {run_dir} was made by an mmsent from before runs were sealed, or "
+                             "the file was deleted, so nothing shows its files are those the run wrote; if you trust "
+                             f"them, `mmsent seal {run_dir}` seals them as they are; `--no-verify` (verify=False) "
+                             "loads them unchecked")
+    try:
+        listed = parse_sha256sums(manifest.read_text(encoding="utf-8"), str(manifest))
+    except (OSError, ValueError) as exc:
+        raise IntegrityError(f"{exc}; rerun or re-export the run, or {_escape_hatch(run_dir)}") from exc
+    for rel, expected in listed.items():
+        path = _inside(run_dir, run_dir / rel)
+        if not path.is_file():
+            raise IntegrityError(f"{path}: listed in {MANIFEST_FILE} but missing; restore it (rerun or re-export "
+                                 "the run)")
+        actual = file_digest(path, memo=False)  # read afresh: a flipped bit keeps size and mtime
+        if actual != expected:
+            raise IntegrityError(f"{path}: changed since the run was sealed (sha256 {actual[:12]}..., "
+                                 f"{MANIFEST_FILE} says {expected[:12]}...), so the run would answer differently; "
+                                 f"restore it (rerun or re-export the run), or {_escape_hatch(run_dir)}")
+    for rel in prediction_files(run_dir):  # after the listed files: an edited predictor.json is named as such
+        if rel not in listed:
+            raise IntegrityError(f"{run_dir / rel}: read to predict, but {MANIFEST_FILE} does not list it (added "
+                                 f"after the run was sealed?); remove it, or {_escape_hatch(run_dir)}")
+
+
+def load_run_models(run_dir: str | Path, *, model_name: str | None = None, device: str = "cpu",
+                    verify: bool = True) -> RunModels:
     """The models a finished run predicts with (``predictor.json``), or only those of design ``model_name``.
+
+    Args:
+        verify: check the folder against its ``checksums.sha256`` first; False (``--no-verify``) skips that, with a
+            warning: an escape hatch for folders sealed by no mmsent, or changed on purpose.
 
     Raises:
         FileNotFoundError: if ``run_dir`` is not a finished run or a model it names is missing.
+        IntegrityError: if a file differs from the folder's checksums (or it has none), naming the file and the fix.
         ValueError: if a run file is damaged (naming the file and the fix).
     """
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{run_dir / CONFIG_FILE} not found; is {run_dir} a run directory? (`mmsent run "
                                 "--out RUN_DIR` makes one)")
-    cfg = load_config(run_dir / CONFIG_FILE)
     name, names, class_weights = _predictor_models(run_dir)
     if model_name and model_name != name:
         names = [n for n in names if _MODEL_DIR.fullmatch(n)["name"] == model_name]
@@ -112,6 +244,15 @@ def load_run_models(run_dir: str | Path, *, model_name: str | None = None, devic
     missing = [str(d) for d in dirs if not d.is_dir()]
     if missing:
         raise FileNotFoundError(f"{run_dir}: saved model folder(s) missing: {', '.join(missing)}; run the job again")
+    for d in dirs:
+        _inside(run_dir, d)
+    prediction_files(run_dir)  # every file read resolves inside the folder, verified or not
+    if verify:
+        verify_run(run_dir)
+    else:
+        log.warning("%s: not verified against %s (--no-verify): a damaged or edited file would change its answers "
+                    "without an error", run_dir, MANIFEST_FILE)
+    cfg = load_config(run_dir / CONFIG_FILE)
     seeds = sorted({int(_MODEL_DIR.fullmatch(n)["seed"]) for n in names})
     return RunModels(run_dir, cfg, name, seeds, [load_model(d, device) for d in dirs], class_weights)
 

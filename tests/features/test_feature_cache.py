@@ -78,15 +78,35 @@ def test_changed_bytes_with_shapes_intact_are_caught_by_the_checksum(tmp_path, c
     assert "checksum" in caplog.text and not path.exists()
 
 
-def test_nan_in_an_entry_without_checksum_is_caught(tmp_path, caplog):
+@pytest.mark.parametrize("checksum", ["deleted", "null", "not-hex"])
+def test_a_sidecar_without_its_checksum_is_damaged_not_trusted(tmp_path, caplog, checksum):
     cache = FeatureCache(tmp_path)
     key = "fd" * 32
     path = cache.put("text", key, ["a", "b", "c"], _feats(), fingerprint="x")
     meta_path = path.with_suffix(".json")
     meta = json.loads(meta_path.read_text())
-    del meta["sha256"]  # as entries written by earlier versions
+    if checksum == "deleted":
+        del meta["sha256"]  # deleting the field must not turn verification off
+    else:
+        meta["sha256"] = None if checksum == "null" else "not a digest"
     meta_path.write_text(json.dumps(meta))
+    _overwrite_floats(path, 0.5)  # finite values: only the checksum could tell
+    with caplog.at_level(logging.WARNING, logger="mmsent.features"):
+        assert cache.get("text", key) is None
+    assert caplog.records[-1].getMessage() == (f"feature cache entry text/{key} is damaged (the sidecar holds no "
+                                               "sha256 of the tensor file); removing it and recomputing")
+    assert not path.exists() and not meta_path.exists()
+
+
+def test_nan_in_an_entry_whose_checksum_matches_is_caught(tmp_path, caplog):
+    cache = FeatureCache(tmp_path)
+    key = "fd" * 32
+    path = cache.put("text", key, ["a", "b", "c"], _feats(), fingerprint="x")
     _overwrite_floats(path, float("nan"))
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    meta["sha256"] = file_digest(path, memo=False)  # as if the NaN had been written with the entry
+    meta_path.write_text(json.dumps(meta))
     with caplog.at_level(logging.WARNING, logger="mmsent.features"):
         assert cache.get("text", key) is None
     assert "NaN" in caplog.text
@@ -123,7 +143,7 @@ def test_file_digest_memo_follows_changes(tmp_path):
 # --- the sidecar's contract, and every way an entry can be damaged (each named in the warning) ---
 
 def _write_raw(cache: FeatureCache, key: str, tensors: dict, guids: list[str], shapes=None, drop=()) -> None:
-    """An entry written by hand (no checksum), so that its tensors and sidecar can disagree in chosen ways."""
+    """An entry written by hand (its checksum right), so that its tensors and sidecar can disagree in chosen ways."""
     from safetensors.torch import save_file
 
     tensor_path, meta_path = cache.path_for("text", key), cache.path_for("text", key).with_suffix(".json")
@@ -133,6 +153,7 @@ def _write_raw(cache: FeatureCache, key: str, tensors: dict, guids: list[str], s
             "shapes": shapes if shapes is not None else {k: list(v.shape) for k, v in tensors.items()}}
     for name in drop:
         meta.pop(name) if name in meta else meta["shapes"].pop(name)
+    meta["sha256"] = file_digest(tensor_path, memo=False)  # the checksum matches: the other checks must still run
     meta_path.write_text(json.dumps(meta))
 
 

@@ -197,3 +197,28 @@ def test_a_description_without_meta_loads_with_empty_meta_on_the_asked_device(tm
     assert load_model(folder).saved_meta == {}
     on_meta = load_model(folder, device="meta")  # a device other than the CPU, without a GPU
     assert {p.device.type for p in on_meta.parameters()} == {"meta"}
+
+
+def _without(key):
+    return lambda d: {k: v for k, v in d.items() if k != key}
+
+
+@pytest.mark.parametrize(("edit", "key", "fix"), [
+    (_without("labels"), "'labels' is missing", "restore the file"),
+    (lambda d: {**d, "hparams": {**d["hparams"], "stray": 1}}, "'hparams' has a key 'stray' the 'concat' model does "
+     "not take (it takes", "remove the key"),
+    (lambda d: {**d, "hparams": {k: v for k, v in d["hparams"].items() if k != "text_dim"}},
+     "'hparams' lacks 'text_dim'", "restore the file"),
+    (lambda d: {**d, "hparams": {**d["hparams"], "image_dim": "4"}}, "'hparams.image_dim' must be a positive "
+     "integer", "restore the file"),
+    (_without("name"), "'name' is missing", "restore the file"),
+    (lambda d: {**d, "name": ["concat"]}, "'name' must be a string", "restore the file"),
+    (lambda d: {**d, "hparams": [4, 4]}, "'hparams' must be an object", "restore the file"),
+    (lambda d: {**d, "labels": "positive"}, "'labels' must be a list of strings", "restore the file"),
+    (lambda d: {**d, "meta": []}, "'meta' must be an object", "restore the file"),
+], ids=["no-labels", "extra-hparam", "missing-hparam", "text-dim", "no-name", "list-name", "list-hparams",
+        "string-labels", "list-meta"])
+def test_a_description_missing_or_adding_a_key_names_file_key_and_fix(tmp_path, edit, key, fix) -> None:
+    folder = _saved(tmp_path, edit)
+    with pytest.raises(ValueError, match=re.escape(f"{folder / 'model.json'}: {key}") + f".*; {fix}"):
+        load_model(folder)

@@ -2,14 +2,15 @@
 
 Layout: ``root/{modality}/{key[:2]}/{key}.safetensors`` (pooled float32, tokens float16, mask bool) and a JSON
 sidecar ``{key}.json`` next to it (guids, encoder fingerprint, creation time, shapes, per-item content ids).
-The sidecar is written last, so an entry without one is incomplete and ignored.
+The sidecar is written last, so an entry without one is incomplete and ignored; it holds the tensor file's sha256,
+and an entry whose sidecar lacks it is treated as damaged (recomputed).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
+import re
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -20,19 +21,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mmsent.features.featureset import ModalityFeatures
+from mmsent.fingerprint import file_digest
 from mmsent.io import atomic_write
 
 logger = logging.getLogger("mmsent.features")
 
 CACHE_FORMAT = 1
 FP16_MAX = 65504.0
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class CacheEntryError(ValueError):
@@ -73,8 +69,12 @@ class FeatureCache:
             return None
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            expected = meta.get("sha256")  # entries written before checksums were kept have none
-            if expected is not None and _file_sha256(tensor_path) != expected:
+            expected = meta.get("sha256")
+            # Without its checksum nothing vouches for the tensors: deleting the field must not switch the check off
+            # (entries of versions before checksums are recomputed once).
+            if not isinstance(expected, str) or not _SHA256.fullmatch(expected):
+                raise CacheEntryError("the sidecar holds no sha256 of the tensor file")
+            if file_digest(tensor_path, memo=False) != expected:
                 raise CacheEntryError("tensor file changed since it was written (checksum mismatch)")
             tensors = load_file(str(tensor_path))
             feats = self._validate(meta, tensors)
@@ -154,7 +154,7 @@ class FeatureCache:
         with contextlib.suppress(OSError):
             meta_path.unlink()
         atomic_write(tensor_path, lambda tmp: save_file(tensors, tmp, metadata={"key": key}))
-        meta["sha256"] = _file_sha256(tensor_path)
+        meta["sha256"] = file_digest(tensor_path, memo=False)
         atomic_write(
             meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
         )

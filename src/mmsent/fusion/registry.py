@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 from mmsent.fusion.base import FusionModel
-from mmsent.io import save_tensors
+from mmsent.io import atomic_write_text, save_tensors
 from mmsent.labels import LABELS
 
 WEIGHTS_FILE = "weights.safetensors"
@@ -177,27 +177,49 @@ def save_model(model: FusionModel, path: str | Path, meta: dict[str, Any] | None
     save_tensors(out / WEIGHTS_FILE, model.state_dict(), metadata={"format": _FORMAT})
     description = {"format": _FORMAT, "version": 1, "name": name, "hparams": hparams, "labels": list(LABELS),
                    "modalities": list(model.modalities), "meta": meta or {}}
-    (out / META_FILE).write_text(json.dumps(description, indent=2, default=_json_default), encoding="utf-8")
+    atomic_write_text(out / META_FILE, json.dumps(description, indent=2, default=_json_default))
     return out
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> FusionModel:
-    """Rebuilds a model saved by :func:`save_model` (in eval mode, its ``meta`` as ``saved_meta``).
+_RESTORE = "restore the file (rerun or re-export the run), or train the model again"
+
+
+def _check_description(description: dict[str, Any], where: Path) -> None:
+    """Raises ValueError naming ``where``, the key and the fix for a description :func:`save_model` did not write."""
+    for key, kind, what in (("name", str, "a string"), ("hparams", dict, "an object"),
+                            ("labels", list, "a list of strings")):
+        if key not in description:
+            raise ValueError(f"{where}: {key!r} is missing; {_RESTORE}")
+        if not isinstance(description[key], kind):
+            raise ValueError(f"{where}: {key!r} must be {what}, got {description[key]!r}; {_RESTORE}")
+    if not all(isinstance(x, str) for x in description["labels"]):
+        raise ValueError(f"{where}: 'labels' must be a list of strings, got {description['labels']!r}; {_RESTORE}")
+    if not isinstance(description.get("meta", {}), dict):  # optional: descriptions of early versions lack it
+        raise ValueError(f"{where}: 'meta' must be an object, got {description['meta']!r}; {_RESTORE}")
+    hparams = description["hparams"]
+    for key in ("image_dim", "text_dim"):
+        if key not in hparams:
+            raise ValueError(f"{where}: 'hparams' lacks {key!r}; {_RESTORE}")
+        if isinstance(hparams[key], bool) or not isinstance(hparams[key], int) or hparams[key] <= 0:
+            raise ValueError(f"{where}: 'hparams.{key}' must be a positive integer, got {hparams[key]!r}; {_RESTORE}")
+
+
+def read_description(path: str | Path) -> dict[str, Any]:
+    """The checked ``model.json`` of a folder written by :func:`save_model`: a registered name, the label order of
+    this version, and hparams the model's constructor takes.
 
     Raises:
-        FileNotFoundError: if either file is missing.
-        ValueError: for a file that is not an mmsent model, another label order, or a name no module registers.
+        ValueError: naming the file, the key and the fix, for anything else.
     """
     src = Path(path)
-    for f in (META_FILE, WEIGHTS_FILE):
-        if not (src / f).is_file():
-            raise FileNotFoundError(f"{src / f} not found; expected a directory written by save_model")
+    where = src / META_FILE
     try:
-        description = json.loads((src / META_FILE).read_text(encoding="utf-8"))
+        description = json.loads(where.read_text(encoding="utf-8"))
     except ValueError as exc:
-        raise ValueError(f"{src / META_FILE}: not readable JSON ({exc}); train the model again") from exc
+        raise ValueError(f"{where}: not readable JSON ({exc}); train the model again") from exc
     if not isinstance(description, dict) or description.get("format") != _FORMAT:
-        raise ValueError(f"{src / META_FILE} is not an mmsent fusion model description")
+        raise ValueError(f"{where} is not an mmsent fusion model description")
+    _check_description(description, where)
     if tuple(description["labels"]) != LABELS:
         raise ValueError(f"model at {src} was saved with label order {description['labels']}, this version uses "
                          f"{list(LABELS)}; its outputs would be mislabelled")
@@ -205,8 +227,33 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> FusionMo
     if fusion_key(name) not in list_fusion_models():
         raise ValueError(f"model at {src} is a {name!r}, which no module in the mmsent.fusion package registers "
                          f"(known: {', '.join(_REGISTRY)}); put the module that defines it back in that folder")
-    hparams = dict(description["hparams"])
-    model = create_fusion_model(name, hparams.pop("image_dim"), hparams.pop("text_dim"), **hparams)
+    takes = _REGISTRY[fusion_key(name)].arguments
+    stray = [k for k in description["hparams"] if k not in ("image_dim", "text_dim", *takes)]
+    if stray:
+        raise ValueError(f"{where}: 'hparams' has a key {stray[0]!r} the {name!r} model does not take (it takes "
+                         f"{', '.join(takes)}); remove the key if you added it, else {_RESTORE}")
+    return description
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> FusionModel:
+    """Rebuilds a model saved by :func:`save_model` (in eval mode, its ``meta`` as ``saved_meta``).
+
+    Raises:
+        FileNotFoundError: if either file is missing.
+        ValueError: for a file that is not an mmsent model, another label order, a name no module registers, or a
+            description that lacks a key or has one the model does not take (see :func:`read_description`).
+    """
+    src = Path(path)
+    for f in (META_FILE, WEIGHTS_FILE):
+        if not (src / f).is_file():
+            raise FileNotFoundError(f"{src / f} not found; expected a directory written by save_model")
+    description = read_description(src)
+    name, hparams = description["name"], dict(description["hparams"])
+    try:
+        model = create_fusion_model(name, hparams.pop("image_dim"), hparams.pop("text_dim"), **hparams)
+    except (TypeError, ValueError) as exc:  # an hparam of the wrong type or contradicting the name
+        raise ValueError(f"{src / META_FILE}: its 'hparams' do not build a {name!r} ({type(exc).__name__}: "
+                         f"{str(exc)[:200]}); {_RESTORE}") from exc
     try:
         model.load_state_dict(load_file(str(src / WEIGHTS_FILE)), strict=True)
     except Exception as exc:  # safetensors' own errors, and tensors that do not fit the description

@@ -89,15 +89,26 @@ class Predictor:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "predictor.json") -> Predictor:
-        members, weights = data.get("members"), data.get("class_weights")
-        if not members or not all(isinstance(m, str) for m in members):
+        """Reads a predictor written by :meth:`to_dict`; ValueError naming ``where``, the key and the fix otherwise."""
+        members, weights, name = data.get("members"), data.get("class_weights"), data.get("name")
+        name = "ensemble" if name is None else name
+        if not isinstance(members, list) or not members or not all(isinstance(m, str) and m for m in members):
             raise ValueError(f"{where}: 'members' must be a non-empty list of model names; run the job again")
+        repeated = next((m for i, m in enumerate(members) if m in members[:i]), None)
+        if repeated is not None:  # a repeated member would count its models twice in the mean
+            raise ValueError(f"{where}: 'members' names {repeated} more than once; run the job again")
+        # bool is an int to Python, but true/false in the file is an edit, not a weight
         if weights is not None and (not isinstance(weights, list) or len(weights) != len(LABELS) or not all(
-                isinstance(w, (int, float)) and np.isfinite(w) and w > 0 for w in weights)):
+                isinstance(w, (int, float)) and not isinstance(w, bool) and np.isfinite(w) and w > 0
+                for w in weights)):
             raise ValueError(f"{where}: 'class_weights' must be {len(LABELS)} positive numbers or null; run the job "
                              "again")
-        return cls(list(members), None if weights is None else [float(w) for w in weights], data.get("scores", {}),
-                   str(data.get("name") or "ensemble"))
+        if not isinstance(name, str) or (name != "ensemble" and name not in members):
+            raise ValueError(f"{where}: 'name' must be a string, 'ensemble' or one of 'members', got {name!r}; run "
+                             "the job again")
+        scores = data.get("scores", {})
+        return cls(list(members), None if weights is None else [float(w) for w in weights],
+                   scores if isinstance(scores, dict) else {}, name)
 
 
 def build_predictor(design_probs: dict[str, np.ndarray], labels: np.ndarray, members: Sequence[str],

@@ -1,0 +1,165 @@
+"""Sealed run folders: checksums.sha256 lists every file predicting reads, and loading refuses any change by name."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mmsent.cli import app
+from mmsent.config import RunConfig
+from mmsent.fusion.registry import create_fusion_model, save_model
+from mmsent.io import write_json
+from mmsent.run_folder import (
+    MANIFEST_FILE,
+    IntegrityError,
+    load_run_models,
+    model_dir,
+    prediction_files,
+    seal_run,
+    verify_run,
+)
+
+runner = CliRunner()
+MODELS = ["concat_seed0", "concat_seed1"]
+
+
+@pytest.fixture
+def sealed(tmp_path) -> Path:
+    """A run folder written with the public writers and sealed: a default config, two concat models, a predictor."""
+    run = tmp_path / "run"
+    run.mkdir()
+    RunConfig().save(run / "config.yaml")
+    for seed in (0, 1):
+        save_model(create_fusion_model("concat", 4, 4), model_dir(run, "concat", seed))
+    write_json(run / "predictor.json", {"members": ["concat"], "models": MODELS, "name": "concat"})
+    seal_run(run)
+    return run
+
+
+def _lines(run: Path) -> list[str]:
+    return (run / MANIFEST_FILE).read_text(encoding="utf-8").splitlines()
+
+
+def test_the_seal_lists_every_file_predicting_reads_in_sha256sum_format(sealed):
+    listed = [line.split("  ", 1)[1] for line in _lines(sealed)]
+    assert listed == sorted(prediction_files(sealed)) == sorted(
+        ["config.yaml", "predictor.json", *(f"models/{m}/{f}" for m in MODELS
+                                            for f in ("model.json", "weights.safetensors"))])
+    assert len(load_run_models(sealed).models) == 2
+    if shutil.which("sha256sum"):  # users can check a folder without mmsent
+        subprocess.run(["sha256sum", "--check", "--strict", "--quiet", MANIFEST_FILE], cwd=sealed, check=True)
+
+
+def test_a_folder_without_checksums_is_refused_saying_how_to_proceed(sealed):
+    (sealed / MANIFEST_FILE).unlink()  # as in a folder made before runs were sealed
+    with pytest.raises(IntegrityError, match=rf"{MANIFEST_FILE} not found: .*`mmsent seal {sealed}`.*--no-verify"):
+        load_run_models(sealed)
+
+
+def test_verify_false_loads_an_unsealed_folder_with_a_warning(sealed, caplog):
+    (sealed / MANIFEST_FILE).unlink()
+    with caplog.at_level(logging.WARNING, logger="mmsent.run_folder"):
+        assert len(load_run_models(sealed, verify=False).models) == 2
+    assert f"not verified against {MANIFEST_FILE} (--no-verify)" in caplog.text
+
+
+def test_a_model_the_predictor_names_but_the_seal_does_not_list_is_refused(sealed):
+    manifest = sealed / MANIFEST_FILE
+    manifest.write_text("".join(f"{line}\n" for line in _lines(sealed) if "concat_seed1" not in line))
+    with pytest.raises(IntegrityError, match=r"models/concat_seed1/model\.json: read to predict, but "
+                                             rf"{MANIFEST_FILE} does not list it"):
+        load_run_models(sealed)
+
+
+def test_a_listed_file_that_is_gone_is_named(sealed):
+    (model_dir(sealed, "concat", 1) / "model.json").unlink()
+    with pytest.raises(IntegrityError, match=rf"concat_seed1/model\.json: listed in {MANIFEST_FILE} but missing"):
+        verify_run(sealed)
+
+
+def test_only_the_chosen_design_loads_but_the_whole_seal_is_checked(sealed):
+    (model_dir(sealed, "concat", 1) / "weights.safetensors").write_bytes(b"changed")
+    with pytest.raises(IntegrityError, match=r"concat_seed1/weights\.safetensors: changed since the run was sealed"):
+        load_run_models(sealed, model_name="concat")
+
+
+@pytest.mark.parametrize(("line", "words"), [
+    (f"{'0' * 64}  ../outside.txt", "outside the run folder"),
+    ("not a checksum line", "line 7 is not '<sha256>  <path>': 'not a checksum line'; .*mmsent seal"),
+])
+def test_a_damaged_seal_is_named(sealed, line, words):
+    (sealed.parent / "outside.txt").write_text("x")
+    with (sealed / MANIFEST_FILE).open("a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+    with pytest.raises(ValueError, match=words):
+        load_run_models(sealed)
+
+
+def test_seal_accepts_a_change_made_on_purpose(sealed):
+    config = sealed / "config.yaml"
+    config.write_text(config.read_text(encoding="utf-8").replace("text_max_length: 64", "text_max_length: 32"))
+    assert "text_max_length: 32" in config.read_text(encoding="utf-8")
+    with pytest.raises(IntegrityError, match=r"config\.yaml: changed since"):
+        load_run_models(sealed)
+    result = runner.invoke(app, ["seal", str(sealed)])
+    assert result.exit_code == 0, result.output
+    assert load_run_models(sealed).cfg.encoders.text_max_length == 32
+
+
+def test_seal_refuses_a_folder_that_does_not_load(sealed):
+    (model_dir(sealed, "concat", 0) / "model.json").write_text("{}")
+    result = runner.invoke(app, ["seal", str(sealed)])
+    assert result.exit_code == 1 and "model.json is not an mmsent fusion model description" in result.output
+
+
+def test_a_pipeline_run_is_sealed_after_every_file_predicting_reads(tiny_run):
+    verify_run(tiny_run)
+    manifest = (tiny_run / MANIFEST_FILE).stat().st_mtime_ns
+    assert all((tiny_run / f).stat().st_mtime_ns <= manifest for f in prediction_files(tiny_run))
+
+
+def test_predict_refuses_an_unsealed_run_unless_told_not_to_verify(tiny_run, tmp_path):
+    run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    (run / MANIFEST_FILE).unlink()
+    post = ["--image", str(tiny_run.parent / "lab" / "data" / "130.jpg"), "--text", "sad hate awful rain"]
+    refused = runner.invoke(app, ["predict", str(run), *post])
+    assert refused.exit_code == 1 and "--no-verify" in refused.output and "Traceback" not in refused.output
+    result = runner.invoke(app, ["predict", str(run), *post, "--no-verify"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1].split()[0] in ("positive", "neutral", "negative")
+
+
+def test_serve_passes_no_verify_to_the_loader(monkeypatch, tmp_path):
+    import mmsent.inference
+
+    asked = []
+
+    def loader(run_dir, **kwargs):
+        asked.append(kwargs)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(mmsent.inference, "RunPredictor", loader)
+    for flag, verify in (([], True), (["--no-verify"], False)):
+        result = runner.invoke(app, ["serve", str(tmp_path), *flag])
+        assert result.exit_code == 1 and "stop here" in result.output
+        assert asked.pop()["verify"] is verify
+
+
+def test_a_file_linked_from_outside_is_refused_even_unverified(sealed, tmp_path):
+    weights = model_dir(sealed, "concat", 1) / "weights.safetensors"
+    shutil.move(str(weights), tmp_path / "weights.safetensors")
+    weights.symlink_to(tmp_path / "weights.safetensors")
+    with pytest.raises(ValueError, match=r"concat_seed1/weights\.safetensors resolves to .*, outside the run folder"):
+        load_run_models(sealed, verify=False)
+
+
+def test_a_deleted_predictor_file_is_named_not_taken_from_metrics(sealed):
+    write_json(sealed / "metrics.json", {"chosen_model": "concat", "seeds": [0]})
+    (sealed / "predictor.json").unlink()
+    with pytest.raises(IntegrityError, match=rf"predictor\.json: listed in {MANIFEST_FILE} but missing"):
+        load_run_models(sealed)
