@@ -32,6 +32,12 @@ class LabelError(ValueError):
     """A label set that cannot be used, or a label outside a task's label set."""
 
 
+def sentiment_order(seen: Iterable[str]) -> tuple[str, ...] | None:
+    """The sentiment order (positive, neutral, negative) of the classes seen, if they are sentiment classes only."""
+    seen = set(seen)
+    return tuple(name for name in LABELS if name in seen) if seen and seen <= set(LABELS) else None
+
+
 def check_label_name(name: Any, where: str) -> str:
     """``name`` as a label, or :class:`LabelError` saying why it cannot be one (``where`` names its source)."""
     if not isinstance(name, str) or not name.strip():
@@ -102,7 +108,7 @@ class LabelSet:
         """The label set of a saved ``id2label`` (and ``label2id``, checked against it when present)."""
         id2label = data.get("id2label")
         if not isinstance(id2label, Mapping) or not id2label:
-            raise LabelError(f"{where}: 'id2label' is missing or not a mapping; re-save the model with this mmsent")
+            raise LabelError(f"{where}: 'id2label' is missing or not a mapping of class indices to names")
         try:
             keys = sorted(int(k) for k in id2label)
         except (TypeError, ValueError):
@@ -114,6 +120,12 @@ class LabelSet:
         if label2id is not None and dict(label2id) != labels.label2id:
             raise LabelError(f"{where}: 'label2id' {dict(label2id)} disagrees with 'id2label' {labels.id2label}")
         return labels
+
+    @classmethod
+    def of_labels(cls, labels: Iterable[str]) -> LabelSet:
+        """The classes of ``labels``: in the sentiment order where they are sentiment classes, else sorted."""
+        seen = set(labels)
+        return cls(sentiment_order(seen) or tuple(sorted(seen)))
 
     @classmethod
     def from_training(cls, labels: Iterable[str], order: Sequence[str] | None = None) -> LabelSet:

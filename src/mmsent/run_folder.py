@@ -23,6 +23,7 @@ from mmsent.fingerprint import file_digest, format_sha256sums, parse_sha256sums
 from mmsent.fusion.base import FusionModel
 from mmsent.fusion.registry import META_FILE, WEIGHTS_FILE, load_model
 from mmsent.io import atomic_write_text
+from mmsent.labels import LabelError, LabelSet
 from mmsent.training.ensemble import Predictor
 
 log = logging.getLogger("mmsent.run_folder")
@@ -54,6 +55,7 @@ class RunModels:
         seeds: the seeds of its models.
         models: the trained models (eval mode), whose mean probability is the prediction.
         class_weights: the decision rule applied to that mean before the argmax, or None.
+        labels: the class names of the models' outputs, in order (``id2label``).
     """
 
     run_dir: Path
@@ -62,6 +64,7 @@ class RunModels:
     seeds: list[int]
     models: list[FusionModel]
     class_weights: list[float] | None = None
+    labels: LabelSet | None = None
 
     def encoders(self, device: str = "cpu") -> tuple[ImageEncoder, TextEncoder]:
         """The encoders the run's features came from (its fine-tuned ones when it fine-tuned)."""
@@ -254,7 +257,25 @@ def load_run_models(run_dir: str | Path, *, model_name: str | None = None, devic
                     "without an error", run_dir, MANIFEST_FILE)
     cfg = load_config(run_dir / CONFIG_FILE)
     seeds = sorted({int(_MODEL_DIR.fullmatch(n)["seed"]) for n in names})
-    return RunModels(run_dir, cfg, name, seeds, [load_model(d, device) for d in dirs], class_weights)
+    models = [load_model(d, device) for d in dirs]
+    return RunModels(run_dir, cfg, name, seeds, models, class_weights, run_labels(run_dir, models, dirs))
+
+
+def run_labels(run_dir: Path, models: list[FusionModel], dirs: list[Path]) -> LabelSet:
+    """The run's class names: ``predictor.json``'s ``id2label`` (runs before it: the models'), which every model's
+    ``model.json`` must repeat, names and order."""
+    where = run_dir / PREDICTOR_FILE
+    data = _read_json(where, "run the job again") if where.is_file() else {}
+    try:
+        labels = LabelSet.from_json(data, str(where)) if "id2label" in data else models[0].label_set
+    except LabelError as exc:
+        raise ValueError(f"{exc}; run the job again") from None
+    for model, folder in zip(models, dirs):
+        try:
+            labels.require_same(model.label_set, str(where), str(folder / META_FILE))
+        except LabelError as exc:
+            raise ValueError(f"{exc}; run the job again") from None
+    return labels
 
 
 def load_run_encoders(run_dir: str | Path, cfg: RunConfig) -> tuple[ImageEncoder, TextEncoder]:

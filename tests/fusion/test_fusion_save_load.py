@@ -10,6 +10,7 @@ import torch
 
 from mmsent.config import TrainConfig
 from mmsent.fusion import create_fusion_model, list_fusion_models, load_model, save_model
+from mmsent.labels import LabelSet
 
 from .helpers import IMAGE_DIM, TEXT_DIM, make_inputs
 
@@ -93,8 +94,9 @@ def test_the_saved_files_carry_format_version_and_labels(tmp_path) -> None:
 
     folder = _saved(tmp_path)
     description = json.loads((folder / "model.json").read_text(encoding="utf-8"))
-    assert (description["format"], description["version"], description["name"]) == ("mmsent-fusion", 1, "concat")
-    assert description["labels"] == ["positive", "neutral", "negative"] and description["meta"] == {}
+    assert (description["format"], description["version"], description["name"]) == ("mmsent-fusion", 2, "concat")
+    assert description["id2label"] == {"0": "positive", "1": "neutral", "2": "negative"}
+    assert description["label2id"] == {"positive": 0, "neutral": 1, "negative": 2} and description["meta"] == {}
     assert description["modalities"] == ["image", "text"]
     with safe_open(str(folder / "weights.safetensors"), framework="pt") as fh:
         assert fh.metadata() == {"format": "mmsent-fusion"}
@@ -144,11 +146,27 @@ def test_a_file_that_is_not_a_model_description_is_named(tmp_path, edit) -> None
         load_model(folder)
 
 
-def test_another_label_order_is_refused(tmp_path) -> None:
-    folder = _saved(tmp_path, lambda d: {**d, "labels": ["negative", "neutral", "positive"]})
-    with pytest.raises(ValueError, match=re.escape(
-            f"model at {folder} was saved with label order ['negative', 'neutral', 'positive'], this version uses "
-            "['positive', 'neutral', 'negative']; its outputs would be mislabelled")):
+def test_a_model_keeps_the_class_names_it_was_saved_with(tmp_path) -> None:
+    emotions = LabelSet(("angry", "bored", "calm", "fear", "happy", "love", "sad"))
+    model = create_fusion_model("gated", 4, 4, num_classes=7)
+    save_model(model, tmp_path / "m", labels=emotions)
+    loaded = load_model(tmp_path / "m")
+    assert loaded.label_set == emotions and loaded.num_classes == 7
+    with pytest.raises(ValueError, match=r"predicts 7 classes, but 3 labels were given"):
+        save_model(model, tmp_path / "other")
+
+
+def test_a_version_1_description_reads_its_label_list(tmp_path) -> None:
+    def version_1(d: dict) -> dict:
+        d = {k: v for k, v in d.items() if k not in ("id2label", "label2id")}
+        return {**d, "version": 1, "labels": ["negative", "neutral", "positive"]}
+
+    assert load_model(_saved(tmp_path, version_1)).label_set.names == ("negative", "neutral", "positive")
+
+
+def test_a_description_whose_labels_disagree_with_its_width_is_refused(tmp_path) -> None:
+    folder = _saved(tmp_path, lambda d: {**d, "id2label": {"0": "a", "1": "b"}, "label2id": {"a": 0, "b": 1}})
+    with pytest.raises(ValueError, match=r"'hparams.num_classes' is 3 but 'id2label' names 2 classes"):
         load_model(folder)
 
 
@@ -204,7 +222,7 @@ def _without(key):
 
 
 @pytest.mark.parametrize(("edit", "key", "fix"), [
-    (_without("labels"), "'labels' is missing", "restore the file"),
+    (_without("id2label"), "'id2label' is missing", "restore the file"),
     (lambda d: {**d, "hparams": {**d["hparams"], "stray": 1}}, "'hparams' has a key 'stray' the 'concat' model does "
      "not take (it takes", "remove the key"),
     (lambda d: {**d, "hparams": {k: v for k, v in d["hparams"].items() if k != "text_dim"}},
@@ -214,7 +232,7 @@ def _without(key):
     (_without("name"), "'name' is missing", "restore the file"),
     (lambda d: {**d, "name": ["concat"]}, "'name' must be a string", "restore the file"),
     (lambda d: {**d, "hparams": [4, 4]}, "'hparams' must be an object", "restore the file"),
-    (lambda d: {**d, "labels": "positive"}, "'labels' must be a list of strings", "restore the file"),
+    (lambda d: {**d, "id2label": "positive"}, "'id2label' is missing or not a mapping", "restore the file"),
     (lambda d: {**d, "meta": []}, "'meta' must be an object", "restore the file"),
 ], ids=["no-labels", "extra-hparam", "missing-hparam", "text-dim", "no-name", "list-name", "list-hparams",
         "string-labels", "list-meta"])

@@ -35,7 +35,7 @@ from mmsent.data.files import FileRefusedError, check_regular
 from mmsent.data.images import ImageLoadError, ImageTooLargeError, load_image
 from mmsent.data.records import DataIssue, Example, LabDataset, LoadReport
 from mmsent.data.text import TextDecodeError, TextError, check_length, decode_text, read_text_file
-from mmsent.labels import LABELS, LabelError, check_label_name
+from mmsent.labels import LABELS, LabelError, check_label_name, sentiment_order
 
 log = logging.getLogger("mmsent.data")
 
@@ -337,8 +337,3 @@ def build_dataset(root: Path, data_dir: Path, train_rows: list[DataRow], test_ro
     order = list(dict.fromkeys(row.guid for row in test_rows if row.guid in answered or row.guid in skipped))
     return LabDataset(root=root, train=train, test=test, report=report, test_skipped=skipped, test_order=order,
                       label_order=sentiment_order({ex.label for ex in train if ex.label}))
-
-
-def sentiment_order(seen: set[str]) -> tuple[str, ...] | None:
-    """The sentiment order (positive, neutral, negative) of the classes seen, if they are sentiment classes only."""
-    return tuple(name for name in LABELS if name in seen) if seen and seen <= set(LABELS) else None

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from mmsent.labels import LabelError, LabelSet
 
 
 @dataclass(frozen=True)
@@ -63,3 +68,37 @@ class LabDataset:
     def labels(self) -> dict[str, str]:
         """guid -> label name of every labelled row."""
         return {ex.guid: str(ex.label) for ex in self.train}
+
+    def label_set(self, fixed: Sequence[str] | None = None) -> LabelSet:
+        """The task's classes: ``fixed`` (``data.labels``), else the order the layout fixes, else the sorted training
+        labels. Every labelled test row must hold one of them.
+
+        Raises:
+            LabelError: naming the rows: a label outside ``fixed``, a class of it with no training row, a test label
+                no training row has, or (without ``fixed``) a class of a single training row, likely a typo.
+        """
+        counts = Counter(str(ex.label) for ex in self.train)
+        if fixed is None:
+            _refuse_single_rows(counts, self.train)
+        labels = LabelSet.from_training(counts, order=fixed if fixed is not None else self.label_order)
+        unknown = [ex for ex in self.test if ex.label is not None and ex.label not in labels]
+        if unknown:
+            ex = unknown[0]
+            raise LabelError(f"{ex.source}: test row {ex.guid} has label {ex.label!r}, which no training row has "
+                             f"(classes: {list(labels)}); {len(unknown)} such row(s): fix the label, or add training "
+                             "rows of that class")
+        return labels
+
+
+def _refuse_single_rows(counts: Counter, train: list[Example]) -> None:
+    """A class held by one training row cannot be learned, split or scored; in a set read from the data it is most
+    often a typo of another class."""
+    single = sorted(name for name, n in counts.items() if n < 2)
+    if not single or len(counts) < 2:
+        return
+    name = single[0]
+    where = next(ex.source for ex in train if ex.label == name)
+    close = difflib.get_close_matches(name, [n for n in counts if n != name], n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise LabelError(f"{where}: class {name!r} has a single training row ({len(single)} such class(es): {single}); "
+                     f"{hint}fix the label, add rows of that class, or declare the classes with data.labels")

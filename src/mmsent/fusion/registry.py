@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 from mmsent.fusion.base import FusionModel
 from mmsent.io import atomic_write_text, save_tensors
-from mmsent.labels import LABELS
+from mmsent.labels import LABELS, LabelError, LabelsLike, LabelSet, as_label_set
 
 WEIGHTS_FILE = "weights.safetensors"
 META_FILE = "model.json"
@@ -162,20 +162,26 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot store {type(obj).__name__} in model.json")
 
 
-def save_model(model: FusionModel, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
+def save_model(model: FusionModel, path: str | Path, meta: dict[str, Any] | None = None,
+               labels: LabelsLike | None = None) -> Path:
     """Writes a model built by :func:`create_fusion_model` to the directory ``path``, which it returns.
 
-    ``weights.safetensors`` holds the weights, ``model.json`` the name, hparams, label order and ``meta`` (anything
-    JSON-able; dataclasses, numpy values and tensors are converted).
+    ``weights.safetensors`` holds the weights, ``model.json`` the name, hparams, the class names of its outputs as
+    Hugging Face writes them (``id2label`` / ``label2id``; ``labels`` defaults to the three sentiment classes) and
+    ``meta`` (anything JSON-able; dataclasses, numpy values and tensors are converted).
     """
+    label_set = as_label_set(labels)
     try:
         name, hparams = model.fusion_name, model.hparams
     except AttributeError:
         raise TypeError(f"{type(model).__name__} records no fusion_name/hparams; build it with "
                         "create_fusion_model") from None
+    if len(label_set) != model.num_classes:
+        raise ValueError(f"the model predicts {model.num_classes} classes, but {len(label_set)} labels were given: "
+                         f"{list(label_set)}")
     out = Path(path)
     save_tensors(out / WEIGHTS_FILE, model.state_dict(), metadata={"format": _FORMAT})
-    description = {"format": _FORMAT, "version": 1, "name": name, "hparams": hparams, "labels": list(LABELS),
+    description = {"format": _FORMAT, "version": 2, "name": name, "hparams": hparams, **label_set.to_json(),
                    "modalities": list(model.modalities), "meta": meta or {}}
     atomic_write_text(out / META_FILE, json.dumps(description, indent=2, default=_json_default))
     return out
@@ -186,14 +192,11 @@ _RESTORE = "restore the file (rerun or re-export the run), or train the model ag
 
 def _check_description(description: dict[str, Any], where: Path) -> None:
     """Raises ValueError naming ``where``, the key and the fix for a description :func:`save_model` did not write."""
-    for key, kind, what in (("name", str, "a string"), ("hparams", dict, "an object"),
-                            ("labels", list, "a list of strings")):
+    for key, kind, what in (("name", str, "a string"), ("hparams", dict, "an object")):
         if key not in description:
             raise ValueError(f"{where}: {key!r} is missing; {_RESTORE}")
         if not isinstance(description[key], kind):
             raise ValueError(f"{where}: {key!r} must be {what}, got {description[key]!r}; {_RESTORE}")
-    if not all(isinstance(x, str) for x in description["labels"]):
-        raise ValueError(f"{where}: 'labels' must be a list of strings, got {description['labels']!r}; {_RESTORE}")
     if not isinstance(description.get("meta", {}), dict):  # optional: descriptions of early versions lack it
         raise ValueError(f"{where}: 'meta' must be an object, got {description['meta']!r}; {_RESTORE}")
     hparams = description["hparams"]
@@ -204,9 +207,28 @@ def _check_description(description: dict[str, Any], where: Path) -> None:
             raise ValueError(f"{where}: 'hparams.{key}' must be a positive integer, got {hparams[key]!r}; {_RESTORE}")
 
 
+def described_labels(description: dict[str, Any], where: Path) -> LabelSet:
+    """The class names of a model's outputs: ``id2label``, or the ``labels`` list that version 1 wrote; as many as
+    its ``hparams.num_classes`` (3 where a version-1 model did not record it)."""
+    try:
+        if "id2label" in description:
+            labels = LabelSet.from_json(description, str(where))
+        elif isinstance(description.get("labels"), list):
+            labels = LabelSet(tuple(description["labels"]))
+        else:
+            raise LabelError(f"{where}: 'id2label' is missing")
+    except LabelError as exc:
+        raise ValueError(f"{exc}; {_RESTORE}") from None
+    width = description["hparams"].get("num_classes", len(LABELS))
+    if width != len(labels):
+        raise ValueError(f"{where}: 'hparams.num_classes' is {width!r} but 'id2label' names {len(labels)} classes; "
+                         f"{_RESTORE}")
+    return labels
+
+
 def read_description(path: str | Path) -> dict[str, Any]:
-    """The checked ``model.json`` of a folder written by :func:`save_model`: a registered name, the label order of
-    this version, and hparams the model's constructor takes.
+    """The checked ``model.json`` of a folder written by :func:`save_model`: a registered name, its class names (as a
+    :class:`~mmsent.labels.LabelSet` under ``label_set``), and hparams the model's constructor takes.
 
     Raises:
         ValueError: naming the file, the key and the fix, for anything else.
@@ -220,9 +242,7 @@ def read_description(path: str | Path) -> dict[str, Any]:
     if not isinstance(description, dict) or description.get("format") != _FORMAT:
         raise ValueError(f"{where} is not an mmsent fusion model description")
     _check_description(description, where)
-    if tuple(description["labels"]) != LABELS:
-        raise ValueError(f"model at {src} was saved with label order {description['labels']}, this version uses "
-                         f"{list(LABELS)}; its outputs would be mislabelled")
+    description["label_set"] = described_labels(description, where)
     name = description["name"]
     if fusion_key(name) not in list_fusion_models():
         raise ValueError(f"model at {src} is a {name!r}, which no module in the mmsent.fusion package registers "
@@ -248,7 +268,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> FusionMo
         if not (src / f).is_file():
             raise FileNotFoundError(f"{src / f} not found; expected a directory written by save_model")
     description = read_description(src)
-    name, hparams = description["name"], dict(description["hparams"])
+    name, hparams, label_set = description["name"], dict(description["hparams"]), description.pop("label_set")
     try:
         model = create_fusion_model(name, hparams.pop("image_dim"), hparams.pop("text_dim"), **hparams)
     except (TypeError, ValueError) as exc:  # an hparam of the wrong type or contradicting the name
@@ -264,4 +284,5 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> FusionMo
         raise ValueError(f"{src / WEIGHTS_FILE}: {len(bad)} tensor(s) hold NaN/infinite values (e.g. {bad[0]}); the "
                          "file is damaged or training diverged: train the model again")
     model.saved_meta = description.get("meta", {})
+    model.label_set = label_set
     return model.to(device).eval()

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mmsent.labels import LABELS
+from mmsent.labels import LABELS, LabelsLike, as_label_set
 from mmsent.training.metrics import compute_metrics
 
 # Candidate weights per class relative to the first (positive) one: 0.5 .. 4, spaced evenly in log scale.
@@ -29,27 +29,36 @@ def decide(probs: np.ndarray, class_weights: Sequence[float] | None = None) -> n
     return (probs * np.asarray(class_weights) if class_weights is not None else probs).argmax(axis=1)
 
 
-def _macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
-    """Macro-F1 over all classes from one confusion count (the search below calls it thousands of times)."""
-    k = len(LABELS)
+def _macro_f1(labels: np.ndarray, predicted: np.ndarray, k: int) -> float:
+    """Macro-F1 over all ``k`` classes from one confusion count (the search below calls it thousands of times)."""
     confusion = np.bincount(np.asarray(labels) * k + predicted, minlength=k * k).reshape(k, k)
     return float((2 * np.diag(confusion) / np.maximum(confusion.sum(0) + confusion.sum(1), 1)).mean())
+
+
+def _rank(probs: np.ndarray, labels: np.ndarray, weights: list[float]) -> tuple[float, float]:
+    """(macro-F1, closeness to plain argmax): ties go to the weights that move the rule least."""
+    return _macro_f1(labels, decide(probs, weights), probs.shape[1]), -float(np.abs(np.log(weights)).sum())
 
 
 def fit_class_weights(probs: np.ndarray, labels: np.ndarray) -> list[float]:
     """Per-class weights (the first fixed at 1) that maximise macro-F1 of :func:`decide` on these rows.
 
-    An exhaustive search over a small log-spaced grid: with three classes that is 169 candidates, and ties go to the
-    weights closest to plain argmax, so the rule moves only where it gains.
+    Up to three classes an exhaustive search over a small log-spaced grid (169 candidates for three), ties going to
+    the weights closest to plain argmax, so the rule moves only where it gains. With more classes the grid grows as
+    13^(k-1), so each class's weight is searched in turn, the others held, until no weight moves (coordinate ascent).
     """
-    best: tuple[float, float, list[float]] = (-1.0, 0.0, [1.0] * len(LABELS))
-    for rest in itertools.product(_GRID, repeat=len(LABELS) - 1):
-        weights = [1.0, *map(float, rest)]
-        score = _macro_f1(labels, decide(probs, weights))
-        closeness = -float(np.abs(np.log(weights)).sum())
-        if (score, closeness) > best[:2]:
-            best = (score, closeness, weights)
-    return best[2]
+    k = probs.shape[1]
+    if k <= 3:
+        candidates = ([1.0, *map(float, rest)] for rest in itertools.product(_GRID, repeat=k - 1))
+        return max(candidates, key=lambda w: _rank(probs, labels, w))
+    weights = [1.0] * k
+    for _ in range(10):  # rounds; each one can only raise the score, so this ends long before in practice
+        before = list(weights)
+        for c in range(1, k):
+            weights[c] = max(map(float, _GRID), key=lambda v: _rank(probs, labels, [*weights[:c], v, *weights[c + 1:]]))
+        if weights == before:
+            break
+    return weights
 
 
 def nested_rule_predictions(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> np.ndarray:
@@ -98,11 +107,12 @@ class Predictor:
         if repeated is not None:  # a repeated member would count its models twice in the mean
             raise ValueError(f"{where}: 'members' names {repeated} more than once; run the job again")
         # bool is an int to Python, but true/false in the file is an edit, not a weight
-        if weights is not None and (not isinstance(weights, list) or len(weights) != len(LABELS) or not all(
+        classes = len(data["id2label"]) if isinstance(data.get("id2label"), dict) else len(LABELS)
+        if weights is not None and (not isinstance(weights, list) or len(weights) != classes or not all(
                 isinstance(w, (int, float)) and not isinstance(w, bool) and np.isfinite(w) and w > 0
                 for w in weights)):
-            raise ValueError(f"{where}: 'class_weights' must be {len(LABELS)} positive numbers or null; run the job "
-                             "again")
+            raise ValueError(f"{where}: 'class_weights' must be {classes} positive numbers (one per class) or null; "
+                             "run the job again")
         if not isinstance(name, str) or (name != "ensemble" and name not in members):
             raise ValueError(f"{where}: 'name' must be a string, 'ensemble' or one of 'members', got {name!r}; run "
                              "the job again")
@@ -112,22 +122,30 @@ class Predictor:
 
 
 def build_predictor(design_probs: dict[str, np.ndarray], labels: np.ndarray, members: Sequence[str],
-                    folds: np.ndarray | None, decision_rule: bool) -> Predictor:
+                    folds: np.ndarray | None, decision_rule: bool, label_set: LabelsLike | None = None,
+                    positive_label: str | None = None) -> Predictor:
     """The predictor and its scores from each design's held-out probabilities.
 
     Args:
-        design_probs: design -> ``(N, 3)`` probabilities of rows its models never trained on (mean over seeds).
+        design_probs: design -> ``(N, classes)`` probabilities of rows its models never trained on (seed mean).
         labels: the rows' class indices.
         members: the designs to average.
         folds: each row's fold (``data.kfold``), or None for a single validation split, where the rule would be fitted
             on the rows it is scored on and so stays off.
         decision_rule: fit class weights (with folds only).
+        label_set: the classes (default: the three sentiment classes).
+        positive_label: a binary task's class whose F1 is reported too.
     """
+    classes = as_label_set(label_set)
+
+    def metrics(predicted: np.ndarray) -> dict[str, Any]:
+        return compute_metrics(labels, predicted, classes, positive_label)
+
     probs = np.mean([design_probs[m] for m in members], axis=0)
-    scores: dict[str, Any] = {"designs": {d: compute_metrics(labels, decide(p)) for d, p in design_probs.items()},
-                              "argmax": compute_metrics(labels, decide(probs))}
+    scores: dict[str, Any] = {"designs": {d: metrics(decide(p)) for d, p in design_probs.items()},
+                              "argmax": metrics(decide(probs))}
     weights = None
     if decision_rule and folds is not None:
         weights = fit_class_weights(probs, labels)
-        scores["decision_rule"] = compute_metrics(labels, nested_rule_predictions(probs, labels, folds))
+        scores["decision_rule"] = metrics(nested_rule_predictions(probs, labels, folds))
     return Predictor(list(members), weights, scores, members[0] if len(members) == 1 else "ensemble")
