@@ -41,10 +41,10 @@ def test_validate_lists_bad_rows_and_exits_1(tmp_path):
     first_guid = (root / "train.txt").read_text(encoding="utf-8").splitlines()[1].split(",")[0]
     (root / "data" / f"{first_guid}.txt").unlink()
     with (root / "train.txt").open("a", encoding="utf-8") as fh:
-        fh.write("99999,happy\n")
+        fh.write("99999,ha\"ppy\n")  # a tag no class name can be
     result = runner.invoke(app, ["validate", "--data", str(root)])
     assert result.exit_code == 1
-    assert f"{first_guid}.txt" in result.output and "happy" in result.output
+    assert f"{first_guid}.txt" in result.output and "ha\"ppy" in result.output
     skipped = runner.invoke(app, ["validate", "--data", str(root), "--on-error", "skip"])
     assert skipped.exit_code == 0, skipped.output
     report = json.loads(skipped.stdout)
@@ -94,3 +94,38 @@ def test_predict_one_post_prints_its_label_and_probabilities(tiny_run):
 def test_an_unknown_engine_is_a_usage_error(tmp_path):
     result = runner.invoke(app, ["predict", str(tmp_path), "--input", str(tmp_path / "m.csv"), "--engine", "spark"])
     assert result.exit_code == 2 and "--engine 'spark': use local or ray" in result.output
+
+
+def _no_model_loading(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("the run's models were loaded before --out was checked")
+
+    monkeypatch.setattr(run_folder, "load_run_models", fail)
+    monkeypatch.setattr(pipeline, "load_run_models", fail)
+
+
+def test_predict_input_never_empties_a_text_file_given_as_out(tiny_run, tmp_path, monkeypatch):
+    # defect 1, as reported: --out naming the post's own text file (no final newline) emptied it
+    post = tmp_path / "post.txt"
+    post.write_bytes(b"I love this sunny day")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"id,text_path,image\nX,post.txt,{tiny_run.parent / 'lab' / 'data' / '130.jpg'}\n")
+    _no_model_loading(monkeypatch)
+    result = runner.invoke(app, ["predict", str(tiny_run), "--input", str(manifest), "--out", str(post), "-q"])
+    assert result.exit_code == 1, result.output
+    assert "post.txt" in result.output and "Traceback" not in result.output
+    assert post.read_bytes() == b"I love this sunny day"
+
+
+def test_predict_out_in_the_dataset_folder_is_refused_before_the_models_load(tiny_run, tmp_path, monkeypatch):
+    lab = tmp_path / "lab"
+    shutil.copytree(tiny_run.parent / "lab", lab)
+    _no_model_loading(monkeypatch)
+    result = runner.invoke(app, ["predict", str(tiny_run), "--data", str(lab), "--out", str(lab / "new.txt"), "-q"])
+    assert result.exit_code == 1, result.output
+    assert "inside the dataset folder" in result.output and not (lab / "new.txt").exists()
+    labels = tmp_path / "train.txt"  # defect 3 from the command line: a label file outside the dataset
+    labels.write_text("guid,tag\n1,positive\n")
+    result = runner.invoke(app, ["predict", str(tiny_run), "--data", str(lab), "--out", str(labels), "-q"])
+    assert result.exit_code == 1 and "not a prediction file written by mmsent" in result.output
+    assert labels.read_text() == "guid,tag\n1,positive\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -53,14 +54,32 @@ def test_every_row_is_answered_once_and_matches_the_run(tiny_run, tmp_path):
                                        atol=2e-3)
 
 
-def test_a_killed_job_resumes_without_losing_or_repeating_a_row(tiny_run, tmp_path):
+def test_a_killed_job_resumes_without_losing_or_repeating_a_row(tiny_run, tmp_path, monkeypatch):
+    from mmsent.stream import ChunkPredictor
+
     manifest, ids = _manifest(tiny_run, tmp_path, ".jsonl")
     full = _read(predict_stream(tiny_run, manifest, tmp_path / "full.jsonl", chunk_size=3, progress=False).out)
-    out = tmp_path / "out.jsonl"
     lines = (tmp_path / "full.jsonl").read_text().splitlines(keepends=True)
-    out.write_text("".join(lines[:4]) + lines[4][:9])  # killed mid-line after 4 rows
+    out = tmp_path / "out.jsonl"
+    answer, calls = ChunkPredictor.__call__, []
+
+    def killed_in_second_chunk(self, rows):
+        calls.append(rows)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return answer(self, rows)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ChunkPredictor, "__call__", killed_in_second_chunk)
+        with pytest.raises(KeyboardInterrupt):
+            predict_stream(tiny_run, manifest, out, chunk_size=3, progress=False)
+    assert out.read_text() == "".join(lines[:3])  # the first chunk, committed
+    # what a kill -9 in the middle of writing the second chunk leaves: a whole line the marker does not cover yet
+    # (written, not yet recorded) and a torn one
+    with out.open("a") as fh:
+        fh.write(lines[3] + lines[4][:9])
     again = predict_stream(tiny_run, manifest, out, chunk_size=3, progress=False)
-    assert again.skipped_done == 4
+    assert again.skipped_done == 3
     rows = _read(out)
     assert [r["id"] for r in rows] == ids  # each id once, in order
     assert rows == full
@@ -96,3 +115,176 @@ def test_bad_manifests_and_outputs_are_named(tiny_run, tmp_path):
     assert other.read_text() == before
     with pytest.raises(ValueError, match="is the manifest itself"):
         predict_stream(tiny_run, other, other, progress=False)
+
+
+def _forbid_model_loading(monkeypatch):
+    """Every refusal below must come before the run's models load."""
+    import mmsent.run_folder as run_folder
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the run's models were loaded before the output was checked")
+
+    monkeypatch.setattr(run_folder, "load_run_models", fail)
+
+
+def test_an_input_without_a_final_newline_is_never_truncated(tiny_run, tmp_path, monkeypatch):
+    # defect 1: a text file the manifest names, given as --out, lost its whole content (taken for a torn write)
+    post = tmp_path / "post.txt"
+    post.write_bytes(b"I love this sunny day")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"id,text_path,image\nX,post.txt,{tiny_run.parent / 'lab' / 'data' / '130.jpg'}\n")
+    _forbid_model_loading(monkeypatch)
+    with pytest.raises(ValueError, match=r"post\.txt.*not a prediction file.*delete it yourself"):
+        predict_stream(tiny_run, manifest, post, progress=False)
+    assert post.read_bytes() == b"I love this sunny day"
+    # an mmsent-looking JSONL with a torn tail, but no marker beside it (copied, or from elsewhere): not repaired
+    copy = tmp_path / "copy.jsonl"
+    copy.write_bytes(b'{"id": "1", "label": "positive"}\n{"id": "2", "lab')
+    with pytest.raises(ValueError, match="not a prediction file"):
+        predict_stream(tiny_run, manifest, copy, progress=False)
+    assert copy.read_bytes() == b'{"id": "1", "label": "positive"}\n{"id": "2", "lab'
+
+
+def test_an_output_changed_since_mmsent_wrote_it_is_refused(tiny_run, tmp_path):
+    manifest, _ = _manifest(tiny_run, tmp_path)
+    out = predict_stream(tiny_run, manifest, tmp_path / "out.jsonl", chunk_size=4, progress=False).out
+    assert (tmp_path / "out.jsonl.mmsent.json").is_file()  # the marker: what mmsent wrote, beside the output
+    out.write_bytes(b'{"id": "mine", "label": "positive"}\n{"id": "torn')  # the user's own file, same name
+    with pytest.raises(ValueError, match="changed since mmsent wrote it"):
+        predict_stream(tiny_run, manifest, out, progress=False)
+    assert out.read_bytes() == b'{"id": "mine", "label": "positive"}\n{"id": "torn'
+
+
+def test_a_row_naming_the_output_as_its_input_is_refused(tiny_run, tmp_path):
+    manifest, _ = _manifest(tiny_run, tmp_path)
+    out = tmp_path / "out.jsonl"
+    with manifest.open("a") as fh:
+        fh.write(f"self,hello,,{out}\n")
+    with pytest.raises(ValueError, match=r"names --out .*out\.jsonl as its image"):
+        predict_stream(tiny_run, manifest, out, chunk_size=4, progress=False)
+    assert "self" not in {r["id"] for r in _read(out)}
+
+
+def test_two_writers_of_one_output_never_both_write(tiny_run, tmp_path, monkeypatch):
+    # defect 9: two `predict --input ... --out same.jsonl` at once wrote every row twice
+    import threading
+
+    from mmsent.stream import ChunkPredictor
+
+    manifest, ids = _manifest(tiny_run, tmp_path)
+    out = tmp_path / "same.jsonl"
+    first_inside, go_on = threading.Event(), threading.Event()
+    answer = ChunkPredictor.__call__
+
+    def held(self, rows):
+        if threading.current_thread().name == "first":  # the first writer pauses inside its first chunk
+            first_inside.set()
+            go_on.wait(60)
+        return answer(self, rows)
+
+    monkeypatch.setattr(ChunkPredictor, "__call__", held)
+    results = []
+    first = threading.Thread(target=lambda: results.append(
+        predict_stream(tiny_run, manifest, out, chunk_size=4, progress=False)), name="first")
+    first.start()
+    try:
+        assert first_inside.wait(60)
+        with pytest.raises(ValueError, match=r"same\.jsonl.*another mmsent process"):
+            predict_stream(tiny_run, manifest, out, chunk_size=4, progress=False)
+    finally:
+        go_on.set()
+        first.join(60)
+    assert results and [r["id"] for r in _read(out)] == ids  # each id once
+
+
+def _call_unblocked(fn, fifos, timeout=20.0):
+    """``fn()``, failing instead of hanging if it blocks on a FIFO (opening one for writing ends a blocked read)."""
+    import contextlib
+    import threading
+
+    result = {}
+
+    def run():
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 -- re-raised in the test's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        for fifo in fifos:
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(timeout)
+        pytest.fail(f"blocked for {timeout:.0f}s reading a FIFO")
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_texts_against_the_text_rule_and_unreadable_files_are_error_rows(tiny_run, tmp_path):
+    # the probe: empty, invisible and NUL texts got a label, an 8.6 MB text stalled its chunk, a FIFO hung the job
+    manifest, _ = _manifest(tiny_run, tmp_path, ".jsonl")
+    good = json.loads(manifest.read_text().splitlines()[0])
+    folder, image = manifest.parent, good["image"]
+    huge, pipe_jpg, pipe_txt = (folder / f"{name}-{tmp_path.name}" for name in ("huge.txt", "pipe.jpg", "pipe.txt"))
+    with huge.open("wb") as fh:
+        fh.truncate(100_000_000)  # sparse: refused from its size, never read
+    os.mkfifo(pipe_jpg)
+    os.mkfifo(pipe_txt)
+    bad = [("empty", {"text": ""}), ("blank", {"text": " \n\t"}), ("invisible", {"text": "\u200b\u200e\u202e"}),
+           ("nul", {"text": "\x00"}), ("long", {"text": "x" * 5_001}), ("huge", {"text_path": huge.name}),
+           ("fifo-image", {"text": "hi", "image": pipe_jpg.name}), ("fifo-text", {"text_path": pipe_txt.name}),
+           ("no-image", {"text": "hi", "image": None})]
+    path = folder / f"strict-{tmp_path.name}.jsonl"
+    path.write_text("".join(json.dumps({"id": rid, "image": image, **fields}) + "\n"
+                            for rid, fields in [("good", {"text": good["text"]}), *bad]), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    result = _call_unblocked(lambda: predict_stream(tiny_run, path, out, chunk_size=4, progress=False),
+                             [pipe_jpg, pipe_txt])
+    rows = _read(out)
+    assert [r["id"] for r in rows] == ["good"] + [rid for rid, _ in bad] and "label" in rows[0]
+    assert (result.predicted, result.errors) == (1, len(bad))
+    name = path.name
+    invisible = "empty: only invisible characters (zero-width, bidi or control)"
+    assert [r["error"] for r in rows[1:]] == [
+        f"{name}:2: text: empty; write the post's text",
+        f"{name}:3: text: empty; write the post's text",
+        f"{name}:4: text: {invisible}; write the post's text",
+        f"{name}:5: text: contains NUL characters (binary data?); remove the NUL characters",
+        f"{name}:6: text: 5,001 characters, over the limit of 5,000; shorten it to 5,000 characters at most",
+        f"{name}:7: {huge}: 100,000,000 bytes, over the limit of 5,000 characters; shorten it to 5,000 characters "
+        "at most",
+        f"{name}:8: {pipe_jpg}: not a regular file but a FIFO (named pipe)",
+        f"{name}:9: {pipe_txt}: not a regular file but a FIFO (named pipe); replace it with a regular file",
+        f"{name}:10: no 'image' (or 'image_path') column value",
+    ]
+
+
+def test_a_csv_row_with_an_unquoted_comma_and_a_padded_repeat_id_are_named(tiny_run, tmp_path):
+    manifest, _ = _manifest(tiny_run, tmp_path)
+    lines = manifest.read_text().splitlines(keepends=True)  # header id,text,text_path,image
+    first = next(csv.reader(lines[1:2]))
+    cut = manifest.parent / f"cut-{tmp_path.name}.csv"
+    cut.write_text(lines[0] + lines[1] + f"2,not bad, actually terrible,,{first[3]}\n", encoding="utf-8")
+    rows = _read(predict_stream(tiny_run, cut, tmp_path / "o.jsonl", progress=False).out)
+    assert rows[1] == {"id": "2", "error": f"{cut.name}:3: 5 fields, but the header has 4 columns (an unquoted "
+                       'comma in a text?); put a text holding a comma in double quotes: "not bad, actually"'}
+    padded = tmp_path / "p.csv"
+    padded.write_text('id,text,image\n1,hi,a.jpg\n" 1",ho,b.jpg\n', encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"^p\.csv:3: id '1' appears twice; ids must be unique$"):
+        predict_stream(tiny_run, padded, tmp_path / "p.jsonl", progress=False)
+
+
+def test_a_job_that_fails_before_any_row_leaves_nothing_behind(tiny_run, tmp_path):
+    manifest, _ = _manifest(tiny_run, tmp_path)
+    out = tmp_path / "out.jsonl"
+    with pytest.raises((ValueError, FileNotFoundError)):
+        predict_stream(tmp_path / "not-a-run", manifest, out, progress=False)
+    assert not out.exists() and not (tmp_path / "out.jsonl.mmsent.json").exists()
+    with pytest.raises(FileNotFoundError, match="manifest not found"):
+        predict_stream(tiny_run, tmp_path / "no-such.csv", out, progress=False)
+    assert not out.exists()

@@ -27,6 +27,8 @@ SetOpt = typer.Option(None, "--set", "-s", help="Override a config value, e.g. -
 OnErrorOpt = typer.Option(None, "--on-error", help="Bad rows: 'raise' (default) lists them all; 'skip' drops them "
                           "with a logged count.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+NoVerifyOpt = typer.Option(False, "--no-verify", help="Load the run folder without checking it against its "
+                           "checksums.sha256 (logs a warning): a damaged or edited file then changes answers silently.")
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -98,7 +100,8 @@ def validate(data: Optional[Path] = DataOpt, config: Optional[Path] = ConfigOpt,
 
     with _user_errors():
         dataset = load_dataset(cfg)
-    print(json.dumps(data_report(dataset), indent=2))
+        label_set = dataset.label_set(cfg.data.labels)
+    print(json.dumps(data_report(dataset, label_set), indent=2))
 
 
 @app.command()
@@ -141,9 +144,10 @@ def _compare(cfg: RunConfig, out: Path, quiet: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.yaml")
     dataset = load_dataset(cfg)
-    splits = prepare_splits(cfg, dataset, out)
+    label_set = dataset.label_set(cfg.data.labels)
+    splits = prepare_splits(cfg, dataset, out, label_set)
     feats = extract_stage(cfg, dataset.train + dataset.test, progress=not quiet)
-    _, table = compare_folds(cfg, feats, splits, dataset.labels(), progress=not quiet)
+    _, table = compare_folds(cfg, feats, splits, dataset.labels(), progress=not quiet, label_set=label_set)
     table.save(out)
     print(table.to_markdown())
 
@@ -177,7 +181,8 @@ def compare(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(N
 def predict(run_dir: Optional[Path] = typer.Argument(None, help="A finished run or exported model folder (default: "
             "the model that ships with mmsent)."),
             data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(None, "--out", "-o",
-            help="Prediction file (default: RUN_DIR/predictions.txt)."),
+            help="Prediction file (default: RUN_DIR/predictions.txt). An existing file is replaced only if mmsent "
+            "wrote it (OUT.mmsent.json beside it says so)."),
             input_: Optional[Path] = typer.Option(None, "--input", "-i", help="A manifest (CSV / JSONL / Parquet "
             "with id, text or text_path, image or image_path) to stream instead of a lab folder; results go to "
             "--out as JSONL (default RUN_DIR/predictions.jsonl), and a rerun resumes."),
@@ -192,7 +197,7 @@ def predict(run_dir: Optional[Path] = typer.Argument(None, help="A finished run 
             image: Optional[Path] = typer.Option(None, "--image", help="One post: its image (with --text)."),
             text: Optional[str] = typer.Option(None, "--text", help="One post: its text (with --image)."),
             config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
-            on_error: Optional[str] = OnErrorOpt, quiet: bool = QuietOpt) -> None:
+            on_error: Optional[str] = OnErrorOpt, quiet: bool = QuietOpt, no_verify: bool = NoVerifyOpt) -> None:
     """Writes guid,tag predictions for the unlabeled rows of a dataset with a run's saved models, or streams a
     manifest of any size (--input) to JSONL."""
     if (image is None) != (text is None):
@@ -210,7 +215,7 @@ def predict(run_dir: Optional[Path] = typer.Argument(None, help="A finished run 
         from mmsent.inference import RunPredictor
 
         with _user_errors():
-            [result] = RunPredictor(run_dir).predict([image], [text], explain_inputs=False)
+            [result] = RunPredictor(run_dir, verify=not no_verify).predict([image], [text], explain_inputs=False)
         probs = "  ".join(f"{k} {v:.3f}" for k, v in result["probabilities"].items())
         typer.echo(f"{result['label']}  ({probs})")
         return
@@ -222,7 +227,7 @@ def predict(run_dir: Optional[Path] = typer.Argument(None, help="A finished run 
 
         with _user_errors():
             ray_result = predict_with_ray(run_dir, input_, out or run_dir / "predictions-ray", actors=actors,
-                                          chunk_size=chunk_size, address=ray_address)
+                                          chunk_size=chunk_size, address=ray_address, verify=not no_verify)
         console.print(f"{ray_result.predicted} predicted, {ray_result.errors} unreadable (with 'error') by "
                       f"{ray_result.actors} actor(s) in {ray_result.seconds:.0f} s -> {ray_result.out}")
         return
@@ -234,15 +239,18 @@ def predict(run_dir: Optional[Path] = typer.Argument(None, help="A finished run 
             if not (i.isdigit() and n.isdigit()):
                 raise ValueError(f"--shard {shard!r}: write it as i/n, e.g. 0/4")
             result = predict_stream(run_dir, input_, out or run_dir / "predictions.jsonl", chunk_size=chunk_size,
-                                    shard=(int(i), int(n)), progress=not quiet)
+                                    shard=(int(i), int(n)), progress=not quiet, verify=not no_verify)
         console.print(f"{result.predicted} predicted, {result.errors} unreadable (written with 'error'), "
                       f"{result.skipped_done} already done -> {result.out}")
         return
     cfg = _config(config, set_, data, on_error)
-    from mmsent.pipeline import predict_from_run
+    from mmsent.pipeline import PREDICTIONS_FILE, predict_from_run, resolve_data_root
+    from mmsent.predict import prediction_path
 
     with _user_errors():
-        path = predict_from_run(run_dir, cfg, out, progress=not quiet)
+        # where the predictions go is checked before the models load, so a refused --out costs nothing
+        prediction_path(out or run_dir / PREDICTIONS_FILE, run_dir, resolve_data_root(cfg))
+        path = predict_from_run(run_dir, cfg, out, progress=not quiet, verify=not no_verify)
     console.print(f"predictions: {path}")
 
 
@@ -270,14 +278,23 @@ def serve(run_dir: Optional[Path] = typer.Argument(None, help="A finished run or
           max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="Largest image file accepted."),
           max_image_pixels: int = typer.Option(40_000_000, "--max-image-pixels", help="Largest decoded image (w x h)."),
           max_batch: int = typer.Option(32, "--max-batch", help="Most rows per /predict/batch request."),
-          max_micro_batch: int = typer.Option(8, "--max-micro-batch", min=1, help="Most concurrent /predict requests "
-                                              "run together in one forward pass (1: one at a time).")) -> None:
+          max_micro_batch: int = typer.Option(8, "--max-micro-batch", min=1, help="Most rows (concurrent /predict "
+                                              "requests, a batch's rows) in one forward pass (1: one at a time)."),
+          max_batch_mb: float = typer.Option(32.0, "--max-batch-mb", help="Largest /predict/batch body, all rows."),
+          memory_budget_mb: float = typer.Option(512.0, "--memory-budget-mb", help="Memory all requests in flight "
+                                                 "may hold together (bodies and decoded images); past it: 503."),
+          header_timeout: float = typer.Option(10.0, "--header-timeout", min=0.1, help="Seconds a client has for a "
+                                               "request's line and headers; slower connections are closed."),
+          body_timeout: float = typer.Option(60.0, "--body-timeout", min=0.1, help="Seconds a client has for a "
+                                             "request's body; slower ones get 408."),
+          no_verify: bool = NoVerifyOpt) -> None:
     """Serves a run's ensemble over HTTP: POST /predict, POST /predict/batch, GET /health, a demo page at /."""
     import torch
     import uvicorn
 
     from mmsent.device import resolve_num_threads
     from mmsent.serve import ServeSettings, create_app
+    from mmsent.serve.timeouts import uvicorn_config
 
     if run_dir is None:
         from mmsent.export import shipped_model_path
@@ -285,12 +302,17 @@ def serve(run_dir: Optional[Path] = typer.Argument(None, help="A finished run or
         with _user_errors():
             run_dir = shipped_model_path()
     torch.set_num_threads(resolve_num_threads(threads))
-    settings = ServeSettings(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_image_pixels=max_image_pixels,
-                             max_batch=max_batch, max_micro_batch=max_micro_batch)
+    mib = 1024 * 1024
+    settings = ServeSettings(max_upload_bytes=int(max_upload_mb * mib), max_image_pixels=max_image_pixels,
+                             max_batch=max_batch, max_micro_batch=max_micro_batch,
+                             max_batch_bytes=int(max_batch_mb * mib), memory_budget_bytes=int(memory_budget_mb * mib),
+                             header_timeout=header_timeout, body_timeout=body_timeout)
     with _user_errors():
-        api = create_app(run_dir, settings=settings, model_name=model)
+        from mmsent.inference import RunPredictor
+
+        api = create_app(settings=settings, predictor=RunPredictor(run_dir, model_name=model, verify=not no_verify))
     console.print(f"serving {run_dir} on http://{host}:{port}/ (API docs at /docs)")
-    uvicorn.run(api, host=host, port=port, log_level="info")
+    uvicorn.Server(uvicorn_config(api, host, port)).run()  # with the headers deadline uvicorn.run lacks
 
 
 @app.command()
@@ -354,6 +376,21 @@ def export(run_dir: Path = typer.Argument(..., help="A finished run directory.")
     with _user_errors():
         folder = export_run(run_dir, out)
     console.print(f"exported {run_dir} -> {folder} (model card: {folder / 'README.md'})")
+
+
+@app.command()
+def seal(run_dir: Path = typer.Argument(..., help="A run or exported model folder whose files you trust.")) -> None:
+    """Accepts a run folder's files as they are now: writes its checksums.sha256, which predict and serve check.
+
+    For a folder made before runs were sealed, or one whose config you changed on purpose.
+    """
+    from mmsent.run_folder import MANIFEST_FILE, load_run_models, seal_run
+
+    with _user_errors():
+        load_run_models(run_dir, verify=False)  # only a folder that loads is sealed
+        path = seal_run(run_dir)
+    console.print(f"sealed {run_dir}: {path.name} lists the sha256 of every file predicting reads (check it with "
+                  f"`cd {run_dir} && sha256sum -c {MANIFEST_FILE}`)")
 
 
 @app.command()

@@ -38,8 +38,9 @@ from mmsent.features.extract import FeatureSource, extract_features
 from mmsent.features.featureset import FeatureSet
 from mmsent.fusion.base import FusionModel
 from mmsent.fusion.registry import fusion_key, save_model
+from mmsent.evaluate import TEST_METRICS_FILE, check_labels, labelled, refuse_seen_rows, score_rows, write_test_metrics
 from mmsent.io import write_json
-from mmsent.labels import LABELS
+from mmsent.labels import LabelSet
 from mmsent.predict import prediction_path, write_predictions
 from mmsent.run_folder import (
     MANIFEST_FILE,
@@ -98,7 +99,8 @@ class Stopwatch:
 # the new run's (a half-finished rerun then has no predictor.json, and predict/serve say the run did not finish).
 RUN_OUTPUTS = ("config.yaml", "data_report.json", "split.csv", "split_fold*.csv", "comparison.*", "finetune.json",
                VALIDATION_FILE, OOF_FILE, PREDICTOR_FILE, METRICS_FILE, "predictions.txt", "predictions_proba.csv",
-               "report.html", "report", "tracking.json", MODELS_DIR, MANIFEST_FILE)
+               "predictions_skipped.csv", "predictions.txt.mmsent.json",
+               "report.html", "report", "tracking.json", MODELS_DIR, MANIFEST_FILE, TEST_METRICS_FILE)
 
 
 def clear_run_dir(run_dir: str | Path) -> Path:
@@ -134,10 +136,29 @@ def load_dataset(cfg: RunConfig) -> LabDataset:
 
         return load_mvsa_dataset(root, "single" if cfg.data.format == "mvsa-single" else "multiple",
                                  on_error=cfg.data.on_error, max_image_pixels=cfg.data.max_image_pixels)
+    if cfg.data.format in ("splits", "hfm", "tumemo"):
+        return load_release(cfg, root)
     return load_lab_dataset(root, on_error=cfg.data.on_error, max_image_pixels=cfg.data.max_image_pixels)
 
 
-def prepare_splits(cfg: RunConfig, dataset: LabDataset, run_dir: Path | None = None) -> list[Split]:
+def load_release(cfg: RunConfig, root: Path) -> LabDataset:
+    """A published protocol's train / dev / test files: a split-files folder, or the HFM or TumEmo release."""
+    options = {"on_error": cfg.data.on_error, "max_image_pixels": cfg.data.max_image_pixels}
+    if cfg.data.format == "hfm":
+        from mmsent.data.hfm import load_hfm_dataset
+
+        return load_hfm_dataset(root, **options)
+    if cfg.data.format == "tumemo":
+        from mmsent.data.tumemo import load_tumemo_dataset
+
+        return load_tumemo_dataset(root, split_seed=cfg.data.split_seed, **options)
+    from mmsent.data.split_files import load_split_files
+
+    return load_split_files(root, labels=cfg.data.labels, **options)
+
+
+def prepare_splits(cfg: RunConfig, dataset: LabDataset, run_dir: Path | None = None,
+                   label_set: LabelSet | None = None) -> list[Split]:
     """The train/validation split (made, or reused with ``data.split_file``), or with ``data.kfold`` every fold of a
     stratified K-fold cross-validation; each is written to the run dir (``split.csv`` / ``split_fold{k}.csv``)."""
     if dataset.validation and (cfg.data.kfold or cfg.data.split_file):
@@ -153,7 +174,8 @@ def prepare_splits(cfg: RunConfig, dataset: LabDataset, run_dir: Path | None = N
         log.info("using the %d validation rows the data names (split=val)", len(dataset.validation))
         given = set(dataset.validation)
         train = [ex for ex in dataset.train if ex.guid not in given]
-        missing = sorted(set(LABELS) - {ex.label for ex in train})
+        classes = label_set or dataset.label_set(cfg.data.labels)
+        missing = [name for name in classes if name not in {ex.label for ex in train}]
         if missing:
             raise SplitError(f"the data's split=val rows leave {len(train)} training rows, with no "
                              f"{', '.join(missing)} row: mark fewer rows val, or leave the split column empty")
@@ -207,23 +229,23 @@ def extract(cfg: RunConfig, examples: list, source: FeatureSource | None = None,
 
 
 def compare(cfg: RunConfig, feats: FeatureSet, split: Split, labels: dict[str, str],
-            progress: bool = True) -> Comparison:
+            progress: bool = True, label_set: LabelSet | None = None) -> Comparison:
     """Every model of ``compare.models`` × every seed on the split, with the per-model overrides that apply."""
     overrides = {name: o for name, o in cfg.compare.model_overrides.items() if name in cfg.compare.models}
     return compare_models(feats.select(split.train + split.val), labels, split, cfg.compare.models,
                           cfg.compare.seeds, cfg.training, progress=progress, model_overrides=overrides,
-                          workers=cfg.compare.workers)
+                          workers=cfg.compare.workers, label_set=label_set)
 
 
 def compare_folds(cfg: RunConfig, feats: FeatureSet, splits: list[Split], labels: dict[str, str],
-                  progress: bool = True) -> tuple[list[Comparison], Comparison]:
+                  progress: bool = True, label_set: LabelSet | None = None) -> tuple[list[Comparison], Comparison]:
     """:func:`compare` on every split; returns the per-fold comparisons (they hold the models) and one table of all."""
-    parts = [compare(cfg, feats, split, labels, progress) for split in splits]
+    parts = [compare(cfg, feats, split, labels, progress, label_set) for split in splits]
     return parts, combine_folds(parts)
 
 
 def choose_predictor(cfg: RunConfig, parts: list[Comparison], table: Comparison,
-                     labels: dict[str, str]) -> tuple[Predictor, np.ndarray]:
+                     labels: dict[str, str], label_set: LabelSet | None = None) -> tuple[Predictor, np.ndarray]:
     """The predictor ``compare.predict_with`` asks for, scored on held-out rows; and its held-out probabilities.
 
     ``ensemble`` averages every compared design, ``best`` takes the design with the best mean macro-F1, a name takes
@@ -233,9 +255,11 @@ def choose_predictor(cfg: RunConfig, parts: list[Comparison], table: Comparison,
     designs = table.model_names()
     members = designs if choice == "ensemble" else [table.best_model() if choice == "best" else choice]
     probs = {d: held_out_probs(parts, d) for d in designs}
-    y = np.array([LABELS.index(labels[g]) for g in table.val_guids])
+    classes = label_set or LabelSet.of_labels(labels.values())
+    y = np.array([classes.index(labels[g]) for g in table.val_guids])
     folds = np.concatenate([[k] * len(p.val_guids) for k, p in enumerate(parts)]) if len(parts) > 1 else None
-    predictor = build_predictor(probs, y, members, folds, cfg.compare.decision_rule)
+    predictor = build_predictor(probs, y, members, folds, cfg.compare.decision_rule, classes,
+                                cfg.data.positive_label)
     return predictor, np.mean([probs[m] for m in members], axis=0)
 
 
@@ -256,21 +280,22 @@ def score_baselines(cfg: RunConfig, dataset: LabDataset, guids: list[str]) -> li
         return []
 
 
-def save_predictor(run_dir: Path, cfg: RunConfig, parts: list[Comparison], predictor: Predictor) -> list[FusionModel]:
+def save_predictor(run_dir: Path, cfg: RunConfig, parts: list[Comparison], predictor: Predictor,
+                   label_set: LabelSet) -> list[FusionModel]:
     """Replaces ``run_dir/models`` with every model of the predictor's members (each fold's, each seed's) and writes
-    ``predictor.json`` naming them; returns the models.
-
+    ``predictor.json`` naming them and the classes (``id2label``); returns the models.
     """
-    meta = {"labels": list(LABELS), "encoders": cfg.to_dict()["encoders"], "cleaning": cfg.to_dict()["cleaning"]}
+    meta = {"encoders": cfg.to_dict()["encoders"], "cleaning": cfg.to_dict()["cleaning"]}
     models, names = [], []
     for k, part in enumerate(parts):
         for run in (r for r in part.runs if r.model in predictor.members):
             path = model_dir(run_dir, run.model, run.seed, fold=k if len(parts) > 1 else None)
             save_model(part.models[(run.model, run.seed)], path, {**meta, "model": run.model, "fold": k,
-                                                                  "seed": run.seed, "val_metrics": run.metrics})
+                                                                  "seed": run.seed, "val_metrics": run.metrics},
+                       labels=label_set)
             models.append(part.models[(run.model, run.seed)])
             names.append(path.name)
-    write_json(run_dir / PREDICTOR_FILE, {**predictor.to_dict(), "models": names})
+    write_json(run_dir / PREDICTOR_FILE, {**predictor.to_dict(), "models": names, **label_set.to_json()})
     return models
 
 
@@ -281,16 +306,21 @@ def ensemble_proba(models: list, feats: FeatureSet, device: str = "auto") -> np.
 
 
 def predict_test(cfg: RunConfig, dataset: LabDataset, feats: FeatureSet, models: list, predictor: Predictor,
-                 run_dir: Path) -> Path | None:
-    """Writes the predictor's labels for the unlabeled rows (``predictions.txt``), if there are any."""
+                 run_dir: Path, label_set: LabelSet) -> Path | None:
+    """Writes the predictor's labels for the test rows (``predictions.txt``), if there are any; where they carry
+    labels (a published test split), scores them once into ``test_metrics.json``."""
     if not dataset.test:
         log.warning("the dataset has no unlabeled test rows; no prediction file written")
         return None
     path = run_dir / PREDICTIONS_FILE
     test_feats = feats.select([ex.guid for ex in dataset.test])
-    write_predictions(path, dataset.test, ensemble_proba(models, test_feats, cfg.training.device),
-                      predictor.class_weights, dataset.test_skipped, dataset.test_order)
+    probs = ensemble_proba(models, test_feats, cfg.training.device)
+    write_predictions(path, dataset.test, probs, predictor.class_weights, dataset.test_skipped, dataset.test_order,
+                      labels=label_set)
     log.info("wrote %d predictions to %s", len(dataset.test), path)
+    if labelled(dataset.test):
+        metrics = score_rows(dataset.test, probs, label_set, predictor.class_weights, cfg.data.positive_label)
+        write_test_metrics(run_dir, metrics, resolve_data_root(cfg))
     return path
 
 
@@ -338,23 +368,24 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> PipelineR
     clock, extraction = Stopwatch(), {}
     with clock("load_seconds"):
         dataset = load_dataset(cfg)
-        write_data_report(run_dir / "data_report.json", dataset)
-        splits = prepare_splits(cfg, dataset, run_dir)
+        label_set = dataset.label_set(cfg.data.labels)
+        write_data_report(run_dir / "data_report.json", dataset, label_set)
+        splits = prepare_splits(cfg, dataset, run_dir, label_set)
     with clock("finetune_seconds"):
         source = feature_source(cfg, dataset, splits[0], run_dir, progress)
     with clock("extract_seconds"):
         feats = extract(cfg, dataset.train + dataset.test, source, progress, extraction)
     with clock("compare_seconds"):
         labels = dataset.labels()
-        parts, table = compare_folds(cfg, feats, splits, labels, progress)
-        predictor, predictor_probs = choose_predictor(cfg, parts, table, labels)
+        parts, table = compare_folds(cfg, feats, splits, labels, progress, label_set)
+        predictor, predictor_probs = choose_predictor(cfg, parts, table, labels, label_set)
         table.predictor = {"name": predictor.name, **predictor.held_out_metrics}
         table.baselines = score_baselines(cfg, dataset, table.val_guids)
         table.save(run_dir)
-        write_held_out_predictions(run_dir, table, labels, predictor.name, predictor_probs)
+        write_held_out_predictions(run_dir, table, labels, predictor.name, predictor_probs, label_set)
     print(table.to_markdown())
-    models = save_predictor(run_dir, cfg, parts, predictor)
-    predictions_path = predict_test(cfg, dataset, feats, models, predictor, run_dir)
+    models = save_predictor(run_dir, cfg, parts, predictor, label_set)
+    predictions_path = predict_test(cfg, dataset, feats, models, predictor, run_dir, label_set)
     write_summary(run_dir, cfg, predictor, table, clock.finish(), extraction)
     # Sealed once every file predicting reads is written, before the report, whose explanations load the run verified.
     seal_run(run_dir)
@@ -370,11 +401,11 @@ def predict_from_run(run_dir: str | Path, cfg: RunConfig, out: str | Path | None
     The encoder and cleaning settings are taken from the run's own saved config, so features match training.
     ``verify=False`` skips checking the run against its checksums (see :func:`~mmsent.run_folder.load_run_models`).
     """
+    # checked before any work: --out must not land on the dataset, the models or a file that is not ours
+    out_path = prediction_path(out, run_dir, resolve_data_root(cfg)) if out else Path(run_dir) / PREDICTIONS_FILE
     ensemble = load_run_models(run_dir, verify=verify)
     run_cfg = ensemble.cfg
     run_cfg.data, run_cfg.cache_dir = cfg.data, cfg.cache_dir
-    # checked before any work: --out must not land on the dataset, the models or a file that is not ours
-    out_path = prediction_path(out, run_dir, resolve_data_root(run_cfg)) if out else Path(run_dir) / PREDICTIONS_FILE
     dataset = load_dataset(run_cfg)
     if not dataset.test:
         raise ValueError(f"{resolve_data_root(run_cfg)}: no unlabeled rows to predict (test_without_label.txt, or a "
@@ -382,17 +413,43 @@ def predict_from_run(run_dir: str | Path, cfg: RunConfig, out: str | Path | None
     source = FeatureSource(*ensemble.encoders(run_cfg.encoders.device))
     feats = extract(run_cfg, dataset.test, source, progress=progress)
     write_predictions(out_path, dataset.test, ensemble_proba(ensemble.models, feats, run_cfg.training.device),
-                      ensemble.class_weights, dataset.test_skipped, dataset.test_order)
+                      ensemble.class_weights, dataset.test_skipped, dataset.test_order, labels=ensemble.labels)
     return out_path
 
 
+def evaluate_from_run(run_dir: str | Path, cfg: RunConfig, progress: bool = True, verify: bool = True
+                      ) -> dict[str, Any]:
+    """Scores a finished run on the labelled test rows of ``cfg.data`` (rows it never trained or selected on) and
+    writes ``test_metrics.json`` into the run; returns the metrics.
+
+    Raises:
+        ValueError: for no labelled test rows, a row the run trained or validated on, or a label the run's models do
+            not predict (each naming the row and the fix).
+    """
+    ensemble = load_run_models(run_dir, verify=verify)
+    run_cfg = ensemble.cfg
+    run_cfg.data, run_cfg.cache_dir = cfg.data, cfg.cache_dir
+    dataset = load_dataset(run_cfg)
+    scored = [dataset.test[i] for i in labelled(dataset.test)]
+    if not scored:
+        raise ValueError(f"{resolve_data_root(run_cfg)}: no labelled test rows to score (a test split, a table's "
+                         "split=test rows with a label, or a lab test file with real tags)")
+    refuse_seen_rows(dataset, run_dir)
+    check_labels(scored, ensemble.labels)  # before any feature is extracted
+    feats = extract(run_cfg, scored, FeatureSource(*ensemble.encoders(run_cfg.encoders.device)), progress=progress)
+    probs = ensemble_proba(ensemble.models, feats, run_cfg.training.device)
+    metrics = score_rows(scored, probs, ensemble.labels, ensemble.class_weights, cfg.data.positive_label)
+    write_test_metrics(run_dir, metrics, resolve_data_root(run_cfg))
+    return metrics
+
+
 def write_held_out_predictions(run_dir: Path, table: Comparison, labels: dict[str, str], predictor_name: str,
-                               predictor_probs: np.ndarray) -> Path:
+                               predictor_probs: np.ndarray, label_set: LabelSet) -> Path:
     """Every run's probabilities for the rows it never trained on, in long form (guid, gold, model, fold, seed, p_*),
     and the predictor's (seed 0; only when it is an ensemble): ``validation_predictions.csv`` for a single split,
     ``oof_predictions.csv`` (every labelled row once per design and seed) with ``data.kfold``."""
     path = run_dir / (OOF_FILE if table.folds > 1 else VALIDATION_FILE)
-    lines = ["guid,gold,model,fold,seed," + ",".join(f"p_{name}" for name in LABELS) + "\n"]
+    lines = ["guid,gold,model,fold,seed," + ",".join(f"p_{name}" for name in label_set) + "\n"]
     offset = 0
     for k in range(table.folds):
         runs = [r for r in table.runs if r.fold == k]
@@ -408,8 +465,8 @@ def write_held_out_predictions(run_dir: Path, table: Comparison, labels: dict[st
     return path
 
 
-def data_report(dataset: LabDataset) -> dict[str, Any]:
-    """What ``data_report.json`` holds: counts, encodings, skipped rows, issues and label counts."""
+def data_report(dataset: LabDataset, label_set: LabelSet) -> dict[str, Any]:
+    """What ``data_report.json`` holds: counts, encodings, skipped rows, issues, the classes and their counts."""
     rep = dataset.report
     return {
         "root": str(dataset.root),
@@ -418,10 +475,19 @@ def data_report(dataset: LabDataset) -> dict[str, Any]:
         "skipped": rep.skipped,
         "issues": [str(i) for i in rep.issues],
         "warnings": rep.warnings,
-        "label_counts": {name: sum(ex.label == name for ex in dataset.train) for name in LABELS},
+        **label_set.to_json(),
+        "label_counts": {name: sum(ex.label == name for ex in dataset.train) for name in label_set},
+        **({"test_label_counts": counts} if (counts := _test_label_counts(dataset, label_set)) else {}),
         **({"label_fusion": rep.label_fusion} if rep.label_fusion else {}),
     }
 
 
-def write_data_report(path: Path, dataset: LabDataset) -> None:
-    path.write_text(json.dumps(data_report(dataset), indent=2), encoding="utf-8")
+def _test_label_counts(dataset: LabDataset, label_set: LabelSet) -> dict[str, int]:
+    """Labelled test rows per class (empty when the test rows are unlabelled)."""
+    if not any(ex.label for ex in dataset.test):
+        return {}
+    return {name: sum(ex.label == name for ex in dataset.test) for name in label_set}
+
+
+def write_data_report(path: Path, dataset: LabDataset, label_set: LabelSet) -> None:
+    write_json(path, data_report(dataset, label_set))

@@ -43,10 +43,10 @@ class RayResult:
 class _RunActor:
     """One Ray actor: the run loaded once, then chunk after chunk of manifest records answered."""
 
-    def __init__(self, run_dir: str, base: str, name: str, device: str) -> None:
+    def __init__(self, run_dir: str, base: str, name: str, device: str, verify: bool = True) -> None:
         from mmsent.stream import ChunkPredictor
 
-        self.predict = ChunkPredictor(run_dir, device)
+        self.predict = ChunkPredictor(run_dir, device, verify=verify)
         self.base, self.name = Path(base), name
 
     def __call__(self, batch: dict[str, Any]) -> Any:
@@ -96,7 +96,8 @@ def _read(manifest: Path) -> Any:
 
 
 def predict_with_ray(run_dir: str | Path, manifest: str | Path, out: str | Path, *, actors: int = 2,
-                     chunk_size: int = 256, address: str | None = None, gpus_per_actor: float = 0.0) -> RayResult:
+                     chunk_size: int = 256, address: str | None = None, gpus_per_actor: float = 0.0,
+                     verify: bool = True) -> RayResult:
     """Predicts every row of ``manifest`` with a pool of ``actors`` Ray actors; writes Parquet files into ``out``.
 
     Args:
@@ -108,6 +109,7 @@ def predict_with_ray(run_dir: str | Path, manifest: str | Path, out: str | Path,
         chunk_size: rows per call of an actor.
         address: a Ray cluster to join (``auto`` for the local one started by ``ray start``); None starts a local
             instance for this call.
+        verify: check the run against its ``checksums.sha256`` (here, before any actor starts, and in each actor).
     """
     try:
         import ray
@@ -120,6 +122,10 @@ def predict_with_ray(run_dir: str | Path, manifest: str | Path, out: str | Path,
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"--out {out} exists and is not an empty folder; the Ray engine writes Parquet part files "
                          "into a new folder")
+    if verify:  # here, so that a changed run is named at once rather than inside every actor's failure
+        from mmsent.run_folder import verify_run
+
+        verify_run(run_dir)
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -128,7 +134,7 @@ def predict_with_ray(run_dir: str | Path, manifest: str | Path, out: str | Path,
         device = "cuda" if gpus_per_actor > 0 else "cpu"
         results = _read(manifest).map_batches(
             _RunActor, fn_constructor_kwargs={"run_dir": str(run_dir), "base": str(manifest.parent),
-                                              "name": manifest.name, "device": device},
+                                              "name": manifest.name, "device": device, "verify": verify},
             batch_size=chunk_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
             num_gpus=gpus_per_actor)
         results.write_parquet(str(out), ray_remote_args=_IO_TASKS)

@@ -6,25 +6,35 @@ predicted in chunks, so memory stays flat whatever the corpus size, and every ch
 JSONL file (``id``, ``label``, one probability per class; or ``id`` and ``error`` for a row that cannot be read)
 and flushed. A rerun skips the ids already in the output, so a killed job resumes where it stopped without losing or
 repeating a row; ``shard=(i, n)`` keeps every n-th row starting at row i, for splitting a corpus by hand.
+
+The output stays plain JSONL; the sidecar ``<name>.mmsent.json`` (see :mod:`mmsent.io`) marks it as mmsent's and
+commits it: after each chunk is written and synced, the marker records the output's size and SHA-256. A rerun
+resumes only a file whose committed part still matches, and cuts only what lies past it (what a kill left: a chunk
+written but not yet committed, a torn last line); any other file is never truncated or appended to. One process
+writes an output at a time (:func:`mmsent.io.output_lock`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 
 from mmsent.data.images import ImageLoadError
 from mmsent.data.manifest import ManifestError, Row, count_rows, read_manifest
-from mmsent.data.text import TextCleaner, TextDecodeError, decode_text
+from mmsent.data.text import TextCleaner, TextError, check_text, read_text_file
 from mmsent.features.featureset import FeatureSet, ModalityFeatures
+from mmsent.io import MARKER_SUFFIX, OutputError, output_lock, read_marker, same_file, write_marker
 from mmsent.labels import LABELS
 from mmsent.training.ensemble import decide
 
@@ -33,36 +43,108 @@ logger = logging.getLogger("mmsent.stream")
 _OUTPUT_KEYS = {"id", "label", "error"} | {f"p_{name}" for name in LABELS}
 
 
-def done_ids(out: Path) -> set[str]:
-    """Ids already answered in an output file. Only a last line cut off by a kill (no newline) is dropped, and its
-    chunk is redone.
+_KIND = "predict --input JSONL"  # the marker's kind for these outputs
+
+
+class StreamOutput:
+    """A JSONL output opened for appending: the ids it already answers, and each chunk appended, synced, then
+    committed in its marker. Open it with the output's lock held.
+
+    Args:
+        out: the JSONL file; created (with its marker) at the first chunk if absent, so that a job failing before
+            any row is answered leaves nothing behind.
+        info: recorded in the marker for the reader (run, manifest, shard).
 
     Raises:
-        ValueError: if ``out`` exists but is not an output of this module (it is then left untouched).
+        OutputError: if ``out`` exists and is not an output of this module, or changed since it was last committed
+            (it is then left untouched).
     """
-    if not out.exists():
-        return set()
-    refuse = ValueError(f"{out} exists and is not a prediction file written by mmsent predict --input; choose "
-                        "another --out (it was left untouched)")
-    if not out.is_file():
-        raise refuse
-    ids, keep = set(), 0
-    with out.open("rb") as fh:
-        for line in fh:
-            if not line.endswith(b"\n"):
-                break  # the partial tail of a kill
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                raise refuse from None
-            if not isinstance(rec, dict) or "id" not in rec or not set(rec) <= _OUTPUT_KEYS:
-                raise refuse
-            ids.add(str(rec["id"]))
-            keep += len(line)
-    if keep != out.stat().st_size:  # cut the partial tail so appending starts on a clean line
+
+    def __init__(self, out: Path, **info: str) -> None:
+        self.out, self.info = out, info
+        self.done: set[str] = set()
+        self.digest, self.size = hashlib.sha256(), 0
+        self.fh: BinaryIO | None = None
+        if os.path.lexists(out):
+            self._resume()
+            self.fh = out.open("ab")
+
+    def create(self) -> None:
+        """Creates the output if it is absent (an empty shard still gets its empty file)."""
+        if self.fh is None:
+            self._commit()  # the marker first: a kill between the two leaves no output, so nothing to mistake
+            self.fh = self.out.open("xb")
+
+    def append(self, lines: list[dict]) -> None:
+        """Appends one chunk's lines; once they are on disk, the marker covers them."""
+        self.create()
+        assert self.fh is not None
+        data = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode("utf-8")
+        self.fh.write(data)
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.digest.update(data)
+        self.size += len(data)
+        self._commit()
+
+    def close(self) -> None:
+        """Closes the file (everything appended is already committed)."""
+        if self.fh is not None:
+            self.fh.close()
+
+    def _commit(self) -> None:
+        write_marker(self.out, _KIND, {self.out.name: [{"size": self.size, "sha256": self.digest.hexdigest()}]},
+                     **self.info)
+
+    def _resume(self) -> None:
+        """Reads the ids of the committed part and cuts what lies past it (what a kill left)."""
+        out = self.out
+        states = _committed_states(out)
+        changed = OutputError(f"{out} has changed since mmsent wrote it (it no longer matches {out.name}"
+                              f"{MARKER_SUFFIX}), so it is not resumed; it was left untouched: choose another --out, "
+                              "or delete it yourself")
+        ids = []
         with out.open("r+b") as fh:
-            fh.truncate(keep)
-    return ids
+            while self.size < states[0]["size"] and (line := fh.readline()):
+                self.digest.update(line)
+                self.size += len(line)
+                ids.append(_output_id(line))
+            if (self.size, self.digest.hexdigest()) != (states[0]["size"], states[0]["sha256"]) or None in ids:
+                raise changed
+            if fh.read(1):  # past the last commit: whole output lines and a torn one at the end, from a kill
+                fh.seek(self.size)
+                if any(_output_id(line) is None for line in fh if line.endswith(b"\n")):
+                    raise changed
+                logger.info("%s: cutting what was written after its last committed chunk (a killed run); those "
+                            "rows are predicted again", out)
+                fh.truncate(self.size)
+        self.done = set(ids)
+
+
+def _committed_states(out: Path) -> list[dict[str, Any]]:
+    """What the marker of an existing output records of it (one ``{"size", "sha256"}``); cheap, no lock needed.
+
+    Raises:
+        OutputError: if ``out`` is not a file with a marker of this module beside it (it is left untouched).
+    """
+    marker = read_marker(out, _KIND)
+    states = marker["files"].get(out.name, []) if marker else []
+    if not (out.is_file() and len(states) == 1 and isinstance(states[0], dict)
+            and isinstance(states[0].get("size"), int) and isinstance(states[0].get("sha256"), str)):
+        raise OutputError(f"{out} exists and is not a prediction file written by mmsent predict --input (no "
+                          f"{out.name}{MARKER_SUFFIX} beside it says so); it was left untouched: choose another "
+                          "--out, or delete it yourself")
+    return states
+
+
+def _output_id(line: bytes) -> str | None:
+    """The id of a whole line that is one record as :class:`ChunkPredictor` answers; None for anything else."""
+    try:
+        rec = json.loads(line) if line.endswith(b"\n") else None
+    except ValueError:
+        return None
+    ok = isinstance(rec, dict) and "id" in rec and set(rec) <= _OUTPUT_KEYS
+    return str(rec["id"]) if ok else None
 
 
 @dataclass
@@ -82,12 +164,13 @@ class ChunkPredictor:
     Args:
         run_dir: a finished run (its predictor, encoders and cleaning are used).
         device: where the encoders and models run.
+        verify: check the run against its ``checksums.sha256`` (False: ``--no-verify``, with a warning).
     """
 
-    def __init__(self, run_dir: str | Path, device: str = "cpu") -> None:
+    def __init__(self, run_dir: str | Path, device: str = "cpu", verify: bool = True) -> None:
         from mmsent.run_folder import load_run_models
 
-        self.run = load_run_models(run_dir, device=device)
+        self.run = load_run_models(run_dir, device=device, verify=verify)
         self.image_encoder, self.text_encoder = self.run.encoders(device)
         self.cleaner = TextCleaner(self.run.cfg.cleaning)
         self.device = device
@@ -99,10 +182,12 @@ class ChunkPredictor:
 
     @staticmethod
     def _text(row: Row) -> str:
+        """The row's text, held to the text rule the server applies (no empty, invisible-only or over-long text)."""
         if row.text is not None:
-            return row.text
+            return check_text(row.text, "text")
         assert row.text_path is not None
-        return decode_text(row.text_path.read_bytes(), str(row.text_path))[0]
+        # read_text_file: a FIFO is refused unopened, a file too large for the limit unread
+        return check_text(read_text_file(row.text_path, str(row.text_path))[0], str(row.text_path))
 
     def __call__(self, rows: list[Row]) -> list[dict]:
         """One output record per row, in order: ``id``, ``label``, ``p_<label>``; or ``id`` and ``error`` for a row
@@ -140,8 +225,12 @@ class ChunkPredictor:
 
 
 def predict_stream(run_dir: str | Path, manifest: str | Path, out: str | Path, *, chunk_size: int = 256,
-                   shard: tuple[int, int] = (0, 1), progress: bool = True, device: str = "cpu") -> StreamResult:
+                   shard: tuple[int, int] = (0, 1), progress: bool = True, device: str = "cpu",
+                   verify: bool = True) -> StreamResult:
     """Predicts every row of ``manifest`` (of shard ``i`` of ``n``) with a finished run and appends to ``out``.
+
+    Everything about ``out`` is checked before the run's models load: it must not be the manifest, nor a file
+    mmsent did not write; a row naming it as its text or image stops the job before that row's chunk is written.
 
     Args:
         run_dir: a finished run (its predictor, encoders and cleaning are used).
@@ -149,6 +238,10 @@ def predict_stream(run_dir: str | Path, manifest: str | Path, out: str | Path, *
         out: JSONL output; rows already in it are skipped (resume).
         chunk_size: rows read, encoded and written together (memory is bounded by it).
         shard: ``(i, n)``: only rows ``i, i + n, i + 2n, ...`` of the manifest.
+        verify: check the run against its ``checksums.sha256`` (False: ``--no-verify``, with a warning).
+
+    Raises:
+        OutputError: (a ValueError) for an ``out`` that may not be written, or that another process is writing.
     """
     from tqdm.auto import tqdm
 
@@ -156,60 +249,84 @@ def predict_stream(run_dir: str | Path, manifest: str | Path, out: str | Path, *
     if not 0 <= index < count:
         raise ValueError(f"shard {index}/{count}: need 0 <= i < n")
     out = Path(out)
-    if out.resolve() == Path(manifest).resolve():
-        raise ValueError(f"--out {out} is the manifest itself; write the predictions to another file")
-    predictor = ChunkPredictor(run_dir, device)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    finished = done_ids(out)
-    total = count_rows(manifest)
-    total = None if total is None else len(range(index, total, count))
-    t0 = time.perf_counter()
-    predicted = errors = skipped = 0
-    seen: set[str] = set()
-
-    def flush(rows: list[Row], fh) -> None:
-        nonlocal predicted, errors
-        lines = predictor(rows)
-        fh.write("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
-        fh.flush()
-        os.fsync(fh.fileno())
-        errors += sum("error" in line for line in lines)
-        predicted += sum("label" in line for line in lines)
-
-    with out.open("a", encoding="utf-8") as fh, \
-            tqdm(total=total, disable=not progress, unit="row", desc="predict", dynamic_ncols=True) as bar:
-        chunk: list[Row] = []
-        for n, row in enumerate(read_manifest(manifest)):
-            if n % count != index:
-                continue
-            if row.id in seen:
-                raise ManifestError(f"{row.where}: id {row.id!r} appears twice; ids must be unique")
-            seen.add(row.id)
-            if row.id in finished:
-                skipped += 1
-                bar.update(1)
-                continue
-            chunk.append(row)
-            if len(chunk) >= chunk_size:
-                flush(chunk, fh)
-                bar.update(len(chunk))
-                chunk = []
-        if chunk:
-            flush(chunk, fh)
-            bar.update(len(chunk))
+    if not Path(manifest).is_file():
+        raise FileNotFoundError(f"manifest not found: {manifest}")
+    if same_file(out, manifest):
+        raise OutputError(f"--out {out} is the manifest itself; write the predictions to another file")
+    if os.path.lexists(out):
+        _committed_states(out)  # a file that is not ours is refused before its lock file is made beside it
+    with output_lock(out):
+        output = StreamOutput(out, run=str(run_dir), manifest=str(manifest), shard=f"{index}/{count}")
+        try:
+            predictor = ChunkPredictor(run_dir, device, verify)  # only now: every refusal above is cheap
+            total = count_rows(manifest)
+            total = None if total is None else len(range(index, total, count))
+            t0 = time.perf_counter()
+            with tqdm(total=total, disable=not progress, unit="row", desc="predict", dynamic_ncols=True) as bar:
+                predicted, errors, skipped = _stream_rows(predictor, read_manifest(manifest), output, chunk_size,
+                                                          shard, bar)
+            output.create()
+        finally:
+            output.close()
     seconds = time.perf_counter() - t0
     logger.info("predicted %d row(s), %d unreadable (written with 'error'), %d already done, in %.1fs -> %s",
                 predicted, errors, skipped, seconds, out)
     return StreamResult(out, predicted, errors, skipped, seconds)
 
 
+def _stream_rows(predictor: ChunkPredictor, rows: Iterator[Row], output: StreamOutput, chunk_size: int,
+                 shard: tuple[int, int], bar: Any) -> tuple[int, int, int]:
+    """Predicts and appends the shard's rows not yet in ``output``, chunk by chunk -> (predicted, errors, skipped).
+
+    Raises:
+        ManifestError: for an id seen twice.
+        OutputError: for a row whose text or image is the output file.
+    """
+    index, count = shard
+    counts = {"label": 0, "error": 0}
+    skipped = 0
+    seen: set[str] = set()
+    chunk: list[Row] = []
+
+    def flush() -> None:
+        lines = predictor(chunk)
+        output.append(lines)
+        for key in counts:
+            counts[key] += sum(key in line for line in lines)
+        bar.update(len(chunk))
+        chunk.clear()
+
+    for n, row in enumerate(rows):
+        if n % count != index:
+            continue
+        if row.id in seen:
+            raise ManifestError(f"{row.where}: id {row.id!r} appears twice; ids must be unique")
+        seen.add(row.id)
+        for what, path in (("text", row.text_path), ("image", row.image)):
+            if path is not None and same_file(path, output.out):
+                raise OutputError(f"{row.where}: names --out {output.out} as its {what}; a file cannot be both an "
+                                  "input and the output: choose another --out")
+        if row.id in output.done:
+            skipped += 1
+            bar.update(1)
+            continue
+        chunk.append(row)
+        if len(chunk) >= chunk_size:
+            flush()
+    if chunk:
+        flush()
+    return counts["label"], counts["error"], skipped
+
+
 def _capture(fn):
     """``fn`` returning its bad-input exception instead of raising it (the row is then written with an error)."""
 
     def wrapped(row: Row):
+        if row.error is not None:  # the manifest already found the row unusable: nothing of it is read
+            return ManifestError(row.error)
         try:
             return fn(row)
-        except (ImageLoadError, TextDecodeError, OSError) as exc:
+        except (ImageLoadError, TextError, OSError) as exc:
             return exc
 
     return wrapped
