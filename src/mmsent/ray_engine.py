@@ -17,16 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from mmsent.data.manifest import MANIFEST_SUFFIXES, ManifestError, to_row
-from mmsent.labels import LABELS
-
-COLUMNS = ("id", "label", *(f"p_{name}" for name in LABELS), "error")
+from mmsent.labels import LabelSet
 
 
-def _output_schema() -> Any:
+def output_columns(labels: LabelSet) -> tuple[str, ...]:
+    """The columns of every part file: ``id``, ``label``, one ``p_<label>`` per class of the run, ``error``."""
+    return ("id", "label", *(f"p_{name}" for name in labels), "error")
+
+
+def _output_schema(columns: tuple[str, ...]) -> Any:
     """Strings, and float64 probabilities (pyarrow is imported only when Ray runs)."""
     import pyarrow as pa
 
-    return pa.schema([(c, pa.float64() if c.startswith("p_") else pa.string()) for c in COLUMNS])
+    return pa.schema([(c, pa.float64() if c.startswith("p_") else pa.string()) for c in columns])
 
 
 @dataclass
@@ -48,6 +51,7 @@ class _RunActor:
 
         self.predict = ChunkPredictor(run_dir, device, verify=verify)
         self.base, self.name = Path(base), name
+        self.columns = output_columns(self.predict.run.labels)
 
     def __call__(self, batch: dict[str, Any]) -> Any:
         records = [dict(zip(batch, values)) for values in zip(*batch.values())]
@@ -67,8 +71,8 @@ class _RunActor:
 
         # a fixed schema: a part file whose rows all succeeded must not type "error" as null (the folder would not
         # read back as one table)
-        return pa.table({column: [answers[i].get(column) for i in range(len(records))] for column in COLUMNS},
-                        schema=_output_schema())
+        return pa.table({column: [answers[i].get(column) for i in range(len(records))] for column in self.columns},
+                        schema=_output_schema(self.columns))
 
 
 # Reading and writing hold no CPU of their own: with one actor per CPU (the natural setting) they would otherwise

@@ -35,12 +35,11 @@ from mmsent.data.manifest import ManifestError, Row, count_rows, read_manifest
 from mmsent.data.text import TextCleaner, TextError, check_text, read_text_file
 from mmsent.features.featureset import FeatureSet, ModalityFeatures
 from mmsent.io import MARKER_SUFFIX, OutputError, output_lock, read_marker, same_file, write_marker
-from mmsent.labels import LABELS
 from mmsent.training.ensemble import decide
 
 logger = logging.getLogger("mmsent.stream")
 
-_OUTPUT_KEYS = {"id", "label", "error"} | {f"p_{name}" for name in LABELS}
+_OUTPUT_KEYS = {"id", "label", "error"}  # and one p_<label> per class of the run
 
 
 _KIND = "predict --input JSONL"  # the marker's kind for these outputs
@@ -143,7 +142,7 @@ def _output_id(line: bytes) -> str | None:
         rec = json.loads(line) if line.endswith(b"\n") else None
     except ValueError:
         return None
-    ok = isinstance(rec, dict) and "id" in rec and set(rec) <= _OUTPUT_KEYS
+    ok = isinstance(rec, dict) and "id" in rec and all(k in _OUTPUT_KEYS or k.startswith("p_") for k in rec)
     return str(rec["id"]) if ok else None
 
 
@@ -219,8 +218,8 @@ class ChunkPredictor:
             if not np.isfinite(probs).all():
                 raise ValueError("the run's models gave non-finite probabilities; nothing more was written")
             for i, label, p in zip(good, decide(probs, self.run.class_weights), probs):
-                lines[i] = {"id": rows[i].id, "label": LABELS[label],
-                            **{f"p_{name}": round(float(v), 6) for name, v in zip(LABELS, p)}}
+                lines[i] = {"id": rows[i].id, "label": self.run.labels[label],
+                            **{f"p_{name}": round(float(v), 6) for name, v in zip(self.run.labels, p)}}
         return [lines[i] for i in range(len(rows))]
 
 
