@@ -8,10 +8,16 @@ Starts the server on a finished run directory, then measures
     python benchmarks/serve_bench.py runs/sample                  # both parts, 20 clients x 60 s
     python benchmarks/serve_bench.py runs/sample --skip-load      # latency only (~1 min incl. start-up)
     python benchmarks/serve_bench.py src/mmsent/shipped_model --attacker --skip-latency   # load under attack
+    python benchmarks/serve_bench.py src/mmsent/shipped_model --attacker --big-batches 3 --stalled 150 --skip-latency
 
 ``--attacker`` adds one more client that keeps sending a 7000 x 7000 16-bit PNG (about 100 KB on the wire, 49 MP
 decoded), alternately alone (multipart) and as a batch of 8 (JSON); its answers are tallied by status, and the
 server's peak RSS (VmHWM) is recorded.
+
+``--big-batches N`` adds N clients that keep sending a ~``--big-batch-mb`` MB /predict/batch body (32 rows of a
+valid ~4 MB noise PNG, base64), alternately with Content-Length and chunked; ``--stalled N`` keeps N sockets sending
+request headers one byte every 0.5 s (reopened when the server closes them) and records how long each lived. The
+server's RSS is sampled every 0.25 s. Traffic goes to 127.0.0.1 only.
 
 Prints a JSON summary and writes it to ``--out`` when given.
 """
@@ -138,12 +144,109 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def load(base: str, pid: int, image: bytes, text: str, clients: int, seconds: float, attacker: bool = False) -> dict:
+def big_batch_body(megabytes: float) -> bytes:
+    """A valid /predict/batch body of about ``megabytes`` MB: 32 rows of one incompressible PNG, base64."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    side = int((megabytes * 1e6 / 32 * 3 / 4 / 3) ** 0.5)  # RGB noise: a PNG about as large as its pixels
+    pixels = np.random.default_rng(0).integers(0, 256, size=(side, side, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG", compress_level=1)
+    b64 = base64.b64encode(buf.getvalue()).decode("ascii")
+    return json.dumps({"items": [{"text": "big batch", "image_base64": b64}] * 32}).encode()
+
+
+def send_big_batches(base: str, body: bytes, stop: float, statuses: dict, lock: threading.Lock, n: int) -> None:
+    """Sends ``body`` until ``stop``, alternately with Content-Length and chunked (1 MB chunks); tallies answers."""
+
+    def chunks():
+        for i in range(0, len(body), 1 << 20):
+            yield body[i:i + (1 << 20)]
+
+    with httpx.Client(timeout=120) as client:
+        while time.monotonic() < stop:
+            kind = "length" if n % 2 == 0 else "chunked"
+            try:
+                r = client.post(f"{base}/predict/batch", content=body if kind == "length" else chunks(),
+                                headers={"content-type": "application/json"})
+                key = f"{kind}:{r.status_code}"
+            except Exception as exc:  # noqa: BLE001 -- counted, not raised
+                key = f"{kind}:{type(exc).__name__}"
+            with lock:
+                statuses[key] = statuses.get(key, 0) + 1
+            n += 1
+
+
+async def _stall_one(port: int, stop: float, lifetimes: list[float], open_at_end: list[float]) -> None:
+    """One connection after another, each sending request headers a byte every 0.5 s until the server closes it."""
+    import asyncio
+
+    head = b"POST /predict/batch HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 100_000
+    while time.monotonic() < stop:
+        start, closed = time.monotonic(), False  # before connecting: a lifetime is never under-counted
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.5)
+            continue
+        for i in range(len(head)):
+            if time.monotonic() >= stop:
+                break
+            try:
+                writer.write(head[i:i + 1])
+                await writer.drain()
+                closed = not await asyncio.wait_for(reader.read(4096), 0.5)  # b"": closed by the server
+            except asyncio.TimeoutError:
+                continue
+            except OSError:  # reset
+                closed = True
+            if closed:
+                break
+        (lifetimes if closed else open_at_end).append(time.monotonic() - start)
+        writer.close()
+
+
+def stall(port: int, sockets: int, stop: float, lifetimes: list[float], open_at_end: list[float]) -> None:
+    """Keeps ``sockets`` slowloris connections open until ``stop`` (an event loop in this thread)."""
+    import asyncio
+
+    async def all_of_them() -> None:
+        await asyncio.gather(*(_stall_one(port, stop, lifetimes, open_at_end) for _ in range(sockets)))
+
+    asyncio.run(all_of_them())
+
+
+def sample_rss(pid: int, stop: float, samples: list[float]) -> None:
+    while time.monotonic() < stop:
+        samples.append(rss_mb(pid))
+        time.sleep(0.25)
+
+
+def stall_summary(lifetimes: list[float], open_at_end: list[float]) -> dict:
+    s = sorted(lifetimes)
+    return {"closed": len(s), "still_open_at_end": len(open_at_end),
+            "longest_open_at_end_s": round(max(open_at_end, default=0.0), 2),
+            **({"closed_after_s": {"min": round(s[0], 2), "median": round(statistics.median(s), 2),
+                                   "p95": round(s[min(len(s) - 1, round(0.95 * (len(s) - 1)))], 2),
+                                   "max": round(s[-1], 2)}} if s else {})}
+
+
+def load(base: str, pid: int, image: bytes, text: str, clients: int, seconds: float, attacker: bool = False,
+         big_batches: int = 0, big_batch_mb: float = 180.0, stalled: int = 0) -> dict:
     times: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
     stop = time.monotonic() + seconds
     attack_statuses: dict[str, int] = {}
+    big_statuses: dict[str, int] = {}
+    lifetimes: list[float] = []
+    open_at_end: list[float] = []
+    rss_samples: list[float] = []
+    body = big_batch_body(big_batch_mb) if big_batches else b""
 
     def worker() -> None:
         with httpx.Client(timeout=120) as client:
@@ -161,6 +264,12 @@ def load(base: str, pid: int, image: bytes, text: str, clients: int, seconds: fl
     pool = [threading.Thread(target=worker) for _ in range(clients)]
     if attacker:
         pool.append(threading.Thread(target=attack, args=(base, stop, attack_statuses, lock)))
+    pool += [threading.Thread(target=send_big_batches, args=(base, body, stop, big_statuses, lock, i))
+             for i in range(big_batches)]
+    if stalled:
+        pool.append(threading.Thread(target=stall, args=(int(base.rsplit(":", 1)[1]), stalled, stop, lifetimes,
+                                                         open_at_end)))
+    pool.append(threading.Thread(target=sample_rss, args=(pid, stop, rss_samples)))
     for t in pool:
         t.start()
     for t in pool:
@@ -169,7 +278,10 @@ def load(base: str, pid: int, image: bytes, text: str, clients: int, seconds: fl
     return {"clients": clients, "seconds": round(wall, 1), "ok": len(times), "errors": len(errors),
             "error_examples": sorted(set(errors))[:5], "throughput_rps": len(times) / wall,
             "latency": percentiles(times), "rss_mb_start": rss_start, "rss_mb_end": rss_mb(pid),
-            "rss_mb_peak": peak_rss_mb(pid), **({"attack_statuses": attack_statuses} if attacker else {})}
+            "rss_mb_peak": peak_rss_mb(pid), "rss_mb_max_sampled_during_load": max(rss_samples, default=rss_start),
+            **({"attack_statuses": attack_statuses} if attacker else {}),
+            **({"big_batch_mb": round(len(body) / 1e6, 1), "big_batch_statuses": big_statuses} if big_batches else {}),
+            **({"stalled_sockets": stalled, "stalled": stall_summary(lifetimes, open_at_end)} if stalled else {})}
 
 
 def main() -> None:
@@ -187,23 +299,30 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="also write the JSON summary here")
     ap.add_argument("--attacker", action="store_true", help="one more client sending a 7000x7000 16-bit PNG")
     ap.add_argument("--skip-latency", action="store_true", help="only the load part")
+    ap.add_argument("--big-batches", type=int, default=0, help="clients sending ~--big-batch-mb MB batch bodies")
+    ap.add_argument("--big-batch-mb", type=float, default=180.0)
+    ap.add_argument("--stalled", type=int, default=0, help="sockets sending headers a byte every 0.5 s")
+    ap.add_argument("--serve-arg", action="append", default=[], help="one more argument for mmsent serve "
+                    "(repeat; e.g. --serve-arg=--header-timeout --serve-arg=5)")
     args = ap.parse_args()
 
     image = args.image.read_bytes()
     port = free_port()
     extra = (["--model", args.model] if args.model else []) + (
-        ["--max-micro-batch", str(args.micro_batch)] if args.micro_batch else [])
+        ["--max-micro-batch", str(args.micro_batch)] if args.micro_batch else []) + args.serve_arg
     proc = start_server(args.run_dir, port, args.threads, extra)
     base = f"http://127.0.0.1:{port}"
     try:
+        health = httpx.get(f"{base}/health").json()
         summary: dict = {"run_dir": str(args.run_dir), "server_threads": args.threads,
-                         "model": httpx.get(f"{base}/health").json()["model"]["name"],
-                         "rss_mb_after_start": rss_mb(proc.pid)}
+                         "model": health["model"]["name"], "limits": health["limits"],
+                         "rss_mb_after_start": rss_mb(proc.pid), "rss_mb_peak_after_start": peak_rss_mb(proc.pid)}
         if not args.skip_latency:
             summary["latency_explain"] = latency(base, image, args.text, args.requests, explain=True)
             summary["latency_no_explain"] = latency(base, image, args.text, args.requests, explain=False)
         if not args.skip_load:
-            summary["load"] = load(base, proc.pid, image, args.text, args.clients, args.seconds, args.attacker)
+            summary["load"] = load(base, proc.pid, image, args.text, args.clients, args.seconds, args.attacker,
+                                   args.big_batches, args.big_batch_mb, args.stalled)
     finally:
         proc.terminate()
         proc.wait(30)

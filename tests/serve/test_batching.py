@@ -186,3 +186,19 @@ def test_an_unexpected_error_in_the_batcher_is_logged_and_it_keeps_serving(caplo
         batcher = FailsOnce(lambda key, items: list(items))
         assert batcher.submit("k", 7).result(2) == 7
     assert [r.getMessage() for r in caplog.records] == ["micro-batcher: unexpected error; continuing"]
+
+
+def test_a_batch_requests_rows_run_in_micro_batches_so_its_forward_pass_memory_is_bounded(tiny_predictor):
+    """A forward pass's working memory grows with its rows: a 32-row batch is run max_micro_batch rows at a time."""
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    from mmsent.serve import ServeSettings, create_app
+
+    b64 = base64.b64encode(jpeg_bytes(96, 80, seed=1)).decode()
+    with TestClient(create_app(predictor=tiny_predictor, settings=ServeSettings(max_micro_batch=2))) as c:
+        r = c.post("/predict/batch", json={"items": [{"text": f"day {i}", "image_base64": b64} for i in range(5)]})
+        assert r.status_code == 200 and len(r.json()["results"]) == 5
+        sizes = list(c.app.state.batcher.batches)
+        assert sum(sizes) == 5 and max(sizes) <= 2

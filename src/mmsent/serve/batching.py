@@ -1,4 +1,4 @@
-"""Dynamic micro-batching: concurrent single-item requests share one forward pass.
+"""Dynamic micro-batching: concurrent single-item requests (and the rows of batch requests) share one forward pass.
 
 The model runs one batch at a time anyway (a few CPU cores gain nothing from parallel passes), so while it works
 the requests that arrive wait; the batcher then runs them together, up to ``max_items``, waiting at most ``window``

@@ -111,4 +111,4 @@ class BatchResponse(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"]
     model: ModelInfo
-    limits: dict[str, int]
+    limits: dict[str, int | float] = Field(description="The server's limits (ServeSettings); timeouts in seconds.")
