@@ -28,7 +28,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from mmsent import __version__
 from mmsent.data.images import ImageLoadError, ImageTooLargeError
-from mmsent.data.text import text_problem
+from mmsent.data.text import MAX_TEXT_CHARS, text_problem
 from mmsent.inference import RunPredictor
 from mmsent.serve import schemas
 from mmsent.serve.batching import MicroBatcher
@@ -42,7 +42,7 @@ class ServeSettings:
     max_upload_bytes: int = 10 * 1024 * 1024  # largest image file accepted
     max_image_pixels: int = 40_000_000  # largest decoded image (w x h; ~7300 x 5500), a decompression-bomb guard
     max_request_pixels: int = 100_000_000  # all images of one request together (a batch of large images)
-    max_text_chars: int = 5_000  # longest tweet text accepted
+    max_text_chars: int = MAX_TEXT_CHARS  # longest text accepted: the streamed manifests' limit too
     max_batch: int = 32  # most rows in one /predict/batch request
     max_micro_batch: int = 8  # most rows in one forward pass (concurrent /predict requests, a batch's rows)
     max_batch_bytes: int = 32 * 1024 * 1024  # largest /predict/batch body, all rows together

@@ -6,12 +6,34 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mmsent.data.text import is_invisible
+
 # A string format of our own: base64 of an image file PIL can decode. JSON Schema cannot check image content, so
 # the format names it for clients and fuzzers (tests/serve/test_fuzz.py generates real images for it).
 IMAGE_BASE64 = "image-base64"
-# A text must hold a character that is whitespace neither to Python nor to JavaScript regular expressions (whose \s
-# differ: \x1c-\x1f and \x85 only in Python, \ufeff only in JavaScript), so clients and server agree on "blank".
-TEXT_PATTERN = r"[^\s\x1c-\x1f\x85\ufeff]"
+
+
+def visible_pattern() -> str:
+    """A regular expression matching one visible character by :func:`mmsent.data.text.is_invisible`, the server's
+    text rule, written with \\u escapes only, so Python's and JavaScript's regular expressions read it alike.
+
+    Only the Basic Multilingual Plane is listed: an emoji beyond it must still count as visible in JavaScript (where
+    it is two surrogates), so a text made only of the rare invisible characters beyond it passes the schema and is
+    refused by the server (422).
+    """
+    ranges: list[list[int]] = []
+    for code in range(0x10000):
+        if 0xD800 <= code <= 0xDFFF or not is_invisible(chr(code)):
+            continue
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return "[^" + "".join(f"\\u{a:04x}" + (f"-\\u{b:04x}" if b > a else "") for a, b in ranges) + "]"
+
+
+# A text must hold a visible character and no NUL (the rule of mmsent.data.text), so clients and server agree.
+TEXT_PATTERN = f"^[^\\u0000]*{visible_pattern()}[^\\u0000]*$"
 
 
 class PredictItem(BaseModel):
