@@ -34,3 +34,31 @@ def tiny_predictor(tiny_run):
     from mmsent.inference import RunPredictor
 
     return RunPredictor(tiny_run)
+
+
+def _labelled_run(tmp_path_factory, labels: tuple[str, ...], **kwargs) -> Path:
+    import torch
+    from mmsent_runkit import build_labelled_run
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return build_labelled_run(tmp_path_factory.mktemp(f"run{len(labels)}"), labels, **kwargs)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def seven_class_run(tmp_path_factory) -> Path:
+    """A sealed 7-class run folder (TumEmo's emotions) with validation probabilities and a test_metrics.json."""
+    from mmsent_runkit import EMOTIONS
+
+    return _labelled_run(tmp_path_factory, EMOTIONS)
+
+
+@pytest.fixture(scope="session")
+def two_class_run(tmp_path_factory) -> Path:
+    """A sealed 2-class run folder (HFM's sarcasm classes) whose test scores carry the positive class's F1."""
+    from mmsent_runkit import SARCASM
+
+    return _labelled_run(tmp_path_factory, SARCASM, positive_label="sarcastic")

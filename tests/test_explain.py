@@ -147,3 +147,22 @@ def test_the_decision_rule_picks_the_label_and_the_probabilities_stay_the_means(
     ruled = explain(ms, x, saliency=False, class_weights=weights)
     assert [r["probabilities"] for r in ruled] == [r["probabilities"] for r in plain]
     assert ruled[0]["label"] == LABELS[int(probs[0].argmin())] != plain[0]["label"]
+
+
+def test_seven_class_probabilities_are_named_by_the_labels_given_or_saved(tmp_path):
+    from mmsent.fusion import load_model, save_model
+    from mmsent.labels import LabelSet
+
+    emotions = LabelSet(("angry", "bored", "calm", "fear", "happy", "love", "sad"))
+    ms = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        ms.append(create_fusion_model("gated", IMAGE_DIM, TEXT_DIM, TINY, num_classes=7).eval())
+    rows = explain(ms, inputs(), labels=emotions)
+    assert all(list(r["probabilities"]) == list(emotions) and r["label"] in emotions for r in rows)
+    assert all(sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-5) for r in rows)
+    # loaded models name their outputs themselves
+    loaded = [load_model(save_model(m, tmp_path / f"m{i}", labels=emotions)) for i, m in enumerate(ms)]
+    assert [r["probabilities"] for r in explain(loaded, inputs())] == [r["probabilities"] for r in rows]
+    with pytest.raises(ValueError, match="predict 7 classes, but the labels name 3"):
+        explain(ms, inputs())  # fresh models default to the three sentiment classes: refused, not mislabelled

@@ -16,7 +16,7 @@ import torch
 
 from mmsent.features.featureset import FeatureSet, masked_mean
 from mmsent.fusion.base import FusionInputs, FusionModel
-from mmsent.labels import LABELS
+from mmsent.labels import LabelsLike, LabelSet, as_label_set
 from mmsent.training.ensemble import decide
 
 #: below this difference between the two ablation scores neither modality is called dominant
@@ -65,9 +65,23 @@ def _replace(inputs: FusionInputs, modality: str, baseline: Baseline) -> FusionI
 
 @torch.inference_mode()
 def ensemble_probs(models: Sequence[FusionModel], inputs: FusionInputs) -> tuple[torch.Tensor, list[dict]]:
-    """Mean softmax over ``models`` ``(B, 3)``, and each model's ``last_explanation`` of this pass."""
+    """Mean softmax over ``models`` ``(B, classes)``, and each model's ``last_explanation`` of this pass."""
     probs = torch.stack([torch.softmax(model(inputs).float(), dim=-1) for model in models]).mean(0)
     return probs, [dict(model.last_explanation) for model in models]
+
+
+def output_labels(models: Sequence[FusionModel], labels: LabelsLike | None, width: int) -> LabelSet:
+    """The names of the models' ``width`` outputs: ``labels``, else those the loaded models were saved with, else
+    the three sentiment classes.
+
+    Raises:
+        ValueError: when that set does not name ``width`` classes.
+    """
+    names = as_label_set(labels if labels is not None else getattr(models[0], "label_set", None))
+    if len(names) != width:
+        raise ValueError(f"the models predict {width} classes, but the labels name {len(names)}: {list(names)}; "
+                         "pass the run's labels")
+    return names
 
 
 def _token_saliency(models: Sequence[FusionModel], inputs: FusionInputs, target: torch.Tensor,
@@ -123,7 +137,7 @@ def dominant_modality(drops: dict[str, float], margin: float = DOMINANCE_MARGIN)
 
 def explain(models: Sequence[FusionModel], inputs: FusionInputs, *, baseline: Baseline = "zeros",
             text_pooling: str = "mean", saliency: bool = True,
-            class_weights: Sequence[float] | None = None) -> list[dict[str, Any]]:
+            class_weights: Sequence[float] | None = None, labels: LabelsLike | None = None) -> list[dict[str, Any]]:
     """Per row of ``inputs``: the ensemble's probabilities and label, and the evidence for it.
 
     Args:
@@ -133,6 +147,8 @@ def explain(models: Sequence[FusionModel], inputs: FusionInputs, *, baseline: Ba
         text_pooling: how the text encoder pooled its token states (``"mean"`` or ``"cls"``), for the saliency route.
         saliency: compute gradient x input (one forward and backward pass per model).
         class_weights: the run's decision rule: the label is the argmax of the probabilities times these.
+        labels: the class names of the models' outputs, in order (default: those the models were saved with, else
+            the three sentiment classes).
 
     Returns:
         One dict per row: ``label``, ``probabilities``, ``dominant_modality``, ``baseline`` and
@@ -144,6 +160,7 @@ def explain(models: Sequence[FusionModel], inputs: FusionInputs, *, baseline: Ba
     if not models:
         raise ValueError("explain needs at least one model")
     probs, per_model = ensemble_probs(models, inputs)
+    names = output_labels(models, labels, probs.shape[1])
     target = torch.as_tensor(decide(probs.cpu().numpy(), class_weights), device=probs.device)
     rows = torch.arange(len(inputs))
     p_target = probs[rows, target]
@@ -167,8 +184,8 @@ def explain(models: Sequence[FusionModel], inputs: FusionInputs, *, baseline: Ba
         scores = {k: round(float(v[i]), 6) for k, v in ablation.items()}
         g = torch.stack([x[i] for x in gates]) if gates else None
         out.append({
-            "label": LABELS[int(target[i])],
-            "probabilities": {name: round(float(probs[i, k]), 6) for k, name in enumerate(LABELS)},
+            "label": names[int(target[i])],
+            "probabilities": {name: round(float(probs[i, k]), 6) for k, name in enumerate(names)},
             "modality_ablation": scores,
             "dominant_modality": dominant_modality(scores),
             "baseline": "zeros" if baseline == "zeros" else "training_mean",

@@ -4,7 +4,8 @@ An exported folder holds only what predicting needs, in the Hugging Face hub's l
 with YAML metadata at the top, weights as safetensors, JSON configuration), so it can be uploaded as it is:
 ``config.yaml`` (encoders, cleaning, preprocessing), ``predictor.json`` (members, decision rule, held-out scores),
 ``models/`` (the predictor's fusion models: safetensors + JSON), fine-tuned encoder weights under ``finetuned/``
-when the run fine-tuned, ``metrics.json`` and ``data_report.json``, and ``checksums.sha256`` (written last) sealing
+when the run fine-tuned, ``metrics.json``, ``data_report.json`` and ``test_metrics.json`` when the run scored labelled
+test rows, and ``checksums.sha256`` (written last) sealing
 every file predicting reads. It is itself a run folder: ``mmsent predict``, ``mmsent serve`` and :func:`load` take it
 as they take the run, and refuse it once a file they read has changed.
 """
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from mmsent.io import atomic_write_text
-from mmsent.labels import LABELS
+from mmsent.evaluate import TEST_METRICS_FILE
+from mmsent.labels import DEFAULT_LABELS, LABELS, LabelSet
 from mmsent.run_folder import (
     CONFIG_FILE,
     FINETUNE_RECORD,
@@ -25,11 +27,12 @@ from mmsent.run_folder import (
     MODELS_DIR,
     PREDICTOR_FILE,
     load_run_models,
+    saved_labels,
     seal_run,
 )
 
 CARD_FILE = "README.md"
-_COPIED = (CONFIG_FILE, PREDICTOR_FILE, METRICS_FILE, "data_report.json", "comparison.md")
+_COPIED = (CONFIG_FILE, PREDICTOR_FILE, METRICS_FILE, "data_report.json", "comparison.md", TEST_METRICS_FILE)
 
 
 def export_run(run_dir: str | Path, out: str | Path, *, verify: bool = True) -> Path:
@@ -73,6 +76,42 @@ def _read(folder: Path, name: str) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
+def _is_sentiment(labels: LabelSet) -> bool:
+    """Whether the classes are the sentiment classes of the lab data (the card's wording was written for them)."""
+    return set(labels) <= set(LABELS)
+
+
+def _limitations(labels: LabelSet, counts: dict[str, int]) -> list[str]:
+    """The card's intended-use bullets: the lab data's for the sentiment classes, else the task's class shares."""
+    if _is_sentiment(labels):
+        return [
+            "- Research and analysis of the sentiment of social-media posts that pair a short text with an image.",
+            "- Trained on one corpus of English tweets (MVSA-Single when trained on the lab data, whose terms allow "
+            "research use only); other domains, languages, or posts without a meaningful image are out of its range.",
+            "- The classes are imbalanced (about 60% positive, 30% negative, 10% neutral): neutral is the weakest "
+            "class; read macro-F1, not accuracy alone. Not for decisions about individuals."]
+    total = sum(counts.values())
+    shares = ", ".join(f"{n} {counts.get(n, 0) / total:.0%}" for n in labels) if total else "not recorded"
+    return [
+        f"- Research and analysis of social-media posts that pair a short text with an image, as one of "
+        f"{len(labels)} classes: {', '.join(labels)}.",
+        "- Trained on one dataset; other domains, languages, or posts without a meaningful image are out of its "
+        "range.",
+        f"- Class shares of the training rows: {shares}; the rarer a class, the weaker it tends to be: read macro-F1, "
+        "not accuracy alone. Not for decisions about individuals."]
+
+
+def _test_scores(test: dict[str, Any]) -> list[str]:
+    """The card's line on the labelled test rows the run scored (``test_metrics.json``), if it scored any."""
+    if test.get("accuracy") is None:
+        return []
+    line = (f"Test split ({test.get('n', '?')} labelled rows no model trained or was chosen on): accuracy "
+            f"**{test['accuracy']:.3f}**, macro-F1 **{test['macro_f1']:.3f}**, weighted-F1 {test['weighted_f1']:.3f}")
+    if test.get("positive_f1") is not None:
+        line += f", F1 of {test.get('positive_label', 'the positive class')} {test['positive_f1']:.3f}"
+    return [line + ".", ""]
+
+
 def model_card(folder: Path) -> str:
     """The Markdown model card of an exported folder, from its own files."""
     from mmsent.config import load_config
@@ -86,6 +125,8 @@ def model_card(folder: Path) -> str:
              1) > 1 else f"a stratified validation split of {rows} rows")
     table = (folder / "comparison.md").read_text(encoding="utf-8") if (folder / "comparison.md").is_file() else ""
     counts = data.get("label_counts", {})
+    labels = saved_labels(folder) or DEFAULT_LABELS
+    sentiment = _is_sentiment(labels)
     labelled = data.get("counts", {}).get("train", "?")
     if metrics.get("folds", 1) > 1:
         trained = (f"Every labelled post trains the predictor: {metrics['folds']} fold models per design and seed, "
@@ -97,9 +138,10 @@ def model_card(folder: Path) -> str:
         trained = ""
     lines = [
         "---", "library_name: mmsent", "pipeline_tag: text-classification",
-        "tags: [multimodal, sentiment-analysis, image-text, mvsa]", "---", "",
-        "# mmsent image + text sentiment model", "",
-        f"Predicts {', '.join(LABELS)} for a post made of a text and an image. What predicts: "
+        f"tags: [multimodal, {'sentiment-analysis' if sentiment else 'classification'}, image-text"
+        f"{', mvsa' if sentiment else ''}]", "---", "",
+        f"# mmsent image + text {'sentiment' if sentiment else 'classification'} model", "",
+        f"Predicts {', '.join(labels)} for a post made of a text and an image. What predicts: "
         f"**{predictor.get('name')}** (mean probability of {len(predictor.get('models', []))} fusion models: "
         f"{', '.join(predictor.get('members', []))}), decision rule "
         f"{predictor.get('class_weights') or 'off (plain argmax)'}.", "",
@@ -111,16 +153,12 @@ def model_card(folder: Path) -> str:
         "", "## Scores", "",
         f"Held out ({where}): accuracy **{held.get('accuracy', float('nan')):.3f}**, macro-F1 "
         f"**{held.get('macro_f1', float('nan')):.3f}**, weighted-F1 {held.get('weighted_f1', float('nan')):.3f}.",
-        "", "Every design of the run, mean ± std over seeds (and folds):", "", table.strip(), "",
+        "", *_test_scores(_read(folder, TEST_METRICS_FILE)),
+        "Every design of the run, mean ± std over seeds (and folds):", "", table.strip(), "",
         "## Data", "",
         f"The dataset: {labelled} labelled posts ({', '.join(f'{k} {v}' for k, v in counts.items())}); "
         f"text encodings {data.get('encodings', {})}; skipped rows {data.get('skipped') or 'none'}. {trained}", "",
-        "## Intended use and limitations", "",
-        "- Research and analysis of the sentiment of social-media posts that pair a short text with an image.",
-        "- Trained on one corpus of English tweets (MVSA-Single when trained on the lab data, whose terms allow "
-        "research use only); other domains, languages, or posts without a meaningful image are out of its range.",
-        "- The classes are imbalanced (about 60% positive, 30% negative, 10% neutral): neutral is the weakest class; "
-        "read macro-F1, not accuracy alone. Not for decisions about individuals.", "",
+        "## Intended use and limitations", "", *_limitations(labels, counts), "",
         "## Use", "", "```bash", "mmsent predict THIS_FOLDER --image post.jpg --text \"what a day\"",
         "mmsent predict THIS_FOLDER --input posts.csv --out predicted.jsonl", "mmsent serve THIS_FOLDER", "```", "",
         "```python", "import mmsent", "model = mmsent.load(\"THIS_FOLDER\")",

@@ -51,6 +51,7 @@ class RunPredictor:
         ensemble = load_run_models(run_dir, model_name=model_name, device=device, verify=verify)
         self.run_dir, self.cfg, self.model_name = ensemble.run_dir, ensemble.cfg, ensemble.name
         self.models, self.seeds, self.class_weights = ensemble.models, ensemble.seeds, ensemble.class_weights
+        self.labels = ensemble.labels  # the run's classes (id2label): names of the probabilities and labels
         self.image_encoder, self.text_encoder = encoders or ensemble.encoders(device)
         hp = self.models[0].hparams
         if (hp.get("image_dim"), hp.get("text_dim")) != (self.image_encoder.dim, self.text_encoder.dim):
@@ -67,7 +68,7 @@ class RunPredictor:
         return {"name": self.model_name, "seeds": self.seeds, "run_dir": str(self.run_dir),
                 "models": len(self.models), "class_weights": self.class_weights,
                 "image_encoder": self.image_encoder.name, "text_encoder": self.text_encoder.name,
-                "labels": list(self.models[0].saved_meta.get("labels", [])) or None,
+                "labels": list(self.labels),
                 "modalities": sorted(set().union(*(m.modalities for m in self.models)))}
 
     def load(self, image: ImageInput, name: str = "<upload>") -> Image.Image:
@@ -76,7 +77,8 @@ class RunPredictor:
 
     def predict(self, images: Sequence[ImageInput], texts: Sequence[str], *, explain_inputs: bool = True,
                 overlay: bool = False) -> list[dict[str, Any]]:
-        """Label, probabilities, cleaned text, evidence and timings for each (image, text) pair.
+        """Label, probabilities (named by the run's classes), cleaned text, evidence and timings for each (image,
+        text) pair.
 
         Args:
             images: encoded bytes, paths or PIL images.
@@ -105,7 +107,8 @@ class RunPredictor:
             inputs = FusionInputs(pooled.float(), tokens.float(), torch.ones(tokens.shape[:2], dtype=torch.bool),
                                   text.pooled.float(), text.tokens[:, :width].float(), text.mask[:, :width].bool())
             rows = explain(self.models, inputs, baseline=self.baseline, saliency=explain_inputs,
-                           text_pooling=self.cfg.encoders.text_pooling, class_weights=self.class_weights)
+                           text_pooling=self.cfg.encoders.text_pooling, class_weights=self.class_weights,
+                           labels=self.labels)
             t3 = time.perf_counter()
         timing = {"image_encode": t1 - t0, "text_encode": t2 - t1, "fusion_and_explain": t3 - t2, "total": t3 - t0}
         results = []

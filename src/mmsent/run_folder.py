@@ -261,15 +261,30 @@ def load_run_models(run_dir: str | Path, *, model_name: str | None = None, devic
     return RunModels(run_dir, cfg, name, seeds, models, class_weights, run_labels(run_dir, models, dirs))
 
 
+def saved_labels(run_dir: str | Path) -> LabelSet | None:
+    """The class names a run folder's ``predictor.json`` saved (``id2label``); None where it saved none (a run made
+    before they were saved predicts the three sentiment classes) or has no ``predictor.json``.
+
+    Raises:
+        ValueError: for a damaged ``predictor.json`` or ``id2label``, naming the file and the fix.
+    """
+    where = Path(run_dir) / PREDICTOR_FILE
+    data = _read_json(where, "run the job again") if where.is_file() else {}
+    if "id2label" not in data:
+        return None
+    try:
+        return LabelSet.from_json(data, str(where))
+    except LabelError as exc:
+        raise ValueError(f"{exc}; run the job again") from None
+
+
 def run_labels(run_dir: Path, models: list[FusionModel], dirs: list[Path]) -> LabelSet:
     """The run's class names: ``predictor.json``'s ``id2label`` (runs before it: the models'), which every model's
     ``model.json`` must repeat, names and order."""
     where = run_dir / PREDICTOR_FILE
-    data = _read_json(where, "run the job again") if where.is_file() else {}
-    try:
-        labels = LabelSet.from_json(data, str(where)) if "id2label" in data else models[0].label_set
-    except LabelError as exc:
-        raise ValueError(f"{exc}; run the job again") from None
+    labels = saved_labels(run_dir)
+    if labels is None:
+        labels = models[0].label_set
     for model, folder in zip(models, dirs):
         try:
             labels.require_same(model.label_set, str(where), str(folder / META_FILE))

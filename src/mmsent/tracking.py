@@ -6,20 +6,22 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-import yaml
-
+from mmsent.config import load_config
+from mmsent.evaluate import TEST_METRICS_FILE
 from mmsent.io import write_json
 
 log = logging.getLogger("mmsent.tracking")
 
 TRACKING_FILE = "tracking.json"  # in the run folder: where the run was recorded
 ARTIFACTS = ("config.yaml", "data_report.json", "metrics.json", "comparison.md", "comparison.json", "comparison.csv",
-             "predictor.json", "predictions.txt", "report.html")
+             "predictor.json", "predictions.txt", "report.html", TEST_METRICS_FILE)
+_TEST_SCORES = ("accuracy", "macro_f1", "weighted_f1", "positive_f1")
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -32,14 +34,25 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def metric_key(name: str) -> str:
+    """A class name as a part of an MLflow metric key, which allows only letters, digits, ``_ - . /`` and spaces."""
+    return re.sub(r"[^\w\-./ ]", "_", name, flags=re.ASCII)
+
+
 def run_metrics(run_dir: Path) -> dict[str, float]:
-    """The numbers MLflow gets: the predictor's held-out scores, each design's mean scores, the timings."""
+    """The numbers MLflow gets: the predictor's held-out scores (and its test scores, when the run scored labelled
+    test rows: ``test_accuracy``, ``test_macro_f1``, ...), each design's mean scores, the timings."""
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     comparison = json.loads((run_dir / "comparison.json").read_text(encoding="utf-8"))
     held = metrics.get("ensemble_validation_metrics") or {}
     out = {f"predictor_{k}": held[k] for k in ("accuracy", "macro_f1", "weighted_f1") if k in held}
     for name, scores in (held.get("per_class") or {}).items():
-        out[f"predictor_f1_{name}"] = scores["f1"]
+        out[f"predictor_f1_{metric_key(name)}"] = scores["f1"]
+    test_path = run_dir / TEST_METRICS_FILE
+    test = json.loads(test_path.read_text(encoding="utf-8")) if test_path.is_file() else {}
+    out.update({f"test_{k}": test[k] for k in _TEST_SCORES if isinstance(test.get(k), (int, float))})
+    for name, scores in (test.get("per_class") or {}).items():
+        out[f"test_f1_{metric_key(name)}"] = scores["f1"]
     for row in comparison.get("summary", []):
         for score in ("accuracy", "macro_f1", "weighted_f1"):
             out[f"{row['model']}_{score}_mean"] = row[f"{score}_mean"]
@@ -93,6 +106,8 @@ def log_run(run_dir: str | Path, uri: str, experiment: str = "mmsent") -> str:
         uri = f"sqlite:///{Path('mlflow.db').resolve()}"
     if not (run_dir / "metrics.json").is_file():
         raise FileNotFoundError(f"{run_dir}: no metrics.json; track a run folder that `mmsent run` finished")
+    config = load_config(run_dir / "config.yaml").to_dict()  # strict: refused before an MLflow run is opened
+    config.get("tracking", {}).pop("mlflow", None)  # the URI may hold credentials; it is in tracking.json
     client = MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(
@@ -102,8 +117,6 @@ def log_run(run_dir: str | Path, uri: str, experiment: str = "mmsent") -> str:
                             tags={"mmsent.run_dir": str(run_dir.resolve()), "mmsent.predictor": str(chosen)})
     run_id = run.info.run_id
     try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        config.get("tracking", {}).pop("mlflow", None)  # the URI may hold credentials; it is in tracking.json
         now = int(time.time() * 1000)
         params = [Param(key, value[:6000]) for key, value in _flatten(config).items()]  # MLflow's value limit
         metrics = [Metric(key, value, now, 0) for key, value in run_metrics(run_dir).items()]

@@ -129,3 +129,14 @@ def test_damaged_or_foreign_fold_files_are_trained_again_and_a_damaged_finished_
     for name in ("pooled", "tokens", "mask"):
         assert torch.equal(getattr(again, name), getattr(expected, name)), name
     cf.load_crossfit(tmp_path / "cf")  # readable again
+
+
+def test_the_cross_validated_scores_name_the_tasks_classes(tmp_path, tiny_bert):
+    from mmsent.labels import LabelSet
+
+    cfg, texts, labels, guids, adapter = _setup(tmp_path, tiny_bert, "finetune.text.epochs=1")
+    classes = LabelSet(("happy", "plain", "sad"))
+    cf.crossfit(adapter, texts, adapter.prepare(texts), labels, guids, cfg.finetune.text, cfg.finetune,
+                tmp_path / "cf", label_set=classes)
+    record = json.loads((tmp_path / "cf" / cf.RECORD_FILE).read_text(encoding="utf-8"))
+    assert list(record["cv_metrics"]["per_class"]) == list(classes)

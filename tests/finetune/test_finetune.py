@@ -164,3 +164,17 @@ def test_no_checkpoint_pickle_in_a_finished_folder(tmp_path, tiny_bert):
     for name in (ENCODER_WEIGHTS, HEAD_WEIGHTS):
         with safe_open(str(folder / name), framework="pt") as fh:
             assert list(fh.keys())
+
+
+def test_the_head_and_holdout_scores_follow_the_tasks_label_set(tmp_path, tiny_bert):
+    from mmsent.labels import LabelSet
+
+    classes = LabelSet(("a_one", "b_two", "c_three", "d_four", "e_five"))
+    cfg = _cfg(tmp_path, "finetune.text.epochs=1", "finetune.text.batch_size=8", "finetune.text.last_n=1",
+               "finetune.holdout_fraction=0.25")
+    texts, _, guids = separable_texts(20)
+    labels = [i % 5 for i in range(20)]
+    adapter = make_adapter(create_text_encoder(str(tiny_bert), max_length=16, device="cpu"), cfg.finetune.text)
+    result = finetune(adapter, texts, labels, guids, cfg.finetune.text, cfg.finetune, None, label_set=classes)
+    assert result.head[-1].out_features == 5
+    assert list(result.holdout_metrics["per_class"]) == list(classes)

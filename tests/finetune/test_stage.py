@@ -138,3 +138,38 @@ def test_without_text_crossfitting_only_the_image_rows_are_replaced(tmp_path, ov
 def test_a_single_crossfitting_fold_is_refused(overrides):
     with pytest.raises(ConfigError, match="finetune.image.crossfit_folds"):
         load_config(overrides=overrides + FAST + ["finetune.image.crossfit_folds=1"])
+
+
+class _Captured(Exception):
+    pass
+
+
+@pytest.mark.parametrize("given", [None, ("w_four", "x_one", "y_two", "z_three")])
+def test_training_rows_are_indexed_by_the_tasks_label_set(overrides, lab, monkeypatch, given):
+    import dataclasses
+
+    from mmsent.data.lab_format import load_lab_dataset
+    from mmsent.data.splits import Split
+    from mmsent.labels import LabelSet
+
+    cfg = load_config(overrides=overrides + ["finetune.image.mode=frozen"])
+    names = ("x_one", "y_two", "z_three", "w_four")  # not the sentiment classes: label_to_index would refuse them
+    dataset = load_lab_dataset(lab)
+    dataset.train = [dataclasses.replace(ex, label=names[i % 4]) for i, ex in enumerate(dataset.train)]
+    dataset.label_order = None  # the lab format fixes the sentiment order; these classes are sorted instead
+    guids = [ex.guid for ex in dataset.train]
+    seen = {}
+
+    def capture(encoder, items, ids, labels, guids_, cfg_, **kwargs):
+        seen.update(labels=labels, guids=guids_, label_set=kwargs["label_set"])
+        raise _Captured
+
+    monkeypatch.setattr(stage, "finetune_encoder", capture)
+    label_set = None if given is None else LabelSet(given)
+    with pytest.raises(_Captured):
+        stage.finetune_encoders(cfg, dataset, Split(guids[:20], guids[20:], 0, 0.3), progress=False,
+                                label_set=label_set)
+    expected = LabelSet(given or tuple(sorted(names)))  # default: the dataset's, as the pipeline reads it
+    assert seen["label_set"] == expected
+    by_guid = {ex.guid: ex.label for ex in dataset.train}
+    assert [expected[y] for y in seen["labels"]] == [by_guid[g] for g in seen["guids"]]

@@ -33,6 +33,7 @@ from mmsent.features.featureset import ModalityFeatures
 from mmsent.finetune.base import TuningAdapter
 from mmsent.finetune.trainer import finetune
 from mmsent.io import load_tensors, save_tensors, write_json
+from mmsent.labels import LabelsLike, as_label_set
 from mmsent.training import distributed
 from mmsent.training.loop import StepCallback
 from mmsent.training.metrics import compute_metrics
@@ -94,13 +95,15 @@ def _finish_fold(path: Path, guids: list[str], feats: ModalityFeatures, result: 
 def crossfit(adapter: TuningAdapter, items: Sequence, rows: Sequence[torch.Tensor], labels: Sequence[int],
              guids: Sequence[str], ecfg: EncoderFinetuneConfig, fcfg: FinetuneConfig, out_dir: str | Path, *,
              run_key: str = "", progress: bool = False, callbacks: Sequence[StepCallback] = (),
-             desc: str = "fine-tune") -> tuple[list[str], ModalityFeatures]:
+             desc: str = "fine-tune", label_set: LabelsLike | None = None) -> tuple[list[str], ModalityFeatures]:
     """Fine-tunes ``ecfg.crossfit_folds`` copies of ``adapter``'s encoder; returns ``(guids, out-of-fold features)``.
 
     Every fold starts from the weights ``adapter``'s encoder holds (the base encoder), and it holds them again on
     return. ``rows`` (``adapter.prepare(items)``) feed every fold; ``fcfg.seed`` draws the folds. Finished folds in
     ``out_dir`` are reused; an interrupted fold resumes from its checkpoints, keyed by ``run_key``, K and the fold.
+    ``labels`` are class indices of ``label_set`` (default: the three sentiment classes).
     """
+    classes = as_label_set(label_set)
     out_dir = Path(out_dir)
     k = int(ecfg.crossfit_folds or 0)
     held_out = fold_rows(list(labels), k, fcfg.seed)
@@ -128,7 +131,7 @@ def crossfit(adapter: TuningAdapter, items: Sequence, rows: Sequence[torch.Tenso
         res = finetune(adapter, [items[i] for i in train], [labels[i] for i in train], [guids[i] for i in train],
                        ecfg, fcfg, out_dir / f"fold{fold}" / "checkpoints", run_key=f"{run_key}|k{k}|fold{fold}",
                        progress=progress, callbacks=callbacks, rows=[rows[i] for i in train],
-                       desc=f"{desc} fold {fold + 1}/{k}")
+                       desc=f"{desc} fold {fold + 1}/{k}", label_set=classes)
         feats = adapter.features([rows[i] for i in held])
         weight = next(res.head.parameters())
         with torch.no_grad():  # the fold head's class for each row it left out (eval mode: dropout off)
@@ -146,7 +149,8 @@ def crossfit(adapter: TuningAdapter, items: Sequence, rows: Sequence[torch.Tenso
 
     order = [i for held in held_out for i in held]
     feats = ModalityFeatures.concat(parts).index(torch.argsort(torch.as_tensor(order)))  # back to the rows' order
-    metrics = compute_metrics([int(labels[i]) for i in order], [p for r in results for p in r["predictions"]])
+    metrics = compute_metrics([int(labels[i]) for i in order], [p for r in results for p in r["predictions"]],
+                              classes)
     cv = {key: metrics[key] for key in ("n", "accuracy", "macro_f1", "weighted_f1", "per_class")}
     logger.info("%s: cross-validated macro-F1 of the fine-tuned encoder over %d training rows: %.3f", desc,
                 len(order), cv["macro_f1"])

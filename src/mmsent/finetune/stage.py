@@ -32,7 +32,7 @@ from mmsent.finetune.finetuned import CHECKPOINTS_DIR, apply_finetuned, is_finet
 from mmsent.finetune.trainer import finetune
 from mmsent.fingerprint import json_digest, text_digest
 from mmsent.io import write_json
-from mmsent.labels import label_to_index
+from mmsent.labels import LabelsLike, LabelSet
 from mmsent.training import distributed
 from mmsent.training.loop import StepCallback
 
@@ -62,12 +62,13 @@ def shared_settings(cfg: RunConfig) -> dict[str, Any]:
 
 def finetune_encoder(encoder: Encoder, items: Sequence, item_ids: Sequence[str], labels: Sequence[int],
                      guids: Sequence[str], cfg: RunConfig, *, progress: bool = True,
-                     callbacks: Sequence[StepCallback] = (), data_note: str = "") -> Path:
+                     callbacks: Sequence[StepCallback] = (), data_note: str = "",
+                     label_set: LabelsLike | None = None) -> Path:
     """Fine-tunes a freshly built base encoder in place (or loads a finished fine-tuning of the same key).
 
     ``items`` are the training rows' cleaned texts or image paths; their content digests ``item_ids`` and
-    ``data_note`` (what else decides their content: the cleaner's fingerprint) are part of the folder's key.
-    Returns the fine-tuned folder.
+    ``data_note`` (what else decides their content: the cleaner's fingerprint) are part of the folder's key, as are
+    ``labels``, class indices of ``label_set`` (default: the three sentiment classes). Returns the fine-tuned folder.
     """
     modality = encoder.modality
     ecfg = cfg.finetune.image if modality == "image" else cfg.finetune.text
@@ -98,12 +99,12 @@ def finetune_encoder(encoder: Encoder, items: Sequence, item_ids: Sequence[str],
     rows = adapter.prepare(list(items), batch_size=cfg.encoders.batch_size, progress=progress)
     if not crossfit_done:
         crossfit(adapter, items, rows, labels, guids, ecfg, cfg.finetune, cf_dir, run_key=key, progress=progress,
-                 callbacks=callbacks, desc=desc)
+                 callbacks=callbacks, desc=desc, label_set=label_set)
     if full_done:
         apply_finetuned(encoder, folder)
         return folder
     result = finetune(adapter, items, labels, guids, ecfg, cfg.finetune, folder / CHECKPOINTS_DIR, run_key=key,
-                      progress=progress, callbacks=callbacks, rows=rows, desc=desc)
+                      progress=progress, callbacks=callbacks, rows=rows, desc=desc, label_set=label_set)
     held = (result.holdout_metrics or {}).get("macro_f1")
     logger.info("%s: best epoch %d of %d%s, %.0f s", desc, result.best_epoch, len(result.history),
                 "" if held is None else f", holdout macro-F1 {held:.3f}", result.seconds)
@@ -116,22 +117,25 @@ def finetune_encoder(encoder: Encoder, items: Sequence, item_ids: Sequence[str],
 
 
 def finetune_encoders(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir: str | Path | None = None, *,
-                      progress: bool = True, callbacks: Sequence[StepCallback] = ()) -> FeatureSource:
+                      progress: bool = True, callbacks: Sequence[StepCallback] = (),
+                      label_set: LabelSet | None = None) -> FeatureSource:
     """Fine-tunes the configured encoders on ``split.train`` rows (and cross-fits them, see ``crossfit_folds``).
 
     Validation rows never take part: only ``split.train`` rows are prepared, trained on or used for early stopping
     (which holds out ``finetune.holdout_fraction`` of the training rows). Encoders whose mode is ``frozen`` come back
     as built. With ``run_dir``, ``finetune.json`` there records which fine-tuned folders the run used. Returns the
     encoders to extract with and the cross-fitted modalities' out-of-fold features of the training rows (which
-    extraction takes instead of encoding those rows).
+    extraction takes instead of encoding those rows). ``label_set`` is the task's classes, the run's (default:
+    ``dataset.label_set(cfg.data.labels)``, as the pipeline reads them).
     """
+    classes = label_set if label_set is not None else dataset.label_set(cfg.data.labels)
     image, text = create_encoders_from_config(cfg.encoders, cache_dir=Path(cfg.cache_dir).expanduser() / "models")
     val = set(split.val)
     by_guid = {ex.guid: ex for ex in dataset.train}
     train = [by_guid[g] for g in split.train if g not in val]
     if len(train) != len(split.train):
         raise ValueError("the split names a guid as both training and validation row")
-    labels = [label_to_index(ex.label) for ex in train]  # type: ignore[arg-type]
+    labels = [classes.index(str(ex.label)) for ex in train]
     guids = [ex.guid for ex in train]
     record: dict[str, Any] = {}
     out_of_fold: dict[str, tuple[list[str], ModalityFeatures]] = {}
@@ -150,7 +154,7 @@ def finetune_encoders(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir
                 items = [cleaner.clean(ex.text) for ex in train]
                 ids, note = [text_digest(t) for t in items], cleaner.fingerprint()
             folder = finetune_encoder(encoder, items, ids, labels, guids, cfg, progress=progress,
-                                      callbacks=callbacks, data_note=note)
+                                      callbacks=callbacks, data_note=note, label_set=classes)
             meta = read_meta(folder)
             record[modality] = {"mode": ecfg.mode, "dir": str(folder.resolve()), "fingerprint": meta["fingerprint"],
                                 "base_fingerprint": meta["base_fingerprint"], "seconds": time.perf_counter() - t0,

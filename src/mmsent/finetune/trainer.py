@@ -15,7 +15,7 @@ import torch
 from mmsent.config import EncoderFinetuneConfig, FinetuneConfig, TextFinetuneConfig
 from mmsent.device import autocast_dtype
 from mmsent.finetune.base import TuningAdapter
-from mmsent.labels import LABELS
+from mmsent.labels import LABELS, LabelsLike, as_label_set
 from mmsent.training.loop import LoopSettings, StepCallback, fit
 from mmsent.training.seed import set_seed
 
@@ -62,16 +62,18 @@ def holdout_split(labels: Sequence[int], fraction: float, seed: int) -> tuple[li
     return sorted(int(i) for i in train), sorted(int(i) for i in hold)
 
 
-def make_head(dim: int, dropout: float) -> torch.nn.Module:
-    return torch.nn.Sequential(torch.nn.Dropout(dropout), torch.nn.Linear(dim, len(LABELS)))
+def make_head(dim: int, dropout: float, num_classes: int = len(LABELS)) -> torch.nn.Module:
+    """The classification head fine-tuning trains on the pooled vector (discarded afterwards)."""
+    return torch.nn.Sequential(torch.nn.Dropout(dropout), torch.nn.Linear(dim, num_classes))
 
 
 class EncoderTask:
     """An encoder's trainable top plus a head over prepared rows, as :func:`~mmsent.training.loop.fit` trains it."""
 
     def __init__(self, adapter: TuningAdapter, head: torch.nn.Module, rows: Sequence[torch.Tensor],
-                 eval_rows: Sequence[int]) -> None:
+                 eval_rows: Sequence[int], num_classes: int = len(LABELS)) -> None:
         self.adapter, self.head, self.rows, self.eval_rows = adapter, head, rows, list(eval_rows)
+        self.num_classes = num_classes
         self._lengths = adapter.lengths(rows)
 
     def forward(self, rows: list[int]) -> torch.Tensor:
@@ -81,7 +83,7 @@ class EncoderTask:
         # Longest first in batches of 64, then back in order: each batch pads only to its own longest row.
         order = sorted(self.eval_rows, key=lambda i: self._lengths[i] if self._lengths else 0, reverse=True)
         position = {row: k for k, row in enumerate(self.eval_rows)}
-        logits = torch.empty(len(order), len(LABELS), device=self.adapter.device)
+        logits = torch.empty(len(order), self.num_classes, device=self.adapter.device)
         for start in range(0, len(order), 64):
             batch = order[start : start + 64]
             logits[[position[i] for i in batch]] = self.forward(batch).float()
@@ -110,13 +112,16 @@ class EncoderTask:
 def finetune(adapter: TuningAdapter, items: Sequence, labels: Sequence[int], guids: Sequence[str],
              ecfg: EncoderFinetuneConfig, fcfg: FinetuneConfig, checkpoint_dir: str | Path | None, *,
              run_key: str = "", progress: bool = False, callbacks: Sequence[StepCallback] = (),
-             desc: str = "fine-tune", rows: Sequence[Any] | None = None) -> FinetuneResult:
+             desc: str = "fine-tune", rows: Sequence[Any] | None = None,
+             label_set: LabelsLike | None = None) -> FinetuneResult:
     """Fine-tunes ``adapter``'s encoder in place on ``items`` (training-split rows only), keeping the best epoch.
 
     ``ecfg`` holds this encoder's settings, ``fcfg`` the shared ones (seed, holdout fraction, patience, class
     weighting, checkpoint interval, amp). Checkpoints go to ``checkpoint_dir`` (None: none) and are resumed only
     under the same ``run_key``; an exception from a step callback stops the run as a kill would. ``rows`` passes
     ``adapter.prepare(items)`` when the caller has it (cross-fitting shares one trunk pass among its folds).
+    ``labels`` are class indices of ``label_set`` (the task's classes; default the three sentiment classes), which
+    sizes the head and names the holdout's per-class scores.
     """
     n = len(items)
     if not n == len(labels) == len(guids):
@@ -129,13 +134,14 @@ def finetune(adapter: TuningAdapter, items: Sequence, labels: Sequence[int], gui
         raise ValueError(f"finetune: {len(rows)} prepared rows for {n} items")
     y = torch.as_tensor(list(labels), dtype=torch.long, device=device)
     set_seed(fcfg.seed)  # the head's init, so that a run and its resumed copy start alike
-    head = make_head(adapter.dim, ecfg.dropout).to(device)
+    classes = as_label_set(label_set)
+    head = make_head(adapter.dim, ecfg.dropout, len(classes)).to(device)
     amp_dtype = autocast_dtype(device) if fcfg.amp else None
     settings = LoopSettings(epochs=ecfg.epochs, batch_size=ecfg.batch_size, patience=fcfg.patience,
                             class_weighting=fcfg.class_weighting, schedule="linear",
                             warmup_fraction=ecfg.warmup_fraction, grad_clip=ecfg.grad_clip, amp_dtype=amp_dtype,
-                            seed=fcfg.seed, checkpoint_every=fcfg.checkpoint_every)
-    task = EncoderTask(adapter, head, list(rows), hold_idx)
+                            seed=fcfg.seed, checkpoint_every=fcfg.checkpoint_every, labels=classes)
+    task = EncoderTask(adapter, head, list(rows), hold_idx, len(classes))
     lr = ecfg.lr_full if adapter.mode == "full" else ecfg.lr_last_n
     layer_decay = ecfg.layer_decay if isinstance(ecfg, TextFinetuneConfig) else 1.0
     groups = adapter.lr_groups(lr, layer_decay) + [(list(head.parameters()), ecfg.head_lr)]

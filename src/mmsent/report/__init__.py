@@ -10,7 +10,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from mmsent.labels import LABELS
+import numpy as np
+
 from mmsent.report.gallery import GalleryItem, build_gallery
 from mmsent.report.run_data import RunData, load_run_data
 from mmsent.training.ensemble import decide
@@ -46,17 +47,24 @@ def _figures(data: RunData, problems: list[str]) -> dict[str, bytes]:
     if validation:
         # the chosen predictor's labels under its decision rule, as it predicts (fitted on these out-of-fold rows)
         matrices = {name: F.confusion_matrix(data.gold, decide(v.ensemble, data.class_weights if name == chosen
-                                                                 else None)) for name, v in validation.items()}
-        attempt("confusion", "confusion-matrix", F.confusion_matrices, matrices)
+                                                                 else None), len(data.labels))
+                    for name, v in validation.items()}
+        attempt("confusion", "confusion-matrix", F.confusion_matrices, matrices, data.labels)
     else:
         problems.append("confusion matrices, calibration and error gallery: no validation_predictions.csv")
     per_class = (data.metrics.get("ensemble_validation_metrics") or {}).get("per_class")
     if per_class:
-        attempt("per_class", "per-class", F.per_class_bars, per_class, f"{chosen} seed ensemble, validation")
+        attempt("per_class", "per-class", F.per_class_bars, per_class, f"{chosen} seed ensemble, validation",
+                data.labels)
     if chosen in validation:
         curves = {f"{chosen} ensemble": F.calibration(validation[chosen].ensemble, data.gold)}
         curves.update({n: F.calibration(v.ensemble, data.gold) for n, v in validation.items() if n != chosen})
         attempt("calibration", "calibration", F.reliability_diagram, curves)
+    test = data.test_metrics
+    if test.get("confusion_matrix"):
+        attempt("test_confusion", "test confusion-matrix", F.confusion_matrices,
+                {f"{chosen or 'predictor'}, test rows": np.asarray(test["confusion_matrix"])},
+                test.get("labels") or data.labels)
     return out
 
 
@@ -121,6 +129,37 @@ def per_class_table(per_class: dict[str, dict[str, float]]) -> str:
     return _table(("class", "precision", "recall", "F1", "support"), rows)
 
 
+def probabilities_text(probs: dict[str, float], shown: int = 6) -> str:
+    """A row's class probabilities in class order; past ``shown`` classes only the ``shown - 1`` most probable."""
+    if len(probs) <= shown:
+        return ", ".join(f"{escape(n)} {p:.2f}" for n, p in probs.items())
+    top = sorted(probs.items(), key=lambda item: -item[1])[: shown - 1]
+    return f"top {len(top)} of {len(probs)} classes: " + ", ".join(f"{escape(n)} {p:.2f}" for n, p in top)
+
+
+def figure_html(png: bytes, alt: str, caption: str) -> str:
+    """A figure as an inline PNG with its caption."""
+    uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return f"<figure><img src='{uri}' alt='{alt}'><figcaption class='muted'>{escape(caption)}</figcaption></figure>"
+
+
+def scores_on_test_rows(test: dict[str, Any], predictor: str | None, figure: bytes | None) -> str:
+    """The predictor's scores on labelled test rows (``test_metrics.json``): the headline numbers, its confusion
+    matrix and per-class table."""
+    scores = [f"accuracy {test['accuracy']:.3f}", f"macro-F1 {test['macro_f1']:.3f}",
+              f"weighted-F1 {test['weighted_f1']:.3f}"]
+    if test.get("positive_f1") is not None:
+        scores.append(f"F1 of the positive class ({test.get('positive_label', '?')}) {test['positive_f1']:.3f}")
+    html = (f"<h2>Test split</h2><p>The predictor ({escape(str(predictor))}) on {escape(str(test.get('n', '?')))} "
+            f"labelled test rows that no model trained or was chosen on: {escape(', '.join(scores))}.</p>")
+    if test.get("data_root"):
+        html += f"<p class='muted'>data: <code>{escape(str(test['data_root']))}</code></p>"
+    if figure is not None:
+        html += figure_html(figure, "test_confusion", "Rows gold, columns predicted, with the predictor's decision "
+                                                      "rule; shading is the share of the gold row.")
+    return html + (per_class_table(test["per_class"]) if test.get("per_class") else "")
+
+
 def _token_span(t: dict[str, Any]) -> str:
     """A token shaded green when it supports the prediction, red when it speaks against it."""
     rgb = "26,127,55" if t["score"] >= 0 else "198,40,40"
@@ -135,9 +174,9 @@ def gallery_html(items: list[GalleryItem]) -> str:
         ev = it.evidence
         imgs = "".join(f'<img src="{uri}" alt="{escape(alt, quote=True)}">' for uri, alt in
                        ((it.thumbnail, f"image {it.guid}"), (it.overlay, f"{ev.get('image_map')} map")) if uri)
-        probs = ", ".join(f"{n} {it.probabilities[n]:.2f}" for n in LABELS)
-        parts = [(f"<div><b>{escape(it.guid)}</b>: gold <span class='gold'>{it.gold}</span>, predicted "
-                 f"<span class='pred'>{it.predicted}</span></div>"), f"<div class='muted'>{probs}</div>",
+        probs = probabilities_text(it.probabilities)
+        parts = [(f"<div><b>{escape(it.guid)}</b>: gold <span class='gold'>{escape(it.gold)}</span>, predicted "
+                 f"<span class='pred'>{escape(it.predicted)}</span></div>"), f"<div class='muted'>{probs}</div>",
                  f"<div>{escape(it.text) or '<i>(no text)</i>'}</div>"]
         if ev.get("modality_ablation"):
             drop = ev["modality_ablation"]
@@ -166,7 +205,7 @@ def render(data: RunData, fig: dict[str, bytes], gallery: list[GalleryItem], gal
         summary += (f"; on {ens.get('n', '?')} {held} rows: accuracy {ens['accuracy']:.3f}, "
                     f"macro-F1 {ens['macro_f1']:.3f}, weighted-F1 {ens['weighted_f1']:.3f}")
     if predictor.get("class_weights"):
-        weights = ", ".join(f"{n} {w:.2f}" for n, w in zip(LABELS, predictor["class_weights"]))
+        weights = ", ".join(f"{n} {w:.2f}" for n, w in zip(data.labels, predictor["class_weights"]))
         summary += f"; decision rule (class weights fitted on other folds' rows): {escape(weights)}"
     summary += ".</p>"
     if m.get("data_root"):
@@ -199,9 +238,9 @@ def render(data: RunData, fig: dict[str, bytes], gallery: list[GalleryItem], gal
         if key in fig:
             head = f"<h2>{title}</h2>" if title else ""
             extra = per_class_table(ens["per_class"]) if key == "per_class" and ens.get("per_class") else ""
-            uri = "data:image/png;base64," + base64.b64encode(fig[key]).decode("ascii")
-            sections.append(f"{head}<figure><img src='{uri}' alt='{key}'><figcaption class='muted'>"
-                            f"{escape(caption)}</figcaption></figure>{extra}")
+            sections.append(f"{head}{figure_html(fig[key], key, caption)}{extra}")
+    if data.test_metrics.get("accuracy") is not None:
+        sections.append(scores_on_test_rows(data.test_metrics, chosen, fig.get("test_confusion")))
     sections.append("<h2>Most confident validation errors</h2><p class='muted'>The chosen ensemble's wrong "
                     "predictions, most confident first. Heat-map: where the model looked (text→image attention "
                     "for dual-stream, else |gradient × input| per image cell) over the center crop it saw; tokens: "

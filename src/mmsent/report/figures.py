@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix
 
-from mmsent.labels import LABELS
+from mmsent.labels import DEFAULT_LABELS
 
 _SCORES = (("macro_f1", "macro-F1"), ("accuracy", "accuracy"), ("weighted_f1", "weighted-F1"))
 
@@ -69,40 +70,87 @@ def learning_curves(runs: Sequence[dict[str, Any]]) -> bytes:
     return to_png(fig)
 
 
-def confusion_matrix(gold: np.ndarray, pred: np.ndarray, n: int = len(LABELS)) -> np.ndarray:
+def confusion_matrix(gold: np.ndarray, pred: np.ndarray, n: int = len(DEFAULT_LABELS)) -> np.ndarray:
     """``(n, n)`` counts, rows gold, columns predicted."""
     return sklearn_confusion_matrix(gold, pred, labels=np.arange(n))
 
 
-def confusion_matrices(matrices: dict[str, np.ndarray]) -> bytes:
-    """One panel per model: counts, shaded by the share of each gold row."""
-    cols = min(3, len(matrices))
+def tick_name(name: str, limit: int = 18) -> str:
+    """A class name cut to fit a tick label (the report's tables give it in full)."""
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+def _text_pt(text: str, size_pt: float) -> float:
+    """Rough width of a line of text in points (DejaVu Sans averages about 0.6 of its size per character)."""
+    return len(text) * 0.6 * size_pt
+
+
+@dataclass(frozen=True)
+class MatrixLayout:
+    """How a confusion-matrix panel of ``k`` classes is drawn so that it stays readable from 2 to ~20 classes."""
+
+    side: float  # panel width in inches (its height is 0.2 less: the title)
+    tick_size: str | float  # font size of the class names
+    count_size: str | float | None  # font size of the counts in the cells; None: they do not fit and are left out
+    rotate: bool  # class names under the columns turned 45 degrees, as they would overlap side by side
+
+
+def matrix_layout(labels: Sequence[str], largest: int) -> MatrixLayout:
+    """The layout for ``labels`` with ``largest`` the biggest count to write in a cell; three classes keep the
+    3.3-inch panel the report has always drawn."""
+    k = len(labels)
+    side = max(3.3, 1.6 + 0.42 * k)
+    cell_pt = (side - 1.3) * 72 / k  # the class names and the title take about 1.3 inches of a panel
+    tick_size, tick_pt = ("x-small", 6.94) if k <= 12 else (6.0, 6.0)
+    count_size = next((size for size, pt in (("small", 8.33), (6.0, 6.0))
+                       if _text_pt(str(largest), pt) <= 0.85 * cell_pt), None)
+    rotate = max(_text_pt(tick_name(n), tick_pt) for n in labels) > 0.9 * cell_pt
+    return MatrixLayout(side, tick_size, count_size, rotate)
+
+
+def confusion_matrices(matrices: dict[str, np.ndarray], labels: Sequence[str] = DEFAULT_LABELS) -> bytes:
+    """One panel per model: counts (where they fit), shaded by the share of each gold row; ``labels`` name the rows
+    and columns in order."""
+    layout = matrix_layout(labels, max((int(cm.max()) for cm in matrices.values() if cm.size), default=0))
+    cols = max(1, min(3, len(matrices), int(14 // layout.side)))  # a figure about 14 inches wide at most
     rows = -(-len(matrices) // cols)
-    fig = Figure(figsize=(3.3 * cols, 3.1 * rows), layout="tight")
+    fig = Figure(figsize=(layout.side * cols, (layout.side - 0.2) * rows), layout="tight")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax in axes[len(matrices):]:
         ax.axis("off")
+    names = [tick_name(n) for n in labels]
+    turn = {"rotation": 45, "ha": "right", "rotation_mode": "anchor"} if layout.rotate else {}
     for ax, (name, cm) in zip(axes, matrices.items()):
         share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
         ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-        for (i, j), count in np.ndenumerate(cm):
-            ax.text(j, i, str(count), ha="center", va="center", color="white" if share[i, j] > 0.6 else "black",
-                    fontsize="small")
-        ax.set_xticks(range(len(LABELS)), LABELS, fontsize="x-small")
-        ax.set_yticks(range(len(LABELS)), LABELS, fontsize="x-small")
+        if layout.count_size is not None:
+            for (i, j), count in np.ndenumerate(cm):
+                ax.text(j, i, str(count), ha="center", va="center",
+                        color="white" if share[i, j] > 0.6 else "black", fontsize=layout.count_size)
+        ax.set_xticks(range(len(names)), names, fontsize=layout.tick_size, **turn)
+        ax.set_yticks(range(len(names)), names, fontsize=layout.tick_size)
         ax.set_xlabel("predicted", fontsize="small")
         ax.set_ylabel("gold", fontsize="small")
         ax.set_title(name, fontsize="medium")
     return to_png(fig)
 
 
-def per_class_bars(per_class: dict[str, dict[str, float]], title: str) -> bytes:
-    """Precision, recall and F1 for each class, with its support in the tick label."""
-    ax = Figure(figsize=(6.0, 3.4)).subplots()
-    x = np.arange(len(LABELS))
+def per_class_bars(per_class: dict[str, dict[str, float]], title: str, labels: Sequence[str] | None = None) -> bytes:
+    """Precision, recall and F1 for each class of ``labels`` (default: ``per_class``'s, in order), with its support
+    in the tick label; the figure widens with the classes and turns their names when they would overlap."""
+    names = list(per_class) if labels is None else list(labels)
+    width = max(6.0, 1.5 + 0.75 * len(names))
+    ax = Figure(figsize=(width, 3.4)).subplots()
+    x = np.arange(len(names))
     for k, key in enumerate(("precision", "recall", "f1")):
-        ax.bar(x + (k - 1) * 0.27, [per_class.get(c, {}).get(key, 0.0) for c in LABELS], 0.27, label=key)
-    ax.set_xticks(x, [f"{c}\n(n={int(per_class.get(c, {}).get('support', 0))})" for c in LABELS])
+        ax.bar(x + (k - 1) * 0.27, [per_class.get(c, {}).get(key, 0.0) for c in names], 0.27, label=key)
+    support = [int(per_class.get(c, {}).get("support", 0)) for c in names]
+    cell_pt = (width - 1.0) * 72 / max(len(names), 1)
+    if max((_text_pt(tick_name(c), 10.0) for c in names), default=0.0) > 0.9 * cell_pt:
+        ax.set_xticks(x, [f"{tick_name(c)} (n={n})" for c, n in zip(names, support)], rotation=45, ha="right",
+                      rotation_mode="anchor")
+    else:
+        ax.set_xticks(x, [f"{tick_name(c)}\n(n={n})" for c, n in zip(names, support)])
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize="medium")
     ax.legend(ncols=3, fontsize="small")

@@ -16,7 +16,6 @@ from mmsent.data.images import ImageLoadError, load_image, load_image_bytes
 from mmsent.data.lab_format import GUID_PATTERN
 from mmsent.data.manifest import ManifestError, Row, read_records, to_row
 from mmsent.data.text import TextCleaner, TextDecodeError, decode_text
-from mmsent.labels import LABELS
 from mmsent.report.run_data import RunData
 from mmsent.training.ensemble import decide
 
@@ -24,7 +23,8 @@ log = logging.getLogger("mmsent.report")
 
 @dataclass
 class GalleryItem:
-    """One misclassified validation row; ``thumbnail`` and ``overlay`` (the heat-map) are data URIs."""
+    """One misclassified validation row; ``probabilities`` are in the run's class order; ``thumbnail`` and
+    ``overlay`` (the heat-map) are data URIs."""
 
     guid: str
     gold: str
@@ -82,8 +82,9 @@ def build_gallery(data: RunData, k: int = 12, explain: bool = True,
         return [], ["no validation probabilities of the chosen model; no error gallery"]
     probs = data.validation[chosen].ensemble
     predicted = decide(probs, data.class_weights)
-    items = [GalleryItem(data.guids[i], LABELS[int(data.gold[i])], LABELS[int(predicted[i])],
-                         dict(zip(LABELS, map(float, probs[i]))))
+    names = data.labels
+    items = [GalleryItem(data.guids[i], names[int(data.gold[i])], names[int(predicted[i])],
+                         dict(zip(names, map(float, probs[i]))))
              for i in confident_errors(data.gold, probs, k, data.class_weights)]
     if not items:
         return [], []

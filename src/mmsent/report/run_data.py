@@ -1,4 +1,4 @@
-"""Reading what a finished run wrote (comparison, metrics, validation probabilities) into one object."""
+"""Reading what a finished run wrote (comparison, metrics, validation and test scores) into one object."""
 
 from __future__ import annotations
 
@@ -10,19 +10,21 @@ from typing import Any
 
 import numpy as np
 
-from mmsent.labels import LABELS
+from mmsent.evaluate import TEST_METRICS_FILE
+from mmsent.labels import DEFAULT_LABELS, LabelSet
+from mmsent.run_folder import saved_labels
 
 
 @dataclass
 class ModelValidation:
-    """Validation probabilities of one design: ``probs (S, N, 3)`` over seeds, rows in ``guids`` order."""
+    """Validation probabilities of one design: ``probs (S, N, classes)`` over seeds, rows in ``guids`` order."""
 
     seeds: list[int]
     probs: np.ndarray
 
     @property
     def ensemble(self) -> np.ndarray:
-        """Mean over seeds ``(N, 3)``: what a seed ensemble of this design predicts."""
+        """Mean over seeds ``(N, classes)``: what a seed ensemble of this design predicts."""
         return self.probs.mean(0)
 
 
@@ -37,6 +39,8 @@ class RunData:
     guids: list[str] = field(default_factory=list)
     gold: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
     validation: dict[str, ModelValidation] = field(default_factory=dict)
+    labels: LabelSet = DEFAULT_LABELS  # the class names of the probabilities and gold indices, in order
+    test_metrics: dict[str, Any] = field(default_factory=dict)  # test_metrics.json: the predictor on labelled test rows
 
     @property
     def chosen_model(self) -> str | None:
@@ -62,35 +66,44 @@ def _json(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not readable JSON ({exc}); run the job again") from exc
 
 
-def read_validation_predictions(path: Path) -> tuple[list[str], np.ndarray, dict[str, ModelValidation]]:
-    """Parses the long-form ``validation_predictions.csv`` into guids, gold indices and per-model probabilities.
+def read_validation_predictions(path: Path, labels: LabelSet = DEFAULT_LABELS
+                                ) -> tuple[list[str], np.ndarray, dict[str, ModelValidation]]:
+    """Parses the long-form ``validation_predictions.csv`` (a ``p_<label>`` column per class of ``labels``) into
+    guids, gold indices and per-model probabilities.
 
     Raises:
-        ValueError: if models disagree on the validation rows or a row's gold label is unknown.
+        ValueError: if a class has no column, models disagree on the validation rows or a row's gold label is unknown.
     """
     runs: dict[tuple[str, int], dict[str, list[float]]] = {}  # (model, seed) -> guid -> probabilities
     gold: dict[str, str] = {}
+    columns = [f"p_{n}" for n in labels]
     with path.open(encoding="utf-8", newline="") as fh:
-        for rec in csv.DictReader(fh):
-            runs.setdefault((rec["model"], int(rec["seed"])), {})[rec["guid"]] = [float(rec[f"p_{n}"]) for n in LABELS]
+        reader = csv.DictReader(fh)
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: no column {', '.join(missing)} for the run's classes {list(labels)}; "
+                             "run the job again")
+        for rec in reader:
+            runs.setdefault((rec["model"], int(rec["seed"])), {})[rec["guid"]] = [float(rec[c]) for c in columns]
             gold[rec["guid"]] = rec["gold"]
     if not runs:
         return [], np.zeros(0, dtype=int), {}
     guids = list(next(iter(runs.values())))
     if any(by_guid.keys() != set(guids) for by_guid in runs.values()):
         raise ValueError(f"{path}: runs were scored on different validation rows")
-    unknown = set(gold.values()) - set(LABELS)
+    unknown = set(gold.values()) - set(labels)
     if unknown:
         raise ValueError(f"{path}: unknown gold labels {sorted(unknown)}")
     validation = {}
     for model in dict.fromkeys(m for m, _ in runs):
         seeds = sorted(s for m, s in runs if m == model)
         validation[model] = ModelValidation(seeds, np.array([[runs[model, s][g] for g in guids] for s in seeds]))
-    return guids, np.array([LABELS.index(gold[g]) for g in guids]), validation
+    return guids, np.array([labels.index(gold[g]) for g in guids], dtype=int), validation
 
 
 def load_run_data(run_dir: str | Path) -> RunData:
-    """Reads ``comparison.json``, ``metrics.json``, ``data_report.json`` and the held-out probabilities
+    """Reads ``comparison.json``, ``metrics.json``, ``data_report.json``, ``test_metrics.json``, the run's classes
+    (``predictor.json``'s ``id2label``; runs before it: the three sentiment classes) and the held-out probabilities
     (``validation_predictions.csv``, or ``oof_predictions.csv`` for a cross-validated run).
 
     Raises:
@@ -101,9 +114,10 @@ def load_run_data(run_dir: str | Path) -> RunData:
     if not any((run_dir / n).is_file() for n in names):
         raise FileNotFoundError(f"{run_dir}: not a run directory (none of {', '.join(names)} found)")
     data = RunData(run_dir, _json(run_dir / "comparison.json"), _json(run_dir / "metrics.json"),
-                   _json(run_dir / "data_report.json"))
+                   _json(run_dir / "data_report.json"), labels=saved_labels(run_dir) or DEFAULT_LABELS,
+                   test_metrics=_json(run_dir / TEST_METRICS_FILE))
     for name in ("oof_predictions.csv", "validation_predictions.csv"):  # cross-validated runs write the first
         if (run_dir / name).is_file():
-            data.guids, data.gold, data.validation = read_validation_predictions(run_dir / name)
+            data.guids, data.gold, data.validation = read_validation_predictions(run_dir / name, data.labels)
             break
     return data
