@@ -255,6 +255,22 @@ def predict(run_dir: Optional[Path] = typer.Argument(None, help="A finished run 
 
 
 @app.command()
+def evaluate(run_dir: Path = typer.Argument(..., help="A finished run or exported model folder."),
+             data: Optional[Path] = DataOpt, config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
+             on_error: Optional[str] = OnErrorOpt, quiet: bool = QuietOpt, no_verify: bool = NoVerifyOpt) -> None:
+    """Scores RUN_DIR on the labelled test rows of --data (rows it never trained or selected on): accuracy, macro-F1,
+    weighted-F1, per-class scores and the confusion matrix, into RUN_DIR/test_metrics.json."""
+    cfg = _config(config, set_, data, on_error)
+    from mmsent.pipeline import evaluate_from_run
+    from mmsent.training.metrics import format_metrics
+
+    with _user_errors():
+        metrics = evaluate_from_run(run_dir, cfg, progress=not quiet, verify=not no_verify)
+    positive = f" | F1 {metrics['positive_label']} {metrics['positive_f1']:.3f}" if "positive_f1" in metrics else ""
+    console.print(f"{metrics['n']} test rows: {format_metrics(metrics)}{positive} -> {run_dir / 'test_metrics.json'}")
+
+
+@app.command()
 def report(run_dir: Path = typer.Argument(..., help="A finished run directory."),
            explain: bool = typer.Option(True, "--explain/--no-explain", help="Explain the error gallery (loads the "
                                         "run's encoders and models)."),

@@ -198,13 +198,13 @@ def prepare_split(cfg: RunConfig, dataset: LabDataset, run_dir: Path | None = No
 
 
 def feature_source(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir: Path | None = None,
-                   progress: bool = True) -> FeatureSource:
+                   progress: bool = True, label_set: LabelSet | None = None) -> FeatureSource:
     """The encoders to extract with: the configured ones, or (``finetune.enabled``) fine-tuned on the split's training
     rows, with out-of-fold features for the cross-fitted modalities' training rows."""
     if cfg.finetune.enabled:
         from mmsent.finetune import finetune_encoders  # local: the default pipeline never imports it
 
-        return finetune_encoders(cfg, dataset, split, run_dir, progress=progress)
+        return finetune_encoders(cfg, dataset, split, run_dir, progress=progress, label_set=label_set)
     return configured_source(cfg)
 
 
@@ -263,7 +263,8 @@ def choose_predictor(cfg: RunConfig, parts: list[Comparison], table: Comparison,
     return predictor, np.mean([probs[m] for m in members], axis=0)
 
 
-def score_baselines(cfg: RunConfig, dataset: LabDataset, guids: list[str]) -> list[dict[str, Any]]:
+def score_baselines(cfg: RunConfig, dataset: LabDataset, guids: list[str],
+                    label_set: LabelSet | None = None) -> list[dict[str, Any]]:
     """The zero-shot baseline ``compare.zero_shot`` asks for, scored on the held-out rows ``guids`` (or nothing)."""
     from mmsent.zeroshot import zero_shot_model, zero_shot_scores  # local: loads transformers' CLIP only when used
 
@@ -272,8 +273,9 @@ def score_baselines(cfg: RunConfig, dataset: LabDataset, guids: list[str]) -> li
         return []
     by_guid = {ex.guid: ex for ex in dataset.train}
     try:
-        return zero_shot_scores(source, [by_guid[g] for g in guids], TextCleaner(cfg.cleaning),
-                                device=cfg.encoders.device, max_pixels=cfg.data.max_image_pixels)
+        return zero_shot_scores(source, [by_guid[g] for g in guids], TextCleaner(cfg.cleaning), labels=label_set,
+                                positive_label=cfg.data.positive_label, device=cfg.encoders.device,
+                                max_pixels=cfg.data.max_image_pixels)
     except Exception:  # a baseline, not the run's product: the trained models are still saved and predict
         log.exception("the zero-shot baseline of %s failed; the run goes on without it (compare.zero_shot=off "
                       "skips it)", source)
@@ -372,7 +374,7 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> PipelineR
         write_data_report(run_dir / "data_report.json", dataset, label_set)
         splits = prepare_splits(cfg, dataset, run_dir, label_set)
     with clock("finetune_seconds"):
-        source = feature_source(cfg, dataset, splits[0], run_dir, progress)
+        source = feature_source(cfg, dataset, splits[0], run_dir, progress, label_set)
     with clock("extract_seconds"):
         feats = extract(cfg, dataset.train + dataset.test, source, progress, extraction)
     with clock("compare_seconds"):
@@ -380,7 +382,7 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> PipelineR
         parts, table = compare_folds(cfg, feats, splits, labels, progress, label_set)
         predictor, predictor_probs = choose_predictor(cfg, parts, table, labels, label_set)
         table.predictor = {"name": predictor.name, **predictor.held_out_metrics}
-        table.baselines = score_baselines(cfg, dataset, table.val_guids)
+        table.baselines = score_baselines(cfg, dataset, table.val_guids, label_set)
         table.save(run_dir)
         write_held_out_predictions(run_dir, table, labels, predictor.name, predictor_probs, label_set)
     print(table.to_markdown())

@@ -108,6 +108,16 @@ def document_limits(openapi: dict[str, Any], settings: ServeSettings) -> dict[st
     return openapi
 
 
+def document_labels(openapi: dict[str, Any], labels: list[str]) -> dict[str, Any]:
+    """Writes the served run's classes into the response schema: ``label`` is one of them and ``probabilities`` holds
+    one number for each, so a client generated from ``/openapi.json`` knows the classes."""
+    prediction = openapi["components"]["schemas"]["Prediction"]["properties"]
+    prediction["label"]["enum"] = labels
+    prediction["probabilities"].update(properties={name: {"type": "number"} for name in labels}, required=labels,
+                                       additionalProperties=False)
+    return openapi
+
+
 # -- reading requests: bodies within a size limit, entirely in memory (no upload ever touches the disk) ---------
 async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     """The whole body, refused with 413 as soon as it passes ``limit`` bytes (or announces more), with 408 unless it
@@ -296,7 +306,8 @@ def create_app(run_dir: str | Path | None = None, *, predictor: RunPredictor | N
 
     def openapi_with_limits() -> dict[str, Any]:
         if app.openapi_schema is None:
-            document_limits(generated_openapi(), settings)  # fills app.openapi_schema in place, once
+            # fills app.openapi_schema in place, once
+            document_labels(document_limits(generated_openapi(), settings), list(predictor.labels))
         return app.openapi_schema
 
     app.openapi = openapi_with_limits  # type: ignore[method-assign]  # FastAPI's documented way to extend it

@@ -114,8 +114,9 @@ class ModelInfo(BaseModel):
 
 
 class Prediction(BaseModel):
-    label: Literal["positive", "neutral", "negative"]
-    probabilities: dict[str, float]
+    # The served run's classes: /openapi.json lists them (an enum, and one probability each), made from the run.
+    label: str = Field(description="The predicted class, one of the run's labels.")
+    probabilities: dict[str, float] = Field(description="One probability per class of the run.")
     cleaned_text: str
     evidence: Evidence
     timing_ms: dict[str, float]
