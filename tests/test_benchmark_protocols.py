@@ -201,3 +201,34 @@ def test_the_split_files_protocol_never_trains_or_selects_on_test_rows(tmp_path,
     assert seen["selected"] == dev and not seen["trained"] & (dev | test)
     metrics = json.loads((run_dir / "test_metrics.json").read_text(encoding="utf-8"))
     assert metrics["n"] == len(test)
+
+
+def test_predicting_a_folder_labelled_with_other_classes_is_refused_naming_both(emotion_run) -> None:
+    from mmsent.data.sample import sample_dataset_path
+
+    run_dir, _, overrides = emotion_run
+    cache = next(o for o in overrides if o.startswith("cache_dir="))
+    result = runner.invoke(cli_app, ["predict", str(run_dir), "--data", str(sample_dataset_path()), "--set", cache])
+    assert result.exit_code == 1
+    assert "the run" in result.output and "'angry'" in result.output and "'positive'" in result.output
+
+
+def test_bad_label_sets_are_named_with_the_data_and_the_fix(tmp_path) -> None:
+    from mmsent.data.lab_format import load_lab_dataset
+    from mmsent.labels import LabelError
+    from mmsent_runkit import write_lab_dataset
+
+    root = write_lab_dataset(tmp_path / "lab")
+    dataset = load_lab_dataset(root)
+    with pytest.raises(LabelError, match=rf"{root}: class\(es\) \['calm'\] of the label set .* no training row"):
+        dataset.label_set(["positive", "neutral", "negative", "calm"])
+    with pytest.raises(LabelError, match=r"\['neutral'\] outside the label set"):
+        dataset.label_set(["positive", "negative"])
+    lines = (root / "train.txt").read_text().splitlines()
+    (root / "train.txt").write_text("\n".join([*lines, lines[1].split(",")[0] + "x,postive"]) + "\n")
+    (root / "data" / (lines[1].split(",")[0] + "x.jpg")).write_bytes((root / "data" / (lines[1].split(",")[0] +
+                                                                                          ".jpg")).read_bytes())
+    (root / "data" / (lines[1].split(",")[0] + "x.txt")).write_text("a post")
+    with pytest.raises(LabelError, match=r"train.txt:\d+: class 'postive' has a single training row .* did you mean "
+                                         r"'positive'\?"):
+        load_lab_dataset(root).label_set()

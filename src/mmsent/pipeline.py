@@ -412,6 +412,10 @@ def predict_from_run(run_dir: str | Path, cfg: RunConfig, out: str | Path | None
     if not dataset.test:
         raise ValueError(f"{resolve_data_root(run_cfg)}: no unlabeled rows to predict (test_without_label.txt, or a "
                          "table's rows without a label)")
+    if dataset.train:  # a labelled folder: its classes must be the model's, or the tags would mean other things
+        dataset.label_set(cfg.data.labels).require_same(ensemble.labels, f"the data at {resolve_data_root(run_cfg)}",
+                                                         f"the run {run_dir}")
+    check_labels(dataset.test, ensemble.labels)
     source = FeatureSource(*ensemble.encoders(run_cfg.encoders.device))
     feats = extract(run_cfg, dataset.test, source, progress=progress)
     write_predictions(out_path, dataset.test, ensemble_proba(ensemble.models, feats, run_cfg.training.device),

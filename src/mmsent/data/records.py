@@ -80,7 +80,10 @@ class LabDataset:
         counts = Counter(str(ex.label) for ex in self.train)
         if fixed is None:
             _refuse_single_rows(counts, self.train)
-        labels = LabelSet.from_training(counts, order=fixed if fixed is not None else self.label_order)
+        try:
+            labels = LabelSet.from_training(counts, order=fixed if fixed is not None else self.label_order)
+        except LabelError as exc:
+            raise LabelError(f"{self.root}: {exc}") from None
         unknown = [ex for ex in self.test if ex.label is not None and ex.label not in labels]
         if unknown:
             ex = unknown[0]
