@@ -129,3 +129,10 @@ def test_predict_out_in_the_dataset_folder_is_refused_before_the_models_load(tin
     result = runner.invoke(app, ["predict", str(tiny_run), "--data", str(lab), "--out", str(labels), "-q"])
     assert result.exit_code == 1 and "not a prediction file written by mmsent" in result.output
     assert labels.read_text() == "guid,tag\n1,positive\n"
+
+
+def test_version_prints_the_package_version_and_exits() -> None:
+    from mmsent import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"mmsent {__version__}"

@@ -66,8 +66,18 @@ def _user_errors() -> Iterator[None]:
         raise typer.Exit(1) from exc
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from mmsent import __version__
+
+        print(f"mmsent {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+         version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
     """mmsent: multimodal (image + text) sentiment analysis."""
     _setup_logging(verbose)
 
