@@ -288,3 +288,78 @@ def test_a_job_that_fails_before_any_row_leaves_nothing_behind(tiny_run, tmp_pat
     with pytest.raises(FileNotFoundError, match="manifest not found"):
         predict_stream(tiny_run, tmp_path / "no-such.csv", out, progress=False)
     assert not out.exists()
+
+
+def test_resuming_with_another_run_manifest_or_shard_is_refused(tiny_run, tmp_path, monkeypatch):
+    # a rerun with another run folder (or manifest, or shard) mixed two jobs' answers in one file
+    manifest, ids = _manifest(tiny_run, tmp_path)
+    out = tmp_path / "out.jsonl"
+    predict_stream(tiny_run, manifest, out, chunk_size=4, progress=False)
+    marker_file = tmp_path / "out.jsonl.mmsent.json"
+    marker = json.loads(marker_file.read_text())
+    assert marker["run"] == str(tiny_run.resolve()) and marker["shard"] == "0/1"
+    assert marker["manifest"] == str(manifest.resolve())
+    assert (not (tiny_run / "checksums.sha256").is_file()) or len(marker["run_checksums"]) == 64
+    before = out.read_bytes()
+    _forbid_model_loading(monkeypatch)
+    other = manifest.with_name("other.csv")
+    other.write_bytes(manifest.read_bytes())
+    with pytest.raises(ValueError, match=r"records manifest .*manifest\.csv.*other\.csv.*new --out.*delete"):
+        predict_stream(tiny_run, other, out, progress=False)
+    with pytest.raises(ValueError, match=r"records shard '0/1', this one has shard '0/2'"):
+        predict_stream(tiny_run, manifest, out, shard=(0, 2), progress=False)
+    for field, value in (("run", str(tmp_path / "another-run")), ("run_checksums", "0" * 64)):
+        marker_file.write_text(json.dumps({**marker, field: value}))
+        with pytest.raises(ValueError, match=f"records {field} .*another job|another job.*records {field}"):
+            predict_stream(tiny_run, manifest, out, progress=False)
+    assert out.read_bytes() == before
+    # a marker from before these fields: unknown, so the output resumes
+    marker_file.write_text(json.dumps({k: v for k, v in marker.items() if k not in ("manifest", "run_checksums")}
+                                      | {"run": str(tiny_run)}))
+    monkeypatch.undo()
+    assert predict_stream(tiny_run, manifest, out, progress=False).skipped_done == len(ids)
+    assert out.read_bytes() == before
+
+
+def test_an_output_that_is_not_jsonl_is_refused_before_models_load(tiny_run, tmp_path, monkeypatch):
+    manifest, _ = _manifest(tiny_run, tmp_path)
+    _forbid_model_loading(monkeypatch)
+    for name in ("out.csv", "out.parquet", "out"):
+        with pytest.raises(ValueError, match=r"JSONL only.*\.jsonl"):
+            predict_stream(tiny_run, manifest, tmp_path / name, progress=False)
+        assert not (tmp_path / name).exists() and not (tmp_path / f"{name}.mmsent.json").exists()
+
+
+def test_a_users_file_at_the_marker_path_is_never_overwritten(tiny_run, tmp_path, monkeypatch):
+    manifest, _ = _manifest(tiny_run, tmp_path)
+    mine = tmp_path / "out.jsonl.mmsent.json"
+    mine.write_text('{"my": "settings"}')
+    _forbid_model_loading(monkeypatch)
+    with pytest.raises(ValueError, match=r"out\.jsonl\.mmsent\.json.*not written by mmsent"):
+        predict_stream(tiny_run, manifest, tmp_path / "out.jsonl", progress=False)
+    # a marker mmsent wrote for another kind of output (a guid,tag file) is not ours to replace either
+    mine.write_text(json.dumps({"written_by": "mmsent", "kind": "guid,tag predictions", "files": {}}))
+    with pytest.raises(ValueError, match=r"out\.jsonl\.mmsent\.json.*not the marker"):
+        predict_stream(tiny_run, manifest, tmp_path / "out.jsonl", progress=False)
+    assert json.loads(mine.read_text())["kind"] == "guid,tag predictions"
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_text_appended_to_a_finished_output_is_never_cut(tiny_run, tmp_path, monkeypatch):
+    manifest, ids = _manifest(tiny_run, tmp_path)
+    out = tmp_path / "out.jsonl"
+    predict_stream(tiny_run, manifest, out, chunk_size=3, progress=False)
+    committed = out.read_bytes()
+    _forbid_model_loading(monkeypatch)
+    appended = [
+        b"my own notes about these predictions\n",  # a line that is no record
+        b'{"id": "mine", "label": "positive"}\n{"note": "not a record"}\n',
+        b'{"id": "%s", "label": "positive"}\n' % ids[0].encode(),  # an id already answered
+        b"".join(b'{"id": "x%d", "label": "positive"}\n' % i for i in range(4)),  # more than one chunk
+        b'{"id": "a", "label": "positive"}\nsome text',  # a tail that is no start of a record
+    ]
+    for extra in appended:
+        out.write_bytes(committed + extra)
+        with pytest.raises(ValueError, match=r"out\.jsonl has lines after what mmsent committed.*untouched"):
+            predict_stream(tiny_run, manifest, out, chunk_size=3, progress=False)
+        assert out.read_bytes() == committed + extra

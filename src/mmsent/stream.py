@@ -34,7 +34,7 @@ from mmsent.data.images import ImageLoadError
 from mmsent.data.manifest import ManifestError, Row, count_rows, read_manifest
 from mmsent.data.text import TextCleaner, TextError, check_text, read_text_file
 from mmsent.features.featureset import FeatureSet, ModalityFeatures
-from mmsent.io import MARKER_SUFFIX, OutputError, output_lock, read_marker, same_file, write_marker
+from mmsent.io import MARKER_SUFFIX, OutputError, marker_path, output_lock, read_marker, same_file, write_marker
 from mmsent.training.ensemble import decide
 
 logger = logging.getLogger("mmsent.stream")
@@ -59,8 +59,8 @@ class StreamOutput:
             (it is then left untouched).
     """
 
-    def __init__(self, out: Path, **info: str) -> None:
-        self.out, self.info = out, info
+    def __init__(self, out: Path, chunk_size: int | None = None, **info: str) -> None:
+        self.out, self.info, self.chunk_size = out, info, chunk_size
         self.done: set[str] = set()
         self.digest, self.size = hashlib.sha256(), 0
         self.fh: BinaryIO | None = None
@@ -99,6 +99,7 @@ class StreamOutput:
         """Reads the ids of the committed part and cuts what lies past it (what a kill left)."""
         out = self.out
         states = _committed_states(out)
+        _check_same_job(out, self.info)
         changed = OutputError(f"{out} has changed since mmsent wrote it (it no longer matches {out.name}"
                               f"{MARKER_SUFFIX}), so it is not resumed; it was left untouched: choose another --out, "
                               "or delete it yourself")
@@ -112,12 +113,57 @@ class StreamOutput:
                 raise changed
             if fh.read(1):  # past the last commit: whole output lines and a torn one at the end, from a kill
                 fh.seek(self.size)
-                if any(_output_id(line) is None for line in fh if line.endswith(b"\n")):
-                    raise changed
+                tail = fh.read().split(b"\n")
+                whole, torn = tail[:-1], tail[-1]
+                tail_ids = [_output_id(line + b"\n") for line in whole]
+                # a kill leaves at most one chunk of new records, then a torn start of one: anything else (a line
+                # that is no record, an id already answered, more than a chunk) was put there by someone else
+                if (None in tail_ids or len(set(tail_ids)) != len(tail_ids) or set(tail_ids) & set(ids)
+                        or (self.chunk_size is not None and len(tail_ids) > self.chunk_size)
+                        or not (_RECORD_START.startswith(torn) or torn.startswith(_RECORD_START))):
+                    raise OutputError(f"{out} has lines after what mmsent committed in {out.name}{MARKER_SUFFIX} "
+                                      "that are not what a killed run leaves, so it is not resumed; it was left "
+                                      "untouched: choose another --out, or delete it yourself")
                 logger.info("%s: cutting what was written after its last committed chunk (a killed run); those "
                             "rows are predicted again", out)
                 fh.truncate(self.size)
         self.done = set(ids)
+
+
+_RECORD_START = b'{"id": '  # how every line json.dumps writes for a record begins
+
+
+def job_info(run_dir: str | Path, manifest: str | Path, shard: tuple[int, int]) -> dict[str, str]:
+    """What the marker records of the job writing an output, compared on resume: the run and manifest (resolved
+    paths), the run's ``checksums.sha256`` digest (when it has one) and the shard."""
+    from mmsent.fingerprint import file_digest
+
+    info = {"run": str(Path(run_dir).resolve()), "manifest": str(Path(manifest).resolve()),
+            "shard": f"{shard[0]}/{shard[1]}"}
+    checksums = Path(run_dir) / "checksums.sha256"
+    if checksums.is_file():
+        info["run_checksums"] = file_digest(checksums)
+    return info
+
+
+def _check_same_job(out: Path, info: dict[str, str]) -> None:
+    """Refuses to resume ``out`` for another job than the one its marker records (a field the marker lacks, from
+    an older mmsent, is unknown and not compared).
+
+    Raises:
+        OutputError: naming the differing field, both values and the fix (the output is left untouched).
+    """
+    marker = read_marker(out, _KIND) or {}
+    for field, new in info.items():
+        old = marker.get(field)
+        if old is None:
+            continue
+        same = (str(Path(old).resolve()) == new) if field in ("run", "manifest") else (str(old) == new)
+        if not same:
+            raise OutputError(f"{out} was written by another job: its marker {out.name}{MARKER_SUFFIX} records "
+                              f"{field} {old!r}, this one has {field} {new!r}; resuming would mix the answers of "
+                              "two jobs in one file, so it was left untouched: choose a new --out, or delete "
+                              f"{out} and its marker yourself")
 
 
 def _committed_states(out: Path) -> list[dict[str, Any]]:
@@ -134,6 +180,18 @@ def _committed_states(out: Path) -> list[dict[str, Any]]:
                           f"{out.name}{MARKER_SUFFIX} beside it says so); it was left untouched: choose another "
                           "--out, or delete it yourself")
     return states
+
+
+def _check_marker_free(out: Path) -> None:
+    """Before a new output is created: its marker path must be free, or hold a marker of this module's outputs.
+
+    Raises:
+        OutputError: naming the file at the marker path that mmsent did not write for this output (left untouched).
+    """
+    marker = marker_path(out)
+    if os.path.lexists(marker) and read_marker(out, _KIND) is None:  # read_marker refuses one mmsent did not write
+        raise OutputError(f"{marker} exists and is not the marker of a prediction file written by mmsent predict "
+                          "--input; it was left untouched: choose another --out, or delete it yourself")
 
 
 def _output_id(line: bytes) -> str | None:
@@ -252,10 +310,19 @@ def predict_stream(run_dir: str | Path, manifest: str | Path, out: str | Path, *
         raise FileNotFoundError(f"manifest not found: {manifest}")
     if same_file(out, manifest):
         raise OutputError(f"--out {out} is the manifest itself; write the predictions to another file")
+    info = job_info(run_dir, manifest, shard)
     if os.path.lexists(out):
         _committed_states(out)  # a file that is not ours is refused before its lock file is made beside it
+        _check_same_job(out, info)
+    else:
+        _check_marker_free(out)
+    if out.suffix.lower() != ".jsonl":
+        raise OutputError(f"--out {out}: predict --input writes JSONL only (one record a line); name the output "
+                          f"with the .jsonl suffix, e.g. --out {out.with_suffix('.jsonl')}")
     with output_lock(out):
-        output = StreamOutput(out, run=str(run_dir), manifest=str(manifest), shard=f"{index}/{count}")
+        if not os.path.lexists(out):
+            _check_marker_free(out)
+        output = StreamOutput(out, chunk_size, **info)
         try:
             predictor = ChunkPredictor(run_dir, device, verify)  # only now: every refusal above is cheap
             total = count_rows(manifest)
