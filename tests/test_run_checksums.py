@@ -163,3 +163,49 @@ def test_a_deleted_predictor_file_is_named_not_taken_from_metrics(sealed):
     (sealed / "predictor.json").unlink()
     with pytest.raises(IntegrityError, match=rf"predictor\.json: listed in {MANIFEST_FILE} but missing"):
         load_run_models(sealed)
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_a_deeply_nested_predictor_file_is_a_named_error_not_a_recursion_crash(sealed, verify):
+    (sealed / "predictor.json").write_text("[" * 100_000, encoding="utf-8")
+    error = IntegrityError if verify else ValueError  # verified: named as changed, before it is parsed
+    words = "predictor.json: changed since the run was sealed" if verify else \
+        r"predictor\.json: not readable JSON \(nested too deeply\); run the job again"
+    with pytest.raises(error, match=words):
+        load_run_models(sealed, verify=verify)
+
+
+def test_a_deleted_predictor_file_names_it_even_where_metrics_names_no_saved_model(sealed):
+    write_json(sealed / "metrics.json", {"chosen_model": "ensemble", "seeds": [0]})  # as a pipeline run writes it
+    (sealed / "predictor.json").unlink()
+    with pytest.raises(IntegrityError, match=rf"predictor\.json: listed in {MANIFEST_FILE} but missing"):
+        load_run_models(sealed)
+    with pytest.raises(FileNotFoundError, match=r"ensemble_seed0, named by metrics\.json \(read because "
+                                                r".*predictor\.json is missing\)"):
+        load_run_models(sealed, verify=False)
+
+
+def test_checksums_that_are_not_utf8_or_a_folder_are_named_as_such(sealed):
+    manifest = sealed / MANIFEST_FILE
+    manifest.write_bytes(b"\xff\xfe" + manifest.read_bytes())
+    with pytest.raises(IntegrityError, match=rf"{MANIFEST_FILE}: not UTF-8 text"):
+        load_run_models(sealed)
+    manifest.unlink()
+    manifest.mkdir()
+    with pytest.raises(IntegrityError, match=rf"{MANIFEST_FILE} is a folder, not the checksums file"):
+        load_run_models(sealed)
+
+
+@pytest.mark.parametrize("option", ["--max-upload-mb=inf", "--memory-budget-mb=nan", "--max-batch=-1",
+                                    "--max-batch-mb=0", "--body-timeout=inf", "--max-image-pixels=0",
+                                    "--threads=-2", "--port=70000"])
+def test_serve_refuses_a_numeric_option_out_of_range_as_a_usage_error(monkeypatch, tmp_path, option):
+    import mmsent.inference
+
+    def loader(run_dir, **kwargs):
+        raise AssertionError("serve should stop before loading")
+
+    monkeypatch.setattr(mmsent.inference, "RunPredictor", loader)
+    result = runner.invoke(app, ["serve", str(tmp_path), option])
+    assert result.exit_code == 2, result.output
+    assert option.split("=")[0] in result.output and "Traceback" not in result.output

@@ -297,13 +297,14 @@ def report(run_dir: Path = typer.Argument(..., help="A finished run directory.")
 def serve(run_dir: Optional[Path] = typer.Argument(None, help="A finished run or exported model folder (default: the "
           "model that ships with mmsent)."),
           host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
-          port: int = typer.Option(8000, "--port", help="TCP port."),
+          port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
           model: Optional[str] = typer.Option(None, "--model", help="Serve this design instead of the chosen one."),
-          threads: int = typer.Option(1, "--threads", help="Torch threads per request (requests run one at a "
+          threads: int = typer.Option(1, "--threads", min=0, max=4096, help="Torch threads per request (requests run one at a "
                                       "time). 1 stays fast when other processes share the cores; 0 = all cores."),
           max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="Largest image file accepted."),
-          max_image_pixels: int = typer.Option(40_000_000, "--max-image-pixels", help="Largest decoded image (w x h)."),
-          max_batch: int = typer.Option(32, "--max-batch", help="Most rows per /predict/batch request."),
+          max_image_pixels: int = typer.Option(40_000_000, "--max-image-pixels", min=1,
+                                               help="Largest decoded image (w x h)."),
+          max_batch: int = typer.Option(32, "--max-batch", min=1, help="Most rows per /predict/batch request."),
           max_micro_batch: int = typer.Option(8, "--max-micro-batch", min=1, help="Most rows (concurrent /predict "
                                               "requests, a batch's rows) in one forward pass (1: one at a time)."),
           max_batch_mb: float = typer.Option(32.0, "--max-batch-mb", help="Largest /predict/batch body, all rows."),
@@ -315,6 +316,8 @@ def serve(run_dir: Optional[Path] = typer.Argument(None, help="A finished run or
                                              "request's body; slower ones get 408."),
           no_verify: bool = NoVerifyOpt) -> None:
     """Serves a run's ensemble over HTTP: POST /predict, POST /predict/batch, GET /health, a demo page at /."""
+    import math
+
     import torch
     import uvicorn
 
@@ -322,6 +325,11 @@ def serve(run_dir: Optional[Path] = typer.Argument(None, help="A finished run or
     from mmsent.serve import ServeSettings, create_app
     from mmsent.serve.timeouts import uvicorn_config
 
+    for flag, value in (("--max-upload-mb", max_upload_mb), ("--max-batch-mb", max_batch_mb),
+                        ("--memory-budget-mb", memory_budget_mb), ("--header-timeout", header_timeout),
+                        ("--body-timeout", body_timeout)):
+        if not (math.isfinite(value) and 0 < value <= 1e9):  # inf would overflow int(), nan passes range checks
+            raise typer.BadParameter(f"{value} is not a positive finite number (at most 1e9)", param_hint=f"'{flag}'")
     if run_dir is None:
         from mmsent.export import shipped_model_path
 

@@ -74,6 +74,8 @@ class RunModels:
 def _read_json(path: Path, fix: str) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:  # '[[[[...' deeper than Python's stack
+        raise ValueError(f"{path}: not readable JSON (nested too deeply); {fix}") from None
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: not readable JSON ({exc}); {fix}") from exc
     if not isinstance(data, dict):
@@ -111,7 +113,8 @@ def _predictor_models(run_dir: Path) -> tuple[str, list[str], list[float] | None
         names = _check_models(data.get("models"), predictor.members, run_dir / PREDICTOR_FILE)
         return predictor.name, names, predictor.class_weights
     if not (run_dir / METRICS_FILE).is_file():
-        raise FileNotFoundError(f"{run_dir / PREDICTOR_FILE} not found: the run did not finish; {fix}")
+        raise FileNotFoundError(f"{run_dir / PREDICTOR_FILE} not found: the run did not finish, or the file was "
+                                f"deleted; {fix}")
     metrics = _read_json(run_dir / METRICS_FILE, fix)
     chosen = metrics.get("chosen_model")
     if not isinstance(chosen, str) or not _MODEL_DIR.fullmatch(f"{chosen}_seed0"):
@@ -194,6 +197,9 @@ def verify_run(run_dir: str | Path) -> None:
     """
     run_dir = Path(run_dir)
     manifest = run_dir / MANIFEST_FILE
+    if manifest.is_dir():
+        raise IntegrityError(f"{manifest} is a folder, not the checksums file; remove it and restore the file (rerun "
+                             f"or re-export the run), or {_escape_hatch(run_dir)}")
     if not manifest.is_file():
         raise IntegrityError(f"{manifest} not found: {run_dir} was made by an mmsent from before runs were sealed, or "
                              "the file was deleted, so nothing shows its files are those the run wrote; if you trust "
@@ -201,6 +207,9 @@ def verify_run(run_dir: str | Path) -> None:
                              "loads them unchecked")
     try:
         listed = parse_sha256sums(manifest.read_text(encoding="utf-8"), str(manifest))
+    except UnicodeDecodeError as exc:
+        raise IntegrityError(f"{manifest}: not UTF-8 text ({exc}); rerun or re-export the run, or "
+                             f"{_escape_hatch(run_dir)}") from exc
     except (OSError, ValueError) as exc:
         raise IntegrityError(f"{exc}; rerun or re-export the run, or {_escape_hatch(run_dir)}") from exc
     for rel, expected in listed.items():
@@ -236,6 +245,12 @@ def load_run_models(run_dir: str | Path, *, model_name: str | None = None, devic
     if not (run_dir / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{run_dir / CONFIG_FILE} not found; is {run_dir} a run directory? (`mmsent run "
                                 "--out RUN_DIR` makes one)")
+    sealed = (run_dir / MANIFEST_FILE).exists()
+    if verify and sealed:  # first: checking digests parses nothing, so a damaged predictor.json is named as changed
+        verify_run(run_dir)
+    elif not verify:
+        log.warning("%s: not verified against %s (--no-verify): a damaged or edited file would change its answers "
+                    "without an error", run_dir, MANIFEST_FILE)
     name, names, class_weights = _predictor_models(run_dir)
     if model_name and model_name != name:
         names = [n for n in names if _MODEL_DIR.fullmatch(n)["name"] == model_name]
@@ -246,15 +261,15 @@ def load_run_models(run_dir: str | Path, *, model_name: str | None = None, devic
     dirs = [run_dir / MODELS_DIR / n for n in names]
     missing = [str(d) for d in dirs if not d.is_dir()]
     if missing:
-        raise FileNotFoundError(f"{run_dir}: saved model folder(s) missing: {', '.join(missing)}; run the job again")
+        source = (PREDICTOR_FILE if (run_dir / PREDICTOR_FILE).is_file() else
+                  f"{METRICS_FILE} (read because {run_dir / PREDICTOR_FILE} is missing)")
+        raise FileNotFoundError(f"{run_dir}: saved model folder(s) missing: {', '.join(missing)}, named by {source}; "
+                                "run the job again")
     for d in dirs:
         _inside(run_dir, d)
     prediction_files(run_dir)  # every file read resolves inside the folder, verified or not
-    if verify:
+    if verify and not sealed:  # after naming a damaged or missing predictor file: refused for want of checksums
         verify_run(run_dir)
-    else:
-        log.warning("%s: not verified against %s (--no-verify): a damaged or edited file would change its answers "
-                    "without an error", run_dir, MANIFEST_FILE)
     cfg = load_config(run_dir / CONFIG_FILE)
     seeds = sorted({int(_MODEL_DIR.fullmatch(n)["seed"]) for n in names})
     models = [load_model(d, device) for d in dirs]

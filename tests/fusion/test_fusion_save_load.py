@@ -240,3 +240,30 @@ def test_a_description_missing_or_adding_a_key_names_file_key_and_fix(tmp_path, 
     folder = _saved(tmp_path, edit)
     with pytest.raises(ValueError, match=re.escape(f"{folder / 'model.json'}: {key}") + f".*; {fix}"):
         load_model(folder)
+
+
+@pytest.mark.parametrize(("key", "value", "words"), [
+    ("hidden_dim", 10**12, "'hparams.hidden_dim' must be an integer from 1 to"),
+    ("hidden_dim", -5, "'hparams.hidden_dim' must be an integer from 1 to"),
+    ("hidden_dim", 0, "'hparams.hidden_dim' must be an integer from 1 to"),
+    ("dropout", float("nan"), "'hparams.dropout' must be a finite number"),
+], ids=["huge", "negative", "zero", "nan-dropout"])
+def test_hparams_that_are_not_sane_sizes_are_refused_before_building(tmp_path, key, value, words) -> None:
+    folder = _saved(tmp_path, lambda d: {**d, "hparams": {**d["hparams"], key: value}})
+    with pytest.raises(ValueError, match=re.escape(f"{folder / 'model.json'}: {words}") + ".*; restore the file"):
+        load_model(folder)
+
+
+def test_a_width_the_weights_do_not_have_is_refused_before_allocating(tmp_path) -> None:
+    wide = {"hidden_dim": 1 << 20, "image_dim": 1 << 20}
+    folder = _saved(tmp_path, lambda d: {**d, "hparams": {**d["hparams"], **wide}})
+    with pytest.raises(ValueError, match=r"(?s)weights\.safetensors: cannot be loaded into the 'concat' that "
+                                         r"model\.json describes \(RuntimeError: .*size mismatch"):
+        load_model(folder)  # built for real, 1<<20 x 1<<20 floats would be 4 TiB
+
+
+def test_a_deeply_nested_model_description_is_a_named_error(tmp_path) -> None:
+    folder = _saved(tmp_path)
+    (folder / "model.json").write_text("[" * 100_000, encoding="utf-8")
+    with pytest.raises(ValueError, match=r"model\.json: not readable JSON \(nested too deeply\); train the model"):
+        load_model(folder)

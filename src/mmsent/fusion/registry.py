@@ -11,6 +11,7 @@ import dataclasses
 import importlib
 import inspect
 import json
+import math
 import pkgutil
 import re
 from collections.abc import Callable, Mapping
@@ -19,6 +20,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from mmsent.fusion.base import FusionModel
@@ -237,6 +239,8 @@ def read_description(path: str | Path) -> dict[str, Any]:
     where = src / META_FILE
     try:
         description = json.loads(where.read_text(encoding="utf-8"))
+    except RecursionError:  # '[[[[...' deeper than Python's stack
+        raise ValueError(f"{where}: not readable JSON (nested too deeply); train the model again") from None
     except ValueError as exc:
         raise ValueError(f"{where}: not readable JSON ({exc}); train the model again") from exc
     if not isinstance(description, dict) or description.get("format") != _FORMAT:
@@ -252,7 +256,28 @@ def read_description(path: str | Path) -> dict[str, Any]:
     if stray:
         raise ValueError(f"{where}: 'hparams' has a key {stray[0]!r} the {name!r} model does not take (it takes "
                          f"{', '.join(takes)}); remove the key if you added it, else {_RESTORE}")
+    _check_hparam_values(description["hparams"], where)
     return description
+
+
+MAX_INT_HPARAM = 1 << 20  # far above any width, token count or class count a fusion model uses
+
+
+def _check_hparam_values(hparams: dict[str, Any], where: Path) -> None:
+    """Every integer hparam is a size or a count: positive and sane (``10**12`` would ask for petabytes, ``-5`` is a
+    negative dimension); every float one finite (a NaN dropout passes torch's range check)."""
+    for key, value in hparams.items():
+        if isinstance(value, int) and not isinstance(value, bool) and not 0 < value <= MAX_INT_HPARAM:
+            raise ValueError(f"{where}: 'hparams.{key}' must be an integer from 1 to {MAX_INT_HPARAM}, got {value!r}; "
+                             f"{_RESTORE}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{where}: 'hparams.{key}' must be a finite number, got {value!r}; {_RESTORE}")
+
+
+def _stored_shapes(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file as empty meta tensors of their shapes: its header only, nothing loaded."""
+    with safe_open(str(path), framework="pt") as f:
+        return {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> FusionModel:
@@ -269,12 +294,16 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> FusionMo
             raise FileNotFoundError(f"{src / f} not found; expected a directory written by save_model")
     description = read_description(src)
     name, hparams, label_set = description["name"], dict(description["hparams"]), description.pop("label_set")
-    try:
-        model = create_fusion_model(name, hparams.pop("image_dim"), hparams.pop("text_dim"), **hparams)
-    except (TypeError, ValueError) as exc:  # an hparam of the wrong type or contradicting the name
+    image_dim, text_dim = hparams.pop("image_dim"), hparams.pop("text_dim")
+    try:  # first without memory (meta tensors): the description and the file's shapes must agree before allocating
+        with torch.device("meta"):
+            skeleton = create_fusion_model(name, image_dim, text_dim, **hparams)
+    except (TypeError, ValueError, RuntimeError, AssertionError) as exc:  # an hparam of the wrong type or value
         raise ValueError(f"{src / META_FILE}: its 'hparams' do not build a {name!r} ({type(exc).__name__}: "
                          f"{str(exc)[:200]}); {_RESTORE}") from exc
     try:
+        skeleton.load_state_dict(_stored_shapes(src / WEIGHTS_FILE), strict=True)
+        model = create_fusion_model(name, image_dim, text_dim, **hparams)
         model.load_state_dict(load_file(str(src / WEIGHTS_FILE)), strict=True)
     except Exception as exc:  # safetensors' own errors, and tensors that do not fit the description
         raise ValueError(f"{src / WEIGHTS_FILE}: cannot be loaded into the {name!r} that {META_FILE} describes "
