@@ -84,6 +84,11 @@ def test_the_new_model_is_built_by_name(my_model) -> None:
     inputs = FusionInputs(torch.randn(2, 8), torch.zeros(2, 1, 8), torch.ones(2, 1, dtype=torch.bool),
                           torch.randn(2, 6), torch.zeros(2, 1, 6), torch.ones(2, 1, dtype=torch.bool))
     assert model(inputs).shape == (2, len(LABELS))
+    # a model written for the three sentiment classes is told how to serve another task, not silently mis-sized
+    assert create_fusion_model("my_model", 8, 6, num_classes=3).hparams == model.hparams | {"hidden_dim": 128,
+                                                                                            "dropout": 0.2}
+    with pytest.raises(TypeError, match=r"this task has 7: add `num_classes: int = 3` to its constructor"):
+        create_fusion_model("my_model", 8, 6, num_classes=7)
 
 
 def test_a_run_trains_saves_reports_and_serves_the_new_model(my_model, tmp_path) -> None:

@@ -471,8 +471,10 @@ def write_held_out_predictions(run_dir: Path, table: Comparison, labels: dict[st
     return path
 
 
-def data_report(dataset: LabDataset, label_set: LabelSet) -> dict[str, Any]:
-    """What ``data_report.json`` holds: counts, encodings, skipped rows, issues, the classes and their counts."""
+def data_report(dataset: LabDataset, label_set: LabelSet | None = None) -> dict[str, Any]:
+    """What ``data_report.json`` holds: counts, encodings, skipped rows, issues, the classes (default: the dataset's
+    own, see :meth:`~mmsent.data.records.LabDataset.label_set`) and their counts."""
+    label_set = label_set or dataset.label_set()
     rep = dataset.report
     return {
         "root": str(dataset.root),

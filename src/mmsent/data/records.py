@@ -75,10 +75,10 @@ class LabDataset:
 
         Raises:
             LabelError: naming the rows: a label outside ``fixed``, a class of it with no training row, a test label
-                no training row has, or (without ``fixed``) a class of a single training row, likely a typo.
+                no training row has, or (classes neither fixed nor the layout's) a class of one row, likely a typo.
         """
         counts = Counter(str(ex.label) for ex in self.train)
-        if fixed is None:
+        if fixed is None and self.label_order is None:  # classes no one declared: a lone one is likely a typo
             _refuse_single_rows(counts, self.train)
         try:
             labels = LabelSet.from_training(counts, order=fixed if fixed is not None else self.label_order)

@@ -140,7 +140,12 @@ def create_fusion_model(name: str, image_dim: int, text_dim: int, cfg: Any = Non
     else:
         kwargs = {f: getattr(cfg, f) for f in fields if hasattr(cfg, f)}
     kwargs.update(entry.fixed)
+    if "num_classes" not in entry.arguments and overrides.get("num_classes", len(LABELS)) == len(LABELS):
+        overrides = {k: v for k, v in overrides.items() if k != "num_classes"}  # a model of the three classes only
     for k, v in overrides.items():
+        if k == "num_classes" and k not in entry.arguments:
+            raise TypeError(f"fusion model {key!r} predicts a fixed three classes; this task has {v}: add "
+                            "`num_classes: int = 3` to its constructor and size its classifier by it")
         if k not in entry.arguments:
             raise TypeError(f"fusion model {key!r} takes no argument {k!r}; it takes: {', '.join(entry.arguments)}")
         if k in entry.fixed and entry.fixed[k] != v:
