@@ -59,6 +59,16 @@ TARGETS = {
     "data": Target(("src/mmsent/data/*.py",), ("tests/data",)),
     "metrics": Target(("src/mmsent/training/metrics.py",), ("tests/training/test_metrics.py",)),
     "fusion": Target(("src/mmsent/fusion/*.py",), ("tests/fusion",)),
+    # Issue "Nothing a user owns is ever overwritten": the modules it touched.
+    "config": Target(("src/mmsent/config.py",), ("tests/test_config.py",)),
+    "manifest": Target(("src/mmsent/data/manifest.py",), ("tests/data/test_manifest.py", "tests/test_stream.py")),
+    "stream": Target(("src/mmsent/stream.py",),
+                     ("tests/test_stream.py",
+                      "tests/test_cli.py::test_predict_input_never_empties_a_text_file_given_as_out",
+                      "tests/test_cli.py::test_predict_out_in_the_dataset_folder_is_refused_before_the_models_load")),
+    "run_folder": Target(("src/mmsent/run_folder.py",),
+                         ("tests/test_run_folder.py", "tests/test_run_checksums.py")),
+    "export": Target(("src/mmsent/export.py",), ("tests/test_export.py",)),
 }
 
 

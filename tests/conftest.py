@@ -20,7 +20,9 @@ def tiny_run(tmp_path_factory) -> Path:
 
     prebuilt = os.environ.get(PREBUILT_TINY_RUN)
     if prebuilt:
-        return Path(shutil.copytree(prebuilt, tmp_path_factory.mktemp("tiny_run") / "run"))
+        base = tmp_path_factory.mktemp("tiny_run")
+        shutil.copytree(Path(prebuilt).parent / "lab", base / "lab")  # the lab data beside the run, read by tests
+        return Path(shutil.copytree(prebuilt, base / "run"))
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors on a shared 2-core machine: thread hand-offs cost more than they save
     try:

