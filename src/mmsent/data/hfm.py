@@ -33,8 +33,7 @@ from typing import Any
 
 from mmsent.data.lab_format import DataRow, DataValidationError
 from mmsent.data.records import DataIssue, LabDataset
-from mmsent.data.split_files import OnError, Splits, assemble_splits
-from mmsent.data.text import TextDecodeError, decode_text
+from mmsent.data.split_files import OnError, Splits, assemble_splits, read_release_lines
 
 log = logging.getLogger("mmsent.data")
 
@@ -72,16 +71,11 @@ def has_cue_word(text: str) -> bool:
 
 def read_split(path: Path, root: Path, split: str, drop_cue_words: bool) -> tuple[list[DataRow], int]:
     """The rows of one release file (bad lines as rows with an issue) and how many cue-word posts were dropped."""
-    name = path.relative_to(root).as_posix()
-    try:
-        content, _ = decode_text(path.read_bytes(), name)
-    except TextDecodeError as exc:
-        raise DataValidationError([DataIssue(name, exc.reason, "save it as utf-8 text", kind="unreadable_file")],
-                                  root) from None
+    name, lines = read_release_lines(path, root)
     rows: list[DataRow] = []
     dropped = 0
     kind = "test" if split == "test" else "train"
-    for number, line in enumerate(content.splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:

@@ -37,7 +37,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from mmsent.data.files import read_regular_file
 from mmsent.data.lab_format import GUID_PATTERN, DataRow, DataValidationError, build_dataset
+from mmsent.data.text import TextDecodeError, decode_text
 from mmsent.data.manifest import ManifestError, read_records, to_row
 from mmsent.data.records import DataIssue, LabDataset, LoadReport
 from mmsent.labels import LabelError, LabelSet, check_label_name
@@ -212,6 +214,21 @@ def log_class_counts(dataset: LabDataset) -> None:
     for split, examples in parts.items():
         counts = dict(sorted(Counter(str(ex.label) for ex in examples).items()))
         log.info("dataset %s: %s split, %d rows per class %s", dataset.root, split, len(examples), counts)
+
+
+def read_release_lines(path: Path, root: Path) -> tuple[str, list[str]]:
+    """A release file's name relative to ``root`` and its lines (a regular file only, decoded as texts are); an
+    unreadable file raises (nothing can be skipped), naming it."""
+    name = path.relative_to(root).as_posix()
+    try:
+        content, _ = decode_text(read_regular_file(path), name)
+    except TextDecodeError as exc:
+        raise DataValidationError([DataIssue(name, exc.reason, "save it as utf-8 text", kind="unreadable_file")],
+                                  root) from None
+    except OSError as exc:
+        raise DataValidationError([DataIssue(name, f"cannot read: {exc}", "give a readable regular file",
+                                             kind="unreadable_file")], root) from None
+    return name, content.splitlines()
 
 
 def assemble_splits(root: Path, data_dir: Path, splits: Splits, files: dict[str, str], *, on_error: OnError,

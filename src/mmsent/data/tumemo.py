@@ -39,8 +39,7 @@ from mmsent.data.lab_format import GUID_PATTERN, DataRow, DataValidationError
 from mmsent.data.manifest import ManifestError
 from mmsent.data.records import DataIssue, LabDataset
 from mmsent.data.split_files import (SPLITS, OnError, Splits, assemble_splits, find_split_file, image_folder,
-                                     read_split_records)
-from mmsent.data.text import TextDecodeError, decode_text
+                                     read_release_lines, read_split_records)
 
 log = logging.getLogger("mmsent.data")
 
@@ -53,15 +52,6 @@ _FIELDS = re.compile(r"[\s,;]+")
 _IMAGE_SUFFIXES = (".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 
 
-def _read_text(path: Path, root: Path) -> tuple[str, list[str]]:
-    """A file's name relative to ``root`` and its lines; an unreadable file raises (nothing can be skipped)."""
-    name = path.relative_to(root).as_posix()
-    try:
-        content, _ = decode_text(path.read_bytes(), name)
-    except TextDecodeError as exc:
-        raise DataValidationError([DataIssue(name, exc.reason, "save it as utf-8 text", kind="unreadable_file")],
-                                  root) from None
-    return name, content.splitlines()
 
 
 def _is_header(fields: list[str]) -> bool:
@@ -70,7 +60,7 @@ def _is_header(fields: list[str]) -> bool:
 
 def read_label_file(path: Path, root: Path) -> list[DataRow]:
     """The posts of ``all_data_id_and_label.txt`` as training rows, each bad line a row with its issue."""
-    name, lines = _read_text(path, root)
+    name, lines = read_release_lines(path, root)
     numbered = [(n, _FIELDS.split(line.strip())) for n, line in enumerate(lines, start=1) if line.strip()]
     if numbered and _is_header(numbered[0][1]):
         numbered = numbered[1:]
@@ -97,7 +87,7 @@ def read_label_file(path: Path, root: Path) -> list[DataRow]:
 def _split_ids(path: Path, root: Path) -> list[tuple[str, str, str | None]]:
     """``(location, id, label or None)`` per row of a split file; numeric labels are dropped (see the docstring)."""
     if path.suffix == ".txt":
-        name, lines = _read_text(path, root)
+        name, lines = read_release_lines(path, root)
         out = []
         for n, line in enumerate(lines, start=1):
             fields = _FIELDS.split(line.strip()) if line.strip() else []
