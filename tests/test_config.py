@@ -934,3 +934,6 @@ def test_out_of_range_numbers_name_the_bound_and_the_sign():
     with pytest.raises(ConfigError) as err:
         load_config(overrides=["training.lr=-1" + "0" * 400])  # an integer too large for a float
     assert str(err.value) == "training.lr: -inf is out of range; allowed: a finite number > 0"
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["training.lr=1" + "0" * 400])
+    assert str(err.value) == "training.lr: inf is out of range; allowed: a finite number > 0"
