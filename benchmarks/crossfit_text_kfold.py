@@ -6,8 +6,11 @@ fully (``finetune.text.mode=full`` through :func:`mmsent.finetune.finetune`, the
 batch 32, class-weighted CE, early stopping on 10% of the *training* rows) on the other four folds, and extracts
 fold k's rows (token states + mask + mean-pooled vector, as extraction makes them) and, for later use, the test rows.
 So every labelled row's text features come from an encoder that never saw its label; the fusion models of outer fold k
-then train on the other folds' (out-of-fold) features and are scored on fold k (``compare_folds``, ``best.yaml``:
-6 designs x seeds 0, 1, 2, the ensemble of all six, plain argmax).
+then train on the other folds' (out-of-fold) features and are scored on fold k (``pipeline.compare`` per fold, as
+``compare_folds`` calls it, with ``best.yaml``: 6 designs x seeds 0, 1, 2; the predictor is what ``choose_predictor``
+builds for ``predict_with=ensemble, decision_rule=false``: the mean of every design's mean-over-seeds probabilities,
+plain argmax). Each (variant, seed, fold) is saved as it finishes, seed 0 of every variant first, so a killed run
+resumes and ``--summary-only`` scores whatever has finished.
 
 Variants (scored out of fold over the 4,000 labelled rows):
 
@@ -21,9 +24,12 @@ Everything is saved under ``--out`` (per-fold features, head probabilities, each
 probabilities), so a rerun resumes where it stopped. The library trains in fp32 on a CPU (``finetune.amp`` is
 CUDA-only); ``--bf16`` patches bf16 autocast into the fine-tuning forward pass.
 
-Usage::
+Usage (OMP_WAIT_POLICY=PASSIVE: on a shared 2-core machine, spinning OpenMP threads made 2-thread training ~20x
+slower)::
 
-    nice -n 10 python benchmarks/crossfit_text_kfold.py --data /work/shared/datasets/lab5 --out runs/crossfit-text
+    OMP_WAIT_POLICY=PASSIVE nice -n 10 python benchmarks/crossfit_text_kfold.py --data /work/shared/datasets/lab5 \
+        --out runs/crossfit-text --bf16 --variants A,B,D,C
+    python benchmarks/crossfit_text_kfold.py --out runs/crossfit-text --variants A,B,D,C --summary-only
 """
 
 from __future__ import annotations
@@ -69,7 +75,8 @@ def split_combined(text: ModalityFeatures, dims: list[int]) -> list[ModalityFeat
     extras = []
     for j in range(k):
         pooled = text.pooled[:, offsets[j + 1] : offsets[j + 2]].clone()
-        extras.append(ModalityFeatures(pooled, pooled[:, None, :].clone(), torch.ones(len(pooled), 1, dtype=torch.bool)))
+        ones = torch.ones(len(pooled), 1, dtype=torch.bool)
+        extras.append(ModalityFeatures(pooled, pooled[:, None, :].clone(), ones))
     return [first, *extras]
 
 
@@ -373,7 +380,8 @@ def main() -> int:
         lines.append(f"| {labels_of[name]} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['weighted_f1']:.4f} | "
                      f"{r['neutral_f1']:.3f} | {ms(r['fold_accuracy'])} | {ms(r['fold_macro_f1'])} | {change} |")
     designs = list(next(iter(per_design.values())))
-    lines += ["", "| per-design OOF macro-F1 (mean of the finished seeds' probabilities) | " + " | ".join(designs) + " |",
+    lines += ["", "| per-design OOF macro-F1 (mean of the finished seeds' probabilities) | "
+              + " | ".join(designs) + " |",
               "|---|" + "---|" * len(designs)]
     for name, d in per_design.items():
         lines.append(f"| {name} | " + " | ".join(f"{d[k]:.3f}" for k in designs) + " |")
