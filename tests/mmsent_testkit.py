@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
-from collections.abc import Sequence
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -201,3 +205,28 @@ def build_tiny_clip(folder: Path, *, seed: int = 0) -> Path:
         "size": {"shortest_edge": 40}, "crop_size": {"height": 32, "width": 32},
         "image_mean": [0.48, 0.46, 0.41], "image_std": [0.27, 0.26, 0.28], "resample": 3}))
     return folder
+
+
+def call_unblocked(fn: Callable[[], Any], fifos: Sequence[Path], timeout: float = 10.0) -> Any:
+    """``fn()``, failing the test instead of hanging if it blocks on one of ``fifos``: after ``timeout`` seconds the
+    FIFOs are opened for writing and closed, which ends a blocked read with EOF."""
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 -- re-raised in the test's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        for fifo in fifos:
+            with contextlib.suppress(OSError):  # ENXIO: nobody is reading this one
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(timeout)
+        pytest.fail(f"blocked for {timeout:.0f}s reading a FIFO")
+    if "error" in result:
+        raise result["error"]
+    return result["value"]

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+from mmsent_testkit import call_unblocked
 
 from mmsent.stream import ManifestError, predict_stream, read_manifest
 
@@ -197,33 +198,6 @@ def test_two_writers_of_one_output_never_both_write(tiny_run, tmp_path, monkeypa
     assert results and [r["id"] for r in _read(out)] == ids  # each id once
 
 
-def _call_unblocked(fn, fifos, timeout=20.0):
-    """``fn()``, failing instead of hanging if it blocks on a FIFO (opening one for writing ends a blocked read)."""
-    import contextlib
-    import threading
-
-    result = {}
-
-    def run():
-        try:
-            result["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 -- re-raised in the test's thread
-            result["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        for fifo in fifos:
-            with contextlib.suppress(OSError):
-                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        thread.join(timeout)
-        pytest.fail(f"blocked for {timeout:.0f}s reading a FIFO")
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
-
-
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
 def test_texts_against_the_text_rule_and_unreadable_files_are_error_rows(tiny_run, tmp_path):
     # the probe: empty, invisible and NUL texts got a label, an 8.6 MB text stalled its chunk, a FIFO hung the job
@@ -243,7 +217,7 @@ def test_texts_against_the_text_rule_and_unreadable_files_are_error_rows(tiny_ru
     path.write_text("".join(json.dumps({"id": rid, "image": image, **fields}) + "\n"
                             for rid, fields in [("good", {"text": good["text"]}), *bad]), encoding="utf-8")
     out = tmp_path / "out.jsonl"
-    result = _call_unblocked(lambda: predict_stream(tiny_run, path, out, chunk_size=4, progress=False),
+    result = call_unblocked(lambda: predict_stream(tiny_run, path, out, chunk_size=4, progress=False),
                              [pipe_jpg, pipe_txt])
     rows = _read(out)
     assert [r["id"] for r in rows] == ["good"] + [rid for rid, _ in bad] and "label" in rows[0]
