@@ -152,17 +152,23 @@ def survivors_of(workdir: Path, env: dict[str, str]) -> list[str]:
 
 
 def run_target(name: str, target: Target, workdir: Path, tiny_run: Path, max_children: int,
-               rerun_survivors: bool = False) -> dict:
+               rerun_survivors: bool = False, resume: bool = False) -> dict:
     """Mutation-tests one target; its counts and surviving mutants.
 
     With ``rerun_survivors`` (a finished earlier run in ``workdir``, made from the same source), only that run's
     survivors not listed as equivalent are tested again, with the current tests; its kills stand.
+    With ``resume`` (an interrupted earlier run of the same source), the mutants it has not tested yet are run with
+    the current tests; its verdicts stand.
     """
     env = {**os.environ, PREBUILT_TINY_RUN: str(tiny_run), "PYTHONDONTWRITEBYTECODE": "1"}
     t0 = time.perf_counter()
-    if rerun_survivors:
-        if not (workdir / "mutants").is_dir() or not same_source(workdir, target):
-            raise SystemExit(f"{workdir}: no earlier run of this source to rerun; run without --rerun-survivors")
+    if (rerun_survivors or resume) and not ((workdir / "mutants").is_dir() and same_source(workdir, target)):
+        raise SystemExit(f"{workdir}: no earlier run of this source to go on from; run without --rerun-survivors "
+                         "or --resume")
+    if resume:
+        refresh_tests(workdir)
+        mutmut(workdir, "run", "--max-children", str(max_children), env=env, log=workdir / "mutmut-resume.log")
+    elif rerun_survivors:
         known = equivalent_mutants()  # judged unkillable, with the reason: not worth another pass
         earlier = [m for m in survivors_of(workdir, env) if m not in known]
         refresh_tests(workdir)
@@ -173,9 +179,9 @@ def run_target(name: str, target: Target, workdir: Path, tiny_run: Path, max_chi
         prepare(workdir, target)
         mutmut(workdir, "run", "--max-children", str(max_children), env=env, log=workdir / "mutmut-run.log")
     seconds = time.perf_counter() - t0
-    earlier = earlier_runs(workdir) if rerun_survivors else []  # a full run starts from a fresh copy
-    return collect(name, workdir, env, runs=[*earlier, {"kind": "survivors" if rerun_survivors else "full",
-                                                        "seconds": seconds}])
+    earlier = earlier_runs(workdir) if rerun_survivors or resume else []  # a full run starts from a fresh copy
+    kind = "survivors" if rerun_survivors else "resumed" if resume else "full"
+    return collect(name, workdir, env, runs=[*earlier, {"kind": kind, "seconds": seconds}])
 
 
 def earlier_runs(workdir: Path) -> list[dict]:
@@ -263,6 +269,8 @@ def main() -> None:
     parser.add_argument("--record", action="store_true", help="prepend the summary to benchmarks/RESULTS.md")
     parser.add_argument("--rerun-survivors", action="store_true",
                         help="test only the survivors of each target's earlier run in --workdir, with the current tests")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on with each target's interrupted run in --workdir: test the mutants it has not")
     parser.add_argument("--summarize", action="store_true",
                         help="run nothing: summarize each target's runs so far in --workdir")
     args = parser.parse_args()
@@ -278,7 +286,7 @@ def main() -> None:
         tiny_run = build_tiny_run(args.workdir / "tiny-run")
         for name in names:
             result = run_target(name, TARGETS[name], args.workdir / name, tiny_run, args.max_children,
-                                args.rerun_survivors)
+                                args.rerun_survivors, args.resume)
             print(f"{name}: {result['stats']}; survivors in {args.workdir / name}/survivors.md", flush=True)
             results.append(result)
     (args.workdir / "results.json").write_text(json.dumps(results, indent=2))

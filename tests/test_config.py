@@ -557,6 +557,13 @@ def test_a_missing_config_file_or_a_folder_is_a_clear_error(tmp_path):
     assert str(err.value) == f"config file {tmp_path} is a folder; give the YAML file inside it"
 
 
+def test_a_config_name_too_long_for_the_file_system_is_a_clear_error(tmp_path):
+    path = tmp_path / ("c" * 300 + ".yaml")  # over NAME_MAX: even asking whether it is a folder raises OSError
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"cannot read config file {path}: File name too long")
+
+
 def _keys_of(kind: type) -> list[str]:
     """Every dotted key whose annotation takes ``kind`` (int or float), found from the dataclasses themselves."""
     found: list[str] = []

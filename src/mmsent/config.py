@@ -300,10 +300,10 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 def _read_yaml_file(path: Path) -> Any:
     """The YAML in the file ``path``, read strictly; every way it can fail is a :class:`ConfigError` naming it."""
-    if path.is_dir():
-        raise ConfigError(f"config file {path} is a folder; give the YAML file inside it")
-    try:
+    try:  # every check inside the try: even asking whether a too-long name is a folder raises OSError
         raw = path.read_bytes()
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder; give the YAML file inside it") from None
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except OSError as exc:
