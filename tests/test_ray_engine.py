@@ -63,3 +63,15 @@ def test_a_row_without_an_image_is_an_error_row_not_the_end_of_the_job(tiny_run,
     assert (result.predicted, result.errors) == (n, 2)
     by_ray = {r["id"]: r for r in pq.read_table(tmp_path / "ray").to_pylist()}
     assert by_ray["007"]["error"] == "posts.csv:id 007: no 'image' (or 'image_path') column value"  # id kept as text
+
+
+def test_a_second_job_into_the_same_folder_is_refused_while_the_first_writes(tiny_run, tmp_path):
+    from mmsent.io import OutputError, output_lock
+    from mmsent.ray_engine import predict_with_ray
+
+    manifest, _ = _manifest(tmp_path)
+    out = tmp_path / "ray"
+    with output_lock(out):  # another process writing this folder (the lock is per open file, so one suffices)
+        with pytest.raises(OutputError, match="being written by another mmsent process"):
+            predict_with_ray(tiny_run, manifest, out, actors=1)
+    assert not out.exists() or not any(out.iterdir())

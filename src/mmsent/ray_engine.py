@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mmsent.data.manifest import MANIFEST_SUFFIXES, ManifestError, to_row
+from mmsent.io import output_lock
 from mmsent.labels import LabelSet
 
 
@@ -99,6 +100,30 @@ def _read(manifest: Path) -> Any:
     raise ManifestError(f"{manifest}: unknown manifest format; use {', '.join(MANIFEST_SUFFIXES)}")
 
 
+def _predict_into(run_dir: Path, manifest: Path, out: Path, *, actors: int, chunk_size: int, address: str | None,
+                  gpus_per_actor: float, verify: bool) -> float:
+    """Runs the actor pool over ``manifest`` into the Parquet folder ``out``; the seconds it took."""
+    import ray
+    import ray.data
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        t0 = time.perf_counter()
+        device = "cuda" if gpus_per_actor > 0 else "cpu"
+        results = _read(manifest).map_batches(
+            _RunActor, fn_constructor_kwargs={"run_dir": str(run_dir), "base": str(manifest.parent),
+                                              "name": manifest.name, "device": device, "verify": verify},
+            batch_size=chunk_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
+            num_gpus=gpus_per_actor)
+        results.write_parquet(str(out), ray_remote_args=_IO_TASKS)
+        return time.perf_counter() - t0
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
 def predict_with_ray(run_dir: str | Path, manifest: str | Path, out: str | Path, *, actors: int = 2,
                      chunk_size: int = 256, address: str | None = None, gpus_per_actor: float = 0.0,
                      verify: bool = True) -> RayResult:
@@ -116,36 +141,22 @@ def predict_with_ray(run_dir: str | Path, manifest: str | Path, out: str | Path,
         verify: check the run against its ``checksums.sha256`` (here, before any actor starts, and in each actor).
     """
     try:
-        import ray
-        import ray.data
+        import ray.data  # noqa: F401 (imported here to fail early and clearly)
     except ImportError as exc:
         raise ImportError("--engine ray needs Ray Data: pip install 'mmsent[ray]'") from exc
     run_dir, manifest, out = Path(run_dir).resolve(), Path(manifest).resolve(), Path(out)
     if not manifest.is_file():
         raise FileNotFoundError(f"manifest not found: {manifest}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"--out {out} exists and is not an empty folder; the Ray engine writes Parquet part files "
-                         "into a new folder")
-    if verify:  # here, so that a changed run is named at once rather than inside every actor's failure
-        from mmsent.run_folder import verify_run
+    with output_lock(out):  # one writer: a second job into the same folder would add its part files beside these
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise ValueError(f"--out {out} exists and is not an empty folder; the Ray engine writes Parquet part "
+                             "files into a new folder")
+        if verify:  # here, so that a changed run is named at once rather than inside every actor's failure
+            from mmsent.run_folder import verify_run
 
-        verify_run(run_dir)
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        t0 = time.perf_counter()
-        device = "cuda" if gpus_per_actor > 0 else "cpu"
-        results = _read(manifest).map_batches(
-            _RunActor, fn_constructor_kwargs={"run_dir": str(run_dir), "base": str(manifest.parent),
-                                              "name": manifest.name, "device": device, "verify": verify},
-            batch_size=chunk_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
-            num_gpus=gpus_per_actor)
-        results.write_parquet(str(out), ray_remote_args=_IO_TASKS)
-        seconds = time.perf_counter() - t0
-    finally:
-        if started_here:
-            ray.shutdown()
+            verify_run(run_dir)
+        seconds = _predict_into(run_dir, manifest, out, actors=actors, chunk_size=chunk_size, address=address,
+                                gpus_per_actor=gpus_per_actor, verify=verify)
     import pyarrow.parquet as pq
 
     table = pq.read_table(str(out), columns=["error"])
