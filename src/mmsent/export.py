@@ -161,8 +161,8 @@ def model_card(folder: Path) -> str:
         "## Intended use and limitations", "", *_limitations(labels, counts), "",
         "## Use", "", "```bash", "mmsent predict THIS_FOLDER --image post.jpg --text \"what a day\"",
         "mmsent predict THIS_FOLDER --input posts.csv --out predicted.jsonl", "mmsent serve THIS_FOLDER", "```", "",
-        "```python", "import mmsent", "model = mmsent.load(\"THIS_FOLDER\")",
-        "model.predict([\"post.jpg\"], [\"what a day\"], explain_inputs=False)", "```", "",
+        "```python", "import mmsent", "clf = mmsent.load(\"THIS_FOLDER\")",
+        "clf(\"post.jpg\", \"what a day\")  # {\"label\": ..., \"scores\": {...}}; lists give a list", "```", "",
         f"Training: `mmsent run` with the configuration in `{CONFIG_FILE}` (machine: {metrics.get('machine', '?')}).",
     ]
     return "\n".join(lines) + "\n"

@@ -21,6 +21,43 @@ from mmsent.fusion.base import FusionInputs
 from mmsent.run_folder import load_run_models
 
 ImageInput = bytes | str | Path | Image.Image
+_IMAGE_TYPES = (bytes, str, Path, Image.Image)
+_EXPECTED = ("clf(image, text) for one post, or clf([image, ...], [text, ...]) for several; an image is a path, "
+             "bytes or a PIL image, a text a str")
+
+
+def _describe(value: object) -> str:
+    """What was passed, for an error message: ``a list of 3``, ``an int``."""
+    if isinstance(value, (list, tuple)):
+        return f"a {type(value).__name__} of {len(value)}"
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiouAEIOU' else 'a'} {name}"
+
+
+def posts(image: object, text: object) -> tuple[list[ImageInput], list[str], bool]:
+    """The (image, text) pairs of a pipeline call and whether it was one post; a clear error for any other shape.
+
+    Raises:
+        TypeError: for a missing modality or a value of the wrong type.
+        ValueError: for one image with several texts (or the reverse), or lists of unequal length.
+    """
+    if image is None or text is None:
+        raise TypeError(f"both an image and a text are needed (got image={_describe(image)}, "
+                        f"text={_describe(text)}): {_EXPECTED}")
+    if isinstance(text, str):
+        if not isinstance(image, _IMAGE_TYPES):
+            raise (ValueError if isinstance(image, (list, tuple)) else TypeError)(
+                f"one text but {_describe(image)} as the image: {_EXPECTED}")
+        return [image], [text], True
+    if not isinstance(text, (list, tuple)) or not isinstance(image, (list, tuple)):
+        raise (ValueError if isinstance(text, (list, tuple)) else TypeError)(
+            f"got {_describe(image)} as image and {_describe(text)} as text: {_EXPECTED}")
+    if len(image) != len(text):
+        raise ValueError(f"{len(image)} images but {len(text)} texts: {_EXPECTED}")
+    for i, (im, tx) in enumerate(zip(image, text)):
+        if not isinstance(im, _IMAGE_TYPES) or not isinstance(tx, str):
+            raise TypeError(f"post {i}: got {_describe(im)} as image and {_describe(tx)} as text: {_EXPECTED}")
+    return list(image), list(text), False
 
 
 def png_data_uri(image: Image.Image) -> str:
@@ -71,6 +108,27 @@ class RunPredictor:
                 "labels": list(self.labels),
                 "modalities": sorted(set().union(*(m.modalities for m in self.models)))}
 
+    def __call__(self, image: ImageInput | Sequence[ImageInput] | None = None,
+                 text: str | Sequence[str] | None = None, *, explain: bool = False) -> dict[str, Any] | list[dict]:
+        """Predicts one post (``clf("post.jpg", "what a day")``) or a list of them (two lists of equal length).
+
+        Each answer is ``{"label": ..., "scores": {class: probability}}``; with ``explain=True`` it also holds
+        ``evidence`` (modality ablation, token scores, the image heat-map drawn over the crop), ``cleaned_text``
+        and ``timing_ms``.
+
+        Raises:
+            TypeError, ValueError: for inputs of another shape (the message says what was passed and expected).
+            ImageLoadError: for an image that cannot be used.
+        """
+        images, texts, single = posts(image, text)
+        answers = []
+        for result in self.predict(images, texts, explain_inputs=explain, overlay=explain):
+            answer = {"label": result["label"], "scores": result["probabilities"]}
+            if explain:
+                answer |= {k: result[k] for k in ("evidence", "cleaned_text", "timing_ms")}
+            answers.append(answer)
+        return answers[0] if single else answers
+
     def load(self, image: ImageInput, name: str = "<upload>") -> Image.Image:
         """Decodes an image from bytes, a path or a PIL image, with the run's pixel limit (raises ImageLoadError)."""
         return self.image_encoder.open(image, self.max_image_pixels, name=name)
@@ -90,8 +148,13 @@ class RunPredictor:
         Raises:
             ImageLoadError: for an image that cannot be used.
         """
+        if isinstance(texts, str) or isinstance(images, _IMAGE_TYPES):
+            raise TypeError(f"predict takes lists (got {_describe(images)} and {_describe(texts)}); for one post call "
+                            "the predictor itself: clf(image, text)")
         if len(images) != len(texts):
             raise ValueError(f"{len(images)} images but {len(texts)} texts")
+        if not texts:
+            return []
         decoded = [self.load(im) for im in images]
         with self._lock:
             t0 = time.perf_counter()
