@@ -52,6 +52,34 @@ def _config(config: Optional[Path], overrides: Optional[List[str]], data: Option
         raise typer.Exit(2) from exc
 
 
+RunSetOpt = typer.Option(None, "--set", "-s", help="Change how the run runs, e.g. --set encoders.device=cuda "
+                         "(repeatable); settings that would change its answers are refused.")
+RunConfigOpt = typer.Option(None, "--config", "-c", help="YAML config: only its runtime settings (device, threads, "
+                            "batch size, limits, tracking) may differ from the run's own config.")
+
+
+def _run_config(run_dir: Path, config: Optional[Path], overrides: Optional[List[str]]) -> Optional[RunConfig]:
+    """A finished run's config with the user's runtime settings; None where ``run_dir`` holds no config (loading the
+    run then says what it is missing)."""
+    from mmsent.config import load_run_config
+    from mmsent.run_folder import CONFIG_FILE
+
+    if not (run_dir / CONFIG_FILE).is_file():
+        return None
+    try:
+        return load_run_config(run_dir / CONFIG_FILE, config, overrides or [])
+    except ConfigError as exc:
+        console.print(f"[red]config error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _run_device(cfg: Optional[RunConfig]) -> str:
+    """Where a finished run predicts: its ``encoders.device`` (``auto``: a GPU when there is one)."""
+    from mmsent.device import resolve_device
+
+    return str(resolve_device(cfg.encoders.device)) if cfg else "cpu"
+
+
 def _default_run_dir() -> Path:
     return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
 
@@ -163,16 +191,16 @@ def _compare(cfg: RunConfig, out: Path, quiet: bool) -> None:
 
 
 @app.command()
-def train(model: str = typer.Argument(..., help="concat | gated | single_stream | dual_stream | text_only | "
-                                      "image_only"),
+def train(model: str = typer.Argument(..., help="A fusion design, e.g. concat or dual_stream (an unknown name is "
+                                      "refused at once, listing every registered one)."),
           data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(None, "--out", "-o"),
           seed: List[int] = typer.Option([0], "--seed", help="Seed(s) to train with (repeatable)."),
           config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt, on_error: Optional[str] = OnErrorOpt,
           quiet: bool = QuietOpt) -> None:
     """Trains one fusion model on the split and reports its validation metrics."""
-    cfg = _config(config, set_, data, on_error)
-    cfg.compare.models = [model]
-    cfg.compare.seeds = list(seed)
+    # as overrides, so the name is checked (with a did-you-mean) before any data or feature loads
+    cfg = _config(config, [*(set_ or []), f"compare.models={json.dumps([model])}",
+                           f"compare.seeds={json.dumps(list(seed))}"], data, on_error)
     with _user_errors():
         _compare(cfg, out or _default_run_dir(), quiet)
 
@@ -206,12 +234,16 @@ def predict(run_dir: Optional[Path] = typer.Argument(None, help="A finished run 
                                                       "instance for this command."),
             image: Optional[Path] = typer.Option(None, "--image", help="One post: its image (with --text)."),
             text: Optional[str] = typer.Option(None, "--text", help="One post: its text (with --image)."),
+            as_json: bool = typer.Option(False, "--json", help="One post: print its answer as JSON (label, scores)."),
             config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
             on_error: Optional[str] = OnErrorOpt, quiet: bool = QuietOpt, no_verify: bool = NoVerifyOpt) -> None:
-    """Writes guid,tag predictions for the unlabeled rows of a dataset with a run's saved models, or streams a
-    manifest of any size (--input) to JSONL."""
+    """Writes guid,tag predictions for the unlabeled rows of a dataset with a run's saved models, streams a manifest
+    of any size (--input) to JSONL, or answers one post (--image with --text)."""
     if (image is None) != (text is None):
         console.print("[red]error:[/red] --image and --text go together (one post: its image and its text)")
+        raise typer.Exit(2)
+    if engine not in ("local", "ray"):
+        console.print(f"[red]error:[/red] --engine {engine!r}: use local or ray")
         raise typer.Exit(2)
     if run_dir is None:
         if image is None and out is None:
@@ -222,38 +254,64 @@ def predict(run_dir: Optional[Path] = typer.Argument(None, help="A finished run 
         with _user_errors():
             run_dir = shipped_model_path()
     if image is not None and text is not None:
-        from mmsent.inference import RunPredictor
+        _predict_post(run_dir, image, text, _run_config(run_dir, config, set_), no_verify, as_json)
+    elif input_ is not None:
+        run_cfg = _run_config(run_dir, config, set_)
+        if engine == "ray":
+            _predict_with_ray(run_dir, input_, out, run_cfg, actors, chunk_size, ray_address, no_verify)
+        else:
+            _predict_manifest(run_dir, input_, out, run_cfg, shard, chunk_size, quiet, no_verify)
+    else:
+        _predict_dataset(run_dir, out, _config(config, set_, data, on_error), quiet, no_verify)
 
-        with _user_errors():
-            [result] = RunPredictor(run_dir, verify=not no_verify).predict([image], [text], explain_inputs=False)
-        probs = "  ".join(f"{k} {v:.3f}" for k, v in result["probabilities"].items())
-        typer.echo(f"{result['label']}  ({probs})")
-        return
-    if engine not in ("local", "ray"):
-        console.print(f"[red]error:[/red] --engine {engine!r}: use local or ray")
-        raise typer.Exit(2)
-    if input_ is not None and engine == "ray":
-        from mmsent.ray_engine import predict_with_ray
 
-        with _user_errors():
-            ray_result = predict_with_ray(run_dir, input_, out or run_dir / "predictions-ray", actors=actors,
-                                          chunk_size=chunk_size, address=ray_address, verify=not no_verify)
-        console.print(f"{ray_result.predicted} predicted, {ray_result.errors} unreadable (with 'error') by "
-                      f"{ray_result.actors} actor(s) in {ray_result.seconds:.0f} s -> {ray_result.out}")
-        return
-    if input_ is not None:
-        from mmsent.stream import predict_stream
+def _predict_post(run_dir: Path, image: Path, text: str, cfg: Optional[RunConfig], no_verify: bool,
+                  as_json: bool) -> None:
+    """``predict --image --text``: one post's label and probabilities (as JSON with ``--json``)."""
+    if not image.is_file():  # before the models load: a mistyped path costs nothing
+        console.print(f"[red]error:[/red] --image {image}: no such file")
+        raise typer.Exit(1)
+    from mmsent.inference import RunPredictor
 
-        with _user_errors():
-            i, _, n = shard.partition("/")
-            if not (i.isdigit() and n.isdigit()):
-                raise ValueError(f"--shard {shard!r}: write it as i/n, e.g. 0/4")
-            result = predict_stream(run_dir, input_, out or run_dir / "predictions.jsonl", chunk_size=chunk_size,
-                                    shard=(int(i), int(n)), progress=not quiet, verify=not no_verify)
-        console.print(f"{result.predicted} predicted, {result.errors} unreadable (written with 'error'), "
-                      f"{result.skipped_done} already done -> {result.out}")
+    with _user_errors():
+        answer = RunPredictor(run_dir, verify=not no_verify, cfg=cfg, device=_run_device(cfg))(image, text)
+    if as_json:
+        typer.echo(json.dumps(answer))
         return
-    cfg = _config(config, set_, data, on_error)
+    scores = "  ".join(f"{k} {v:.3f}" for k, v in answer["scores"].items())
+    typer.echo(f"{answer['label']}  ({scores})")
+
+
+def _predict_with_ray(run_dir: Path, manifest: Path, out: Optional[Path], cfg: Optional[RunConfig], actors: int,
+                      chunk_size: int, address: Optional[str], no_verify: bool) -> None:
+    """``predict --input --engine ray``: a Ray Data pipeline into a folder of Parquet files."""
+    from mmsent.ray_engine import predict_with_ray
+
+    with _user_errors():
+        result = predict_with_ray(run_dir, manifest, out or run_dir / "predictions-ray", actors=actors,
+                                  chunk_size=chunk_size, address=address, verify=not no_verify, cfg=cfg)
+    console.print(f"{result.predicted} predicted, {result.errors} unreadable (with 'error') by "
+                  f"{result.actors} actor(s) in {result.seconds:.0f} s -> {result.out}")
+
+
+def _predict_manifest(run_dir: Path, manifest: Path, out: Optional[Path], cfg: Optional[RunConfig], shard: str,
+                      chunk_size: int, quiet: bool, no_verify: bool) -> None:
+    """``predict --input``: a manifest streamed, resumably, to JSONL."""
+    from mmsent.stream import predict_stream
+
+    with _user_errors():
+        i, _, n = shard.partition("/")
+        if not (i.isdigit() and n.isdigit()):
+            raise ValueError(f"--shard {shard!r}: write it as i/n, e.g. 0/4")
+        result = predict_stream(run_dir, manifest, out or run_dir / "predictions.jsonl", chunk_size=chunk_size,
+                                shard=(int(i), int(n)), progress=not quiet, verify=not no_verify, cfg=cfg,
+                                device=_run_device(cfg))
+    console.print(f"{result.predicted} predicted, {result.errors} unreadable (written with 'error'), "
+                  f"{result.skipped_done} already done -> {result.out}")
+
+
+def _predict_dataset(run_dir: Path, out: Optional[Path], cfg: RunConfig, quiet: bool, no_verify: bool) -> None:
+    """``predict RUN --data DIR``: ``guid,tag`` predictions for a dataset's unlabelled rows."""
     from mmsent.pipeline import PREDICTIONS_FILE, predict_from_run, resolve_data_root
     from mmsent.predict import prediction_path
 
@@ -284,12 +342,19 @@ def evaluate(run_dir: Path = typer.Argument(..., help="A finished run or exporte
 def report(run_dir: Path = typer.Argument(..., help="A finished run directory."),
            explain: bool = typer.Option(True, "--explain/--no-explain", help="Explain the error gallery (loads the "
                                         "run's encoders and models)."),
-           max_errors: int = typer.Option(12, "--max-errors", help="Rows in the error gallery.")) -> None:
+           max_errors: int = typer.Option(12, "--max-errors", help="Rows in the error gallery."),
+           config: Optional[Path] = RunConfigOpt, set_: Optional[List[str]] = RunSetOpt) -> None:
     """Rebuilds RUN_DIR/report.html (self-contained) and the figures in RUN_DIR/report/."""
     from mmsent.report import build_report
 
+    cfg = _run_config(run_dir, config, set_)
     with _user_errors():
-        path = build_report(run_dir, explain=explain, max_errors=max_errors)
+        predictor = None
+        if explain and cfg is not None and (config or set_):  # else the report loads the run's predictor itself
+            from mmsent.inference import RunPredictor
+
+            predictor = RunPredictor(run_dir, cfg=cfg, device=_run_device(cfg))
+        path = build_report(run_dir, explain=explain, max_errors=max_errors, predictor=predictor)
     console.print(f"report: {path}")
 
 
@@ -314,6 +379,7 @@ def serve(run_dir: Optional[Path] = typer.Argument(None, help="A finished run or
                                                "request's line and headers; slower connections are closed."),
           body_timeout: float = typer.Option(60.0, "--body-timeout", min=0.1, help="Seconds a client has for a "
                                              "request's body; slower ones get 408."),
+          config: Optional[Path] = RunConfigOpt, set_: Optional[List[str]] = RunSetOpt,
           no_verify: bool = NoVerifyOpt) -> None:
     """Serves a run's ensemble over HTTP: POST /predict, POST /predict/batch, GET /health, a demo page at /."""
     import math
@@ -341,10 +407,12 @@ def serve(run_dir: Optional[Path] = typer.Argument(None, help="A finished run or
                              max_batch=max_batch, max_micro_batch=max_micro_batch,
                              max_batch_bytes=int(max_batch_mb * mib), memory_budget_bytes=int(memory_budget_mb * mib),
                              header_timeout=header_timeout, body_timeout=body_timeout)
+    cfg = _run_config(run_dir, config, set_)
     with _user_errors():
         from mmsent.inference import RunPredictor
 
-        api = create_app(settings=settings, predictor=RunPredictor(run_dir, model_name=model, verify=not no_verify))
+        predictor = RunPredictor(run_dir, model_name=model, verify=not no_verify, cfg=cfg, device=_run_device(cfg))
+        api = create_app(settings=settings, predictor=predictor)
     console.print(f"serving {run_dir} on http://{host}:{port}/ (API docs at /docs)")
     uvicorn.Server(uvicorn_config(api, host, port)).run()  # with the headers deadline uvicorn.run lacks
 
@@ -429,11 +497,20 @@ def seal(run_dir: Path = typer.Argument(..., help="A run or exported model folde
 
 @app.command()
 def track(run_dir: Path = typer.Argument(..., help="A finished run directory."),
-          mlflow: str = typer.Option(..., "--mlflow", help="MLflow tracking URI, e.g. sqlite:///mlflow.db."),
-          experiment: str = typer.Option("mmsent", "--experiment", help="MLflow experiment name.")) -> None:
+          mlflow: Optional[str] = typer.Option(None, "--mlflow", help="MLflow tracking URI, e.g. sqlite:///mlflow.db "
+                                               "(default: the config's tracking.mlflow)."),
+          experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name (default: the "
+                                                   "config's tracking.experiment, mmsent)."),
+          config: Optional[Path] = RunConfigOpt, set_: Optional[List[str]] = RunSetOpt) -> None:
     """Records a finished run in MLflow (config as parameters, scores and timings as metrics, outputs as artifacts)."""
     from mmsent.tracking import log_run
 
+    cfg = _run_config(run_dir, config, set_)
+    mlflow = mlflow or (cfg.tracking.mlflow if cfg else None)
+    experiment = experiment or (cfg.tracking.experiment if cfg else "mmsent")
+    if not mlflow:
+        console.print("[red]error:[/red] give --mlflow URI (or --set tracking.mlflow=URI): where to record the run")
+        raise typer.Exit(2)
     with _user_errors():
         run_id = log_run(run_dir, mlflow, experiment)
     console.print(f"recorded {run_dir} in MLflow ({mlflow}, experiment {experiment!r}): run {run_id}")

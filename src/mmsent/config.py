@@ -557,7 +557,11 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     Raises:
         ConfigError: naming the key: an unreadable file, a bad override or key, or what :func:`validate` refuses.
     """
-    cfg = RunConfig()
+    return validate(_overlay(RunConfig(), path, overrides))
+
+
+def _overlay(cfg: RunConfig, path: str | Path | None, overrides: Sequence[str]) -> RunConfig:
+    """``cfg`` with the YAML file ``path`` and then the ``section.key=value`` overrides applied (not validated)."""
     if path is not None:
         p = Path(path)
         data = _read_yaml_file(p) or {}
@@ -572,7 +576,44 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         for part in reversed(dotted.strip().split(".")):
             nested = {part: nested}
         _apply(cfg, nested)
-    return validate(cfg)
+    return cfg
+
+
+# How a finished run runs, never what it answers: the only keys --config / --set may change for one.
+RUNTIME_KEYS = ("encoders.device", "encoders.num_threads", "encoders.batch_size", "training.device",
+                "data.max_image_pixels", "cache_dir", "tracking.mlflow", "tracking.experiment")
+
+
+def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Every leaf setting of a config by dotted key (a mapping such as ``model_overrides`` is one leaf)."""
+    if not dataclasses.is_dataclass(obj):
+        return {prefix.rstrip("."): obj}
+    return {k: v for f in dataclasses.fields(obj) for k, v in _flat(getattr(obj, f.name), f"{prefix}{f.name}.").items()}
+
+
+def load_run_config(run_config: str | Path, path: str | Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:
+    """A finished run's saved config with a user's ``--config`` file and ``--set`` overrides applied, where they only
+    change how the run runs (:data:`RUNTIME_KEYS`: device, threads, batch size, limits, tracking).
+
+    A key the file or an override sets to the value the run already has is fine, so the config a run was trained
+    with may be given again.
+
+    Raises:
+        ConfigError: for a setting that would change the run's answers (naming the key, both values and the fix), and
+            for everything :func:`load_config` refuses.
+    """
+    saved = load_config(run_config)
+    if path is None and not overrides:
+        return saved
+    cfg = validate(_overlay(load_config(run_config), path, overrides))
+    before = _flat(saved)
+    changed = [k for k, v in _flat(cfg).items() if v != before[k] and k not in RUNTIME_KEYS]
+    if changed:
+        key = changed[0]
+        raise ConfigError(f"{key}: the run was trained with {before[key]!r}, not {_flat(cfg)[key]!r}; a finished run's "
+                          f"answers depend on it ({run_config}), so it cannot be changed here. Train a new run for "
+                          f"that; here only {', '.join(RUNTIME_KEYS)} may be set")
+    return cfg
 
 
 # --- validation -----------------------------------------------------------------------------------------------------

@@ -14,11 +14,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mmsent.config import RunConfig
 from mmsent.data.text import TextCleaner
 from mmsent.encoders.base import ImageEncoder, TextEncoder
 from mmsent.explain import Baseline, explain, overlay_heatmap
+from mmsent.features.featureset import FeatureSet, ModalityFeatures
 from mmsent.fusion.base import FusionInputs
 from mmsent.run_folder import load_run_models
+from mmsent.training.ensemble import decide
 
 ImageInput = bytes | str | Path | Image.Image
 _IMAGE_TYPES = (bytes, str, Path, Image.Image)
@@ -80,12 +83,14 @@ class RunPredictor:
         max_image_pixels: decompression-bomb limit; default: the run's ``data.max_image_pixels``.
         baseline: what modality ablation replaces a modality with.
         verify: check the folder against its ``checksums.sha256`` (False: ``--no-verify``, with a warning).
+        cfg: the run's config with a user's runtime settings (:func:`~mmsent.config.load_run_config`).
     """
 
     def __init__(self, run_dir: str | Path, *, model_name: str | None = None, device: str = "cpu",
                  encoders: tuple[ImageEncoder, TextEncoder] | None = None, max_image_pixels: int | None = None,
-                 baseline: Baseline = "zeros", verify: bool = True) -> None:
-        ensemble = load_run_models(run_dir, model_name=model_name, device=device, verify=verify)
+                 baseline: Baseline = "zeros", verify: bool = True, cfg: RunConfig | None = None) -> None:
+        ensemble = load_run_models(run_dir, model_name=model_name, device=device, verify=verify, cfg=cfg)
+        self.run, self.device = ensemble, device
         self.run_dir, self.cfg, self.model_name = ensemble.run_dir, ensemble.cfg, ensemble.name
         self.models, self.seeds, self.class_weights = ensemble.models, ensemble.seeds, ensemble.class_weights
         self.labels = ensemble.labels  # the run's classes (id2label): names of the probabilities and labels
@@ -132,6 +137,28 @@ class RunPredictor:
     def load(self, image: ImageInput, name: str = "<upload>") -> Image.Image:
         """Decodes an image from bytes, a path or a PIL image, with the run's pixel limit (raises ImageLoadError)."""
         return self.image_encoder.open(image, self.max_image_pixels, name=name)
+
+    def crop(self, image: ImageInput, name: str = "<upload>") -> np.ndarray:
+        """The image as the run's image encoder takes it (decoded with the pixel limit, resized and cropped)."""
+        return self.image_encoder.crop(self.load(image, name))
+
+    def classify(self, crops: Sequence[np.ndarray], texts: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+        """Class probabilities (rows in order, columns in ``labels`` order) and labels for cropped images and raw
+        texts, without explanations: encoded and fused in the run's batch size, whose activations bound the memory.
+
+        Raises:
+            ValueError: if the models give non-finite probabilities.
+        """
+        batch_size = self.cfg.encoders.batch_size
+        with self._lock:
+            parts = [self.image_encoder.encode_pixels(b) for b in torch.from_numpy(np.stack(crops)).split(batch_size)]
+            pooled, tokens = torch.cat([p for p, _ in parts]), torch.cat([t for _, t in parts])
+            image = ModalityFeatures(pooled, tokens, torch.ones(tokens.shape[:2], dtype=torch.bool))
+            text = self.text_encoder.encode([self.cleaner(t) for t in texts], batch_size=batch_size)
+            probs = self.run.proba(FeatureSet([str(i) for i in range(len(texts))], image, text), self.device)
+        if not np.isfinite(probs).all():
+            raise ValueError("the run's models gave non-finite probabilities")
+        return probs, [self.labels[i] for i in decide(probs, self.class_weights)]
 
     def predict(self, images: Sequence[ImageInput], texts: Sequence[str], *, explain_inputs: bool = True,
                 overlay: bool = False) -> list[dict[str, Any]]:

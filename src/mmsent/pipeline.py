@@ -55,7 +55,7 @@ from mmsent.run_folder import (
 )
 from mmsent.training.compare import Comparison, combine_folds, compare_models, held_out_probs
 from mmsent.training.ensemble import Predictor, build_predictor
-from mmsent.training.trainer import predict_proba
+from mmsent.training.trainer import mean_proba
 
 log = logging.getLogger("mmsent.pipeline")
 
@@ -301,12 +301,6 @@ def save_predictor(run_dir: Path, cfg: RunConfig, parts: list[Comparison], predi
     return models
 
 
-def ensemble_proba(models: list, feats: FeatureSet, device: str = "auto") -> np.ndarray:
-    """Mean class probabilities of several models."""
-    dev = resolve_device(device)
-    return np.mean([predict_proba(m, feats, device=dev) for m in models], axis=0)
-
-
 def predict_test(cfg: RunConfig, dataset: LabDataset, feats: FeatureSet, models: list, predictor: Predictor,
                  run_dir: Path, label_set: LabelSet) -> Path | None:
     """Writes the predictor's labels for the test rows (``predictions.txt``), if there are any; where they carry
@@ -316,7 +310,7 @@ def predict_test(cfg: RunConfig, dataset: LabDataset, feats: FeatureSet, models:
         return None
     path = run_dir / PREDICTIONS_FILE
     test_feats = feats.select([ex.guid for ex in dataset.test])
-    probs = ensemble_proba(models, test_feats, cfg.training.device)
+    probs = mean_proba(models, test_feats, resolve_device(cfg.training.device))
     write_predictions(path, dataset.test, probs, predictor.class_weights, dataset.test_skipped, dataset.test_order,
                       labels=label_set)
     log.info("wrote %d predictions to %s", len(dataset.test), path)
@@ -418,7 +412,7 @@ def predict_from_run(run_dir: str | Path, cfg: RunConfig, out: str | Path | None
     check_labels(dataset.test, ensemble.labels)
     source = FeatureSource(*ensemble.encoders(run_cfg.encoders.device))
     feats = extract(run_cfg, dataset.test, source, progress=progress)
-    write_predictions(out_path, dataset.test, ensemble_proba(ensemble.models, feats, run_cfg.training.device),
+    write_predictions(out_path, dataset.test, ensemble.proba(feats, resolve_device(run_cfg.training.device)),
                       ensemble.class_weights, dataset.test_skipped, dataset.test_order, labels=ensemble.labels)
     return out_path
 
@@ -443,7 +437,7 @@ def evaluate_from_run(run_dir: str | Path, cfg: RunConfig, progress: bool = True
     refuse_seen_rows(dataset, run_dir)
     check_labels(scored, ensemble.labels)  # before any feature is extracted
     feats = extract(run_cfg, scored, FeatureSource(*ensemble.encoders(run_cfg.encoders.device)), progress=progress)
-    probs = ensemble_proba(ensemble.models, feats, run_cfg.training.device)
+    probs = ensemble.proba(feats, resolve_device(run_cfg.training.device))
     metrics = score_rows(scored, probs, ensemble.labels, ensemble.class_weights, cfg.data.positive_label)
     write_test_metrics(run_dir, metrics, resolve_data_root(run_cfg))
     return metrics

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mmsent.config import RunConfig
 from mmsent.data.manifest import MANIFEST_SUFFIXES, ManifestError, to_row
 from mmsent.io import output_lock
 from mmsent.labels import LabelSet
@@ -47,12 +48,13 @@ class RayResult:
 class _RunActor:
     """One Ray actor: the run loaded once, then chunk after chunk of manifest records answered."""
 
-    def __init__(self, run_dir: str, base: str, name: str, device: str, verify: bool = True) -> None:
+    def __init__(self, run_dir: str, base: str, name: str, device: str, verify: bool = True,
+                 cfg: RunConfig | None = None) -> None:
         from mmsent.stream import ChunkPredictor
 
-        self.predict = ChunkPredictor(run_dir, device, verify=verify)
+        self.predict = ChunkPredictor(run_dir, device, verify=verify, cfg=cfg)
         self.base, self.name = Path(base), name
-        self.columns = output_columns(self.predict.run.labels)
+        self.columns = output_columns(self.predict.labels)
 
     def __call__(self, batch: dict[str, Any]) -> Any:
         records = [dict(zip(batch, values)) for values in zip(*batch.values())]
@@ -101,7 +103,7 @@ def _read(manifest: Path) -> Any:
 
 
 def _predict_into(run_dir: Path, manifest: Path, out: Path, *, actors: int, chunk_size: int, address: str | None,
-                  gpus_per_actor: float, verify: bool) -> float:
+                  gpus_per_actor: float, verify: bool, cfg: RunConfig | None) -> float:
     """Runs the actor pool over ``manifest`` into the Parquet folder ``out``; the seconds it took."""
     import ray
     import ray.data
@@ -114,7 +116,8 @@ def _predict_into(run_dir: Path, manifest: Path, out: Path, *, actors: int, chun
         device = "cuda" if gpus_per_actor > 0 else "cpu"
         results = _read(manifest).map_batches(
             _RunActor, fn_constructor_kwargs={"run_dir": str(run_dir), "base": str(manifest.parent),
-                                              "name": manifest.name, "device": device, "verify": verify},
+                                              "name": manifest.name, "device": device, "verify": verify,
+                                              "cfg": cfg},
             batch_size=chunk_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
             num_gpus=gpus_per_actor)
         results.write_parquet(str(out), ray_remote_args=_IO_TASKS)
@@ -126,7 +129,7 @@ def _predict_into(run_dir: Path, manifest: Path, out: Path, *, actors: int, chun
 
 def predict_with_ray(run_dir: str | Path, manifest: str | Path, out: str | Path, *, actors: int = 2,
                      chunk_size: int = 256, address: str | None = None, gpus_per_actor: float = 0.0,
-                     verify: bool = True) -> RayResult:
+                     verify: bool = True, cfg: RunConfig | None = None) -> RayResult:
     """Predicts every row of ``manifest`` with a pool of ``actors`` Ray actors; writes Parquet files into ``out``.
 
     Args:
@@ -139,6 +142,7 @@ def predict_with_ray(run_dir: str | Path, manifest: str | Path, out: str | Path,
         address: a Ray cluster to join (``auto`` for the local one started by ``ray start``); None starts a local
             instance for this call.
         verify: check the run against its ``checksums.sha256`` (here, before any actor starts, and in each actor).
+        cfg: the run's config with a user's runtime settings (:func:`~mmsent.config.load_run_config`).
     """
     try:
         import ray.data  # noqa: F401 (imported here to fail early and clearly)
@@ -156,7 +160,7 @@ def predict_with_ray(run_dir: str | Path, manifest: str | Path, out: str | Path,
 
             verify_run(run_dir)
         seconds = _predict_into(run_dir, manifest, out, actors=actors, chunk_size=chunk_size, address=address,
-                                gpus_per_actor=gpus_per_actor, verify=verify)
+                                gpus_per_actor=gpus_per_actor, verify=verify, cfg=cfg)
     import pyarrow.parquet as pq
 
     table = pq.read_table(str(out), columns=["error"])

@@ -16,15 +16,19 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from mmsent.config import RunConfig, load_config
 from mmsent.encoders.base import ImageEncoder, TextEncoder
 from mmsent.encoders.registry import create_encoders_from_config
+from mmsent.features.featureset import FeatureSet
 from mmsent.fingerprint import file_digest, format_sha256sums, parse_sha256sums
 from mmsent.fusion.base import FusionModel
 from mmsent.fusion.registry import META_FILE, WEIGHTS_FILE, load_model
 from mmsent.io import atomic_write_text
 from mmsent.labels import LabelError, LabelSet
 from mmsent.training.ensemble import Predictor
+from mmsent.training.trainer import mean_proba
 
 log = logging.getLogger("mmsent.run_folder")
 
@@ -65,6 +69,10 @@ class RunModels:
     models: list[FusionModel]
     class_weights: list[float] | None = None
     labels: LabelSet | None = None
+
+    def proba(self, feats: FeatureSet, device: str = "cpu") -> np.ndarray:
+        """The predictor's class probabilities for the rows of ``feats`` (in ``labels`` order): its models' mean."""
+        return mean_proba(self.models, feats, device)
 
     def encoders(self, device: str = "cpu") -> tuple[ImageEncoder, TextEncoder]:
         """The encoders the run's features came from (its fine-tuned ones when it fine-tuned)."""
@@ -229,10 +237,12 @@ def verify_run(run_dir: str | Path) -> None:
 
 
 def load_run_models(run_dir: str | Path, *, model_name: str | None = None, device: str = "cpu",
-                    verify: bool = True) -> RunModels:
+                    verify: bool = True, cfg: RunConfig | None = None) -> RunModels:
     """The models a finished run predicts with (``predictor.json``), or only those of design ``model_name``.
 
     Args:
+        cfg: the run's config with a user's runtime settings (:func:`~mmsent.config.load_run_config`); default: its
+            saved ``config.yaml``.
         verify: check the folder against its ``checksums.sha256`` first; False (``--no-verify``) skips that, with a
             warning: an escape hatch for folders sealed by no mmsent, or changed on purpose.
 
@@ -270,7 +280,7 @@ def load_run_models(run_dir: str | Path, *, model_name: str | None = None, devic
     prediction_files(run_dir)  # every file read resolves inside the folder, verified or not
     if verify and not sealed:  # after naming a damaged or missing predictor file: refused for want of checksums
         verify_run(run_dir)
-    cfg = load_config(run_dir / CONFIG_FILE)
+    cfg = cfg or load_config(run_dir / CONFIG_FILE)
     seeds = sorted({int(_MODEL_DIR.fullmatch(n)["seed"]) for n in names})
     models = [load_model(d, device) for d in dirs]
     return RunModels(run_dir, cfg, name, seeds, models, class_weights, run_labels(run_dir, models, dirs))

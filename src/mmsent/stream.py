@@ -28,14 +28,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-import torch
 
 from mmsent.data.images import ImageLoadError
 from mmsent.data.manifest import ManifestError, Row, count_rows, read_manifest
-from mmsent.data.text import TextCleaner, TextError, check_text, read_text_file
-from mmsent.features.featureset import FeatureSet, ModalityFeatures
+from mmsent.config import RunConfig
+from mmsent.data.text import TextError, check_text, read_text_file
 from mmsent.io import MARKER_SUFFIX, OutputError, marker_path, output_lock, read_marker, same_file, write_marker
-from mmsent.training.ensemble import decide
 
 logger = logging.getLogger("mmsent.stream")
 
@@ -216,26 +214,26 @@ class StreamResult:
 
 
 class ChunkPredictor:
-    """A finished run loaded once, answering chunks of manifest rows: what the local loop and each Ray actor hold.
+    """A finished run's :class:`~mmsent.inference.RunPredictor` answering chunks of manifest rows, with each row's
+    unreadable image or text captured as that row's error: what the local loop and each Ray actor hold.
 
     Args:
         run_dir: a finished run (its predictor, encoders and cleaning are used).
         device: where the encoders and models run.
         verify: check the run against its ``checksums.sha256`` (False: ``--no-verify``, with a warning).
+        cfg: the run's config with a user's runtime settings (:func:`~mmsent.config.load_run_config`).
     """
 
-    def __init__(self, run_dir: str | Path, device: str = "cpu", verify: bool = True) -> None:
-        from mmsent.run_folder import load_run_models
+    def __init__(self, run_dir: str | Path, device: str = "cpu", verify: bool = True,
+                 cfg: RunConfig | None = None) -> None:
+        from mmsent.inference import RunPredictor
 
-        self.run = load_run_models(run_dir, device=device, verify=verify)
-        self.image_encoder, self.text_encoder = self.run.encoders(device)
-        self.cleaner = TextCleaner(self.run.cfg.cleaning)
-        self.device = device
+        self.predictor = RunPredictor(run_dir, device=device, verify=verify, cfg=cfg)
+        self.labels = self.predictor.labels
         self.decoders = ThreadPoolExecutor(2, thread_name_prefix="mmsent-decode")  # decoding overlaps itself
 
     def _crop(self, row: Row) -> np.ndarray:
-        image = self.image_encoder.open(row.image, self.run.cfg.data.max_image_pixels, name=str(row.image))
-        return self.image_encoder.crop(image)
+        return self.predictor.crop(row.image, name=str(row.image))
 
     @staticmethod
     def _text(row: Row) -> str:
@@ -253,37 +251,28 @@ class ChunkPredictor:
         Raises:
             ValueError: if the models give non-finite probabilities (nothing of the chunk is returned).
         """
-        from mmsent.pipeline import ensemble_proba
-
         crops = list(self.decoders.map(_capture(self._crop), rows))
         texts = [_capture(self._text)(r) for r in rows]
-        good = [i for i in range(len(rows)) if not isinstance(crops[i], Exception)
-                and not isinstance(texts[i], Exception)]
         lines: dict[int, dict] = {}
         for i, row in enumerate(rows):
             problem = crops[i] if isinstance(crops[i], Exception) else texts[i]
             if isinstance(problem, Exception):
                 lines[i] = {"id": row.id, "error": f"{row.where}: {problem}"}
+        good = [i for i in range(len(rows)) if i not in lines]
         if good:
-            batch_size = self.run.cfg.encoders.batch_size
-            pixels = torch.from_numpy(np.stack([crops[i] for i in good]))
-            # the network in the run's batch size: its activations, not the chunk, bound the memory
-            parts = [self.image_encoder.encode_pixels(b) for b in pixels.split(batch_size)]
-            pooled, tokens = torch.cat([p for p, _ in parts]), torch.cat([t for _, t in parts])
-            image = ModalityFeatures(pooled, tokens, torch.ones(tokens.shape[:2], dtype=torch.bool))
-            text = self.text_encoder.encode([self.cleaner.clean(texts[i]) for i in good], batch_size=batch_size)
-            probs = ensemble_proba(self.run.models, FeatureSet([rows[i].id for i in good], image, text), self.device)
-            if not np.isfinite(probs).all():
-                raise ValueError("the run's models gave non-finite probabilities; nothing more was written")
-            for i, label, p in zip(good, decide(probs, self.run.class_weights), probs):
-                lines[i] = {"id": rows[i].id, "label": self.run.labels[label],
-                            **{f"p_{name}": round(float(v), 6) for name, v in zip(self.run.labels, p)}}
+            try:
+                probs, labels = self.predictor.classify([crops[i] for i in good], [texts[i] for i in good])
+            except ValueError as exc:
+                raise ValueError(f"{exc}; nothing more was written") from None
+            for i, label, p in zip(good, labels, probs):
+                lines[i] = {"id": rows[i].id, "label": label,
+                            **{f"p_{name}": round(float(v), 6) for name, v in zip(self.labels, p)}}
         return [lines[i] for i in range(len(rows))]
 
 
 def predict_stream(run_dir: str | Path, manifest: str | Path, out: str | Path, *, chunk_size: int = 256,
                    shard: tuple[int, int] = (0, 1), progress: bool = True, device: str = "cpu",
-                   verify: bool = True) -> StreamResult:
+                   verify: bool = True, cfg: RunConfig | None = None) -> StreamResult:
     """Predicts every row of ``manifest`` (of shard ``i`` of ``n``) with a finished run and appends to ``out``.
 
     Everything about ``out`` is checked before the run's models load: it must not be the manifest, nor a file
@@ -296,6 +285,7 @@ def predict_stream(run_dir: str | Path, manifest: str | Path, out: str | Path, *
         chunk_size: rows read, encoded and written together (memory is bounded by it).
         shard: ``(i, n)``: only rows ``i, i + n, i + 2n, ...`` of the manifest.
         verify: check the run against its ``checksums.sha256`` (False: ``--no-verify``, with a warning).
+        cfg: the run's config with a user's runtime settings (:func:`~mmsent.config.load_run_config`).
 
     Raises:
         OutputError: (a ValueError) for an ``out`` that may not be written, or that another process is writing.
@@ -324,7 +314,7 @@ def predict_stream(run_dir: str | Path, manifest: str | Path, out: str | Path, *
             _check_marker_free(out)
         output = StreamOutput(out, chunk_size, **info)
         try:
-            predictor = ChunkPredictor(run_dir, device, verify)  # only now: every refusal above is cheap
+            predictor = ChunkPredictor(run_dir, device, verify, cfg)  # only now: every refusal above is cheap
             total = count_rows(manifest)
             total = None if total is None else len(range(index, total, count))
             t0 = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -116,6 +117,11 @@ def predict_proba(model: FusionModel, feats: Features, batch_size: int = 256,
                   device: torch.device | str | None = None) -> np.ndarray:
     """Class probabilities ``(N, num_classes)`` as float32 numpy, in the task's label order, in eval mode."""
     return torch.softmax(predict_logits(model, feats, batch_size, device), dim=-1).cpu().numpy()
+
+
+def mean_proba(models: Sequence[FusionModel], feats: Features, device: torch.device | str | None = None) -> np.ndarray:
+    """An ensemble's class probabilities: the mean of its models' :func:`predict_proba`."""
+    return np.mean([predict_proba(m, feats, device=device) for m in models], axis=0)
 
 
 def _as_label_tensor(labels: Labels, n: int, what: str, device: torch.device, num_classes: int) -> torch.Tensor:
