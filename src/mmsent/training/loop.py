@@ -12,11 +12,12 @@ snapshot and the partial epoch's loss sum.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -261,8 +262,6 @@ def fit(task: Task, labels: torch.Tensor, train_rows: Sequence[int], eval_labels
         ValueError: for no training rows, or epochs / batch size below 1.
         FloatingPointError: when the loss stops being finite.
     """
-    from tqdm.auto import tqdm
-
     if settings.epochs < 1 or settings.batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {settings.epochs} and {settings.batch_size}")
     train_rows = list(train_rows)
@@ -270,135 +269,199 @@ def fit(task: Task, labels: torch.Tensor, train_rows: Sequence[int], eval_labels
         raise ValueError(f"{desc}: no rows to train on")
     start_time = time.perf_counter()
     set_seed(settings.seed)
-    weights = (class_weights(labels[train_rows], len(settings.labels)).to(device) if settings.class_weighting
-               else None)
-    optimizer = torch.optim.AdamW(param_groups(groups, weight_decay))
-    total_steps = settings.epochs * math.ceil(len(train_rows) / settings.batch_size)
-    warmup = max(1, int(settings.warmup_fraction * total_steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(settings.schedule, warmup, total_steps))
-    scaler = torch.amp.GradScaler("cuda") if settings.amp_dtype == torch.float16 else None
-    trainable = [p for g in optimizer.param_groups for p in g["params"]]
-    lengths = task.lengths()
-    y_eval_np = eval_labels.cpu().numpy() if eval_labels is not None else None
-
-    st: dict[str, Any] = {"epoch": 0, "batch": 0, "step": 0, "loss_sum": 0.0, "loss_count": 0, "history": [],
-                          "best_f1": None, "best_epoch": 0, "bad_epochs": 0, "done": False, "stopped_early": False}
-    best: dict[str, torch.Tensor] = {}
-    best_probs: np.ndarray | None = None
-    resumed_from = None
-    ckpt = load_latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
-    if ckpt is not None and ckpt[1].get("run_key") != run_key:
-        logger.warning("%s: ignoring a checkpoint of another run (different data or settings)", checkpoint_dir)
-        ckpt = None
-    if ckpt is not None:
-        tensors, meta = ckpt
-        task.load_state(_strip(tensors, "model."))
-        load_optimizer_state(optimizer, tensors, meta["optimizer"])
-        scheduler.load_state_dict(meta["scheduler"])
-        if scaler is not None and meta.get("scaler"):
-            scaler.load_state_dict(meta["scaler"])
-        restore_rng(tensors, meta["rng"])
-        best = _strip(tensors, "best.")
-        best_probs = tensors["best_probs"].numpy() if "best_probs" in tensors else None
-        st = meta["state"]
-        resumed_from = st["step"]
-        logger.info("%s: resuming from step %d (epoch %d, batch %d)", desc, st["step"], st["epoch"] + 1, st["batch"])
-
-    def checkpoint() -> None:
-        if checkpoint_dir is None or not distributed.is_main():
-            return
-        opt_tensors, opt_meta = optimizer_state(optimizer)
-        rng_tensors, rng_meta = rng_state()
-        extra = {"best_probs": torch.from_numpy(best_probs)} if best_probs is not None else {}
-        tensors = {**_prefixed(task.state(), "model."), **opt_tensors, **rng_tensors, **_prefixed(best, "best."),
-                   **extra}
-        meta = {"run_key": run_key, "state": st, "optimizer": opt_meta, "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng_meta}
-        save_checkpoint(checkpoint_dir, st["step"], tensors, meta)
-
-    autocast = (lambda: torch.autocast(device.type, dtype=settings.amp_dtype)) if settings.amp_dtype is not None \
-        else contextlib.nullcontext
-    data_parallel = distributed.world()[1] > 1
+    run = _FitRun(task, labels, train_rows, eval_labels, groups, weight_decay, settings, device=device,
+                  checkpoint_dir=checkpoint_dir, run_key=run_key, desc=desc)
+    resumed_from = run.restore()
     progress = progress and distributed.is_main()
-    while not st["done"] and st["epoch"] < settings.epochs:
-        epoch = st["epoch"]
-        batches = epoch_batches(train_rows, settings.batch_size, settings.seed, epoch, lengths)
-        task.train()
-        bar = tqdm(total=len(batches), initial=st["batch"], disable=not progress, unit="step", dynamic_ncols=True,
-                   desc=f"{desc} {epoch + 1}/{settings.epochs}", leave=False)
-        for b in range(st["batch"], len(batches)):
+    while not run.state.done and run.state.epoch < settings.epochs:
+        run.train_epoch(callbacks, row_ids, progress)
+        run.end_epoch()
+    if run.best:  # the kept epoch's weights; without evaluation rows the last epoch's are already in place
+        task.load_state(run.best)
+    task.eval()
+    st = run.state
+    return FitResult(history=st.history, best_epoch=st.best_epoch, metrics=st.best_metrics, probs=run.best_probs,
+                     steps=st.step, stopped_early=st.stopped_early, resumed_from_step=resumed_from,
+                     class_weights=run.weights.cpu().tolist() if run.weights is not None else None,
+                     seconds=time.perf_counter() - start_time)
+
+
+@dataclass
+class FitState:
+    """Where a fit stands: saved as ``state`` in every checkpoint's meta (``best_metrics`` only once there is one)."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_f1: float | None = None
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    done: bool = False
+    stopped_early: bool = False
+    best_metrics: dict[str, Any] | None = None
+
+    def to_meta(self) -> dict[str, Any]:
+        meta = dataclasses.asdict(self)
+        if meta["best_metrics"] is None:
+            del meta["best_metrics"]
+        return meta
+
+
+class _FitRun:
+    """One fit's optimizer, schedule, state and best snapshot, and the steps :func:`fit` takes with them: restore,
+    train an epoch, evaluate it, checkpoint."""
+
+    def __init__(self, task: Task, labels: torch.Tensor, train_rows: list[int], eval_labels: torch.Tensor | None,
+                 groups: Sequence[tuple[Sequence[torch.nn.Parameter], float]], weight_decay: float,
+                 settings: LoopSettings, *, device: torch.device, checkpoint_dir: str | Path | None, run_key: str,
+                 desc: str) -> None:
+        self.task, self.labels, self.train_rows, self.eval_labels = task, labels, train_rows, eval_labels
+        self.settings, self.checkpoint_dir, self.run_key, self.desc = settings, checkpoint_dir, run_key, desc
+        self.weights = (class_weights(labels[train_rows], len(settings.labels)).to(device)
+                        if settings.class_weighting else None)
+        self.optimizer = torch.optim.AdamW(param_groups(groups, weight_decay))
+        total_steps = settings.epochs * math.ceil(len(train_rows) / settings.batch_size)
+        warmup = max(1, int(settings.warmup_fraction * total_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                           lr_factor(settings.schedule, warmup, total_steps))
+        self.scaler = torch.amp.GradScaler("cuda") if settings.amp_dtype == torch.float16 else None
+        self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.lengths = task.lengths()
+        self.autocast = ((lambda: torch.autocast(device.type, dtype=settings.amp_dtype))
+                         if settings.amp_dtype is not None else contextlib.nullcontext)
+        self.data_parallel = distributed.world()[1] > 1
+        self.state = FitState()
+        self.best: dict[str, torch.Tensor] = {}
+        self.best_probs: np.ndarray | None = None
+
+    def restore(self) -> int | None:
+        """Continues from the latest checkpoint of this run, if any; the step it resumed from."""
+        ckpt = load_latest_checkpoint(self.checkpoint_dir) if self.checkpoint_dir is not None else None
+        if ckpt is not None and ckpt[1].get("run_key") != self.run_key:
+            logger.warning("%s: ignoring a checkpoint of another run (different data or settings)",
+                           self.checkpoint_dir)
+            ckpt = None
+        if ckpt is None:
+            return None
+        tensors, meta = ckpt
+        self.task.load_state(_strip(tensors, "model."))
+        load_optimizer_state(self.optimizer, tensors, meta["optimizer"])
+        self.scheduler.load_state_dict(meta["scheduler"])
+        if self.scaler is not None and meta.get("scaler"):
+            self.scaler.load_state_dict(meta["scaler"])
+        restore_rng(tensors, meta["rng"])
+        self.best = _strip(tensors, "best.")
+        self.best_probs = tensors["best_probs"].numpy() if "best_probs" in tensors else None
+        self.state = FitState(**meta["state"])
+        st = self.state
+        logger.info("%s: resuming from step %d (epoch %d, batch %d)", self.desc, st.step, st.epoch + 1, st.batch)
+        return st.step
+
+    def checkpoint(self) -> None:
+        """Saves everything a resume needs (on the main process, where checkpointing is on)."""
+        if self.checkpoint_dir is None or not distributed.is_main():
+            return
+        opt_tensors, opt_meta = optimizer_state(self.optimizer)
+        rng_tensors, rng_meta = rng_state()
+        extra = {"best_probs": torch.from_numpy(self.best_probs)} if self.best_probs is not None else {}
+        tensors = {**_prefixed(self.task.state(), "model."), **opt_tensors, **rng_tensors,
+                   **_prefixed(self.best, "best."), **extra}
+        meta = {"run_key": self.run_key, "state": self.state.to_meta(), "optimizer": opt_meta,
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None, "rng": rng_meta}
+        save_checkpoint(self.checkpoint_dir, self.state.step, tensors, meta)
+
+    def train_epoch(self, callbacks: Sequence[StepCallback], row_ids: Sequence[str] | None, progress: bool) -> None:
+        """The rest of the current epoch's batches (all of them unless resumed mid-epoch)."""
+        from tqdm.auto import tqdm
+
+        st, settings = self.state, self.settings
+        epoch = st.epoch
+        batches = epoch_batches(self.train_rows, settings.batch_size, settings.seed, epoch, self.lengths)
+        self.task.train()
+        bar = tqdm(total=len(batches), initial=st.batch, disable=not progress, unit="step", dynamic_ncols=True,
+                   desc=f"{self.desc} {epoch + 1}/{settings.epochs}", leave=False)
+        for b in range(st.batch, len(batches)):
             batch = batches[b]
-            if data_parallel:
-                loss = _shard_loss(task, batch, labels, weights, autocast)
-                batch_loss = distributed.sum_across(loss.detach().clone())  # every process sees (and checks) it
-            else:
-                with autocast():
-                    logits = task.forward(batch)
-                loss = F.cross_entropy(logits.float(), labels[batch], weight=weights)
-                batch_loss = loss.detach()
-            _check_finite(batch_loss, desc)
-            optimizer.zero_grad(set_to_none=True)
-            scaled = scaler.scale(loss) if scaler is not None else loss  # scaled even when empty: every process's
-            if scaled.requires_grad:  # scaler then steps alike (a shard with no rows has nothing to backpropagate)
-                scaled.backward()
-            distributed.sum_gradients(trainable)
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            if settings.grad_clip:
-                torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
-            loss_value = float(batch_loss)
-            st.update(batch=b + 1, step=st["step"] + 1, loss_sum=st["loss_sum"] + loss_value * len(batch),
-                      loss_count=st["loss_count"] + len(batch))
+            loss_value = self._step(batch)
+            st.batch, st.step = b + 1, st.step + 1
+            st.loss_sum, st.loss_count = st.loss_sum + loss_value * len(batch), st.loss_count + len(batch)
             bar.update(1)
-            if settings.checkpoint_every and st["step"] % settings.checkpoint_every == 0 and b + 1 < len(batches):
-                checkpoint()
+            if settings.checkpoint_every and st.step % settings.checkpoint_every == 0 and b + 1 < len(batches):
+                self.checkpoint()
             for callback in callbacks:
                 ids = [str(row_ids[i]) for i in batch] if row_ids is not None else [str(i) for i in batch]
-                callback(StepInfo(st["step"], epoch, b, ids, loss_value))
+                callback(StepInfo(st.step, epoch, b, ids, loss_value))
         bar.close()
 
-        record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": st["loss_sum"] / max(1, st["loss_count"]),
-                                  "lr": optimizer.param_groups[0]["lr"]}
-        if eval_labels is not None:
-            task.eval()
-            with torch.no_grad():
-                eval_logits = task.evaluate().float()
-            if data_parallel:  # every process keeps the same epoch and stops at the same time
-                eval_logits = distributed.same_on_all(eval_logits.contiguous())
-            # Same weighting as the training loss, so the two curves are comparable.
-            eval_loss = float(F.cross_entropy(eval_logits, eval_labels, weight=weights))
-            probs = torch.softmax(eval_logits, dim=-1).cpu().numpy()
-            metrics = {**compute_metrics(y_eval_np, probs.argmax(axis=1), settings.labels), "loss": eval_loss}
-            record.update(val_loss=eval_loss, val_accuracy=metrics["accuracy"], val_macro_f1=metrics["macro_f1"])
-            if st["best_f1"] is None or metrics["macro_f1"] > st["best_f1"]:
-                st.update(best_f1=metrics["macro_f1"], best_epoch=epoch + 1, bad_epochs=0, best_metrics=metrics)
-                best = {k: v.detach().clone() for k, v in task.state().items()}
-                best_probs = probs
-            else:
-                st["bad_epochs"] += 1
-            task.train()
-            logger.debug("%s epoch %d: train loss %.4f, evaluation macro-F1 %.3f (best %.3f @ %d)", desc, epoch + 1,
-                         record["train_loss"], metrics["macro_f1"], st["best_f1"], st["best_epoch"])
+    def _step(self, batch: list[int]) -> float:
+        """One optimizer step on ``batch``; its loss."""
+        if self.data_parallel:
+            loss = _shard_loss(self.task, batch, self.labels, self.weights, self.autocast)
+            batch_loss = distributed.sum_across(loss.detach().clone())  # every process sees (and checks) it
         else:
-            st["best_epoch"] = epoch + 1
-        st["history"].append(record)
-        st.update(epoch=epoch + 1, batch=0, loss_sum=0.0, loss_count=0)
-        if eval_labels is not None and settings.patience is not None and settings.patience <= st["bad_epochs"]:
-            st["done"] = True
-            st["stopped_early"] = st["epoch"] < settings.epochs
-        checkpoint()
+            with self.autocast():
+                logits = self.task.forward(batch)
+            loss = F.cross_entropy(logits.float(), self.labels[batch], weight=self.weights)
+            batch_loss = loss.detach()
+        _check_finite(batch_loss, self.desc)
+        self.optimizer.zero_grad(set_to_none=True)
+        scaled = self.scaler.scale(loss) if self.scaler is not None else loss  # scaled even when empty: every
+        if scaled.requires_grad:  # process's scaler then steps alike (a shard with no rows has nothing to backprop)
+            scaled.backward()
+        distributed.sum_gradients(self.trainable)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.settings.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.settings.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        return float(batch_loss)
 
-    if best:  # the kept epoch's weights; without evaluation rows the last epoch's are already in place
-        task.load_state(best)
-    task.eval()
-    return FitResult(history=st["history"], best_epoch=st["best_epoch"], metrics=st.get("best_metrics"),
-                     probs=best_probs, steps=st["step"], stopped_early=bool(st.get("stopped_early")),
-                     resumed_from_step=resumed_from,
-                     class_weights=weights.cpu().tolist() if weights is not None else None,
-                     seconds=time.perf_counter() - start_time)
+    def end_epoch(self) -> None:
+        """Records the finished epoch (evaluated, when there are evaluation rows), decides on stopping, checkpoints."""
+        st, settings = self.state, self.settings
+        record: dict[str, Any] = {"epoch": st.epoch + 1, "train_loss": st.loss_sum / max(1, st.loss_count),
+                                  "lr": self.optimizer.param_groups[0]["lr"]}
+        if self.eval_labels is not None:
+            self._evaluate(record)
+        else:
+            st.best_epoch = st.epoch + 1
+        st.history.append(record)
+        st.epoch, st.batch, st.loss_sum, st.loss_count = st.epoch + 1, 0, 0.0, 0
+        if self.eval_labels is not None and settings.patience is not None and settings.patience <= st.bad_epochs:
+            st.done = True
+            st.stopped_early = st.epoch < settings.epochs
+        self.checkpoint()
+
+    def _evaluate(self, record: dict[str, Any]) -> None:
+        """Scores the epoch on the evaluation rows into ``record``; keeps its weights when its macro-F1 is the best."""
+        st, task = self.state, self.task
+        assert self.eval_labels is not None
+        task.eval()
+        with torch.no_grad():
+            eval_logits = task.evaluate().float()
+        if self.data_parallel:  # every process keeps the same epoch and stops at the same time
+            eval_logits = distributed.same_on_all(eval_logits.contiguous())
+        # Same weighting as the training loss, so the two curves are comparable.
+        eval_loss = float(F.cross_entropy(eval_logits, self.eval_labels, weight=self.weights))
+        probs = torch.softmax(eval_logits, dim=-1).cpu().numpy()
+        metrics = {**compute_metrics(self.eval_labels.cpu().numpy(), probs.argmax(axis=1), self.settings.labels),
+                   "loss": eval_loss}
+        record.update(val_loss=eval_loss, val_accuracy=metrics["accuracy"], val_macro_f1=metrics["macro_f1"])
+        if st.best_f1 is None or metrics["macro_f1"] > st.best_f1:
+            st.best_f1, st.best_epoch, st.bad_epochs, st.best_metrics = metrics["macro_f1"], st.epoch + 1, 0, metrics
+            self.best = {k: v.detach().clone() for k, v in task.state().items()}
+            self.best_probs = probs
+        else:
+            st.bad_epochs += 1
+        task.train()
+        logger.debug("%s epoch %d: train loss %.4f, evaluation macro-F1 %.3f (best %.3f @ %d)", self.desc,
+                     st.epoch + 1, record["train_loss"], metrics["macro_f1"], st.best_f1, st.best_epoch)
