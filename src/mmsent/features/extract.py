@@ -138,55 +138,17 @@ def extract_modality(modality: str, guids: Sequence[str], items: Sequence, item_
         unique.setdefault(iid, i)
     reused = _reuse_rows(cache, modality, config_key, list(unique)) if cache is not None else {}
     todo = [iid for iid in unique if iid not in reused]
-    computed: ModalityFeatures | None = None
     t_enc = time.perf_counter()
-    # Encoded in chunks, each stored as a partial entry: a killed extraction keeps its finished chunks, and the rerun
-    # reuses them by content like any other cached rows. The partial entries go once the whole entry is stored.
-    parts: list[ModalityFeatures] = []
-    for start in range(0, len(todo), PARTIAL_CHUNK):
-        ids = todo[start:start + PARTIAL_CHUNK]
-        part = encoder.encode([items[unique[iid]] for iid in ids], batch_size=batch_size, progress=progress,
-                              **(encode_kwargs or {}))
-        if len(part) != len(ids):
-            raise RuntimeError(f"{encoder.name} returned {len(part)} rows for {len(ids)} inputs")
-        bad = ~(torch.isfinite(part.pooled).all(1) & torch.isfinite(part.tokens).flatten(1).all(1))
-        if bad.any():
-            rows = [guids[unique[ids[int(i)]]] for i in bad.nonzero().flatten()[:5]]
-            raise ValueError(f"{encoder.name} gave NaN/infinite {modality} features for {int(bad.sum())} row(s), e.g. "
-                             f"guids {rows}: its weights may be damaged; reinstall them or pick another encoder")
-        part = round_like_cache(part)
-        parts.append(part)
-        if cache is not None and len(todo) > PARTIAL_CHUNK:
-            part_key = json_digest({"config": config_key, "partial": ids})
-            cache.put(modality, part_key, [guids[unique[iid]] for iid in ids], part, fingerprint=fp,
-                      config_key=config_key, item_ids=list(ids), extra={"encoder": encoder.name, "partial": True})
-    if parts:
-        computed = ModalityFeatures.concat(parts) if len(parts) > 1 else parts[0]
+    computed = _encode_missing(modality, todo, [items[unique[iid]] for iid in todo],
+                               [guids[unique[iid]] for iid in todo], encoder, cache, config_key, batch_size, progress,
+                               encode_kwargs or {})
     t_enc = time.perf_counter() - t_enc
-
-    row_of = {iid: r for r, iid in enumerate(todo)}
-    pooled, tokens, mask = [], [], []
-    for iid in item_ids:
-        src, r = (computed, row_of[iid]) if iid in row_of else reused[iid]
-        pooled.append(src.pooled[r])
-        tokens.append(src.tokens[r])
-        mask.append(src.mask[r])
-    if guids:
-        feats = ModalityFeatures(torch.stack(pooled), torch.stack(tokens), torch.stack(mask))
-    elif computed is not None:
-        feats = computed
-    else:
-        feats = ModalityFeatures(torch.zeros(0, encoder.dim), torch.zeros(0, 0, encoder.dim), torch.zeros(0, 0).bool())
-
+    feats = _assemble(item_ids, bool(guids), computed, todo, reused, encoder.dim)
     # Store only when something was encoded: an entry fully assembled from others is cheap to assemble again.
     if cache is not None and todo:
         cache.put(modality, key, guids, feats, fingerprint=fp, config_key=config_key, item_ids=list(item_ids),
                   extra={"encoder": encoder.name, "preprocessing": preprocessing})
-        # this run's partial entries, and those a killed earlier run left for rows this entry now holds
-        held = set(item_ids)
-        for meta in cache.entries(modality):
-            if meta.get("partial") and meta.get("config_key") == config_key and set(meta.get("item_ids") or ()) <= held:
-                cache.remove(modality, meta["key"])
+        _drop_partials(cache, modality, config_key, set(item_ids))
     dt = time.perf_counter() - t0
     rate = f", {len(todo) / t_enc:.1f}/s" if todo and t_enc > 0 else ""
     if stats is not None:
@@ -197,6 +159,62 @@ def extract_modality(modality: str, guids: Sequence[str], items: Sequence, item_
                 "off" if cache is None else ("miss" if todo else "hit by rows"), len(guids), encoder.name, len(todo),
                 len(unique) - len(todo), dt, rate)
     return feats
+
+
+
+def _encode_missing(modality: str, ids: list[str], items: list, guids: list[str], encoder: Encoder,
+                    cache: FeatureCache | None, config_key: str, batch_size: int, progress: bool,
+                    encode_kwargs: dict[str, Any]) -> ModalityFeatures | None:
+    """Encodes the items of content ids ``ids`` (``guids``: a row of each, for messages); None when there are none.
+
+    Encoded in chunks, each stored as a partial entry: a killed extraction keeps its finished chunks, and the rerun
+    reuses them by content like any other cached rows. The partial entries go once the whole entry is stored.
+    """
+    fp = encoder.fingerprint()
+    parts: list[ModalityFeatures] = []
+    for start in range(0, len(ids), PARTIAL_CHUNK):
+        chunk = slice(start, start + PARTIAL_CHUNK)
+        part = encoder.encode(items[chunk], batch_size=batch_size, progress=progress, **encode_kwargs)
+        if len(part) != len(ids[chunk]):
+            raise RuntimeError(f"{encoder.name} returned {len(part)} rows for {len(ids[chunk])} inputs")
+        bad = ~(torch.isfinite(part.pooled).all(1) & torch.isfinite(part.tokens).flatten(1).all(1))
+        if bad.any():
+            rows = [guids[chunk][int(i)] for i in bad.nonzero().flatten()[:5]]
+            raise ValueError(f"{encoder.name} gave NaN/infinite {modality} features for {int(bad.sum())} row(s), e.g. "
+                             f"guids {rows}: its weights may be damaged; reinstall them or pick another encoder")
+        part = round_like_cache(part)
+        parts.append(part)
+        if cache is not None and len(ids) > PARTIAL_CHUNK:
+            part_key = json_digest({"config": config_key, "partial": ids[chunk]})
+            cache.put(modality, part_key, guids[chunk], part, fingerprint=fp, config_key=config_key,
+                      item_ids=list(ids[chunk]), extra={"encoder": encoder.name, "partial": True})
+    if not parts:
+        return None
+    return ModalityFeatures.concat(parts) if len(parts) > 1 else parts[0]
+
+
+def _assemble(item_ids: Sequence[str], any_rows: bool, computed: ModalityFeatures | None, todo: list[str],
+              reused: dict[str, tuple[ModalityFeatures, int]], dim: int) -> ModalityFeatures:
+    """One row per item, in order, from the freshly encoded rows (``todo``'s) or the reused cached ones."""
+    row_of = {iid: r for r, iid in enumerate(todo)}
+    pooled, tokens, mask = [], [], []
+    for iid in item_ids:
+        src, r = (computed, row_of[iid]) if iid in row_of else reused[iid]
+        pooled.append(src.pooled[r])
+        tokens.append(src.tokens[r])
+        mask.append(src.mask[r])
+    if any_rows:
+        return ModalityFeatures(torch.stack(pooled), torch.stack(tokens), torch.stack(mask))
+    if computed is not None:
+        return computed
+    return ModalityFeatures(torch.zeros(0, dim), torch.zeros(0, 0, dim), torch.zeros(0, 0).bool())
+
+
+def _drop_partials(cache: FeatureCache, modality: str, config_key: str, held: set[str]) -> None:
+    """Removes the partial entries whose rows a whole entry now holds: this run's, and those a killed one left."""
+    for meta in cache.entries(modality):
+        if meta.get("partial") and meta.get("config_key") == config_key and set(meta.get("item_ids") or ()) <= held:
+            cache.remove(modality, meta["key"])
 
 
 @dataclass
