@@ -253,6 +253,21 @@ def _run_in_processes(fn: Callable[[Any], Any], jobs: Sequence[Any], workers: in
         _JOB = None
 
 
+def _check_comparison(train_guids: list[str], val_guids: list[str], models: Sequence[str], seeds: Sequence[int],
+                      overrides: dict[str, dict[str, Any]]) -> None:
+    """Refuses a comparison that would leak, has nothing to train or score, or overrides a model not compared."""
+    overlap = set(train_guids) & set(val_guids)
+    if overlap:
+        raise ValueError(f"split leaks: {len(overlap)} guid(s) are in both train and val, e.g. {sorted(overlap)[:5]}")
+    if not train_guids or not val_guids:
+        raise ValueError(f"need train and val guids, got {len(train_guids)} and {len(val_guids)}")
+    if not models or not seeds:
+        raise ValueError("need at least one model and one seed")
+    unknown = set(overrides) - set(models)
+    if unknown:
+        raise ValueError(f"model_overrides names models not being compared: {sorted(unknown)}")
+
+
 def compare_models(features: FeatureSet, labels: dict[str, str], split: SplitLike, models: Sequence[str],
                    seeds: Sequence[int], cfg: TrainConfig, progress: bool = True,
                    model_overrides: dict[str, dict[str, Any]] | None = None, workers: int | str = "auto",
@@ -285,13 +300,8 @@ def compare_models(features: FeatureSet, labels: dict[str, str], split: SplitLik
         ValueError: if train and val share guids, either is empty, or ``models``/``seeds`` is empty.
     """
     train_guids, val_guids = list(split.train), list(split.val)
-    overlap = set(train_guids) & set(val_guids)
-    if overlap:
-        raise ValueError(f"split leaks: {len(overlap)} guid(s) are in both train and val, e.g. {sorted(overlap)[:5]}")
-    if not train_guids or not val_guids:
-        raise ValueError(f"need train and val guids, got {len(train_guids)} and {len(val_guids)}")
-    if not models or not seeds:
-        raise ValueError("need at least one model and one seed")
+    overrides = model_overrides or {}
+    _check_comparison(train_guids, val_guids, models, seeds, overrides)
     classes = as_label_set(label_set)
     y_train = _label_indices(labels, train_guids, "train", classes)
     y_val = _label_indices(labels, val_guids, "val", classes)
@@ -299,10 +309,6 @@ def compare_models(features: FeatureSet, labels: dict[str, str], split: SplitLik
     train_in = to_inputs(features.select(train_guids), device)
     val_in = to_inputs(features.select(val_guids), device)
     image_dim, text_dim = features.image.dim, features.text.dim
-    overrides = model_overrides or {}
-    unknown = set(overrides) - set(models)
-    if unknown:
-        raise ValueError(f"model_overrides names models not being compared: {sorted(unknown)}")
 
     runs: list[ModelRun] = []
     trained: dict[tuple[str, int], FusionModel] = {}
