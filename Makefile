@@ -13,7 +13,7 @@ TIMM_VENV ?= .venv-timm
 TIMM_STAMP := $(TIMM_VENV)/.mmsent-installed
 TIMM_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: run test test-timm bench clean-venv
+.PHONY: run test test-fast test-timm bench clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The quick loop while editing: every test but whole pipelines, Ray, distributed training, fuzzing and the browser.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not integration and not browser"
 
 $(TIMM_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(TIMM_VENV)

@@ -48,7 +48,7 @@ def write_lab_dataset(root: Path, n_train: int = 30, n_test: int = 4) -> Path:
     return root
 
 
-def build_tiny_run(base: Path, predict_with: str = "dual_stream") -> Path:
+def build_tiny_run(base: Path, predict_with: str = "dual_stream", seeds: str = "0,1") -> Path:
     """Runs ``mmsent.pipeline.run`` on a 34-row dataset with a random EfficientNet-Lite0 and a 2-layer BERT."""
     from efficientnet_lite_pytorch import EfficientNet
 
@@ -66,7 +66,7 @@ def build_tiny_run(base: Path, predict_with: str = "dual_stream") -> Path:
         "encoders.text_max_length=16", "encoders.device=cpu", "encoders.batch_size=16", "encoders.backend=torch",
         "training.device=cpu",
         "training.hidden_dim=16", "training.num_heads=2", "training.epochs=4", "training.patience=4",
-        "compare.models=dual_stream,gated,text_only", "compare.seeds=0,1", f"compare.predict_with={predict_with}",
+        "compare.models=dual_stream,gated,text_only", f"compare.seeds={seeds}", f"compare.predict_with={predict_with}",
     ])
     run_dir = base / "run"
     run(cfg, run_dir, progress=False)

@@ -230,3 +230,11 @@ def call_unblocked(fn: Callable[[], Any], fifos: Sequence[Path], timeout: float 
     if "error" in result:
         raise result["error"]
     return result["value"]
+
+
+def repeated_words(text: str) -> list[str]:
+    """Words written twice in a row on one line ("ensemble ensemble"), case-insensitively: a sign of text assembled
+    carelessly."""
+    import re
+
+    return [m.group(0) for m in re.finditer(r"\b([A-Za-z]{2,})[ \t]+\1\b", text, flags=re.IGNORECASE)]

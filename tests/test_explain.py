@@ -8,7 +8,7 @@ import torch
 from mmsent_testkit import one_torch_thread  # noqa: F401 -- autouse: one torch thread per test
 
 from mmsent.config import TrainConfig
-from mmsent.explain import baseline_from_features, dominant_modality, explain, overlay_heatmap
+from mmsent.explain import baseline_from_features, dominant_modality, explain, gate_summary, overlay_heatmap
 from mmsent.features.featureset import FeatureSet, ModalityFeatures
 from mmsent.fusion import FusionInputs, create_fusion_model
 from mmsent.labels import LABELS
@@ -63,6 +63,18 @@ def test_gate_summary_is_a_share_in_unit_range():
     g = r["gate"]
     assert g["gate_from"] == "image" and 0 <= g["mean"] <= 1 and 0 <= g["open_fraction"] <= 1
     assert len(g["per_seed_mean"]) == 2
+    assert g["summary"] == gate_summary("image", g["mean"])
+
+
+@pytest.mark.parametrize(("gate_from", "mean", "words"), [
+    ("image", 0.8, "The image decides how much of the text reaches the classifier; for this post it lets most of it "
+                   "through (80%), so the model leans on the text."),
+    ("text", 0.2, "The text decides how much of the image reaches the classifier; for this post it lets little of it "
+                  "through (20%), so the model holds the image back."),
+    ("image", 0.5, "lets about half of it through (50%), so the model weighs both."),
+])
+def test_the_gate_is_told_in_words(gate_from, mean, words):
+    assert words in gate_summary(gate_from, mean)
 
 
 def test_dual_stream_attention_is_a_distribution_over_the_grid():
@@ -120,13 +132,21 @@ def test_training_mean_baseline():
     assert any(a["modality_ablation"] != b["modality_ablation"] for a, b in zip(rows, zeros))
 
 
-def test_overlay_is_drawn_where_the_map_peaks():
+def test_the_map_is_drawn_beside_the_image_where_it_peaks_with_a_colour_bar():
+    from matplotlib import colormaps
+
     crop = np.full((60, 60, 3), 128, dtype=np.uint8)
     cells = [[0, 0, 0], [0, 0, 0], [0, 0, 1.0]]
-    out = np.asarray(overlay_heatmap(crop, cells))
-    assert out.shape == crop.shape
-    assert np.abs(out[55, 55].astype(int) - 128).sum() > 60  # bottom-right cell coloured
-    assert np.abs(out[5, 5].astype(int) - 128).sum() < 10  # top-left left almost untouched
+    out = np.asarray(overlay_heatmap(crop, cells)).astype(int)
+    assert out.shape[0] == 60 and out.shape[1] > 120
+    assert (out[:, :60] == 128).all()  # the image itself, untouched, on the left
+    gap = 4
+    heat = out[:, 60 + gap:120 + gap]
+    high, low = (np.array(colormaps["viridis"](v)[:3]) * 255 for v in (1.0, 0.0))
+    assert np.abs(heat[57, 57] - (0.75 * high + 0.25 * 128)).max() < 30  # the peak cell in the top colour
+    assert np.abs(heat[2, 2] - (0.75 * low + 0.25 * 128)).max() < 30  # a cold cell in the bottom colour
+    bar = out[:, 120 + 2 * gap]
+    assert np.abs(bar[0] - high).max() < 10 and np.abs(bar[-1] - low).max() < 10  # the bar: high on top
 
 
 @pytest.mark.parametrize("drops, expected", [
@@ -166,3 +186,19 @@ def test_seven_class_probabilities_are_named_by_the_labels_given_or_saved(tmp_pa
     assert [r["probabilities"] for r in explain(loaded, inputs())] == [r["probabilities"] for r in rows]
     with pytest.raises(ValueError, match="predict 7 classes, but the labels name 3"):
         explain(ms, inputs())  # fresh models default to the three sentiment classes: refused, not mislabelled
+
+
+@pytest.mark.parametrize(("tokens", "expected"), [
+    # WordPiece: "##" continues the word before it
+    (["[CLS]", "the", "girl", "##s", "are", "sad", "[SEP]"], [("the", 1.0), ("girls", 5.0), ("are", 4.0),
+                                                              ("sad", 5.0)]),
+    # SentencePiece: "▁" opens a word, so an unmarked piece continues it; a bare "▁" is filled by the next piece
+    (["<s>", "▁sun", "ny", "▁day", "▁", ",", "</s>"], [("sunny", 3.0), ("day", 3.0), (",", 9.0)]),
+    # byte-level BPE: "Ġ" opens a word, the first word has no mark
+    (["<s>", "what", "Ġa", "Ġday", "s", "</s>"], [("what", 1.0), ("a", 2.0), ("days", 7.0)]),
+])
+def test_word_scores_merge_pieces_into_words_and_sum_their_scores(tokens, expected):
+    from mmsent.explain import word_scores
+
+    scores = [0.0, *range(1, len(tokens) - 1), 0.0]
+    assert word_scores(tokens, scores, {"[CLS]", "[SEP]", "<s>", "</s>"}) == expected

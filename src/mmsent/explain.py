@@ -122,6 +122,44 @@ def _grid(values: np.ndarray, digits: int | None = 6) -> list[list[float]] | Non
     return (grid.round(digits) if digits is not None else grid).tolist()
 
 
+_WORD_START = ("\u2581", "\u0120")  # SentencePiece's "▁" and byte-level BPE's "Ġ" open a word
+
+
+def word_scores(tokens: Sequence[str], scores: Sequence[float], special: set[str]) -> list[tuple[str, float]]:
+    """Tokenizer pieces merged back into words, each word's score the sum of its pieces' (special tokens dropped).
+
+    WordPiece marks a continuation (``"##girl"``); SentencePiece and byte-level BPE mark a word's start instead
+    (``"▁sun"``, ``"Ġsun"``), so there a piece without the mark continues the word before it.
+    """
+    pairs = [(t, float(s)) for t, s in zip(tokens, scores) if t not in special]
+    marks_starts = any(t.startswith(_WORD_START) for t, _ in pairs)
+    words: list[tuple[str, float]] = []
+    for token, score in pairs:
+        if token.startswith("##") and words:
+            continues, piece = True, token[2:]
+        elif marks_starts:
+            continues, piece = not token.startswith(_WORD_START) and bool(words), token.lstrip("".join(_WORD_START))
+        else:
+            continues, piece = False, token
+        if continues:
+            word, total = words[-1]
+            words[-1] = (word + piece, total + score)
+        else:  # a bare start mark ("▁" before punctuation) opens a word its next piece fills
+            words.append((piece, score))
+    return [(word, score) for word, score in words if word]
+
+
+def gate_summary(gate_from: str | None, mean: float) -> str:
+    """The gate in words: the gating modality decides how much of the other one reaches the classifier."""
+    if gate_from not in ("image", "text"):
+        return f"The gate lets {mean:.0%} of the signal through for this post."
+    other = "text" if gate_from == "image" else "image"
+    amount = "most" if mean >= 0.6 else "about half" if mean > 0.4 else "little"
+    leans = f"leans on the {other}" if mean >= 0.6 else f"holds the {other} back" if mean <= 0.4 else "weighs both"
+    return (f"The {gate_from} decides how much of the {other} reaches the classifier; for this post it lets {amount} "
+            f"of it through ({mean:.0%}), so the model {leans}.")
+
+
 def dominant_modality(drops: dict[str, float], margin: float = DOMINANCE_MARGIN) -> str:
     """``"image"``/``"text"`` when removing it costs the prediction clearly more than the other, else ``"both"``.
 
@@ -190,7 +228,8 @@ def explain(models: Sequence[FusionModel], inputs: FusionInputs, *, baseline: Ba
             "dominant_modality": dominant_modality(scores),
             "baseline": "zeros" if baseline == "zeros" else "training_mean",
             "gate": None if g is None else {
-                "gate_from": gate_from, "mean": round(float(g.mean()), 6),
+                "gate_from": gate_from, "summary": gate_summary(gate_from, float(g.mean())),
+                "mean": round(float(g.mean()), 6),
                 "open_fraction": round(float((g > 0.5).float().mean()), 6),
                 "per_seed_mean": [round(float(x), 6) for x in g.mean(-1)]},
             "image_attention": _grid(image_attention[i].numpy()) if attention else None,
@@ -201,14 +240,16 @@ def explain(models: Sequence[FusionModel], inputs: FusionInputs, *, baseline: Ba
     return out
 
 
-def overlay_heatmap(crop: np.ndarray, cells: Sequence[Sequence[float]] | np.ndarray, alpha: float = 0.55,
-                    cmap: str = "inferno") -> Image.Image:  # noqa: F821 -- PIL imported lazily
-    """Draws a ``grid x grid`` map (row 0 on top) over the ``(S, S, 3)`` uint8 crop, at opacity up to ``alpha``.
+def overlay_heatmap(crop: np.ndarray, cells: Sequence[Sequence[float]] | np.ndarray,
+                    cmap: str = "viridis") -> Image.Image:  # noqa: F821 -- PIL imported lazily
+    """The crop and, beside it, a ``grid x grid`` map (row 0 on top) over a dimmed grey copy of it, with a colour bar.
 
-    Values are taken by magnitude and scaled to the map's own maximum: maps of different rows compare in shape only.
+    A perceptual colormap (viridis: brightness rises with the value, readable in grey and by colour-blind readers) at
+    full strength, so weak and strong regions are told apart, rather than a faint tint over the photo. Values are
+    taken by magnitude and scaled to the map's own maximum: maps of different rows compare in shape only.
     """
     from matplotlib import colormaps
-    from PIL import Image
+    from PIL import Image, ImageDraw
 
     values = np.abs(np.asarray(cells, dtype=np.float32))
     peak = float(values.max()) if values.size else 0.0
@@ -216,6 +257,16 @@ def overlay_heatmap(crop: np.ndarray, cells: Sequence[Sequence[float]] | np.ndar
     h, w = crop.shape[:2]
     # Bilinear upsampling of the cell centers, as the cells are averages over regions, not hard tiles.
     up = np.clip(np.asarray(Image.fromarray(values).resize((w, h), Image.Resampling.BILINEAR), np.float32), 0.0, 1.0)
-    weight = (alpha * up)[..., None]
-    blended = crop.astype(np.float32) / 255.0 * (1 - weight) + colormaps[cmap](up)[..., :3] * weight
-    return Image.fromarray(np.clip(blended * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    grey = crop.astype(np.float32).mean(-1, keepdims=True) / 255.0
+    heat = 0.25 * grey + 0.75 * colormaps[cmap](up)[..., :3]  # the photo's shapes stay faintly visible under the map
+    gap, bar_w, label_w = max(4, w // 30), max(8, w // 16), max(28, w // 6)
+    canvas = Image.new("RGB", (2 * w + 2 * gap + bar_w + label_w, h), "white")
+    canvas.paste(Image.fromarray(crop.astype(np.uint8)), (0, 0))
+    canvas.paste(Image.fromarray(np.clip(heat * 255.0 + 0.5, 0, 255).astype(np.uint8)), (w + gap, 0))
+    ramp = np.linspace(1.0, 0.0, h, dtype=np.float32)[:, None].repeat(bar_w, 1)  # high at the top
+    canvas.paste(Image.fromarray((colormaps[cmap](ramp)[..., :3] * 255).astype(np.uint8)), (2 * w + 2 * gap, 0))
+    draw = ImageDraw.Draw(canvas)
+    x = 2 * w + 2 * gap + bar_w + 3
+    draw.text((x, 0), "high", fill="black")
+    draw.text((x, h - 12), "low", fill="black")
+    return canvas

@@ -17,7 +17,7 @@ from PIL import Image
 from mmsent.config import RunConfig
 from mmsent.data.text import TextCleaner
 from mmsent.encoders.base import ImageEncoder, TextEncoder
-from mmsent.explain import Baseline, explain, overlay_heatmap
+from mmsent.explain import Baseline, explain, overlay_heatmap, word_scores
 from mmsent.features.featureset import FeatureSet, ModalityFeatures
 from mmsent.fusion.base import FusionInputs
 from mmsent.run_folder import load_run_models
@@ -107,7 +107,8 @@ class RunPredictor:
 
     def info(self) -> dict[str, Any]:
         """What is loaded, for ``/health`` and the response's ``model`` block."""
-        return {"name": self.model_name, "seeds": self.seeds, "run_dir": str(self.run_dir),
+        return {"name": self.model_name, "description": self.run.describe(), "seeds": self.seeds,
+                "run_dir": str(self.run_dir),
                 "models": len(self.models), "class_weights": self.class_weights,
                 "image_encoder": self.image_encoder.name, "text_encoder": self.text_encoder.name,
                 "labels": list(self.labels),
@@ -214,10 +215,10 @@ class RunPredictor:
         return results
 
     def _token_scores(self, tokens: list[str], scores: list[float] | None) -> list[dict[str, Any]] | None:
-        """Pairs tokens with gradient x input, scaled to [-1, 1] by the largest magnitude; special tokens dropped."""
+        """Each word of the cleaned text (tokenizer pieces merged, their gradient x input summed), scaled to [-1, 1]
+        by the largest magnitude; special tokens dropped."""
         if scores is None or not tokens:
             return None
-        special = self.text_encoder.special_tokens
-        pairs = [(t, s) for t, s in zip(tokens, scores) if t not in special]
-        peak = max((abs(s) for _, s in pairs), default=0.0) or 1.0
-        return [{"token": t, "score": round(s / peak, 4)} for t, s in pairs]
+        words = word_scores(tokens, scores, self.text_encoder.special_tokens)
+        peak = max((abs(s) for _, s in words), default=0.0) or 1.0
+        return [{"token": w, "score": round(s / peak, 4)} for w, s in words]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +60,8 @@ class RunModels:
         models: the trained models (eval mode), whose mean probability is the prediction.
         class_weights: the decision rule applied to that mean before the argmax, or None.
         labels: the class names of the models' outputs, in order (``id2label``).
+        designs: the fusion designs among the models, in order.
+        folds: how many cross-validation folds each design has models of (1 without k-fold).
     """
 
     run_dir: Path
@@ -69,6 +71,17 @@ class RunModels:
     models: list[FusionModel]
     class_weights: list[float] | None = None
     labels: LabelSet | None = None
+    designs: list[str] = field(default_factory=list)
+    folds: int = 1
+
+    def describe(self) -> str:
+        """How many models predict, in words (beside ``name``): ``mean of 6 designs × 3 seeds``, ``mean of 3
+        seeds``, ``one model (seed 0)``."""
+        if len(self.models) == 1:
+            return f"one model (seed {self.seeds[0]})"
+        factors = [_count(len(self.designs), "design")] if len(self.designs) > 1 else []
+        factors += [_count(self.folds, "fold")] if self.folds > 1 else []
+        return f"mean of {' × '.join([*factors, _count(len(self.seeds), 'seed')])}"
 
     def proba(self, feats: FeatureSet, device: str = "cpu") -> np.ndarray:
         """The predictor's class probabilities for the rows of ``feats`` (in ``labels`` order): its models' mean."""
@@ -283,7 +296,16 @@ def load_run_models(run_dir: str | Path, *, model_name: str | None = None, devic
     cfg = cfg or load_config(run_dir / CONFIG_FILE)
     seeds = sorted({int(_MODEL_DIR.fullmatch(n)["seed"]) for n in names})
     models = [load_model(d, device) for d in dirs]
-    return RunModels(run_dir, cfg, name, seeds, models, class_weights, run_labels(run_dir, models, dirs))
+    parts = [_MODEL_DIR.fullmatch(n) for n in names]
+    designs = list(dict.fromkeys(m["name"] for m in parts))
+    folds = len({m["fold"] for m in parts})
+    return RunModels(run_dir, cfg, name, seeds, models, class_weights, run_labels(run_dir, models, dirs), designs,
+                     folds)
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 seed``, ``3 seeds``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def saved_labels(run_dir: str | Path) -> LabelSet | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from mmsent_runkit import jpeg_bytes
+from mmsent_testkit import repeated_words
 
 pytestmark = pytest.mark.browser
 
@@ -95,6 +96,11 @@ def test_page_shows_the_same_label_as_the_api(server, browser, tmp_path):
     assert browser.find_element(By.ID, "label").text.lower() == api["label"]
     overlay = browser.find_element(By.ID, "overlay")
     assert overlay.get_attribute("src").startswith("data:image/png;base64,")
-    assert browser.execute_script("return arguments[0].naturalWidth", overlay) == 224
+    # the crop and the map side by side, with a colour bar
+    assert browser.execute_script("return arguments[0].naturalHeight", overlay) == 224
+    assert browser.execute_script("return arguments[0].naturalWidth", overlay) > 2 * 224
+    page = browser.find_element(By.TAG_NAME, "body").text
+    assert not repeated_words(page), page
+    assert api["model"]["description"] in browser.find_element(By.ID, "timing").text
     tokens = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#tokens .tok")]
     assert tokens == [t["token"].removeprefix("##") for t in api["evidence"]["tokens"]]

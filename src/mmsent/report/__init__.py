@@ -57,7 +57,8 @@ def _figures(data: RunData, problems: list[str]) -> dict[str, bytes]:
         attempt("per_class", "per-class", F.per_class_bars, per_class, f"{chosen} seed ensemble, validation",
                 data.labels)
     if chosen in validation:
-        curves = {f"{chosen} ensemble": F.calibration(validation[chosen].ensemble, data.gold)}
+        # "the predictor": the chosen name may itself be "ensemble" ("ensemble ensemble" read as a typo)
+        curves = {f"{chosen} (predictor)": F.calibration(validation[chosen].ensemble, data.gold)}
         curves.update({n: F.calibration(v.ensemble, data.gold) for n, v in validation.items() if n != chosen})
         attempt("calibration", "calibration", F.reliability_diagram, curves)
     test = data.test_metrics
@@ -99,11 +100,12 @@ _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d1d1f;max-width:1200px;margin:0 auto;
 padding:1rem 1.5rem 3rem}h1{margin-bottom:.2rem}h2{margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
 .muted{color:#6e6e73}table{border-collapse:collapse;margin:.5rem 0}th,td{border:1px solid #ddd;padding:.25rem .6rem;
-text-align:right}th:first-child,td:first-child{text-align:left}tr.best td{font-weight:600;background:#f1f7ff}
+text-align:right}th:first-child,td:first-child{text-align:left}tr.best td{font-weight:600;background:#dbeafe}.predicts{color:#1d4ed8;white-space:nowrap}
 figure{margin:.5rem 0}figure img{max-width:100%}.gallery{display:grid;grid-template-columns:repeat(auto-fill,
 minmax(360px,1fr));gap:1rem}.card{border:1px solid #ddd;border-radius:8px;padding:.6rem;display:grid;
 grid-template-columns:auto 1fr;gap:.6rem}.card img{width:150px;height:auto;border-radius:4px;display:block;
-margin-bottom:.3rem}.gold{color:#1a7f37}.pred{color:#c62828}.tok{padding:0 .15em;border-radius:3px}
+margin-bottom:.3rem}.card img.map{grid-column:1/-1;width:100%;max-width:520px}
+blockquote.post{margin:.2rem 0;font-style:italic}.gold{color:#1a7f37}.pred{color:#c62828}.tok{padding:0 .15em;border-radius:3px}
 .note{color:#9a6700;font-size:.9em}code{background:#f4f4f6;padding:0 .2em}
 """
 
@@ -115,11 +117,22 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[Any]], best: int | None 
     return "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(trs) + "</table>"
 
 
-def comparison_table(summary: list[dict[str, Any]], best: str | None) -> str:
+PREDICTS = "<span class='predicts'>★ predicts</span>"
+
+
+def comparison_table(summary: list[dict[str, Any]], best: str | None, predictor: dict[str, Any] | None = None) -> str:
+    """The designs' mean ± std over seeds; the predictor's row marked ``★ predicts`` and highlighted: the chosen
+    design's, or a row of its own for an ensemble (``predictor``: its scores on the same rows)."""
     rows = [[escape(r["model"]), r["n_seeds"],
              *(f"{r[f'{k}_mean']:.3f} ± {r[f'{k}_std']:.3f}" for k in ("accuracy", "macro_f1", "weighted_f1")),
              f"{r['best_epoch_mean']:.1f}", f"{r['train_seconds_mean']:.1f}"] for r in summary]
     chosen = next((i for i, r in enumerate(summary) if r["model"] == best), None)
+    if chosen is None and predictor:
+        rows.append([escape(str(predictor["name"])), "all",
+                     *(f"{predictor[k]:.3f}" for k in ("accuracy", "macro_f1", "weighted_f1")), "", ""])
+        chosen = len(rows) - 1
+    if chosen is not None:
+        rows[chosen][0] = f"{rows[chosen][0]} {PREDICTS}"
     return _table(("model", "seeds", "accuracy", "macro-F1", "weighted-F1", "best epoch", "train s"), rows, chosen)
 
 
@@ -169,23 +182,28 @@ def _token_span(t: dict[str, Any]) -> str:
 
 
 def gallery_html(items: list[GalleryItem]) -> str:
+    """The error gallery: per post its image, labels, probabilities, text and evidence, the image map (the crop and
+    the map side by side, with a colour bar) across the card's width."""
     cards = []
     for it in items:
         ev = it.evidence
-        imgs = "".join(f'<img src="{uri}" alt="{escape(alt, quote=True)}">' for uri, alt in
-                       ((it.thumbnail, f"image {it.guid}"), (it.overlay, f"{ev.get('image_map')} map")) if uri)
+        thumb = f'<img src="{it.thumbnail}" alt="{escape(f"image {it.guid}", quote=True)}">' if it.thumbnail else ""
         probs = probabilities_text(it.probabilities)
         parts = [(f"<div><b>{escape(it.guid)}</b>: gold <span class='gold'>{escape(it.gold)}</span>, predicted "
                  f"<span class='pred'>{escape(it.predicted)}</span></div>"), f"<div class='muted'>{probs}</div>",
-                 f"<div>{escape(it.text) or '<i>(no text)</i>'}</div>"]
+                 f"<blockquote class='post'>{escape(it.text) or '<i>(no text)</i>'}</blockquote>"]
         if ev.get("modality_ablation"):
             drop = ev["modality_ablation"]
             parts.append(f"<div class='muted'>driven by: {escape(str(ev.get('dominant_modality')))} (ablation drop: "
                          f"image {drop['image']:+.3f}, text {drop['text']:+.3f})</div>")
+        if ev.get("gate"):
+            parts.append(f"<div class='muted'>{escape(ev['gate']['summary'])}</div>")
         if ev.get("tokens"):
             parts.append(f"<div>{' '.join(map(_token_span, ev['tokens']))}</div>")
         parts += [f"<div class='note'>{escape(n)}</div>" for n in it.notes]
-        cards.append(f"<div class='card'><div>{imgs}</div><div>{''.join(parts)}</div></div>")
+        image_map = (f"<img class='map' src=\"{it.overlay}\" alt=\"{escape(str(ev.get('image_map')), quote=True)} "
+                     "map beside the crop\">") if it.overlay else ""
+        cards.append(f"<div class='card'><div>{thumb}</div><div>{''.join(parts)}</div>{image_map}</div>")
     return f"<div class='gallery'>{''.join(cards)}</div>"
 
 
@@ -216,15 +234,11 @@ def render(data: RunData, fig: dict[str, bytes], gallery: list[GalleryItem], gal
         folds = comp.get("folds") or 1
         note = (f"Mean ± sample std over {f'{folds} folds x ' if folds > 1 else ''}seeds {seeds}; "
                 f"{comp.get('train_size', '?')} training rows, {comp.get('val_size', '?')} held-out rows; "
-                "chosen model highlighted.")
-        if comp.get("predictor"):
-            p = comp["predictor"]
-            note += (f" The predictor ({p['name']}) on the same rows: accuracy {p['accuracy']:.3f}, macro-F1 "
-                     f"{p['macro_f1']:.3f}, weighted-F1 {p['weighted_f1']:.3f}.")
+                "the row marked ★ predicts is the predictor (an ensemble: scored once, on the same rows).")
         for b in comp.get("baselines") or []:
             note += (f" Untrained baseline {b['name']} ({b.get('model', '')}): accuracy {b['accuracy']:.3f}, "
                      f"macro-F1 {b['macro_f1']:.3f}, weighted-F1 {b['weighted_f1']:.3f}.")
-        sections.append(f"<h2>Model comparison</h2>{comparison_table(comp['summary'], chosen)}"
+        sections.append(f"<h2>Model comparison</h2>{comparison_table(comp['summary'], chosen, comp.get('predictor'))}"
                         f"<p class='muted'>{escape(note)}</p>")
     for key, title, caption in (
         ("comparison", None, ""),

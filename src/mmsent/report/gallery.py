@@ -131,7 +131,7 @@ def build_gallery(data: RunData, k: int = 12, explain: bool = True,
                 item.evidence = res["evidence"]
                 # JPEG thumbnails keep a 12-card report at a few hundred kB instead of megabytes of PNG.
                 png = item.evidence.get("image_overlay_png")
-                item.overlay = thumbnail_uri(png) if png else None
+                item.overlay = thumbnail_uri(png, side=520) if png else None  # the crop, the map and its bar
                 if res["label"] != item.predicted:
                     item.notes.append(f"re-encoded from the raw files the ensemble predicts {res['label']} (the run "
                                       "used cached features); the explanation is for that prediction")

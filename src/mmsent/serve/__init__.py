@@ -144,7 +144,7 @@ def create_app(run_dir: str | Path | None = None, *, predictor: RunPredictor | N
 
     # docs_url=None: the default /docs page loads Swagger UI from a CDN and is blank offline; ours serves it locally
     app = FastAPI(title="mmsent", version=__version__, docs_url=None,
-                  description=f"Multimodal tweet sentiment with the `{info.name}` ensemble of {info.run_dir}.")
+                  description=f"Multimodal tweet sentiment: `{info.name}` ({info.description}) from {info.run_dir}.")
     app.state.settings = settings
     limit_memory(app, settings.memory_budget_bytes)
     _document(app, settings, list(predictor.labels))

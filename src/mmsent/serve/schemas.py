@@ -70,12 +70,15 @@ class BatchRequest(BaseModel):
 
 
 class TokenScore(BaseModel):
-    token: str = Field(..., description="A tokenizer token of the cleaned text ('##' marks a word piece).")
-    score: float = Field(..., description="Gradient x input for the predicted class, scaled to [-1, 1].")
+    token: str = Field(..., description="A word of the cleaned text (the tokenizer's pieces of it merged).")
+    score: float = Field(..., description="Gradient x input for the predicted class, summed over the word's pieces "
+                                          "and scaled to [-1, 1].")
 
 
 class GateSummary(BaseModel):
     gate_from: Literal["image", "text"] | None
+    summary: str = Field(..., description="The gate in words, e.g. 'The image decides how much of the text reaches "
+                                          "the classifier; ...'.")
     mean: float = Field(..., description="Mean gate value in [0, 1]: how much of the other modality passes.")
     open_fraction: float = Field(..., description="Share of gate units above 0.5.")
     per_seed_mean: list[float]
@@ -102,6 +105,7 @@ class Evidence(BaseModel):
 
 class ModelInfo(BaseModel):
     name: str = Field(description="What predicts: 'ensemble' (several designs' mean) or a design's name.")
+    description: str = Field(description="The same in words, e.g. 'mean of 6 designs × 3 seeds'.")
     seeds: list[int]
     models: int = Field(description="How many trained models are averaged (designs x folds x seeds).")
     class_weights: list[float] | None = Field(

@@ -23,10 +23,7 @@ function setFile(file) {
 function tokenSpan(tok) {
   const span = document.createElement("span");
   span.className = "tok";
-  // WordPiece continuation pieces are glued to the previous token, as the word was written.
-  const piece = tok.token.startsWith("##");
-  span.textContent = piece ? tok.token.slice(2) : tok.token;
-  if (piece) span.style.marginLeft = "-0.25em";
+  span.textContent = tok.token;  // a whole word: the server merged the tokenizer's pieces
   const a = Math.min(1, Math.abs(tok.score));
   span.style.background = tok.score >= 0 ? `rgba(26,127,55,${a * 0.6})` : `rgba(198,40,40,${a * 0.6})`;
   span.title = `score ${tok.score.toFixed(3)}`;
@@ -59,8 +56,7 @@ function render(res) {
     `removing the text by ${signed(-abl.text)}.`;
   if (ev.gate) {
     $("gate").hidden = false;
-    $("gate").textContent = `Gate (from ${ev.gate.gate_from}): mean ${ev.gate.mean.toFixed(2)}, ` +
-      `${Math.round(ev.gate.open_fraction * 100)}% of units open.`;
+    $("gate").textContent = ev.gate.summary;
   } else {
     $("gate").hidden = true;
   }
@@ -77,9 +73,10 @@ function render(res) {
   }
   const tokens = $("tokens");
   tokens.replaceChildren();
-  if (ev.tokens && ev.tokens.length) ev.tokens.forEach((t) => tokens.appendChild(tokenSpan(t)));
+  // a space between words, so the text reads (and copies) as words
+  if (ev.tokens && ev.tokens.length) ev.tokens.forEach((t) => tokens.append(tokenSpan(t), " "));
   else tokens.textContent = ev.tokens ? "(no tokens left after cleaning)" : "This model does not read the text.";
-  $("timing").textContent = `${res.model.name} ensemble of ${res.model.seeds.length} seed(s); ` +
+  $("timing").textContent = `${res.model.name}: ${res.model.description}; ` +
     `server time ${res.timing_ms.total.toFixed(0)} ms`;
   $("result").hidden = false;
   $("result").dataset.label = res.label;
@@ -122,7 +119,7 @@ function init() {
   drop.addEventListener("drop", (e) => setFile(e.dataTransfer.files[0]));
   $("form").addEventListener("submit", submit);
   fetch("/health").then((r) => r.json()).then((h) => {
-    $("model-info").textContent = `Model: ${h.model.name} (${h.model.seeds.length} seeds), ` +
+    $("model-info").textContent = `Model: ${h.model.name} (${h.model.description}), ` +
       `encoders ${h.model.image_encoder} + ${h.model.text_encoder}`;
   }).catch(() => { $("model-info").textContent = "model info unavailable"; });
 }
