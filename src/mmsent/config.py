@@ -768,35 +768,12 @@ def _check_names(cfg: RunConfig) -> None:
                            ["ensemble", "best", *compare.models])
     _check_model_overrides(cfg, known)
 
-    from mmsent.encoders.registry import (  # here: the registry imports this module
-        IMAGE_ALIASES,
-        IMAGE_ENCODERS,
-        RESNET50_HINT,
-        RETIRED_IMAGE_ENCODERS,
-    )
+    from mmsent.encoders.names import UnknownEncoderError, parse_image_encoder  # torch-free
 
-    name = cfg.encoders.image
-    for prefix in ("hf-image:", "hf-clip:"):
-        if name.startswith(prefix):
-            if not name.removeprefix(prefix).strip():
-                raise ConfigError(f"encoders.image: '{prefix}' needs a hub id or a model folder after it, e.g. "
-                                  f"{prefix}openai/clip-vit-base-patch32")
-            return
-    base, sep, weights = name.partition(":")
-    lookup = base.strip().lower()
-    if lookup in RETIRED_IMAGE_ENCODERS:
-        raise ConfigError(f"encoders.image: {name!r}: {RESNET50_HINT}")
-    if lookup == "timm":
-        if not weights.strip() or weights.strip().startswith(":"):
-            raise ConfigError(f"encoders.image: {name!r} names no timm model; give e.g. timm:convnext_base.fb_in22k "
-                              "or timm:resnet50.tv_in1k:/path/to/weights.safetensors")
-        return
-    if IMAGE_ALIASES.get(lookup, lookup) not in IMAGE_ENCODERS:
-        raise _not_allowed(f"encoders.image: unknown image encoder {name!r}", lookup, [*IMAGE_ENCODERS, *IMAGE_ALIASES],
-                           tail=" (efficientnet-lite* optionally with :/path/to/weights.pth)")
-    if sep and not weights.strip():
-        raise ConfigError(f"encoders.image: {name!r} has no weights file after ':'; "
-                          f"give {base}:/path/to/weights.pth or just {base}")
+    try:
+        parse_image_encoder(cfg.encoders.image)
+    except UnknownEncoderError as exc:
+        raise ConfigError(f"encoders.image: {exc}") from None
 
 
 def _check_model_overrides(cfg: RunConfig, known: list[str]) -> None:

@@ -22,7 +22,7 @@ from mmsent.data.records import Example
 from mmsent.data.text import TextCleaner
 from mmsent.device import resolve_device
 from mmsent.encoders.hf_image import hf_preprocess
-from mmsent.encoders.hf_text import EncoderLoadError
+from mmsent.encoders.base import EncoderLoadError
 from mmsent.labels import LABELS, LabelsLike, LabelSet, as_label_set
 from mmsent.training.metrics import compute_metrics
 

@@ -19,7 +19,7 @@ _LAZY = {
     "ConvImageEncoder": "mmsent.encoders.efficientnet",
     "EfficientNetLiteEncoder": "mmsent.encoders.efficientnet",
     "HFTextEncoder": "mmsent.encoders.hf_text",
-    "EncoderLoadError": "mmsent.encoders.hf_text",
+    "EncoderLoadError": "mmsent.encoders.base",
     "TimmImageEncoder": "mmsent.encoders.timm_image",
 }
 

@@ -18,6 +18,10 @@ ImageItem = Path | str
 ImageSource = bytes | Path | str | Image.Image
 
 
+class EncoderLoadError(OSError):
+    """A model could not be found locally, in a weights package, or on the hub."""
+
+
 class Encoder(ABC):
     """A pretrained encoder: raw inputs -> a pooled ``(N, dim)`` vector plus a ``(N, T, dim)`` token sequence and mask."""
 

@@ -18,8 +18,9 @@ import torch
 from PIL import Image
 
 from mmsent.encoders.base import ImagePreprocess, patch_map
-from mmsent.encoders.efficientnet import ConvImageEncoder
-from mmsent.encoders.hf_text import EncoderLoadError, quiet_transformers
+from mmsent.encoders.conv import ConvImageEncoder
+from mmsent.encoders.base import EncoderLoadError
+from mmsent.encoders.hf_text import quiet_transformers
 
 logger = logging.getLogger("mmsent.encoders")
 

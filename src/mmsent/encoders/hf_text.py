@@ -15,7 +15,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from mmsent.device import inference_autocast, resolve_device
-from mmsent.encoders.base import TextEncoder
+from mmsent.encoders.base import EncoderLoadError, TextEncoder
 from mmsent.features.featureset import ModalityFeatures, masked_mean
 from mmsent.fingerprint import files_digest, state_dict_digest
 
@@ -51,10 +51,6 @@ def quiet_transformers() -> Iterator[None]:
         yield
     finally:
         hf_logging.set_verbosity(before)
-
-
-class EncoderLoadError(OSError):
-    """A text model could not be found locally, in a weights package, or on the hub."""
 
 
 def minilm_path() -> Path:

