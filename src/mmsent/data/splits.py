@@ -1,4 +1,9 @@
-"""Train/validation splits by guid: stratified, deterministic, saved as readable CSV, checked against the data."""
+"""Train/validation splits by guid: stratified, deterministic, saved as readable CSV, checked against the data.
+
+:func:`holdout_rows` and :func:`fold_rows` are the one pair of stratified splitters every part of mmsent draws rows
+with (the run's validation split and k folds, each run's early-stopping holdout, fine-tuning's holdout and its
+cross-fitting folds); each caller keeps its own seed and its own policy for a class too rare to stratify.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sklearn.model_selection import StratifiedKFold, train_test_split
+import numpy as np
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from mmsent.data.records import Example
 
@@ -46,6 +52,38 @@ def _labels(examples: Sequence[Example]) -> list[str]:
     return [ex.label for ex in examples]  # type: ignore[misc]
 
 
+def holdout_rows(labels: Sequence, size: float | int, seed: int, *, stratify: bool = True
+                 ) -> tuple[list[int], list[int]]:
+    """Row positions ``(kept, held out)``, each sorted: ``size`` rows (an int) or that share of them (a float) held
+    out, with every label's proportion kept in both parts unless ``stratify`` is False; ``seed`` draws them.
+
+    Raises:
+        ValueError: (scikit-learn's) when some label has too few rows to stratify.
+    """
+    kept, held = train_test_split(np.arange(len(labels)), test_size=size, random_state=seed,
+                                  stratify=np.asarray(labels) if stratify else None)
+    return sorted(int(i) for i in kept), sorted(int(i) for i in held)
+
+
+def fold_rows(labels: Sequence, k: int, seed: int, *, stratify: bool = True) -> list[list[int]]:
+    """The held-out row positions of each of ``k`` folds (they partition the rows), each sorted; stratified by label
+    unless ``stratify`` is False.
+
+    Raises:
+        ValueError: for k < 2, fewer rows than folds, or (stratified) a label with fewer than k rows, which
+            scikit-learn only warns about while some folds would then hold no row of it.
+    """
+    y = np.asarray(labels)
+    if k < 2 or len(y) < k:
+        raise ValueError(f"cannot cut {len(y)} rows into {k} folds (need 2 <= k <= rows)")
+    rare = {label: n for label, n in sorted(Counter(y.tolist()).items()) if n < k}
+    if stratify and rare:
+        raise ValueError(f"fewer rows than folds for {rare}; use fewer folds")
+    splitter = StratifiedKFold(k, shuffle=True, random_state=seed) if stratify else KFold(k, shuffle=True,
+                                                                                          random_state=seed)
+    return [sorted(int(i) for i in held) for _, held in splitter.split(np.zeros((len(y), 1)), y)]
+
+
 def _stratify_error(labels: list[str], n_parts: int, exc: ValueError) -> SplitError:
     counts = dict(sorted(Counter(labels).items()))
     return SplitError(f"cannot stratify {len(labels)} rows into {n_parts} part(s) with label counts {counts}: {exc}")
@@ -71,8 +109,7 @@ def make_split(examples: Sequence[Example], val_fraction: float, seed: int) -> S
         raise SplitError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
     labels = _labels(examples)
     try:
-        train_idx, val_idx = train_test_split(list(range(len(labels))), test_size=val_fraction, random_state=seed,
-                                              stratify=labels)
+        train_idx, val_idx = holdout_rows(labels, val_fraction, seed)
     except ValueError as exc:
         raise _stratify_error(labels, 2, exc) from exc
     return _split(examples, train_idx, val_idx, seed, val_fraction)
@@ -87,12 +124,12 @@ def kfold_splits(examples: Sequence[Example], k: int, seed: int) -> list[Split]:
     if k < 2:
         raise SplitError(f"k-fold needs k >= 2, got {k}")
     labels = _labels(examples)
-    rare = {label: n for label, n in sorted(Counter(labels).items()) if n < k}
-    if rare:  # scikit-learn only warns, and some folds would then validate on no row of that label
-        raise _stratify_error(labels, k, ValueError(f"fewer rows than folds for {rare}; use fewer folds"))
-    parts = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(list(range(len(labels))), labels)
-    return [_split(examples, train_idx, val_idx, seed, 1.0 / k, fold) for fold, (train_idx, val_idx)
-            in enumerate(parts)]
+    try:
+        folds = fold_rows(labels, k, seed)
+    except ValueError as exc:
+        raise _stratify_error(labels, k, exc) from exc
+    everything = set(range(len(labels)))
+    return [_split(examples, everything - set(held), held, seed, 1.0 / k, fold) for fold, held in enumerate(folds)]
 
 
 def save_split(split: Split, path: str | Path) -> None:

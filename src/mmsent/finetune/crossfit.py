@@ -25,10 +25,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from mmsent.config import EncoderFinetuneConfig, FinetuneConfig
+from mmsent.data.splits import fold_rows as split_folds
 from mmsent.features.featureset import ModalityFeatures
 from mmsent.finetune.base import TuningAdapter
 from mmsent.finetune.trainer import finetune
@@ -55,19 +55,15 @@ def fold_rows(labels: Sequence[int], folds: int, seed: int) -> list[list[int]]:
     Raises:
         ValueError: for fewer than 2 folds or fewer rows than folds.
     """
-    from sklearn.model_selection import KFold, StratifiedKFold
-
-    y = np.asarray(labels, dtype=int)
     if folds < 2:
         raise ValueError(f"crossfit_folds must be null (off) or >= 2, got {folds}")
-    if len(y) < folds:
-        raise ValueError(f"cannot cut {len(y)} training rows into {folds} folds; lower crossfit_folds")
-    if np.unique(y, return_counts=True)[1].min() >= folds:
-        splitter: Any = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    else:
+    if len(labels) < folds:
+        raise ValueError(f"cannot cut {len(labels)} training rows into {folds} folds; lower crossfit_folds")
+    try:
+        return split_folds(labels, folds, seed)
+    except ValueError:
         logger.warning("a label has fewer than %d training rows: cross-fitting folds are drawn unstratified", folds)
-        splitter = KFold(folds, shuffle=True, random_state=seed)
-    return [sorted(int(i) for i in held) for _, held in splitter.split(np.zeros((len(y), 1)), y)]
+        return split_folds(labels, folds, seed, stratify=False)
 
 
 def _save_fold(path: Path, guids: Sequence[str], feats: ModalityFeatures, result: dict[str, Any]) -> None:

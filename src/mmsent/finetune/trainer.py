@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from mmsent.config import EncoderFinetuneConfig, FinetuneConfig, TextFinetuneConfig
+from mmsent.data.splits import holdout_rows
 from mmsent.device import autocast_dtype
 from mmsent.finetune.base import TuningAdapter
 from mmsent.labels import LABELS, LabelsLike, as_label_set
@@ -51,15 +51,11 @@ def holdout_split(labels: Sequence[int], fraction: float, seed: int) -> tuple[li
         return list(range(len(labels))), []
     if not 0 < fraction < 1:
         raise ValueError(f"finetune.holdout_fraction must be in [0, 1), got {fraction}")
-    from sklearn.model_selection import train_test_split
-
-    idx = np.arange(len(labels))
     try:
-        train, hold = train_test_split(idx, test_size=fraction, random_state=seed, stratify=np.asarray(labels))
+        return holdout_rows(labels, fraction, seed)
     except ValueError:  # a class too rare to stratify: an unstratified holdout still serves early stopping
         logger.warning("too few rows of some label to stratify the fine-tuning holdout; drawing it at random")
-        train, hold = train_test_split(idx, test_size=fraction, random_state=seed)
-    return sorted(int(i) for i in train), sorted(int(i) for i in hold)
+        return holdout_rows(labels, fraction, seed, stratify=False)
 
 
 def make_head(dim: int, dropout: float, num_classes: int = len(LABELS)) -> torch.nn.Module:

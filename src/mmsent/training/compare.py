@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mmsent.config import TrainConfig
+from mmsent.data.splits import holdout_rows
 from mmsent.device import resolve_device
 from mmsent.features.featureset import FeatureSet
 from mmsent.fusion.base import FusionModel
@@ -209,14 +210,10 @@ def stop_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nda
     rng = np.random.default_rng(seed)
     counts = np.bincount(labels, minlength=int(labels.max()) + 1 if n else 1)
     if n_stop >= len(counts) and (counts[counts > 0] >= 2).all():
-        from sklearn.model_selection import train_test_split
-
-        fit, stop = train_test_split(np.arange(n), test_size=n_stop, random_state=int(rng.integers(2**31)),
-                                     stratify=labels)
-    else:
-        perm = rng.permutation(n)
-        fit, stop = perm[n_stop:], perm[:n_stop]
-    return np.sort(fit), np.sort(stop)
+        fit, stop = holdout_rows(labels, n_stop, int(rng.integers(2**31)))
+        return np.asarray(fit), np.asarray(stop)
+    perm = rng.permutation(n)  # too rare to stratify: a plain draw still serves early stopping
+    return np.sort(perm[n_stop:]), np.sort(perm[:n_stop])
 
 
 def _resolve_workers(workers: int | str, device: torch.device, n_jobs: int) -> int:
