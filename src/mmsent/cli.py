@@ -16,6 +16,15 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from mmsent.config import ConfigError, RunConfig, load_config
+from mmsent.run_files import (
+    CONFIG_FILE,
+    FINETUNE_RECORD,
+    PREDICTIONS_FILE,
+    SPLIT_FILE,
+    SPLIT_FOLD_FILES,
+    STREAM_FILE,
+    RunFolder,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="mmsent: multimodal (image + text) sentiment analysis.")
@@ -62,7 +71,6 @@ def _run_config(run_dir: Path, config: Optional[Path], overrides: Optional[List[
     """A finished run's config with the user's runtime settings; None where ``run_dir`` holds no config (loading the
     run then says what it is missing)."""
     from mmsent.config import load_run_config
-    from mmsent.run_folder import CONFIG_FILE
 
     if not (run_dir / CONFIG_FILE).is_file():
         return None
@@ -153,9 +161,9 @@ def prepare(data: Optional[Path] = DataOpt, out: Path = typer.Option(..., "--out
     with _user_errors():
         dataset = load_dataset(cfg)
         out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out / "config.yaml")
+        cfg.save(out / CONFIG_FILE)
         splits = prepare_splits(cfg, dataset, out)
-    written = "split_fold*.csv" if len(splits) > 1 else "split.csv"
+    written = SPLIT_FILE if len(splits) == 1 else SPLIT_FOLD_FILES
     console.print(f"{len(splits)} split(s), {len(splits[0].train)} train / {len(splits[0].val)} validation rows each "
                   f"-> {out / written}")
 
@@ -180,7 +188,7 @@ def _compare(cfg: RunConfig, out: Path, quiet: bool) -> None:
     from mmsent.pipeline import extract as extract_stage
 
     out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "config.yaml")
+    cfg.save(out / CONFIG_FILE)
     dataset = load_dataset(cfg)
     label_set = dataset.label_set(cfg.data.labels)
     splits = prepare_splits(cfg, dataset, out, label_set)
@@ -303,7 +311,7 @@ def _predict_manifest(run_dir: Path, manifest: Path, out: Optional[Path], cfg: O
         i, _, n = shard.partition("/")
         if not (i.isdigit() and n.isdigit()):
             raise ValueError(f"--shard {shard!r}: write it as i/n, e.g. 0/4")
-        result = predict_stream(run_dir, manifest, out or run_dir / "predictions.jsonl", chunk_size=chunk_size,
+        result = predict_stream(run_dir, manifest, out or run_dir / STREAM_FILE, chunk_size=chunk_size,
                                 shard=(int(i), int(n)), progress=not quiet, verify=not no_verify, cfg=cfg,
                                 device=_run_device(cfg))
     console.print(f"{result.predicted} predicted, {result.errors} unreadable (written with 'error'), "
@@ -312,7 +320,7 @@ def _predict_manifest(run_dir: Path, manifest: Path, out: Optional[Path], cfg: O
 
 def _predict_dataset(run_dir: Path, out: Optional[Path], cfg: RunConfig, quiet: bool, no_verify: bool) -> None:
     """``predict RUN --data DIR``: ``guid,tag`` predictions for a dataset's unlabelled rows."""
-    from mmsent.pipeline import PREDICTIONS_FILE, predict_from_run, resolve_data_root
+    from mmsent.pipeline import predict_from_run, resolve_data_root
     from mmsent.predict import prediction_path
 
     with _user_errors():
@@ -445,7 +453,7 @@ def finetune(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(
 
         def write_setup() -> Split:
             run_dir.mkdir(parents=True, exist_ok=True)
-            cfg.save(run_dir / "config.yaml")
+            cfg.save(run_dir / CONFIG_FILE)
             return prepare_split(cfg, dataset, run_dir)
 
         split = distributed.on_main(write_setup)
@@ -454,7 +462,7 @@ def finetune(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(
         finetune_encoders(cfg, dataset, split, run_dir, progress=not quiet)
     if not distributed.is_main():
         return
-    record = json.loads((run_dir / "finetune.json").read_text(encoding="utf-8"))
+    record = RunFolder(run_dir).read_json(FINETUNE_RECORD)
     for modality, entry in record.items():
         if not entry.get("dir"):
             console.print(f"{modality}: frozen (not fine-tuned)")

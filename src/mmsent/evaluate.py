@@ -21,12 +21,11 @@ from mmsent.data.records import Example, LabDataset
 from mmsent.data.splits import load_split
 from mmsent.io import write_json
 from mmsent.labels import LabelError, LabelSet
+from mmsent.run_files import TEST_METRICS_FILE
 from mmsent.training.ensemble import decide
 from mmsent.training.metrics import compute_metrics
 
 log = logging.getLogger("mmsent.evaluate")
-
-TEST_METRICS_FILE = "test_metrics.json"
 
 
 def labelled(examples: Sequence[Example]) -> list[int]:

@@ -12,27 +12,27 @@ as they take the run, and refuse it once a file they read has changed.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from mmsent.io import atomic_write_text
-from mmsent.evaluate import TEST_METRICS_FILE
 from mmsent.labels import DEFAULT_LABELS, LABELS, LabelSet
-from mmsent.run_folder import (
+from mmsent.run_files import (
+    COMPARISON_FILES,
     CONFIG_FILE,
+    DATA_REPORT_FILE,
     FINETUNE_RECORD,
     METRICS_FILE,
     MODELS_DIR,
     PREDICTOR_FILE,
-    load_run_models,
-    saved_labels,
-    seal_run,
+    TEST_METRICS_FILE,
+    RunFolder,
 )
+from mmsent.run_folder import load_run_models, saved_labels, seal_run
 
 CARD_FILE = "README.md"
-_COPIED = (CONFIG_FILE, PREDICTOR_FILE, METRICS_FILE, "data_report.json", "comparison.md", TEST_METRICS_FILE)
+_COPIED = (CONFIG_FILE, PREDICTOR_FILE, METRICS_FILE, DATA_REPORT_FILE, COMPARISON_FILES["md"], TEST_METRICS_FILE)
 
 
 def export_run(run_dir: str | Path, out: str | Path, *, verify: bool = True) -> Path:
@@ -54,26 +54,20 @@ def export_run(run_dir: str | Path, out: str | Path, *, verify: bool = True) -> 
     for name in _COPIED:
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, out / name)
-    predictor = json.loads((run_dir / PREDICTOR_FILE).read_text(encoding="utf-8"))
-    for name in predictor.get("models", []):
+    for name in RunFolder(run_dir).read_json(PREDICTOR_FILE).get("models", []):
         shutil.copytree(run_dir / MODELS_DIR / name, out / MODELS_DIR / name)
     if run.cfg.finetune.enabled:
-        record = json.loads((run_dir / FINETUNE_RECORD).read_text(encoding="utf-8"))
+        record = RunFolder(run_dir).read_json(FINETUNE_RECORD)
         for modality, entry in record.items():
             if entry.get("dir"):
                 target = Path("finetuned") / modality
                 shutil.copytree(Path(entry["dir"]), out / target, ignore=shutil.ignore_patterns("checkpoints"))
                 entry["dir"] = target.as_posix()  # relative: read against the folder it lies in
-        atomic_write_text(out / FINETUNE_RECORD, json.dumps(record, indent=2))
+        RunFolder(out).write_json(FINETUNE_RECORD, record)
     atomic_write_text(out / CARD_FILE, model_card(out))
     seal_run(out)  # last: it vouches for the files written above
     load_run_models(out)  # the folder must load, verified, as it is
     return out
-
-
-def _read(folder: Path, name: str) -> dict[str, Any]:
-    path = folder / name
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def _is_sentiment(labels: LabelSet) -> bool:
@@ -117,13 +111,15 @@ def model_card(folder: Path) -> str:
     from mmsent.config import load_config
 
     cfg = load_config(folder / CONFIG_FILE)
-    predictor, metrics, data = _read(folder, PREDICTOR_FILE), _read(folder, METRICS_FILE), _read(folder,
-                                                                                                  "data_report.json")
+    files = RunFolder(folder)
+    predictor, metrics, data = (files.read_json(name, missing_ok=True) for name in (PREDICTOR_FILE, METRICS_FILE,
+                                                                                    DATA_REPORT_FILE))
     held = predictor.get("scores", {}).get("decision_rule") or predictor.get("scores", {}).get("argmax") or {}
     rows = metrics.get("validation_rows")
     where = (f"{metrics.get('folds')}-fold cross-validation, every labelled row out of fold" if metrics.get("folds",
              1) > 1 else f"a stratified validation split of {rows} rows")
-    table = (folder / "comparison.md").read_text(encoding="utf-8") if (folder / "comparison.md").is_file() else ""
+    table = (files / COMPARISON_FILES["md"]).read_text(encoding="utf-8") if (files / COMPARISON_FILES["md"]).is_file() \
+        else ""
     counts = data.get("label_counts", {})
     labels = saved_labels(folder) or DEFAULT_LABELS
     sentiment = _is_sentiment(labels)
@@ -153,7 +149,7 @@ def model_card(folder: Path) -> str:
         "", "## Scores", "",
         f"Held out ({where}): accuracy **{held.get('accuracy', float('nan')):.3f}**, macro-F1 "
         f"**{held.get('macro_f1', float('nan')):.3f}**, weighted-F1 {held.get('weighted_f1', float('nan')):.3f}.",
-        "", *_test_scores(_read(folder, TEST_METRICS_FILE)),
+        "", *_test_scores(files.read_json(TEST_METRICS_FILE, missing_ok=True)),
         "Every design of the run, mean ± std over seeds (and folds):", "", table.strip(), "",
         "## Data", "",
         f"The dataset: {labelled} labelled posts ({', '.join(f'{k} {v}' for k, v in counts.items())}); "

@@ -11,7 +11,6 @@ everything under one run directory::
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import resource
@@ -38,28 +37,29 @@ from mmsent.features.extract import FeatureSource, extract_features
 from mmsent.features.featureset import FeatureSet
 from mmsent.fusion.base import FusionModel
 from mmsent.fusion.registry import fusion_key, save_model
-from mmsent.evaluate import TEST_METRICS_FILE, check_labels, labelled, refuse_seen_rows, score_rows, write_test_metrics
+from mmsent.evaluate import check_labels, labelled, refuse_seen_rows, score_rows, write_test_metrics
 from mmsent.io import write_json
 from mmsent.labels import LabelSet
 from mmsent.predict import prediction_path, write_predictions
-from mmsent.run_folder import (
-    MANIFEST_FILE,
+from mmsent.run_files import (
+    CONFIG_FILE,
+    DATA_REPORT_FILE,
     METRICS_FILE,
-    MODELS_DIR,
     OOF_FILE,
+    PREDICTIONS_FILE,
     PREDICTOR_FILE,
+    RUN_OUTPUTS,
     VALIDATION_FILE,
-    load_run_models,
-    model_dir,
-    seal_run,
+    RunFolder,
+    split_file,
 )
+from mmsent.run_folder import load_run_models, model_dir, seal_run
 from mmsent.training.compare import Comparison, combine_folds, compare_models, held_out_probs
 from mmsent.training.ensemble import Predictor, build_predictor
 from mmsent.training.trainer import mean_proba
 
 log = logging.getLogger("mmsent.pipeline")
 
-PREDICTIONS_FILE = "predictions.txt"
 
 
 @dataclass
@@ -95,19 +95,11 @@ class Stopwatch:
         return self.timings
 
 
-# What a run writes: a rerun into the same folder removes them first, so no file of the earlier run is ever read with
-# the new run's (a half-finished rerun then has no predictor.json, and predict/serve say the run did not finish).
-RUN_OUTPUTS = ("config.yaml", "data_report.json", "split.csv", "split_fold*.csv", "comparison.*", "finetune.json",
-               VALIDATION_FILE, OOF_FILE, PREDICTOR_FILE, METRICS_FILE, "predictions.txt", "predictions_proba.csv",
-               "predictions_skipped.csv", "predictions.txt.mmsent.json",
-               "report.html", "report", "tracking.json", MODELS_DIR, MANIFEST_FILE, TEST_METRICS_FILE)
-
-
 def clear_run_dir(run_dir: str | Path) -> Path:
     """Creates ``run_dir``, or removes an earlier run's outputs from it (other files are left alone)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    for pattern in RUN_OUTPUTS:
+    for pattern in RUN_OUTPUTS:  # a rerun never reads a file of the earlier run with its own
         for path in run_dir.glob(pattern):
             if path.is_dir():
                 shutil.rmtree(path)
@@ -186,7 +178,7 @@ def prepare_splits(cfg: RunConfig, dataset: LabDataset, run_dir: Path | None = N
     for k, split in enumerate(splits):
         check_split(split, dataset.train)
         if run_dir is not None:
-            save_split(split, Path(run_dir) / (f"split_fold{k}.csv" if cfg.data.kfold else "split.csv"))
+            save_split(split, Path(run_dir) / split_file(k if cfg.data.kfold else None))
     log.info("%s: %d train / %d validation rows", f"{len(splits)} folds" if cfg.data.kfold else "split",
              len(splits[0].train), len(splits[0].val))
     return splits
@@ -328,7 +320,7 @@ def write_summary(run_dir: Path, cfg: RunConfig, predictor: Predictor, table: Co
                "ensemble_validation_metrics": predictor.held_out_metrics, "timings": timings,
                "extraction": extraction, "data_root": str(resolve_data_root(cfg)),
                "machine": {"python": platform.python_version(), "platform": platform.platform()}}
-    (run_dir / METRICS_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    RunFolder(run_dir).write_json(METRICS_FILE, summary)
 
 
 def build_report_safely(run_dir: Path) -> None:
@@ -360,12 +352,12 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> PipelineR
     """The whole main job on one dataset; writes config, splits, comparison, predictor, predictions, metrics, report."""
     validate(cfg)  # a config changed in code is checked like a loaded one, before any work
     run_dir = clear_run_dir(run_dir)
-    cfg.save(run_dir / "config.yaml")
+    cfg.save(run_dir / CONFIG_FILE)
     clock, extraction = Stopwatch(), {}
     with clock("load_seconds"):
         dataset = load_dataset(cfg)
         label_set = dataset.label_set(cfg.data.labels)
-        write_data_report(run_dir / "data_report.json", dataset, label_set)
+        write_data_report(run_dir / DATA_REPORT_FILE, dataset, label_set)
         splits = prepare_splits(cfg, dataset, run_dir, label_set)
     with clock("finetune_seconds"):
         source = feature_source(cfg, dataset, splits[0], run_dir, progress, label_set)

@@ -22,6 +22,7 @@ from mmsent.data.records import DataIssue, Example
 from mmsent.io import (OutputError, atomic_write_text, fingerprint, marker_path, output_lock, read_marker,
                        write_marker)
 from mmsent.labels import LabelsLike, as_label_set
+from mmsent.run_files import PREDICTIONS_FILE
 from mmsent.training.ensemble import decide
 
 logger = logging.getLogger("mmsent.predict")
@@ -141,7 +142,7 @@ def prediction_path(out: str | Path, run_dir: str | Path, data_root: str | Path)
     before loading any model."""
     path = Path(out).expanduser()
     if path.is_dir():
-        path = path / "predictions.txt"
+        path = path / PREDICTIONS_FILE
     resolved = path.resolve()
     for folder, what in ((Path(data_root), "the dataset folder"), (Path(run_dir) / "models", "the run's models")):
         if resolved.is_relative_to(folder.expanduser().resolve()):

@@ -10,7 +10,6 @@ Loading verifies it, so a damaged or edited file is refused by name instead of c
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field, replace
@@ -27,19 +26,21 @@ from mmsent.fusion.base import FusionModel
 from mmsent.fusion.registry import META_FILE, WEIGHTS_FILE, load_model
 from mmsent.io import atomic_write_text
 from mmsent.labels import LabelError, LabelSet
+from mmsent.run_files import (  # re-exported: callers that load models find the layout here too
+    CONFIG_FILE,
+    FINETUNE_RECORD,
+    MANIFEST_FILE,
+    METRICS_FILE,
+    MODELS_DIR,
+    PREDICTOR_FILE,
+    RERUN,
+    read_json,
+)
 from mmsent.training.ensemble import Predictor
 from mmsent.training.trainer import mean_proba
 
 log = logging.getLogger("mmsent.run_folder")
 
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.json"
-MODELS_DIR = "models"
-PREDICTOR_FILE = "predictor.json"
-VALIDATION_FILE = "validation_predictions.csv"
-OOF_FILE = "oof_predictions.csv"
-FINETUNE_RECORD = "finetune.json"
-MANIFEST_FILE = "checksums.sha256"
 _MODEL_DIR = re.compile(r"(?P<name>[a-z][a-z0-9_]*?)(?:_fold(?P<fold>\d+))?_seed(?P<seed>\d+)")
 
 
@@ -92,18 +93,6 @@ class RunModels:
         return load_run_encoders(self.run_dir, replace(self.cfg, encoders=replace(self.cfg.encoders, device=device)))
 
 
-def _read_json(path: Path, fix: str) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except RecursionError:  # '[[[[...' deeper than Python's stack
-        raise ValueError(f"{path}: not readable JSON (nested too deeply); {fix}") from None
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not readable JSON ({exc}); {fix}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object; {fix}")
-    return data
-
-
 def _check_models(names: object, members: list[str], where: Path) -> list[str]:
     """``predictor.json``'s ``models``: folder names, each once, each a model of one of ``members``, and every member
     with a model (a repeat or a stray design would re-weight the mean without a word)."""
@@ -127,16 +116,16 @@ def _check_models(names: object, members: list[str], where: Path) -> list[str]:
 def _predictor_models(run_dir: Path) -> tuple[str, list[str], list[float] | None]:
     """(name, model folder names, class weights) from ``predictor.json``, or for runs made before it existed, the
     chosen design's seed models named in ``metrics.json``."""
-    fix = "run the job again"
+    fix = RERUN
     if (run_dir / PREDICTOR_FILE).is_file():
-        data = _read_json(run_dir / PREDICTOR_FILE, fix)
+        data = read_json(run_dir / PREDICTOR_FILE, fix)
         predictor = Predictor.from_dict(data, str(run_dir / PREDICTOR_FILE))
         names = _check_models(data.get("models"), predictor.members, run_dir / PREDICTOR_FILE)
         return predictor.name, names, predictor.class_weights
     if not (run_dir / METRICS_FILE).is_file():
         raise FileNotFoundError(f"{run_dir / PREDICTOR_FILE} not found: the run did not finish, or the file was "
                                 f"deleted; {fix}")
-    metrics = _read_json(run_dir / METRICS_FILE, fix)
+    metrics = read_json(run_dir / METRICS_FILE, fix)
     chosen = metrics.get("chosen_model")
     if not isinstance(chosen, str) or not _MODEL_DIR.fullmatch(f"{chosen}_seed0"):
         raise FileNotFoundError(f"{run_dir / METRICS_FILE} names no chosen_model: the run did not finish; {fix}")
@@ -162,7 +151,7 @@ def _finetuned_files(run_dir: Path) -> list[Path]:
     if not path.is_file():
         return []
     files = []
-    for entry in _read_json(path, "run the job again").values():
+    for entry in read_json(path).values():
         folder = run_dir / entry["dir"] if isinstance(entry, dict) and isinstance(entry.get("dir"), str) else None
         if folder is not None and folder.resolve().is_relative_to(run_dir.resolve()):
             files += [f for f in sorted(folder.rglob("*")) if f.is_file() and "checkpoints" not in
@@ -316,7 +305,7 @@ def saved_labels(run_dir: str | Path) -> LabelSet | None:
         ValueError: for a damaged ``predictor.json`` or ``id2label``, naming the file and the fix.
     """
     where = Path(run_dir) / PREDICTOR_FILE
-    data = _read_json(where, "run the job again") if where.is_file() else {}
+    data = read_json(where, missing_ok=True)
     if "id2label" not in data:
         return None
     try:
@@ -354,7 +343,7 @@ def load_run_encoders(run_dir: str | Path, cfg: RunConfig) -> tuple[ImageEncoder
     path = Path(run_dir) / FINETUNE_RECORD
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the run's fine-tuning did not finish; run it again")
-    record = _read_json(path, "run the job again")
+    record = read_json(path)
     for encoder in (image, text):
         entry = record.get(encoder.modality, {})
         if entry.get("dir"):  # absolute in a run, relative to the folder in an exported one

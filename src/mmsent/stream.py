@@ -34,6 +34,7 @@ from mmsent.data.manifest import ManifestError, Row, count_rows, read_manifest
 from mmsent.config import RunConfig
 from mmsent.data.text import TextError, check_text, read_text_file
 from mmsent.io import MARKER_SUFFIX, OutputError, marker_path, output_lock, read_marker, same_file, write_marker
+from mmsent.run_files import MANIFEST_FILE
 
 logger = logging.getLogger("mmsent.stream")
 
@@ -138,7 +139,7 @@ def job_info(run_dir: str | Path, manifest: str | Path, shard: tuple[int, int]) 
 
     info = {"run": str(Path(run_dir).resolve()), "manifest": str(Path(manifest).resolve()),
             "shard": f"{shard[0]}/{shard[1]}"}
-    checksums = Path(run_dir) / "checksums.sha256"
+    checksums = Path(run_dir) / MANIFEST_FILE
     if checksums.is_file():
         info["run_checksums"] = file_digest(checksums)
     return info

@@ -13,14 +13,24 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from mmsent.config import load_config
-from mmsent.evaluate import TEST_METRICS_FILE
+from mmsent.run_files import (
+    COMPARISON_FILES,
+    CONFIG_FILE,
+    DATA_REPORT_FILE,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    PREDICTOR_FILE,
+    REPORT_FILE,
+    TEST_METRICS_FILE,
+    TRACKING_FILE,
+    RunFolder,
+)
 from mmsent.io import write_json
 
 log = logging.getLogger("mmsent.tracking")
 
-TRACKING_FILE = "tracking.json"  # in the run folder: where the run was recorded
-ARTIFACTS = ("config.yaml", "data_report.json", "metrics.json", "comparison.md", "comparison.json", "comparison.csv",
-             "predictor.json", "predictions.txt", "report.html", TEST_METRICS_FILE)
+ARTIFACTS = (CONFIG_FILE, DATA_REPORT_FILE, METRICS_FILE, *COMPARISON_FILES.values(), PREDICTOR_FILE, PREDICTIONS_FILE,
+             REPORT_FILE, TEST_METRICS_FILE)
 _TEST_SCORES = ("accuracy", "macro_f1", "weighted_f1", "positive_f1")
 
 
@@ -42,14 +52,13 @@ def metric_key(name: str) -> str:
 def run_metrics(run_dir: Path) -> dict[str, float]:
     """The numbers MLflow gets: the predictor's held-out scores (and its test scores, when the run scored labelled
     test rows: ``test_accuracy``, ``test_macro_f1``, ...), each design's mean scores, the timings."""
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    comparison = json.loads((run_dir / "comparison.json").read_text(encoding="utf-8"))
+    files = RunFolder(run_dir)
+    metrics, comparison = files.read_json(METRICS_FILE), files.read_json(COMPARISON_FILES["json"])
     held = metrics.get("ensemble_validation_metrics") or {}
     out = {f"predictor_{k}": held[k] for k in ("accuracy", "macro_f1", "weighted_f1") if k in held}
     for name, scores in (held.get("per_class") or {}).items():
         out[f"predictor_f1_{metric_key(name)}"] = scores["f1"]
-    test_path = run_dir / TEST_METRICS_FILE
-    test = json.loads(test_path.read_text(encoding="utf-8")) if test_path.is_file() else {}
+    test = files.read_json(TEST_METRICS_FILE, missing_ok=True)
     out.update({f"test_{k}": test[k] for k in _TEST_SCORES if isinstance(test.get(k), (int, float))})
     for name, scores in (test.get("per_class") or {}).items():
         out[f"test_f1_{metric_key(name)}"] = scores["f1"]
@@ -83,7 +92,7 @@ def artifact_location(uri: str) -> str | None:
 def learning_curves(run_dir: Path) -> list[tuple[str, int, float]]:
     """Every run's per-epoch curves as ``(metric key, epoch, value)``: ``{model}_fold{k}_seed{s}_{train_loss,
     val_loss, val_macro_f1, ...}`` (the validation side is the run's own early-stopping holdout)."""
-    comparison = json.loads((run_dir / "comparison.json").read_text(encoding="utf-8"))
+    comparison = RunFolder(run_dir).read_json(COMPARISON_FILES["json"])
     curves = []
     for run in comparison.get("runs", []):
         prefix = f"{run['model']}_fold{run.get('fold', 0)}_seed{run['seed']}"
@@ -104,15 +113,15 @@ def log_run(run_dir: str | Path, uri: str, experiment: str = "mmsent") -> str:
     run_dir = Path(run_dir)
     if uri == "local":  # MLflow 3 refuses a plain ./mlruns folder by default; a SQLite file is its local store now
         uri = f"sqlite:///{Path('mlflow.db').resolve()}"
-    if not (run_dir / "metrics.json").is_file():
-        raise FileNotFoundError(f"{run_dir}: no metrics.json; track a run folder that `mmsent run` finished")
-    config = load_config(run_dir / "config.yaml").to_dict()  # strict: refused before an MLflow run is opened
+    if not (run_dir / METRICS_FILE).is_file():
+        raise FileNotFoundError(f"{run_dir}: no {METRICS_FILE}; track a run folder that `mmsent run` finished")
+    config = load_config(run_dir / CONFIG_FILE).to_dict()  # strict: refused before an MLflow run is opened
     config.get("tracking", {}).pop("mlflow", None)  # the URI may hold credentials; it is in tracking.json
     client = MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(
         experiment, artifact_location=artifact_location(uri))
-    chosen = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get("chosen_model", "")
+    chosen = RunFolder(run_dir).read_json(METRICS_FILE).get("chosen_model", "")
     run = client.create_run(experiment_id, run_name=run_dir.resolve().name,
                             tags={"mmsent.run_dir": str(run_dir.resolve()), "mmsent.predictor": str(chosen)})
     run_id = run.info.run_id

@@ -12,7 +12,6 @@ optimistic; confirm on rows the search never saw.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import yaml
 from mmsent.config import RunConfig
 from mmsent.fingerprint import json_digest
 from mmsent.fusion.registry import fusion_key
+from mmsent.run_files import RunFolder
 
 log = logging.getLogger("mmsent.tune")
 
@@ -131,7 +131,8 @@ def tune(cfg: RunConfig, run_dir: str | Path, model: str, trials: int, *, folds:
 
 
 def _write_outputs(run_dir: Path, cfg: RunConfig, result: TuneResult, complete: list) -> None:
-    (run_dir / "tuning.json").write_text(json.dumps(asdict(result), indent=2), encoding="utf-8")
+    study = RunFolder(run_dir)  # a study folder, written as atomically as a run's
+    study.write_json("tuning.json", asdict(result))
     names = list(result.best_settings)
     lines = [f"# Tuning {result.model}: {result.trials} finished trials, {result.pruned} pruned, "
              f"{result.folds}-fold mean held-out macro-F1", "",
@@ -139,11 +140,10 @@ def _write_outputs(run_dir: Path, cfg: RunConfig, result: TuneResult, complete: 
     for t in sorted(complete, key=lambda t: -t.value):
         lines.append(f"| {t.number} | {t.value:.4f} | " + " | ".join(str(t.params.get(n)) for n in names) + " |")
     lines += ["", "Selected on the rows that score it: the best score is optimistic."]
-    (run_dir / "tuning.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    study.write_text("tuning.md", "\n".join(lines) + "\n")
     overrides = {k: dict(v) for k, v in cfg.compare.model_overrides.items()}
     overrides[result.model] = {**overrides.get(result.model, {}), **result.best_settings}
     snippet = {"compare": {"model_overrides": overrides}}
-    (run_dir / "best_config.yaml").write_text(
-        f"# mmsent tune: best of {result.trials} trials for {result.model} (mean macro-F1 "
-        f"{result.best_macro_f1:.4f} over {result.folds} folds); use with --config\n" + yaml.safe_dump(snippet),
-        encoding="utf-8")
+    study.write_text("best_config.yaml", f"# mmsent tune: best of {result.trials} trials for {result.model} (mean "
+                     f"macro-F1 {result.best_macro_f1:.4f} over {result.folds} folds); use with --config\n"
+                     + yaml.safe_dump(snippet))

@@ -33,12 +33,13 @@ from mmsent.finetune.trainer import finetune
 from mmsent.fingerprint import json_digest, text_digest
 from mmsent.io import write_json
 from mmsent.labels import LabelsLike, LabelSet
+from mmsent.run_files import FINETUNE_RECORD
 from mmsent.training import distributed
 from mmsent.training.loop import StepCallback
 
 logger = logging.getLogger("mmsent.finetune")
 
-RUN_RECORD = "finetune.json"
+RUN_RECORD = FINETUNE_RECORD  # the run folder names it
 # 2: the shared training loop (warm-up from the first step); folders of version 1 are fine-tuned again
 _KEY_VERSION = 2
 

@@ -15,11 +15,11 @@ import numpy as np
 from mmsent.report.gallery import GalleryItem, build_gallery
 from mmsent.report.run_data import RunData, load_run_data
 from mmsent.training.ensemble import decide
+from mmsent.run_files import REPORT_DIR, REPORT_FILE, RunFolder
 
 log = logging.getLogger("mmsent.report")
 
-REPORT_FILE = "report.html"
-FIGURES_DIR = "report"
+FIGURES_DIR = REPORT_DIR
 
 __all__ = ["FIGURES_DIR", "REPORT_FILE", "RunData", "build_report", "load_run_data"]
 
@@ -89,8 +89,7 @@ def build_report(run_dir: str | Path, *, explain: bool = True, max_errors: int =
     for name, png in figs.items():
         (run_dir / FIGURES_DIR / f"{name}.png").write_bytes(png)
     gallery, notes = build_gallery(data, max_errors, explain=explain, predictor=predictor)
-    out = run_dir / REPORT_FILE
-    out.write_text(render(data, figs, gallery, notes, problems), encoding="utf-8")
+    out = RunFolder(run_dir).write_text(REPORT_FILE, render(data, figs, gallery, notes, problems))
     log.info("wrote report %s", out)
     return out
 

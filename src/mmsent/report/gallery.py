@@ -17,6 +17,7 @@ from mmsent.data.lab_format import GUID_PATTERN
 from mmsent.data.manifest import ManifestError, Row, read_records, to_row
 from mmsent.data.text import TextCleaner, TextDecodeError, decode_text
 from mmsent.report.run_data import RunData
+from mmsent.run_files import CONFIG_FILE
 from mmsent.training.ensemble import decide
 
 log = logging.getLogger("mmsent.report")
@@ -89,7 +90,7 @@ def build_gallery(data: RunData, k: int = 12, explain: bool = True,
     if not items:
         return [], []
 
-    config = data.run_dir / "config.yaml"
+    config = data.run_dir / CONFIG_FILE
     cleaner = TextCleaner(load_config(config).cleaning if config.is_file() else CleaningConfig())
     root = data.data_root
     notes = [] if root else ["the run does not record its data folder; no thumbnails or texts"]

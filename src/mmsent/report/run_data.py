@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mmsent.evaluate import TEST_METRICS_FILE
+from mmsent.run_files import (
+    COMPARISON_FILES,
+    DATA_REPORT_FILE,
+    METRICS_FILE,
+    OOF_FILE,
+    TEST_METRICS_FILE,
+    VALIDATION_FILE,
+    RunFolder,
+)
 from mmsent.labels import DEFAULT_LABELS, LabelSet
 from mmsent.run_folder import saved_labels
 
@@ -57,15 +64,6 @@ class RunData:
         return Path(root) if root else None
 
 
-def _json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ValueError(f"{path}: not readable JSON ({exc}); run the job again") from exc
-
-
 def read_validation_predictions(path: Path, labels: LabelSet = DEFAULT_LABELS
                                 ) -> tuple[list[str], np.ndarray, dict[str, ModelValidation]]:
     """Parses the long-form ``validation_predictions.csv`` (a ``p_<label>`` column per class of ``labels``) into
@@ -110,13 +108,15 @@ def load_run_data(run_dir: str | Path) -> RunData:
         FileNotFoundError: if the folder holds none of them (not a run directory).
     """
     run_dir = Path(run_dir)
-    names = ("comparison.json", "metrics.json", "validation_predictions.csv", "oof_predictions.csv")
+    names = (COMPARISON_FILES["json"], METRICS_FILE, VALIDATION_FILE, OOF_FILE)
     if not any((run_dir / n).is_file() for n in names):
         raise FileNotFoundError(f"{run_dir}: not a run directory (none of {', '.join(names)} found)")
-    data = RunData(run_dir, _json(run_dir / "comparison.json"), _json(run_dir / "metrics.json"),
-                   _json(run_dir / "data_report.json"), labels=saved_labels(run_dir) or DEFAULT_LABELS,
-                   test_metrics=_json(run_dir / TEST_METRICS_FILE))
-    for name in ("oof_predictions.csv", "validation_predictions.csv"):  # cross-validated runs write the first
+    files = RunFolder(run_dir)
+    comparison, metrics, data_report, test = (files.read_json(n, missing_ok=True) for n in (
+        COMPARISON_FILES["json"], METRICS_FILE, DATA_REPORT_FILE, TEST_METRICS_FILE))
+    data = RunData(run_dir, comparison, metrics, data_report, labels=saved_labels(run_dir) or DEFAULT_LABELS,
+                   test_metrics=test)
+    for name in (OOF_FILE, VALIDATION_FILE):  # cross-validated runs write the first
         if (run_dir / name).is_file():
             data.guids, data.gold, data.validation = read_validation_predictions(run_dir / name, data.labels)
             break

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import multiprocessing as mp
 import os
 from collections.abc import Callable, Sequence
@@ -18,6 +17,7 @@ from tqdm.auto import tqdm
 
 from mmsent.config import TrainConfig
 from mmsent.data.splits import holdout_rows
+from mmsent.run_files import COMPARISON_FILES, RunFolder
 from mmsent.device import resolve_device
 from mmsent.features.featureset import FeatureSet
 from mmsent.fusion.base import FusionModel
@@ -161,9 +161,10 @@ class Comparison:
         """
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        paths = {"md": out / "comparison.md", "json": out / "comparison.json", "csv": out / "comparison.csv"}
-        paths["md"].write_text(self.to_markdown(), encoding="utf-8")
-        paths["json"].write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
+        files = RunFolder(out)
+        paths = {kind: files / name for kind, name in COMPARISON_FILES.items()}
+        files.write_text(COMPARISON_FILES["md"], self.to_markdown())
+        files.write_json(COMPARISON_FILES["json"], self.to_dict())
         with paths["csv"].open("w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(["model", "fold", "seed", *_SCORES, "best_epoch", "epochs_run", "train_seconds"])
