@@ -56,6 +56,15 @@ def test_a_csv_record_is_named_by_the_line_it_starts_on(tmp_path) -> None:
         list(read_manifest(path))  # the header, a record over lines 2-3, one on line 4: the third starts on line 5
 
 
+def test_a_blank_line_between_csv_records_is_skipped_and_the_rows_after_it_are_read(tmp_path) -> None:
+    path = tmp_path / "posts.csv"
+    path.write_text("id,text,image\n1,sunny,a.jpg\n\n2,rainy,b.jpg\n\n\n3,grey,c.jpg\n", encoding="utf-8")
+    rows = list(read_manifest(path))
+    assert [(r.id, r.text, r.where) for r in rows] == [("1", "sunny", "posts.csv:2"), ("2", "rainy", "posts.csv:4"),
+                                                       ("3", "grey", "posts.csv:7")]
+    assert count_rows(path) == 3
+
+
 @pytest.mark.parametrize(("record", "message"), [
     ({"text": "t", "image": "i.jpg"}, "no 'id'; every row needs a unique id"),
     ({"id": "  ", "text": "t", "image": "i.jpg"}, "no 'id'; every row needs a unique id"),
