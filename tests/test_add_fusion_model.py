@@ -19,6 +19,8 @@ from typer.testing import CliRunner
 from mmsent.labels import LABELS
 from mmsent.predict import read_predictions
 
+pytestmark = pytest.mark.integration  # a whole pipeline, Ray, distributed or fuzzing: not in `make test-fast`
+
 MY_MODEL = '''\
 """My fusion model: the element-wise product of the two projected pooled vectors."""
 

@@ -20,6 +20,8 @@ from typer.testing import CliRunner
 
 from mmsent.cli import app as cli_app
 
+pytestmark = pytest.mark.integration  # a whole pipeline, Ray, distributed or fuzzing: not in `make test-fast`
+
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 

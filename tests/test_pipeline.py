@@ -20,6 +20,8 @@ from mmsent.data.splits import load_split
 from mmsent.labels import LABELS
 from mmsent.predict import read_predictions
 
+pytestmark = pytest.mark.integration  # a whole pipeline, Ray, distributed or fuzzing: not in `make test-fast`
+
 FAST = ["training.hidden_dim=16", "training.epochs=3", "training.patience=2", "training.num_heads=2",
         "compare.seeds=0,1"]
 

@@ -9,6 +9,8 @@ import pytest
 
 from mmsent.data.sample import sample_dataset_path
 
+pytestmark = pytest.mark.integration  # a whole pipeline, Ray, distributed or fuzzing: not in `make test-fast`
+
 ray = pytest.importorskip("ray")
 
 

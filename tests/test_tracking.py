@@ -45,6 +45,7 @@ def test_a_finished_run_is_recorded_and_read_back_through_mlflow(tiny_run, tmp_p
     assert (tmp_path / "mlartifacts").is_dir()  # artifacts beside the store, not in the current folder
 
 
+@pytest.mark.integration  # a whole run
 def test_a_run_on_the_sample_configured_to_track_records_itself(tmp_path):
     from mmsent_testkit import build_tiny_bert, build_tiny_clip
 

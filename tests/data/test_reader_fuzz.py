@@ -18,6 +18,8 @@ from mmsent.data.images import ImageLoadError, load_image_bytes
 from mmsent.data.lab_format import DataValidationError, load_lab_dataset
 from mmsent.data.text import TextDecodeError, decode_text
 
+pytestmark = pytest.mark.integration  # a whole pipeline, Ray, distributed or fuzzing: not in `make test-fast`
+
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None,
                 derandomize=True)  # the same cases on every run: CI stays reproducible
 

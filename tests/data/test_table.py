@@ -109,6 +109,7 @@ def test_a_missing_column_or_table_says_so(tmp_path):
         load_table_dataset(tmp_path / "nothing.csv")
 
 
+@pytest.mark.integration  # a whole run
 def test_a_run_on_a_table(tmp_path):
     from mmsent_testkit import build_tiny_bert, build_tiny_clip
 

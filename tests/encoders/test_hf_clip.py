@@ -68,6 +68,7 @@ def test_zero_shot_refuses_a_single_tower_model(tmp_path):
         ZeroShotClassifier(str(build_tiny_bert(tmp_path / "bert")), device="cpu")
 
 
+@pytest.mark.integration  # a whole run
 def test_a_run_on_the_sample_with_clip_for_both_and_its_zero_shot_baseline_then_serving(clip, tmp_path):
     from mmsent_runkit import run_on_the_sample, serve_one_sample_post
 

@@ -69,6 +69,7 @@ def test_an_unreachable_model_says_so(tmp_path):
         create_image_encoder(f"hf-image:{tmp_path / 'nothing-here'}", device="cpu")
 
 
+@pytest.mark.integration  # a whole run
 def test_a_run_on_the_sample_and_serving_with_a_hf_backbone(backbones, tmp_path):
     from mmsent_runkit import run_on_the_sample, serve_one_sample_post
     from mmsent_testkit import build_tiny_bert

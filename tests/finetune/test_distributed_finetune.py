@@ -14,6 +14,8 @@ from safetensors.torch import load_file
 
 from mmsent.finetune.finetuned import ENCODER_WEIGHTS
 
+pytestmark = pytest.mark.integration  # a whole pipeline, Ray, distributed or fuzzing: not in `make test-fast`
+
 TOLERANCE = 1e-4  # float summation order differs; there is no dropout to differ
 
 

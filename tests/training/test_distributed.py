@@ -19,6 +19,8 @@ from mmsent.training.trainer import FusionTask, to_inputs
 
 from .helpers import IMAGE_DIM, TEXT_DIM, make_task, tiny_cfg
 
+pytestmark = pytest.mark.integration  # a whole pipeline, Ray, distributed or fuzzing: not in `make test-fast`
+
 # 41 training rows in batches of 8: the last batch holds one row, so the second process gets none of it.
 ROWS, BATCH = 41, 8
 TOLERANCE = 1e-5  # float summation order is all that differs
