@@ -118,3 +118,69 @@ def test_a_model_folder_linked_from_outside_the_run_is_refused(tmp_path):
     model_dir(run, "concat", 0).symlink_to(outside, target_is_directory=True)
     with pytest.raises(ValueError, match=r"models/concat_seed0 .*outside the run folder"):
         load_run_models(run)
+
+
+@pytest.mark.parametrize(("models", "expected"), [
+    (["concat_seed0"], "one model (seed 0)"),
+    (["concat_seed0", "concat_seed1"], "mean of 2 seeds"),
+    (["concat_seed0", "concat_seed1", "gated_seed0", "gated_seed1"], "mean of 2 designs × 2 seeds"),
+    (["concat_fold0_seed0", "concat_fold1_seed0"], "mean of 2 folds × 1 seed"),
+    (["concat_fold0_seed0", "concat_fold1_seed0", "concat_fold2_seed0", "gated_fold0_seed0", "gated_fold1_seed0",
+      "gated_fold2_seed0"], "mean of 2 designs × 3 folds × 1 seed"),
+])
+def test_the_predictor_is_described_in_words(tmp_path, models, expected):
+    run = tmp_path / "run"
+    run.mkdir()
+    RunConfig().save(run / "config.yaml")
+    for name in models:
+        design, *_ = name.partition("_")
+        save_model(create_fusion_model(design, 4, 4), run / "models" / name)
+    designs = list(dict.fromkeys(n.partition("_")[0] for n in models))
+    write_json(run / "predictor.json", {"members": designs, "models": models,
+                                        "name": designs[0] if len(designs) == 1 else "ensemble"})
+    loaded = load_run_models(run, verify=False)
+    assert loaded.describe() == expected
+    assert loaded.designs == designs and loaded.folds == (3 if "fold2" in str(models) else 2 if "fold" in
+                                                          str(models) else 1)
+
+
+def test_the_runs_probabilities_are_its_models_mean(tmp_path):
+    import numpy as np
+    import torch
+
+    from mmsent.features.featureset import FeatureSet, ModalityFeatures
+    from mmsent.training.trainer import predict_proba
+
+    run = _hand_made_run(tmp_path, ["concat_seed0", "concat_seed1"])
+    loaded = load_run_models(run, verify=False)
+    g = torch.Generator().manual_seed(0)
+
+    def modality(n_tokens: int) -> ModalityFeatures:
+        tokens = torch.randn(5, n_tokens, 4, generator=g)
+        return ModalityFeatures(tokens.mean(1), tokens, torch.ones(5, n_tokens, dtype=torch.bool))
+
+    feats = FeatureSet([str(i) for i in range(5)], modality(2), modality(3))
+    each = [predict_proba(m, feats) for m in loaded.models]
+    assert not np.allclose(each[0], each[1])  # two different models, so the mean is a real average
+    assert np.allclose(loaded.proba(feats), (each[0] + each[1]) / 2, atol=1e-6)
+
+
+def test_a_sealed_export_covers_its_finetuned_weights_but_not_checkpoints_or_files_outside(tmp_path):
+    from mmsent.run_folder import prediction_files
+
+    run = _hand_made_run(tmp_path, ["concat_seed0"])
+    inside = run / "finetuned" / "text"
+    (inside / "checkpoints").mkdir(parents=True)
+    (inside / "model.safetensors").write_bytes(b"w")
+    (inside / "sub").mkdir()
+    (inside / "sub" / "vocab.txt").write_text("v")
+    (inside / "checkpoints" / "step-1.safetensors").write_bytes(b"c")
+    outside = tmp_path / "cache" / "image"
+    outside.mkdir(parents=True)
+    (outside / "model.safetensors").write_bytes(b"o")
+    write_json(run / "finetune.json", {"text": {"dir": "finetuned/text", "mode": "full"},
+                                       "image": {"dir": str(outside), "mode": "full"}, "note": "not an entry",
+                                       "other": {"dir": 5}})
+    files = prediction_files(run)
+    assert files[-3:] == ["finetune.json", "finetuned/text/model.safetensors", "finetuned/text/sub/vocab.txt"]
+    assert not any("checkpoints" in f or "cache" in f for f in files)
