@@ -184,3 +184,91 @@ def test_a_sealed_export_covers_its_finetuned_weights_but_not_checkpoints_or_fil
     files = prediction_files(run)
     assert files[-3:] == ["finetune.json", "finetuned/text/model.safetensors", "finetuned/text/sub/vocab.txt"]
     assert not any("checkpoints" in f or "cache" in f for f in files)
+
+
+def test_a_fold_models_folder_names_its_fold():
+    assert model_dir("run", "concat", 1) == Path("run/models/concat_seed1")
+    assert model_dir("run", "concat", 1, fold=2) == Path("run/models/concat_fold2_seed1")
+
+
+def test_sealing_reads_every_byte_even_when_size_and_time_are_unchanged(tmp_path):
+    import hashlib
+    import os
+
+    from mmsent.run_folder import MANIFEST_FILE, seal_run
+
+    run = _hand_made_run(tmp_path, ["concat_seed0"])
+    seal_run(run)
+    config = run / "config.yaml"
+    stat = config.stat()
+    text = config.read_text()
+    config.write_text(text.replace("lowercase: false", "lowercase: true "[:len("lowercase: false")]))
+    os.utime(config, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # a bit flipped on disk keeps both
+    assert config.stat().st_size == stat.st_size and config.read_text() != text
+    seal_run(run)
+    line = next(x for x in (run / MANIFEST_FILE).read_text().splitlines() if x.endswith("config.yaml"))
+    assert line.split()[0] == hashlib.sha256(config.read_bytes()).hexdigest()
+
+
+def test_sealing_a_folder_missing_a_model_file_names_it(tmp_path):
+    from mmsent.run_folder import seal_run
+
+    run = _hand_made_run(tmp_path, ["concat_seed0"])
+    (model_dir(run, "concat", 0) / "weights.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"cannot seal, missing models/concat_seed0/weights\.safetensors; "
+                                                r"run the job again"):
+        seal_run(run)
+
+
+def test_a_changed_file_is_refused_with_both_ways_out(tmp_path):
+    from mmsent.run_folder import IntegrityError, seal_run
+
+    run = _hand_made_run(tmp_path, ["concat_seed0"])
+    seal_run(run)
+    (run / "config.yaml").write_text((run / "config.yaml").read_text() + "\n")
+    with pytest.raises(IntegrityError) as err:
+        load_run_models(run)
+    assert (f"if you changed it on purpose, `mmsent seal {run}` accepts the folder as it is now; `--no-verify` "
+            "(verify=False) loads it unchecked") in str(err.value)
+
+
+def test_saved_labels_are_none_without_a_predictor_file_and_named_when_damaged(tmp_path):
+    from mmsent.run_folder import saved_labels
+
+    assert saved_labels(tmp_path) is None
+    write_json(tmp_path / "predictor.json", {"id2label": {"0": "sad", "1": "glad"}, "label2id": {"sad": 0, "glad": 1}})
+    assert list(saved_labels(tmp_path)) == ["sad", "glad"]
+    write_json(tmp_path / "predictor.json", {"id2label": {"0": "sad", "2": "glad"}})
+    with pytest.raises(ValueError, match=r"predictor\.json.*; run the job again$"):
+        saved_labels(tmp_path)
+
+
+def test_a_runs_encoders_come_from_its_config_and_its_finetuned_folders(tmp_path, monkeypatch):
+    import mmsent.finetune.finetuned as finetuned
+    import mmsent.run_folder as run_folder
+
+    built, applied = [], []
+
+    class Encoder:
+        def __init__(self, modality: str) -> None:
+            self.modality = modality
+
+    def build(encoders, cache_dir):
+        built.append((encoders.device, cache_dir))
+        return Encoder("image"), Encoder("text")
+
+    monkeypatch.setattr(run_folder, "create_encoders_from_config", build)
+    monkeypatch.setattr(finetuned, "apply_finetuned", lambda encoder, folder: applied.append((encoder.modality,
+                                                                                              folder)))
+    cfg = load_config(overrides=[f"cache_dir={tmp_path / 'cache'}"])
+    run = _hand_made_run(tmp_path, ["concat_seed0"])
+    loaded = load_run_models(run, verify=False, cfg=cfg)
+    image, text = loaded.encoders("cpu")
+    assert (image.modality, text.modality) == ("image", "text") and applied == []
+    assert built == [("cpu", tmp_path / "cache" / "models")]
+    cfg.finetune.enabled = True
+    with pytest.raises(FileNotFoundError, match=r"finetune\.json not found: the run's fine-tuning did not finish"):
+        load_run_encoders(run, cfg)
+    write_json(run / "finetune.json", {"image": {"dir": "finetuned/image"}, "text": {"dir": None}})
+    load_run_encoders(run, cfg)
+    assert applied == [("image", run / "finetuned" / "image")]
