@@ -145,10 +145,12 @@ def equivalent_mutants() -> dict[str, str]:
     return {name: entry["why"] for name, entry in tomllib.loads(EQUIVALENT_FILE.read_text("utf-8")).items()}
 
 
-def survivors_of(workdir: Path, env: dict[str, str]) -> list[str]:
-    """Names of the surviving mutants of the run in ``workdir``."""
+def survivors_of(workdir: Path, env: dict[str, str], verdicts: tuple[str, ...] = ("survived",)) -> list[str]:
+    """Names of the mutants of the run in ``workdir`` with one of ``verdicts`` (mutmut's words: ``survived``,
+    ``no tests``)."""
     results = mutmut(workdir, "results", env=env)
-    return [line.split(":")[0].strip() for line in results.splitlines() if line.strip().endswith(": survived")]
+    return [line.split(":")[0].strip() for line in results.splitlines()
+            if line.strip().rpartition(": ")[2] in verdicts]
 
 
 def run_target(name: str, target: Target, workdir: Path, tiny_run: Path, max_children: int,
@@ -170,7 +172,8 @@ def run_target(name: str, target: Target, workdir: Path, tiny_run: Path, max_chi
         mutmut(workdir, "run", "--max-children", str(max_children), env=env, log=workdir / "mutmut-resume.log")
     elif rerun_survivors:
         known = equivalent_mutants()  # judged unkillable, with the reason: not worth another pass
-        earlier = [m for m in survivors_of(workdir, env) if m not in known]
+        # "no tests" too: tests added since may reach a function no test reached then
+        earlier = [m for m in survivors_of(workdir, env, ("survived", "no tests")) if m not in known]
         refresh_tests(workdir)
         if earlier:
             mutmut(workdir, "run", "--max-children", str(max_children), *earlier, env=env,
