@@ -255,9 +255,10 @@ def render(data: RunData, fig: dict[str, bytes], gallery: list[GalleryItem], gal
     if data.test_metrics.get("accuracy") is not None:
         sections.append(scores_on_test_rows(data.test_metrics, chosen, fig.get("test_confusion")))
     sections.append("<h2>Most confident validation errors</h2><p class='muted'>The chosen ensemble's wrong "
-                    "predictions, most confident first. Heat-map: where the model looked (text→image attention "
-                    "for dual-stream, else |gradient × input| per image cell) over the center crop it saw; tokens: "
-                    "green supports the predicted label, red speaks against it.</p>")
+                    "predictions, most confident first. Under each post: the center crop the model saw and, beside "
+                    "it, where the model looked (text→image attention for dual-stream, else |gradient × input| per "
+                    "image cell; the colour bar runs from low to high); words: green supports the predicted label, "
+                    "red speaks against it.</p>")
     sections += [f"<p class='note'>{escape(n)}</p>" for n in gallery_notes]
     sections.append(gallery_html(gallery) if gallery else "<p>No validation errors to show.</p>")
     if problems:

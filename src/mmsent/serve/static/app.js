@@ -65,8 +65,8 @@ function render(res) {
     overlay.src = ev.image_overlay_png;
     overlay.hidden = false;
     $("overlay-caption").textContent = ev.image_map === "attention"
-      ? "Text → image attention over the center crop the model saw"
-      : "Image evidence (|gradient × input|) over the center crop the model saw";
+      ? "Left: the center crop the model saw. Right: where the text's attention fell on it (text → image attention)."
+      : "Left: the center crop the model saw. Right: the regions that moved the prediction most (|gradient × input|).";
   } else {
     overlay.hidden = true;
     $("overlay-caption").textContent = "This model does not read the image.";
