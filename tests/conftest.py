@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-# Set by benchmarks/mutation.py: a tiny run built once, copied for each mutant's test session instead of rebuilt.
+# Set by tools/mutation.py: a tiny run built once, copied for each mutant's test session instead of rebuilt.
 PREBUILT_TINY_RUN = "MMSENT_TEST_PREBUILT_TINY_RUN"
 
 

@@ -4,7 +4,7 @@ For each target (a group of modules and the tests that guard them) this copies t
 folder, adds a ``[tool.mutmut]`` section naming what to mutate and which tests to run, and runs
 ``mutmut run``. mutmut runs, for each mutant, only the selected tests that reach the mutated function.
 Survivors judged equivalent (no test could tell them apart from the original) are listed with the reason in
-``benchmarks/mutation_equivalent.toml``; the score is killed / (mutants - equivalent survivors).
+``tools/mutation_equivalent.toml``; the score is killed / (mutants - equivalent survivors).
 
 The tests' shared tiny run (``tests/conftest.py``'s ``tiny_run``) is built once and copied into each mutant's
 test session; building it is ~30 s, which would otherwise be paid per mutant.
@@ -12,7 +12,7 @@ test session; building it is ~30 s, which would otherwise be paid per mutant.
 Usage::
 
     pip install mutmut==3.8.1
-    python benchmarks/mutation.py [--targets serve,cache,data,metrics,fusion] [--max-children 2] [--record]
+    python tools/mutation.py [--targets serve,cache,data,metrics,fusion] [--max-children 2] [--record]
 
 Writes ``<workdir>/<target>/survivors.md`` (every surviving mutant's diff) and, with ``--record``, a section
 in benchmarks/RESULTS.md.
@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from results_file import prepend_section
 
-EQUIVALENT_FILE = REPO / "benchmarks" / "mutation_equivalent.toml"
+EQUIVALENT_FILE = REPO / "tools" / "mutation_equivalent.toml"
 PREBUILT_TINY_RUN = "MMSENT_TEST_PREBUILT_TINY_RUN"  # read by tests/conftest.py
 
 
@@ -139,7 +139,7 @@ def mutmut(workdir: Path, *args: str, env: dict[str, str] | None = None, log: Pa
 
 
 def equivalent_mutants() -> dict[str, str]:
-    """Mutant name -> why it is equivalent, from benchmarks/mutation_equivalent.toml."""
+    """Mutant name -> why it is equivalent, from tools/mutation_equivalent.toml."""
     if not EQUIVALENT_FILE.exists():
         return {}
     return {name: entry["why"] for name, entry in tomllib.loads(EQUIVALENT_FILE.read_text("utf-8")).items()}
@@ -227,9 +227,9 @@ def summary(results: list[dict], max_children: int) -> str:
     lines = [
         (f"## Mutation testing ({date.today()}, {platform.node() or 'this machine'}, "
          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores)"), "",
-        (f"Command: `python benchmarks/mutation.py` (mutmut 3.8.1, {max_children} workers), then `--rerun-survivors` "
+        (f"Command: `python tools/mutation.py` (mutmut 3.8.1, {max_children} workers), then `--rerun-survivors` "
          "and `--summarize --record`. Score = killed / "
-         "(mutants - survivors judged equivalent in `benchmarks/mutation_equivalent.toml`); a mutant no test reaches "
+         "(mutants - survivors judged equivalent in `tools/mutation_equivalent.toml`); a mutant no test reaches "
          "counts as not killed, a timeout as killed (the mutant made a test hang), and so does a mutant not run yet. With --rerun-survivors, an earlier "
          "full run's survivors were tested again with tests added since; its kills stand."), "",
         "| target | modules | mutants | killed | timeout | no test | survived | not run yet | equivalent | score | time |",
