@@ -71,6 +71,21 @@ def test_run_then_predict(tmp_path, fakes):
     assert again.read_text(encoding="utf-8") == (out / "predictions.txt").read_text(encoding="utf-8")
 
 
+def test_run_ends_pointing_to_its_report(tmp_path, fakes):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["run", "--out", str(out), "-q", "--set", f"cache_dir={tmp_path / 'c'}"] + FAST)
+    assert result.exit_code == 0, result.output
+    assert f"report: {out / 'report.html'} (open it in a browser)" in result.output
+
+
+def test_a_path_that_looks_like_markup_is_printed_as_it_is(tmp_path):
+    folder = tmp_path / "[red]x"  # Rich markup would swallow "[red]"
+    folder.mkdir()
+    result = runner.invoke(app, ["predict", str(folder)])
+    assert result.exit_code == 1
+    assert "[red]x" in result.output and "Traceback" not in result.output
+
+
 def test_predict_without_a_run_explains(tmp_path):
     result = runner.invoke(app, ["predict", str(tmp_path)])
     assert result.exit_code == 1

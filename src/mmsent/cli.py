@@ -13,6 +13,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from rich.logging import RichHandler
 
 from mmsent.config import ConfigError, RunConfig, load_config
@@ -20,6 +21,7 @@ from mmsent.run_files import (
     CONFIG_FILE,
     FINETUNE_RECORD,
     PREDICTIONS_FILE,
+    REPORT_FILE,
     SPLIT_FILE,
     SPLIT_FOLD_FILES,
     STREAM_FILE,
@@ -28,7 +30,13 @@ from mmsent.run_files import (
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="mmsent: multimodal (image + text) sentiment analysis.")
-console = Console(stderr=True, soft_wrap=True)
+# markup=False: paths and messages hold user text, and "[bold]" in a file name must print as it is, not as a style
+console = Console(stderr=True, soft_wrap=True, markup=False)
+
+
+def _error(message: str, kind: str = "error") -> None:
+    """One red ``error:`` line (or ``config error:``) before a message printed exactly as it is."""
+    console.print(Text(f"{kind}:", style="red"), message)
 
 DataOpt = typer.Option(None, "--data", "-d", help="Dataset folder in lab format (default: the bundled sample).")
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file (see configs/default.yaml).")
@@ -57,7 +65,7 @@ def _config(config: Optional[Path], overrides: Optional[List[str]], data: Option
     try:
         return load_config(config, extra)
     except ConfigError as exc:
-        console.print(f"[red]config error:[/red] {exc}")
+        _error(f"{exc}", "config error")
         raise typer.Exit(2) from exc
 
 
@@ -77,7 +85,7 @@ def _run_config(run_dir: Path, config: Optional[Path], overrides: Optional[List[
     try:
         return load_run_config(run_dir / CONFIG_FILE, config, overrides or [])
     except ConfigError as exc:
-        console.print(f"[red]config error:[/red] {exc}")
+        _error(f"{exc}", "config error")
         raise typer.Exit(2) from exc
 
 
@@ -98,7 +106,7 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        _error(f"{exc}")
         raise typer.Exit(1) from exc
 
 
@@ -131,10 +139,12 @@ def run(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(None,
     run_dir = out or _default_run_dir()
     with _user_errors():
         result = run_pipeline(cfg, run_dir, progress=not quiet)
-    console.print(f"[green]done[/green] in {result.timings['total_seconds']:.0f} s; predicting with "
-                  f"[bold]{result.chosen_model}[/bold]; outputs in {run_dir}")
+    console.print(Text("done", style="green"), f"in {result.timings['total_seconds']:.0f} s; predicting with "
+                  f"{result.chosen_model}; outputs in {run_dir}")
     if result.predictions_path:
         console.print(f"predictions: {result.predictions_path}")
+    if (Path(run_dir) / REPORT_FILE).is_file():
+        console.print(f"report: {Path(run_dir) / REPORT_FILE} (open it in a browser)")
 
 
 @app.command()
@@ -248,14 +258,14 @@ def predict(run_dir: Optional[Path] = typer.Argument(None, help="A finished run 
     """Writes guid,tag predictions for the unlabeled rows of a dataset with a run's saved models, streams a manifest
     of any size (--input) to JSONL, or answers one post (--image with --text)."""
     if (image is None) != (text is None):
-        console.print("[red]error:[/red] --image and --text go together (one post: its image and its text)")
+        _error("--image and --text go together (one post: its image and its text)")
         raise typer.Exit(2)
     if engine not in ("local", "ray"):
-        console.print(f"[red]error:[/red] --engine {engine!r}: use local or ray")
+        _error(f"--engine {engine!r}: use local or ray")
         raise typer.Exit(2)
     if run_dir is None:
         if image is None and out is None:
-            console.print("[red]error:[/red] without RUN_DIR (the shipped model) give --out for the predictions")
+            _error("without RUN_DIR (the shipped model) give --out for the predictions")
             raise typer.Exit(2)
         from mmsent.export import shipped_model_path
 
@@ -277,7 +287,7 @@ def _predict_post(run_dir: Path, image: Path, text: str, cfg: Optional[RunConfig
                   as_json: bool) -> None:
     """``predict --image --text``: one post's label and probabilities (as JSON with ``--json``)."""
     if not image.is_file():  # before the models load: a mistyped path costs nothing
-        console.print(f"[red]error:[/red] --image {image}: no such file")
+        _error(f"--image {image}: no such file")
         raise typer.Exit(1)
     from mmsent.inference import RunPredictor
 
@@ -444,7 +454,7 @@ def finetune(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(
 
     cfg.finetune.enabled = True
     if out is None and distributed.launched_processes() > 1:  # before joining: no process waits for this one
-        console.print("[red]error:[/red] give --out under torchrun: every process must write to the same run folder")
+        _error("give --out under torchrun: every process must write to the same run folder")
         raise typer.Exit(2)
     distributed.init_from_env()  # under torchrun: one process per CPU group or GPU
     run_dir = out or _default_run_dir()
@@ -517,7 +527,7 @@ def track(run_dir: Path = typer.Argument(..., help="A finished run directory."),
     mlflow = mlflow or (cfg.tracking.mlflow if cfg else None)
     experiment = experiment or (cfg.tracking.experiment if cfg else "mmsent")
     if not mlflow:
-        console.print("[red]error:[/red] give --mlflow URI (or --set tracking.mlflow=URI): where to record the run")
+        _error("give --mlflow URI (or --set tracking.mlflow=URI): where to record the run")
         raise typer.Exit(2)
     with _user_errors():
         run_id = log_run(run_dir, mlflow, experiment)
