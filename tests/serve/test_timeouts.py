@@ -111,3 +111,14 @@ def test_prompt_headers_stop_the_headers_deadline_and_kept_alive_connections_ser
             b"Content-Length: 6\r\n\r\n")
     closed, answer = drip(server, head, b"[1, 2]", every=0.25, give_up=BODY_TIMEOUT)
     assert answer.startswith(b"HTTP/1.1 422 "), answer[:200]
+
+
+def test_a_client_that_hangs_up_mid_body_leaves_one_line_not_a_traceback(server, caplog):
+    head = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n")
+    with caplog.at_level("INFO"):
+        with socket.create_connection(server, timeout=5) as sock:
+            sock.sendall(head + b'{"text": "half a bo')
+            time.sleep(0.3)
+        time.sleep(1.0)  # the server notices the hang-up and finishes the request
+    logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
+    assert "Exception in ASGI application" not in logged and "Traceback" not in logged, logged

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,11 +17,14 @@ from PIL import Image
 from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from mmsent.data.text import text_problem
 from mmsent.serve import schemas
 from mmsent.serve.limits import BODY_COPIES, DECODED_BYTES_PER_PIXEL, Hold, memory_hold, reserve
 from mmsent.serve.settings import ServeSettings
+
+log = logging.getLogger("mmsent.serve")
 
 # The fields of a /predict form (the OpenAPI schema documents them; any other field is refused as a likely typo).
 FORM_FIELDS = {"image": {"type": "string", "format": "binary"},
@@ -104,6 +108,9 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     except TimeoutError as exc:  # the connection is closed: a client this slow holds memory and a connection
         raise HTTPException(408, f"request body not received within {timeout:g} s",
                             headers={"Connection": "close"}) from exc
+    except ClientDisconnect:  # nobody is left to answer: one log line (the 499 of nginx), not an ASGI traceback
+        log.info("client hung up after %d of %s body bytes", len(body), declared or "(chunked)")
+        raise HTTPException(499, "client closed the connection before its body arrived") from None
     if not declared.isdigit():  # its parsed and decoded copies, before parsing
         reserve(hold, (BODY_COPIES - 1) * len(body), "the request body")
     return bytes(body)

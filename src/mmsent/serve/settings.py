@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from mmsent.data.text import MAX_TEXT_CHARS
 
 
-
 @dataclass
 class ServeSettings:
     """Limits of the service."""
