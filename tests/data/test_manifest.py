@@ -56,6 +56,24 @@ def test_a_csv_record_is_named_by_the_line_it_starts_on(tmp_path) -> None:
         list(read_manifest(path))  # the header, a record over lines 2-3, one on line 4: the third starts on line 5
 
 
+def test_a_bare_carriage_return_inside_an_unquoted_field_is_an_error_row_not_two_records(tmp_path) -> None:
+    path = tmp_path / "posts.csv"
+    path.write_bytes(b'id,text,image\n1,hello\rworld,a.jpg\n2,"quoted\rcr",b.jpg\n3,fine,c.jpg\n')
+    rows = list(read_manifest(path))
+    assert [r.id for r in rows] == ["1", "2", "3"]  # no row "world" made up from the second half
+    assert rows[0].error == ("a bare carriage return (CR) inside an unquoted field, in the record on lines 2-3; quote "
+                             "the field or remove the CR") and rows[0].where == "posts.csv:2"
+    assert rows[1].text == "quoted\rcr" and rows[1].error is None and rows[2].where == "posts.csv:6"  # CR: a line
+    assert count_rows(path) == 3
+
+
+def test_a_file_whose_lines_end_in_a_bare_carriage_return_reads_line_by_line(tmp_path) -> None:
+    path = tmp_path / "posts.csv"
+    path.write_bytes(b"id,text,image\r1,sunny,a.jpg\r2,rainy,b.jpg\r")  # an old Mac file
+    assert [(r.id, r.text, r.where) for r in read_manifest(path)] == [("1", "sunny", "posts.csv:2"),
+                                                                       ("2", "rainy", "posts.csv:3")]
+
+
 def test_a_blank_line_between_csv_records_is_skipped_and_the_rows_after_it_are_read(tmp_path) -> None:
     path = tmp_path / "posts.csv"
     path.write_text("id,text,image\n1,sunny,a.jpg\n\n2,rainy,b.jpg\n\n\n3,grey,c.jpg\n", encoding="utf-8")

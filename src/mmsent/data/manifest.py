@@ -104,6 +104,7 @@ class _CsvLines:
     def __init__(self, fh: TextIO) -> None:
         self.fh, self.number = fh, 0
         self.record: list[str] = []
+        self.cr_ends_lines: bool | None = None  # a file whose lines end in a bare CR (old Mac), known from its first
 
     def __iter__(self) -> _CsvLines:
         return self
@@ -111,6 +112,16 @@ class _CsvLines:
     def __next__(self) -> str:
         line = next(self.fh)
         self.number += 1
+        if self.cr_ends_lines is None:
+            self.cr_ends_lines = line.endswith("\r")
+        # Elsewhere a bare CR is inside a record, not its end: the record stays whole (csv then names the problem)
+        # instead of its two halves passing for two records, the second with a made-up id.
+        while not self.cr_ends_lines and line.endswith("\r"):
+            more = next(self.fh, "")
+            if not more:
+                break
+            self.number += 1
+            line += more
         self.record.append(line)
         return line
 
@@ -172,6 +183,9 @@ def _unreadable_record(header: list[str], lines: _CsvLines, start: int, exc: csv
     if "field limit" in str(exc):  # "field larger than field limit (131072)"
         what = f"a field over {limit:,} characters, more than the CSV reader takes"
         note, fix = f" (texts may have at most {MAX_TEXT_CHARS:,})", "shorten it or remove the row"
+    elif "new-line character" in str(exc):  # csv's words for a bare CR in an unquoted field
+        what, note, fix = "a bare carriage return (CR) inside an unquoted field", "", "quote the field or remove the CR"
+        first = first.partition("\r")[0]  # the fields before it, for the id
     else:
         what, note, fix = f"the CSV reader cannot read it ({exc})", "", "fix the row or remove it"
     if not closed:
