@@ -23,9 +23,10 @@ USER_CONFIG_COMMANDS = {
 }
 # Commands on a finished run: --set may change how it runs, never what it answers.
 RUN_CONFIG_COMMANDS = {
-    "serve": ["{run}"], "report": ["{run}"], "track": ["{run}"],
+    "serve": ["{run}"], "report": ["{run}"], "track": ["{run}"], "evaluate": ["{run}"],
     "predict": ["{run}", "--image", "{image}", "--text", "rain again"],
     "predict --input": ["{run}", "--input", "{tmp}/m.csv", "--out", "{tmp}/o.jsonl"],
+    "predict --data": ["{run}", "--out", "{tmp}/p.txt"],
 }
 
 
@@ -92,3 +93,19 @@ def test_a_missing_image_is_refused_before_the_models_load(tiny_run, tmp_path, m
     result = runner.invoke(app, ["predict", str(tiny_run), "--image", str(tmp_path / "missing.jpg"), "--text", "x"])
     assert result.exit_code == 1
     assert f"--image {tmp_path / 'missing.jpg'}: no such file" in result.output
+    folder = runner.invoke(app, ["predict", str(tiny_run), "--image", str(tmp_path), "--text", "x"])
+    assert folder.exit_code == 1 and f"--image {tmp_path}: a folder; give an image file in it" in folder.output
+
+
+@pytest.mark.parametrize("key", ["encoders.device", "training.device"])
+def test_a_device_this_machine_lacks_is_refused_before_the_models_load(key, tiny_run, monkeypatch):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    monkeypatch.setattr(inference, "load_run_models", _fail("load_run_models"))
+    image = tiny_run.parent / "lab" / "data" / "130.jpg"
+    for args in (["predict", str(tiny_run), "--image", str(image), "--text", "x"], ["evaluate", str(tiny_run)]):
+        result = runner.invoke(app, [*args, "--set", f"{key}=cuda"])
+        assert result.exit_code == 2, result.output
+        assert "CUDA is not available here" in result.output

@@ -968,3 +968,11 @@ def test_presets_hold_only_what_differs_from_the_defaults(preset):
     defaults = _flat(RunConfig())
     assert written and [k for k, v in written.items() if defaults[k] == v] == []
     load_config(CONFIGS / preset)  # and it loads
+
+
+def test_a_cache_dir_that_is_a_file_is_refused_at_load(tmp_path):
+    taken = tmp_path / "cache.txt"
+    taken.write_text("mine")
+    with pytest.raises(ConfigError, match=r"^cache_dir: .*cache\.txt is a file, not a folder; name a folder"):
+        load_config(overrides=[f"cache_dir={taken}"])
+    assert load_config(overrides=[f"cache_dir={tmp_path / 'new'}"]).cache_dir == str(tmp_path / "new")

@@ -81,3 +81,35 @@ def test_an_image_that_does_not_exist_names_the_path(clf, tmp_path):
 
     with pytest.raises(ImageLoadError, match="nowhere.jpg"):
         clf(str(tmp_path / "nowhere.jpg"), "what a day")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "text: empty"), ("   \n", "text: "), ("a\x00b", "NUL"), ("bad \ud800 text", "not valid Unicode"),
+    ("good " * 1001, "over the limit"),
+])
+def test_a_text_the_server_would_refuse_is_refused_here_too(clf, post, text, message):
+    from mmsent.data.text import TextError
+
+    with pytest.raises(TextError, match=message):
+        clf(post[0], text)
+    with pytest.raises(TextError, match=r"^text 1: "):
+        clf([post[0], post[0]], ["fine", text])
+
+
+def test_a_decoded_image_is_held_to_the_pixel_limit_and_must_have_pixels(clf, post):
+    from mmsent.data.images import ImageLoadError, ImageTooLargeError
+
+    with pytest.raises(ImageLoadError, match=r"empty image \(0x0 pixels\)"):
+        clf(Image.new("RGB", (0, 0)), "what a day")
+    limit = clf.max_image_pixels
+    with pytest.raises(ImageTooLargeError, match="over the decompression-bomb limit"):
+        clf(Image.new("L", (limit // 1000 + 1, 1001)), "what a day")
+
+
+def test_explain_must_be_a_boolean_and_an_image_path_not_empty(clf, post):
+    with pytest.raises(TypeError, match="explain must be True or False, not a str"):
+        clf(*post, explain="no")
+    with pytest.raises(ValueError, match="an empty string is not an image path"):
+        clf("", "what a day")
+    with pytest.raises(ValueError, match="post 1: an empty string is not an image path"):
+        clf([post[0], " "], ["a", "b"])

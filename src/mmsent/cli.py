@@ -71,29 +71,52 @@ def _config(config: Optional[Path], overrides: Optional[List[str]], data: Option
 
 RunSetOpt = typer.Option(None, "--set", "-s", help="Change how the run runs, e.g. --set encoders.device=cuda "
                          "(repeatable); settings that would change its answers are refused.")
+DataRunSetOpt = typer.Option(None, "--set", "-s", help="The data to use (data.*, e.g. --set data.format=table) and "
+                             "how the run runs (e.g. --set encoders.device=cpu); settings that would change the run's "
+                             "answers are refused (repeatable).")
 RunConfigOpt = typer.Option(None, "--config", "-c", help="YAML config: only its runtime settings (device, threads, "
                             "batch size, limits, tracking) may differ from the run's own config.")
 
 
-def _run_config(run_dir: Path, config: Optional[Path], overrides: Optional[List[str]]) -> Optional[RunConfig]:
-    """A finished run's config with the user's runtime settings; None where ``run_dir`` holds no config (loading the
-    run then says what it is missing)."""
+def _run_config(run_dir: Path, config: Optional[Path], overrides: Optional[List[str]],
+                also: tuple[str, ...] = ()) -> Optional[RunConfig]:
+    """A finished run's config with the user's runtime settings (and the keys ``also`` names); None where ``run_dir``
+    holds no config (loading the run then says what it is missing)."""
     from mmsent.config import load_run_config
 
     if not (run_dir / CONFIG_FILE).is_file():
         return None
     try:
-        return load_run_config(run_dir / CONFIG_FILE, config, overrides or [])
+        return load_run_config(run_dir / CONFIG_FILE, config, overrides or [], also)
     except ConfigError as exc:
         _error(f"{exc}", "config error")
         raise typer.Exit(2) from exc
 
 
+def _data_run_config(run_dir: Path, config: Optional[Path], overrides: Optional[List[str]], data: Optional[Path],
+                     on_error: Optional[str]) -> Optional[RunConfig]:
+    """For ``predict RUN`` over a dataset and ``evaluate``: the run's config with the user's data settings and runtime
+    settings (anything else that differs is refused); its devices checked."""
+    extra = [*(overrides or []), *([f"data.root={data}"] if data else []),
+             *([f"data.on_error={on_error}"] if on_error else [])]
+    settings = _run_config(run_dir, config, extra, also=("data.",))
+    _run_device(settings)
+    return settings
+
+
 def _run_device(cfg: Optional[RunConfig]) -> str:
-    """Where a finished run predicts: its ``encoders.device`` (``auto``: a GPU when there is one)."""
+    """Where a finished run predicts: its ``encoders.device`` (``auto``: a GPU when there is one); a device this
+    machine lacks, there or in ``training.device``, is a usage error before anything loads."""
     from mmsent.device import resolve_device
 
-    return str(resolve_device(cfg.encoders.device)) if cfg else "cpu"
+    if cfg is None:
+        return "cpu"
+    try:
+        resolve_device(cfg.training.device)
+        return str(resolve_device(cfg.encoders.device))
+    except (RuntimeError, ValueError) as exc:
+        _error(str(exc), "config error")
+        raise typer.Exit(2) from exc
 
 
 def _default_run_dir() -> Path:
@@ -253,7 +276,7 @@ def predict(run_dir: Optional[Path] = typer.Argument(None, help="A finished run 
             image: Optional[Path] = typer.Option(None, "--image", help="One post: its image (with --text)."),
             text: Optional[str] = typer.Option(None, "--text", help="One post: its text (with --image)."),
             as_json: bool = typer.Option(False, "--json", help="One post: print its answer as JSON (label, scores)."),
-            config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
+            config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = DataRunSetOpt,
             on_error: Optional[str] = OnErrorOpt, quiet: bool = QuietOpt, no_verify: bool = NoVerifyOpt) -> None:
     """Writes guid,tag predictions for the unlabeled rows of a dataset with a run's saved models, streams a manifest
     of any size (--input) to JSONL, or answers one post (--image with --text)."""
@@ -280,14 +303,15 @@ def predict(run_dir: Optional[Path] = typer.Argument(None, help="A finished run 
         else:
             _predict_manifest(run_dir, input_, out, run_cfg, shard, chunk_size, quiet, no_verify)
     else:
-        _predict_dataset(run_dir, out, _config(config, set_, data, on_error), quiet, no_verify)
+        settings = _data_run_config(run_dir, config, set_, data, on_error)
+        _predict_dataset(run_dir, out, _config(config, set_, data, on_error), settings, quiet, no_verify)
 
 
 def _predict_post(run_dir: Path, image: Path, text: str, cfg: Optional[RunConfig], no_verify: bool,
                   as_json: bool) -> None:
     """``predict --image --text``: one post's label and probabilities (as JSON with ``--json``)."""
     if not image.is_file():  # before the models load: a mistyped path costs nothing
-        _error(f"--image {image}: no such file")
+        _error(f"--image {image}: " + ("a folder; give an image file in it" if image.is_dir() else "no such file"))
         raise typer.Exit(1)
     from mmsent.inference import RunPredictor
 
@@ -328,7 +352,8 @@ def _predict_manifest(run_dir: Path, manifest: Path, out: Optional[Path], cfg: O
                   f"{result.skipped_done} already done -> {result.out}")
 
 
-def _predict_dataset(run_dir: Path, out: Optional[Path], cfg: RunConfig, quiet: bool, no_verify: bool) -> None:
+def _predict_dataset(run_dir: Path, out: Optional[Path], cfg: RunConfig, settings: Optional[RunConfig], quiet: bool,
+                     no_verify: bool) -> None:
     """``predict RUN --data DIR``: ``guid,tag`` predictions for a dataset's unlabelled rows."""
     from mmsent.pipeline import predict_from_run, resolve_data_root
     from mmsent.predict import prediction_path
@@ -336,22 +361,24 @@ def _predict_dataset(run_dir: Path, out: Optional[Path], cfg: RunConfig, quiet: 
     with _user_errors():
         # where the predictions go is checked before the models load, so a refused --out costs nothing
         prediction_path(out or run_dir / PREDICTIONS_FILE, run_dir, resolve_data_root(cfg))
-        path = predict_from_run(run_dir, cfg, out, progress=not quiet, verify=not no_verify)
+        path = predict_from_run(run_dir, cfg, out, progress=not quiet, verify=not no_verify, settings=settings)
     console.print(f"predictions: {path}")
 
 
 @app.command()
 def evaluate(run_dir: Path = typer.Argument(..., help="A finished run or exported model folder."),
-             data: Optional[Path] = DataOpt, config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
-             on_error: Optional[str] = OnErrorOpt, quiet: bool = QuietOpt, no_verify: bool = NoVerifyOpt) -> None:
+             data: Optional[Path] = DataOpt, config: Optional[Path] = ConfigOpt,
+             set_: Optional[List[str]] = DataRunSetOpt, on_error: Optional[str] = OnErrorOpt, quiet: bool = QuietOpt,
+             no_verify: bool = NoVerifyOpt) -> None:
     """Scores RUN_DIR on the labelled test rows of --data (rows it never trained or selected on): accuracy, macro-F1,
     weighted-F1, per-class scores and the confusion matrix, into RUN_DIR/test_metrics.json."""
-    cfg = _config(config, set_, data, on_error)
+    cfg = _config(config, set_, data, on_error)  # the data to score
+    settings = _data_run_config(run_dir, config, set_, data, on_error)
     from mmsent.pipeline import evaluate_from_run
     from mmsent.training.metrics import format_metrics
 
     with _user_errors():
-        metrics = evaluate_from_run(run_dir, cfg, progress=not quiet, verify=not no_verify)
+        metrics = evaluate_from_run(run_dir, cfg, progress=not quiet, verify=not no_verify, settings=settings)
     positive = f" | F1 {metrics['positive_label']} {metrics['positive_f1']:.3f}" if "positive_f1" in metrics else ""
     console.print(f"{metrics['n']} test rows: {format_metrics(metrics)}{positive} -> {run_dir / 'test_metrics.json'}")
 

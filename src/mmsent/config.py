@@ -593,12 +593,13 @@ def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
     return {k: v for f in dataclasses.fields(obj) for k, v in _flat(getattr(obj, f.name), f"{prefix}{f.name}.").items()}
 
 
-def load_run_config(run_config: str | Path, path: str | Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:
+def load_run_config(run_config: str | Path, path: str | Path | None = None, overrides: Sequence[str] = (),
+                    also: Sequence[str] = ()) -> RunConfig:
     """A finished run's saved config with a user's ``--config`` file and ``--set`` overrides applied, where they only
     change how the run runs (:data:`RUNTIME_KEYS`: device, threads, batch size, limits, tracking).
 
     A key the file or an override sets to the value the run already has is fine, so the config a run was trained
-    with may be given again.
+    with may be given again. ``also``: more keys, or ``section.`` prefixes, that may differ (``evaluate``'s data).
 
     Raises:
         ConfigError: for a setting that would change the run's answers (naming the key, both values and the fix), and
@@ -609,12 +610,13 @@ def load_run_config(run_config: str | Path, path: str | Path | None = None, over
         return saved
     cfg = validate(_overlay(load_config(run_config), path, overrides))
     before = _flat(saved)
-    changed = [k for k, v in _flat(cfg).items() if v != before[k] and k not in RUNTIME_KEYS]
+    free = (*RUNTIME_KEYS, *also)
+    changed = [k for k, v in _flat(cfg).items() if v != before[k] and not k.startswith(free)]
     if changed:
         key = changed[0]
         raise ConfigError(f"{key}: the run was trained with {before[key]!r}, not {_flat(cfg)[key]!r}; a finished run's "
                           f"answers depend on it ({run_config}), so it cannot be changed here. Train a new run for "
-                          f"that; here only {', '.join(RUNTIME_KEYS)} may be set")
+                          f"that; here only {', '.join(free)} may be set")
     return cfg
 
 
@@ -647,6 +649,9 @@ def _check_labels(data: DataConfig) -> None:
 def _check_contradictions(cfg: RunConfig) -> None:
     data = cfg.data
     _check_labels(data)
+    cache = Path(cfg.cache_dir).expanduser()
+    if cache.exists() and not cache.is_dir():  # checked here, not after minutes of work where the first feature goes
+        raise ConfigError(f"cache_dir: {cfg.cache_dir} is a file, not a folder; name a folder (it is created)")
     if data.kfold is not None and cfg.finetune.enabled:
         raise ConfigError(f"data.kfold={data.kfold} and finetune.enabled contradict each other: fine-tuning per fold "
                           "is not supported yet (a fold's validation rows must not reach its fine-tuning); set "

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from mmsent.config import RunConfig
-from mmsent.data.text import TextCleaner
+from mmsent.data.text import TextCleaner, check_text
 from mmsent.encoders.base import ImageEncoder, TextEncoder
 from mmsent.explain import Baseline, explain, overlay_heatmap, word_scores
 from mmsent.features.featureset import FeatureSet, ModalityFeatures
@@ -47,6 +47,8 @@ def posts(image: object, text: object) -> tuple[list[ImageInput], list[str], boo
     if image is None or text is None:
         raise TypeError(f"both an image and a text are needed (got image={_describe(image)}, "
                         f"text={_describe(text)}): {_EXPECTED}")
+    if isinstance(image, str) and not image.strip():
+        raise ValueError(f"an empty string is not an image path: {_EXPECTED}")
     if isinstance(text, str):
         if not isinstance(image, _IMAGE_TYPES):
             raise (ValueError if isinstance(image, (list, tuple)) else TypeError)(
@@ -60,6 +62,8 @@ def posts(image: object, text: object) -> tuple[list[ImageInput], list[str], boo
     for i, (im, tx) in enumerate(zip(image, text)):
         if not isinstance(im, _IMAGE_TYPES) or not isinstance(tx, str):
             raise TypeError(f"post {i}: got {_describe(im)} as image and {_describe(tx)} as text: {_EXPECTED}")
+        if isinstance(im, str) and not im.strip():
+            raise ValueError(f"post {i}: an empty string is not an image path: {_EXPECTED}")
     return list(image), list(text), False
 
 
@@ -126,6 +130,8 @@ class RunPredictor:
             TypeError, ValueError: for inputs of another shape (the message says what was passed and expected).
             ImageLoadError: for an image that cannot be used.
         """
+        if not isinstance(explain, bool):
+            raise TypeError(f"explain must be True or False, not {_describe(explain)}")
         images, texts, single = posts(image, text)
         answers = []
         for result in self.predict(images, texts, explain_inputs=explain, overlay=explain):
@@ -183,6 +189,8 @@ class RunPredictor:
             raise ValueError(f"{len(images)} images but {len(texts)} texts")
         if not texts:
             return []
+        for i, text in enumerate(texts):  # the server's and the streamed manifests' rule, for the library too
+            check_text(text, "text" if len(texts) == 1 else f"text {i}")
         decoded = [self.load(im) for im in images]
         with self._lock:
             t0 = time.perf_counter()

@@ -383,15 +383,16 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> PipelineR
 
 
 def predict_from_run(run_dir: str | Path, cfg: RunConfig, out: str | Path | None = None,
-                     progress: bool = True, verify: bool = True) -> Path:
+                     progress: bool = True, verify: bool = True, settings: RunConfig | None = None) -> Path:
     """Predicts the test rows of ``cfg.data`` with the models a finished run saved.
 
-    The encoder and cleaning settings are taken from the run's own saved config, so features match training.
-    ``verify=False`` skips checking the run against its checksums (see :func:`~mmsent.run_folder.load_run_models`).
+    The encoder and cleaning settings are taken from the run's own saved config (or ``settings``: it with runtime
+    settings, :func:`~mmsent.config.load_run_config`), so features match training. ``verify=False`` skips checking
+    the run against its checksums (see :func:`~mmsent.run_folder.load_run_models`).
     """
     # checked before any work: --out must not land on the dataset, the models or a file that is not ours
     out_path = prediction_path(out, run_dir, resolve_data_root(cfg)) if out else Path(run_dir) / PREDICTIONS_FILE
-    ensemble = load_run_models(run_dir, verify=verify)
+    ensemble = load_run_models(run_dir, verify=verify, cfg=settings)
     run_cfg = ensemble.cfg
     run_cfg.data, run_cfg.cache_dir = cfg.data, cfg.cache_dir
     dataset = load_dataset(run_cfg)
@@ -409,16 +410,20 @@ def predict_from_run(run_dir: str | Path, cfg: RunConfig, out: str | Path | None
     return out_path
 
 
-def evaluate_from_run(run_dir: str | Path, cfg: RunConfig, progress: bool = True, verify: bool = True
-                      ) -> dict[str, Any]:
+def evaluate_from_run(run_dir: str | Path, cfg: RunConfig, progress: bool = True, verify: bool = True,
+                      settings: RunConfig | None = None) -> dict[str, Any]:
     """Scores a finished run on the labelled test rows of ``cfg.data`` (rows it never trained or selected on) and
     writes ``test_metrics.json`` into the run; returns the metrics.
+
+    Args:
+        settings: the run's config with runtime settings (:func:`~mmsent.config.load_run_config`: device, batch
+            size, ...); default: its saved config.
 
     Raises:
         ValueError: for no labelled test rows, a row the run trained or validated on, or a label the run's models do
             not predict (each naming the row and the fix).
     """
-    ensemble = load_run_models(run_dir, verify=verify)
+    ensemble = load_run_models(run_dir, verify=verify, cfg=settings)
     run_cfg = ensemble.cfg
     run_cfg.data, run_cfg.cache_dir = cfg.data, cfg.cache_dir
     dataset = load_dataset(run_cfg)

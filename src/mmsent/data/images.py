@@ -82,6 +82,20 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+def check_image_size(image: Image.Image, max_pixels: int | None, name: str) -> Image.Image:
+    """``image`` (an already decoded PIL image) if it has pixels and at most ``max_pixels`` of them.
+
+    Raises:
+        ImageLoadError: for an image of 0 pixels; ImageTooLargeError: for one over the limit.
+    """
+    width, height = image.size
+    if not width or not height:
+        raise ImageLoadError(name, f"empty image ({width}x{height} pixels)")
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLargeError(name, _too_large(width * height, image.size, max_pixels))
+    return image
+
+
 def load_image(path: str | Path, *, max_pixels: int | None = None, min_side: int | None = None) -> Image.Image:
     """Loads an image fully, as RGB, whatever its mode, orientation or format (sniffed from the content, not the name).
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from mmsent.data.images import load_image, load_image_bytes
+from mmsent.data.images import check_image_size, load_image, load_image_bytes
 from mmsent.device import inference_autocast, resolve_device
 from mmsent.encoders.base import ImageEncoder, ImageItem, ImagePreprocess, ImageSource
 from mmsent.encoders.openvino_runtime import FP32_BLOCKS, compile_features, keeps_fp32_trunk, resolve_backend
@@ -98,8 +98,8 @@ class ConvImageEncoder(ImageEncoder):
         return f"{type(self).__name__}({self.name!r}, grid={self.grid}, dim={self.dim}, device={self.device})"
 
     def open(self, source: ImageSource, max_pixels: int | None = None, name: str = "<upload>") -> Image.Image:
-        if isinstance(source, Image.Image):
-            return source.convert("RGB")
+        if isinstance(source, Image.Image):  # already decoded: held to the same limits as a file
+            return check_image_size(source, max_pixels, name).convert("RGB")
         # draft-mode JPEG decoding at >= the resize side: a 2000 px photo decoded at 1/4 scale is ~10x cheaper
         side = self.preprocess.resize_size
         if isinstance(source, (bytes, bytearray, memoryview)):
