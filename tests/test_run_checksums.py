@@ -65,7 +65,9 @@ def test_verify_false_loads_an_unsealed_folder_with_a_warning(sealed, caplog):
     (sealed / MANIFEST_FILE).unlink()
     with caplog.at_level(logging.WARNING, logger="mmsent.run_folder"):
         assert len(load_run_models(sealed, verify=False).models) == 2
-    assert f"not verified against {MANIFEST_FILE} (--no-verify)" in caplog.text
+    warning = (f"{sealed}: not verified against {MANIFEST_FILE} (--no-verify): a damaged or edited file would change "
+               "its answers without an error")
+    assert [r.getMessage() for r in caplog.records if r.name == "mmsent.run_folder"] == [warning]
 
 
 def test_a_model_the_predictor_names_but_the_seal_does_not_list_is_refused(sealed):
@@ -209,3 +211,83 @@ def test_serve_refuses_a_numeric_option_out_of_range_as_a_usage_error(monkeypatc
     result = runner.invoke(app, ["serve", str(tmp_path), option])
     assert result.exit_code == 2, result.output
     assert option.split("=")[0] in result.output and "Traceback" not in result.output
+
+
+# --- each refusal's exact words: the file, what is wrong, and both ways out (from the mutation run's survivors) ---
+
+def _hatch(run: Path) -> str:
+    return (f"if you changed it on purpose, `mmsent seal {run}` accepts the folder as it is now; `--no-verify` "
+            "(verify=False) loads it unchecked")
+
+
+def _no_manifest(run: Path) -> str:
+    (run / MANIFEST_FILE).unlink()
+    return (f"{run / MANIFEST_FILE} not found: {run} was made by an mmsent from before runs were sealed, or the file "
+            "was deleted, so nothing shows its files are those the run wrote; if you trust them, "
+            f"`mmsent seal {run}` seals them as they are; `--no-verify` (verify=False) loads them unchecked")
+
+
+def _manifest_a_folder(run: Path) -> str:
+    (run / MANIFEST_FILE).unlink()
+    (run / MANIFEST_FILE).mkdir()
+    return (f"{run / MANIFEST_FILE} is a folder, not the checksums file; remove it and restore the file (rerun or "
+            f"re-export the run), or {_hatch(run)}")
+
+
+def _bad_line(run: Path) -> str:
+    with (run / MANIFEST_FILE).open("a", encoding="utf-8") as fh:
+        fh.write("not a checksum line\n")
+    return (f"{run / MANIFEST_FILE}: line 7 is not '<sha256>  <path>': 'not a checksum line'; rerun or re-export "
+            f"the run, or {_hatch(run)}")
+
+
+def _not_utf8(run: Path) -> str:
+    manifest = run / MANIFEST_FILE
+    manifest.write_bytes(b"\xff" + manifest.read_bytes())
+    return (f"{manifest}: not UTF-8 text ('utf-8' codec can't decode byte 0xff in position 0: invalid start byte); "
+            f"rerun or re-export the run, or {_hatch(run)}")
+
+
+def _gone(run: Path) -> str:
+    path = model_dir(run, "concat", 1) / "model.json"
+    path.unlink()
+    return f"{path}: listed in {MANIFEST_FILE} but missing; restore it (rerun or re-export the run)"
+
+
+def _unlisted(run: Path) -> str:
+    (run / MANIFEST_FILE).write_text("".join(f"{line}\n" for line in _lines(run) if "seed1/model.json" not in line))
+    return (f"{model_dir(run, 'concat', 1) / 'model.json'}: read to predict, but {MANIFEST_FILE} does not list it "
+            f"(added after the run was sealed?); remove it, or {_hatch(run)}")
+
+
+def _changed(run: Path) -> str:
+    import hashlib
+
+    path = model_dir(run, "concat", 1) / "weights.safetensors"
+    expected = hashlib.sha256(path.read_bytes()).hexdigest()
+    path.write_bytes(path.read_bytes() + b"\0")
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    return (f"{path}: changed since the run was sealed (sha256 {actual[:12]}..., {MANIFEST_FILE} says "
+            f"{expected[:12]}...), so the run would answer differently; restore it (rerun or re-export the run), or "
+            f"{_hatch(run)}")
+
+
+@pytest.mark.parametrize("damage", [_no_manifest, _manifest_a_folder, _bad_line, _not_utf8, _gone, _unlisted,
+                                    _changed], ids=lambda f: f.__name__.strip("_"))
+def test_each_refusal_names_the_file_and_the_ways_out(sealed, damage):
+    expected = damage(sealed)
+    with pytest.raises(IntegrityError) as err:
+        load_run_models(sealed)
+    assert str(err.value) == expected
+
+
+def test_verifying_reads_every_byte_even_when_size_and_time_are_unchanged(sealed):
+    import os
+
+    config = sealed / "config.yaml"
+    stat, text = config.stat(), config.read_text(encoding="utf-8")
+    config.write_text(text.replace("lowercase: false", "lowercase: true "), encoding="utf-8")
+    os.utime(config, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as a bit flipped on disk leaves them
+    assert config.stat().st_size == stat.st_size and config.read_text(encoding="utf-8") != text
+    with pytest.raises(IntegrityError, match=r"config\.yaml: changed since the run was sealed"):
+        verify_run(sealed)

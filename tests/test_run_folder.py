@@ -116,8 +116,11 @@ def test_a_model_folder_linked_from_outside_the_run_is_refused(tmp_path):
     outside = tmp_path / "elsewhere" / "concat_seed0"
     shutil.move(str(model_dir(run, "concat", 0)), outside)
     model_dir(run, "concat", 0).symlink_to(outside, target_is_directory=True)
-    with pytest.raises(ValueError, match=r"models/concat_seed0 .*outside the run folder"):
+    with pytest.raises(ValueError) as err:
         load_run_models(run)
+    assert str(err.value) == (f"{model_dir(run, 'concat', 0)} resolves to {outside.resolve()}, outside the run folder "
+                              f"{run}; a run predicts only with its own files: copy them into the folder instead of "
+                              "linking them")
 
 
 @pytest.mark.parametrize(("models", "expected"), [
@@ -165,6 +168,17 @@ def test_the_runs_probabilities_are_its_models_mean(tmp_path):
     assert np.allclose(loaded.proba(feats), (each[0] + each[1]) / 2, atol=1e-6)
 
 
+def test_the_runs_probabilities_are_computed_on_the_device_asked_for_the_cpu_by_default(tmp_path, monkeypatch):
+    from mmsent import run_folder
+
+    asked = []
+    monkeypatch.setattr(run_folder, "mean_proba", lambda models, feats, device: asked.append((len(models), device)))
+    loaded = load_run_models(_hand_made_run(tmp_path, ["concat_seed0", "concat_seed1"]), verify=False)
+    loaded.proba(None)
+    loaded.proba(None, "cuda:1")
+    assert asked == [(2, "cpu"), (2, "cuda:1")]
+
+
 def test_a_sealed_export_covers_its_finetuned_weights_but_not_checkpoints_or_files_outside(tmp_path):
     from mmsent.run_folder import prediction_files
 
@@ -181,9 +195,13 @@ def test_a_sealed_export_covers_its_finetuned_weights_but_not_checkpoints_or_fil
     write_json(run / "finetune.json", {"text": {"dir": "finetuned/text", "mode": "full"},
                                        "image": {"dir": str(outside), "mode": "full"}, "note": "not an entry",
                                        "other": {"dir": 5}})
-    files = prediction_files(run)
-    assert files[-3:] == ["finetune.json", "finetuned/text/model.safetensors", "finetuned/text/sub/vocab.txt"]
-    assert not any("checkpoints" in f or "cache" in f for f in files)
+    assert prediction_files(run) == ["config.yaml", "predictor.json", "models/concat_seed0/model.json",
+                                     "models/concat_seed0/weights.safetensors", "finetune.json",
+                                     "finetuned/text/model.safetensors", "finetuned/text/sub/vocab.txt"]
+    shutil.copytree(outside, run / "finetuned" / "image")  # an export that fine-tuned both encoders
+    write_json(run / "finetune.json", {"image": {"dir": "finetuned/image"}, "text": {"dir": "finetuned/text"}})
+    assert prediction_files(run)[4:] == ["finetune.json", "finetuned/image/model.safetensors",
+                                         "finetuned/text/model.safetensors", "finetuned/text/sub/vocab.txt"]
 
 
 def test_a_fold_models_folder_names_its_fold():
@@ -210,14 +228,17 @@ def test_sealing_reads_every_byte_even_when_size_and_time_are_unchanged(tmp_path
     assert line.split()[0] == hashlib.sha256(config.read_bytes()).hexdigest()
 
 
-def test_sealing_a_folder_missing_a_model_file_names_it(tmp_path):
+@pytest.mark.parametrize("gone", [["weights.safetensors"], ["model.json", "weights.safetensors"]])
+def test_sealing_a_folder_missing_model_files_names_them(tmp_path, gone):
     from mmsent.run_folder import seal_run
 
     run = _hand_made_run(tmp_path, ["concat_seed0"])
-    (model_dir(run, "concat", 0) / "weights.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match=r"cannot seal, missing models/concat_seed0/weights\.safetensors; "
-                                                r"run the job again"):
+    for name in gone:
+        (model_dir(run, "concat", 0) / name).unlink()
+    with pytest.raises(FileNotFoundError) as err:
         seal_run(run)
+    assert str(err.value) == (f"{run}: cannot seal, missing {', '.join(f'models/concat_seed0/{n}' for n in gone)}; "
+                              "run the job again")
 
 
 def test_a_changed_file_is_refused_with_both_ways_out(tmp_path):
@@ -263,12 +284,166 @@ def test_a_runs_encoders_come_from_its_config_and_its_finetuned_folders(tmp_path
     cfg = load_config(overrides=[f"cache_dir={tmp_path / 'cache'}"])
     run = _hand_made_run(tmp_path, ["concat_seed0"])
     loaded = load_run_models(run, verify=False, cfg=cfg)
-    image, text = loaded.encoders("cpu")
+    image, text = loaded.encoders()
     assert (image.modality, text.modality) == ("image", "text") and applied == []
-    assert built == [("cpu", tmp_path / "cache" / "models")]
+    loaded.encoders("cuda:1")
+    assert built == [("cpu", tmp_path / "cache" / "models"), ("cuda:1", tmp_path / "cache" / "models")]
     cfg.finetune.enabled = True
-    with pytest.raises(FileNotFoundError, match=r"finetune\.json not found: the run's fine-tuning did not finish"):
+    with pytest.raises(FileNotFoundError) as err:
         load_run_encoders(run, cfg)
+    assert str(err.value) == f"{run / 'finetune.json'} not found: the run's fine-tuning did not finish; run it again"
     write_json(run / "finetune.json", {"image": {"dir": "finetuned/image"}, "text": {"dir": None}})
-    load_run_encoders(run, cfg)
+    loaded.encoders()
     assert applied == [("image", run / "finetuned" / "image")]
+    write_json(run / "finetune.json", {"text": {"dir": "finetuned/text"}})  # only the text encoder was fine-tuned
+    load_run_encoders(run, cfg)
+    assert applied[1:] == [("text", run / "finetuned" / "text")]
+
+
+# --- what a run folder loads, and each refusal's exact words (from the mutation run's survivors) ---
+
+RERUN_FIX = "run the job again"
+
+
+def _ensemble_run(tmp_path: Path) -> Path:
+    """A run whose predictor averages two designs: concat (seeds 0, 1) and gated (seed 0), with class weights."""
+    run = tmp_path / "run"
+    run.mkdir()
+    RunConfig().save(run / "config.yaml")
+    models = ["concat_seed0", "concat_seed1", "gated_seed0"]
+    for name in models:
+        design, _, seed = name.partition("_seed")
+        save_model(create_fusion_model(design, 4, 4), model_dir(run, design, int(seed)))
+    write_json(run / "predictor.json", {"members": ["concat", "gated"], "models": models, "name": "ensemble",
+                                        "class_weights": [1.0, 2.0, 0.5]})
+    return run
+
+
+@pytest.mark.parametrize(("model_name", "name", "seeds", "designs", "weights"), [
+    (None, "ensemble", [0, 1], ["concat", "gated"], [1.0, 2.0, 0.5]),
+    ("ensemble", "ensemble", [0, 1], ["concat", "gated"], [1.0, 2.0, 0.5]),
+    ("gated", "gated", [0], ["gated"], None),
+    ("concat", "concat", [0, 1], ["concat"], None),
+])
+def test_a_run_loads_its_predictor_or_only_the_named_designs_models(tmp_path, model_name, name, seeds, designs,
+                                                                      weights):
+    from mmsent.labels import LABELS
+
+    run = _ensemble_run(tmp_path)
+    loaded = load_run_models(run, model_name=model_name, verify=False)
+    assert (loaded.run_dir, loaded.name, loaded.seeds, loaded.designs, loaded.class_weights) == (
+        run, name, seeds, designs, weights)
+    assert [m.fusion_name for m in loaded.models] == [d for d in ("concat", "concat", "gated") if d in designs]
+    assert list(loaded.labels) == list(LABELS) and loaded.folds == 1
+
+
+def test_a_design_the_run_saved_no_models_of_is_named(tmp_path):
+    run = _ensemble_run(tmp_path)
+    with pytest.raises(FileNotFoundError) as err:
+        load_run_models(run, model_name="attention", verify=False)
+    assert str(err.value) == (f"{run}: no saved attention models; the run saved only its predictor's members "
+                              "(see predictor.json)")
+
+
+def test_models_load_onto_the_device_asked_for(tmp_path):
+    run = _hand_made_run(tmp_path, ["concat_seed0", "concat_seed1"])
+    loaded = load_run_models(run, verify=False, device="meta")  # no memory, but a device other than the default
+    assert {p.device.type for m in loaded.models for p in m.parameters()} == {"meta"}
+
+
+def test_a_folder_that_is_not_a_run_is_named_with_how_to_make_one(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        load_run_models(tmp_path)
+    assert str(err.value) == (f"{tmp_path / 'config.yaml'} not found; is {tmp_path} a run directory? (`mmsent run "
+                              "--out RUN_DIR` makes one)")
+
+
+def _predictor_path(run: Path) -> str:
+    return str(run / "predictor.json")
+
+
+@pytest.mark.parametrize(("predictor", "words"), [
+    ({"members": ["concat"], "models": {"concat_seed0": 1}},
+     "'models' must list folder names like gated_seed0 or gated_fold0_seed0"),
+    ({"members": ["concat"], "models": "concat_seed0"},
+     "'models' must list folder names like gated_seed0 or gated_fold0_seed0"),
+    ({"members": ["concat"], "models": []}, "'models' must list folder names like gated_seed0 or gated_fold0_seed0"),
+    ({"members": ["concat"], "models": ["concat_seed0", "concat_seed0"]}, "'models' names concat_seed0 more than once"),
+    ({"members": ["concat", "gated", "attention"], "name": "concat", "models": ["concat_seed0"]},
+     "'members' names gated, attention, but 'models' lists no model of it"),
+    ({"members": ["gated"], "models": ["concat_seed0"]}, "concat_seed0 is a concat model, which 'members' does not name"),
+    ({"members": [], "models": ["concat_seed0"]}, "'members' must be a non-empty list of model names"),
+], ids=["models-a-mapping", "models-a-string", "no-models", "repeated-model", "idle-members", "stray-model",
+        "no-members"])
+def test_a_damaged_predictor_file_is_refused_naming_its_path_and_the_fix(tmp_path, predictor, words):
+    run = _hand_made_run(tmp_path, ["concat_seed0"])
+    write_json(run / "predictor.json", predictor)
+    with pytest.raises(ValueError) as err:
+        load_run_models(run)
+    assert str(err.value) == f"{_predictor_path(run)}: {words}; {RERUN_FIX}"
+
+
+def _legacy_run(tmp_path: Path, metrics: str | None) -> Path:
+    """A run from before predictor.json: only metrics.json (here ``metrics``, written as is) names its models."""
+    run = _hand_made_run(tmp_path, ["concat_seed1"])
+    (run / "predictor.json").unlink()
+    if metrics is not None:
+        (run / "metrics.json").write_text(metrics, encoding="utf-8")
+    return run
+
+
+@pytest.mark.parametrize(("metrics", "seeds"), [
+    ('{"chosen_model": "concat", "seeds": [1, 2]}', [1, 2]),
+    ('{"chosen_model": "concat"}', [0]),
+    ('{"chosen_model": "concat", "seeds": []}', [0]),
+])
+def test_a_run_from_before_predictor_files_predicts_with_the_chosen_designs_seeds(tmp_path, metrics, seeds):
+    from mmsent.run_folder import prediction_files
+
+    run = _legacy_run(tmp_path, metrics)
+    assert prediction_files(run) == ["config.yaml", "metrics.json", *(
+        f"models/concat_seed{s}/{f}" for s in seeds for f in ("model.json", "weights.safetensors"))]
+
+
+@pytest.mark.parametrize(("metrics", "error", "message"), [
+    (None, FileNotFoundError, ("{run}/predictor.json not found: the run did not finish, or the file was deleted; "
+                               f"{RERUN_FIX}")),
+    ('{"chosen_model": "Concat"}', FileNotFoundError,
+     f"{{run}}/metrics.json names no chosen_model: the run did not finish; {RERUN_FIX}"),
+    ('{"chosen_model": 3}', FileNotFoundError,
+     f"{{run}}/metrics.json names no chosen_model: the run did not finish; {RERUN_FIX}"),
+    ('{"chosen_model": "concat", ', ValueError,
+     ("{run}/metrics.json: not readable JSON (Expecting property name enclosed in double quotes: line 1 column 28 "
+      f"(char 27)); {RERUN_FIX}")),
+], ids=["no-predictor-or-metrics", "bad-design-name", "not-a-name", "damaged-metrics"])
+def test_a_run_that_names_no_models_says_which_file_and_what_to_do(tmp_path, metrics, error, message):
+    run = _legacy_run(tmp_path, metrics)
+    with pytest.raises(error) as err:
+        load_run_models(run, verify=False)
+    assert str(err.value) == message.format(run=run)
+
+
+@pytest.mark.parametrize(("predictor", "source"), [
+    (True, "predictor.json"),
+    (False, "metrics.json (read because {run}/predictor.json is missing)"),
+])
+def test_missing_model_folders_are_all_named_with_the_file_that_names_them(tmp_path, predictor, source):
+    run = _hand_made_run(tmp_path, ["concat_seed0", "concat_seed1"])
+    shutil.rmtree(run / "models")
+    if not predictor:
+        (run / "predictor.json").unlink()
+        write_json(run / "metrics.json", {"chosen_model": "concat", "seeds": [0, 1]})
+    with pytest.raises(FileNotFoundError) as err:
+        load_run_models(run, verify=False)
+    assert str(err.value) == (f"{run}: saved model folder(s) missing: {run / 'models' / 'concat_seed0'}, "
+                              f"{run / 'models' / 'concat_seed1'}, named by {source.format(run=run)}; {RERUN_FIX}")
+
+
+def test_a_predictor_whose_class_names_differ_from_its_models_is_refused_naming_both(tmp_path):
+    run = _hand_made_run(tmp_path, ["concat_seed0"], id2label={"0": "pos", "1": "neu", "2": "neg"})
+    with pytest.raises(ValueError) as err:
+        load_run_models(run, verify=False)
+    assert str(err.value) == (
+        f"{run / 'models' / 'concat_seed0' / 'model.json'} has labels ['positive', 'neutral', 'negative'] but "
+        f"{run / 'predictor.json'} has ['pos', 'neu', 'neg']; its outputs would be mislabelled: use a model trained "
+        f"on these labels; {RERUN_FIX}")
