@@ -189,7 +189,8 @@ def test_a_model_name_typo_suggests_the_registered_name():
 
 
 def test_model_names_get_the_registry_forgiveness_but_no_duplicates():
-    assert load_config(overrides=["compare.models=Dual-Stream, concat"]).compare.models == ["Dual-Stream", "concat"]
+    # saved as the registry names them, so the models' folders and the predictor name them alike
+    assert load_config(overrides=["compare.models=Dual-Stream, concat"]).compare.models == ["dual_stream", "concat"]
     with pytest.raises(ConfigError, match=r"compare\.models: 'Concat' is listed twice"):
         load_config(overrides=["compare.models=concat,Concat"])
     with pytest.raises(ConfigError, match=r"compare\.models: empty; allowed: .*concat"):
@@ -976,3 +977,11 @@ def test_a_cache_dir_that_is_a_file_is_refused_at_load(tmp_path):
     with pytest.raises(ConfigError, match=r"^cache_dir: .*cache\.txt is a file, not a folder; name a folder"):
         load_config(overrides=[f"cache_dir={taken}"])
     assert load_config(overrides=[f"cache_dir={tmp_path / 'new'}"]).cache_dir == str(tmp_path / "new")
+
+
+def test_design_names_are_saved_as_the_registry_names_them():
+    cfg = load_config(overrides=["compare.models=Concat, dual-stream", "compare.predict_with=Dual-Stream",
+                                 "compare.model_overrides.Dual-Stream.hidden_dim=64"])
+    assert cfg.compare.models == ["concat", "dual_stream"] and cfg.compare.predict_with == "dual_stream"
+    assert cfg.compare.model_overrides["dual_stream"] == {"hidden_dim": 64, "patience": 4}  # onto the default
+    assert "Dual-Stream" not in cfg.compare.model_overrides

@@ -27,6 +27,8 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from mmsent.naming import fusion_key
+
 # "cuda:<index>" (e.g. cuda:1) is accepted as well, for a machine with several GPUs
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -503,7 +505,7 @@ def _model_overrides(overrides: dict[Any, Any], parse: bool) -> dict[Any, Any]:
             raise ConfigError(f"{where}: expected a mapping of training keys (or model arguments) to values, "
                               f"got {args!r}")
         own = {k: (hint, _MODEL_ARGUMENT_RANGES.get(k)) for k, hint in
-               arguments.get(_fusion_key(str(model)), {}).items() if hint is not Any}
+               arguments.get(fusion_key(str(model)), {}).items() if hint is not Any}
         typed[model] = {k: _value(v, *(train.get(k) or own[k]), f"{where}.{k}", parse) if k in train or k in own
                         else v for k, v in args.items()}
     return typed
@@ -683,11 +685,6 @@ def _check_contradictions(cfg: RunConfig) -> None:
             raise ConfigError(f"compare.seeds: {seed} is listed twice")
 
 
-def _fusion_key(name: str) -> str:
-    """:func:`mmsent.fusion.registry.fusion_key`, repeated: importing the registry would load torch on the fast path."""
-    return name.strip().lower().replace("-", "_")
-
-
 def _fusion_names() -> list[str]:
     """The fusion model names: from the live registry once it is loaded (it knows models registered in code too),
     else read from the ``register_fusion_model("name")`` calls in the package's files, without importing torch."""
@@ -695,7 +692,7 @@ def _fusion_names() -> list[str]:
     if registry is not None:
         return registry.list_fusion_models()
     calls = [node for tree in _fusion_sources() for node in ast.walk(tree) if _is_registration(node)]
-    names = [_fusion_key(str(c.args[0].value)) for c in calls if c.args and isinstance(c.args[0], ast.Constant)]
+    names = [fusion_key(str(c.args[0].value)) for c in calls if c.args and isinstance(c.args[0], ast.Constant)]
     return list(dict.fromkeys(names))
 
 
@@ -739,7 +736,7 @@ def _model_arguments() -> dict[str, dict[str, Any]]:
         for node in ast.walk(tree):
             if isinstance(node, ast.ClassDef):
                 classes[node.name] = node
-                registered += [(_fusion_key(str(d.args[0].value)), node.name) for d in node.decorator_list
+                registered += [(fusion_key(str(d.args[0].value)), node.name) for d in node.decorator_list
                                if _is_registration(d) and d.args and isinstance(d.args[0], ast.Constant)]
     found: dict[str, dict[str, Any]] = {}
     for name, cls in registered:
@@ -762,18 +759,24 @@ def _check_names(cfg: RunConfig) -> None:
         raise ConfigError(f"compare.models: empty; allowed: {', '.join(known)}")
     seen: list[str] = []
     for name in compare.models:
-        key = _fusion_key(name)
+        key = fusion_key(name)
         if key not in known:
             raise _not_allowed(f"compare.models: unknown model {name!r}", key, known)
         if key in seen:
             raise ConfigError(f"compare.models: {name!r} is listed twice")
         seen.append(key)
-    choice = _fusion_key(compare.predict_with)
+    compare.models = seen  # as the registry names them: "Concat" is saved, and names its models, as "concat"
+    choice = fusion_key(compare.predict_with)
     if choice not in ("ensemble", "best") and choice not in seen:
         why = "is not among compare.models" if choice in known else "is not a model name"
         raise _not_allowed(f"compare.predict_with: {compare.predict_with!r} {why}", choice,
                            ["ensemble", "best", *compare.models])
+    compare.predict_with = choice
     _check_model_overrides(cfg, known)
+    merged: dict[str, dict[str, Any]] = {}
+    for name, values in compare.model_overrides.items():  # in order: a later spelling of a name overrides an earlier
+        merged[fusion_key(str(name))] = {**merged.get(fusion_key(str(name)), {}), **values}
+    compare.model_overrides = merged
 
     from mmsent.encoders.names import UnknownEncoderError, parse_image_encoder  # torch-free
 
@@ -789,19 +792,19 @@ def _check_model_overrides(cfg: RunConfig, known: list[str]) -> None:
     num_heads dividing hidden_dim."""
     overrides = cfg.compare.model_overrides
     for model in overrides:
-        if _fusion_key(str(model)) not in known:
-            raise _not_allowed(f"compare.model_overrides: unknown model {model!r}", _fusion_key(str(model)), known)
+        if fusion_key(str(model)) not in known:
+            raise _not_allowed(f"compare.model_overrides: unknown model {model!r}", fusion_key(str(model)), known)
     train = _fields(TrainConfig)
     arguments = _model_arguments()
     for model, args in overrides.items():
-        own = arguments.get(_fusion_key(str(model)))
+        own = arguments.get(fusion_key(str(model)))
         for key in args if own is not None else ():  # a model registered in code checks its own arguments
             if key not in train and key not in own:
                 raise _not_allowed(f"unknown config key 'compare.model_overrides.{model}.{key}'", str(key),
                                    sorted({*train, *own}), "; known keys here: ")
     _model_overrides(overrides, parse=False)
     for model in cfg.compare.models:  # only these are built (the defaults' overrides cannot be removed)
-        if "num_heads" in arguments.get(_fusion_key(model), {}):
+        if "num_heads" in arguments.get(fusion_key(model), {}):
             _check_heads(cfg, model, overrides.get(model, {}))
 
 

@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 from mmsent.fusion.base import FusionModel
 from mmsent.io import atomic_write_text, save_tensors
 from mmsent.labels import LABELS, LabelError, LabelsLike, LabelSet, as_label_set
+from mmsent.naming import fusion_key  # re-exported: callers find it beside the registry
 
 WEIGHTS_FILE = "weights.safetensors"
 META_FILE = "model.json"
@@ -46,12 +47,6 @@ class _Entry(NamedTuple):
 
 _REGISTRY: dict[str, _Entry] = {}  # in registration order: the built-ins (``import mmsent.fusion``) first
 _discovered = False  # whether every module of the package folder(s) has been imported
-
-
-def fusion_key(name: str) -> str:
-    """A model name as the registry keys it: case, surrounding spaces and ``-`` for ``_`` are forgiven (config.py
-    repeats this one line, since it must not import this module)."""
-    return name.strip().lower().replace("-", "_")
 
 
 def register_fusion_model(name: str, **fixed: Any) -> Callable[[type[M]], type[M]]:
