@@ -7,7 +7,7 @@ import torch
 
 from mmsent.config import EncoderConfig
 from mmsent.device import resolve_device, resolve_num_threads, torch_threads
-from mmsent.encoders import create_encoders_from_config, create_image_encoder, list_encoders
+from mmsent.encoders import create_encoders_from_config, list_encoders
 
 def test_list_encoders():
     known = list_encoders()
