@@ -4,6 +4,7 @@ unknown design, a missing image) refused before anything heavy loads."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -109,3 +110,25 @@ def test_a_device_this_machine_lacks_is_refused_before_the_models_load(key, tiny
         result = runner.invoke(app, [*args, "--set", f"{key}=cuda"])
         assert result.exit_code == 2, result.output
         assert "CUDA is not available here" in result.output
+
+
+def test_a_run_trained_on_a_gpu_predicts_on_this_cpu_with_a_warning(tiny_run, tmp_path):
+    import shutil
+
+    import torch
+
+    from mmsent.run_folder import seal_run
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("device: cpu", "device: cuda"))
+    seal_run(run)  # a run folder made on a GPU machine, as it arrives here
+    image = tiny_run.parent / "lab" / "data" / "130.jpg"
+    result = runner.invoke(app, ["predict", str(run), "--image", str(image), "--text", "rain again", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "predicting on the CPU" in result.output and json.loads(result.stdout)["label"]
+    asked = runner.invoke(app, ["predict", str(run), "--image", str(image), "--text", "x", "--set",
+                                "encoders.device=cuda"])
+    assert asked.exit_code == 2 and "CUDA is not available here" in asked.output

@@ -985,3 +985,20 @@ def test_design_names_are_saved_as_the_registry_names_them():
     assert cfg.compare.models == ["concat", "dual_stream"] and cfg.compare.predict_with == "dual_stream"
     assert cfg.compare.model_overrides["dual_stream"] == {"hidden_dim": 64, "patience": 4}  # onto the default
     assert "Dual-Stream" not in cfg.compare.model_overrides
+
+
+def test_overrides_under_another_spelling_are_checked_like_the_registry_name():
+    with pytest.raises(ConfigError, match="num_heads"):
+        load_config(overrides=["compare.models=Dual-Stream", "compare.model_overrides.Dual-Stream.hidden_dim=100",
+                               "compare.model_overrides.Dual-Stream.num_heads=8"])
+
+
+def test_a_finished_run_takes_the_config_it_was_trained_with_whatever_its_data_keys(tmp_path):
+    from mmsent.config import load_run_config
+
+    saved = tmp_path / "config.yaml"
+    load_config(overrides=[f"data.root={tmp_path}", "data.val_fraction=0.2"]).save(saved)
+    again = load_run_config(saved, CONFIGS / "default.yaml", ["encoders.batch_size=4"])
+    assert again.encoders.batch_size == 4  # data.root and val_fraction differ: history, not what the run answers
+    with pytest.raises(ConfigError, match="cleaning.lowercase: the run was trained with False"):
+        load_run_config(saved, None, ["cleaning.lowercase=true"])

@@ -99,14 +99,16 @@ def _data_run_config(run_dir: Path, config: Optional[Path], overrides: Optional[
     settings (anything else that differs is refused); its devices checked."""
     extra = [*(overrides or []), *([f"data.root={data}"] if data else []),
              *([f"data.on_error={on_error}"] if on_error else [])]
-    settings = _run_config(run_dir, config, extra, also=("data.",))
-    _run_device(settings)
+    settings = _run_config(run_dir, config, extra)
+    _run_device(settings, config, overrides)
     return settings
 
 
-def _run_device(cfg: Optional[RunConfig]) -> str:
-    """Where a finished run predicts: its ``encoders.device`` (``auto``: a GPU when there is one); a device this
-    machine lacks, there or in ``training.device``, is a usage error before anything loads."""
+def _run_device(cfg: Optional[RunConfig], config: Optional[Path] = None,
+                overrides: Optional[List[str]] = None) -> str:
+    """Where a finished run predicts: its ``encoders.device`` (``auto``: a GPU when there is one). A device this
+    machine lacks (there or in ``training.device``) is a usage error when the user asked for it, before anything
+    loads; when only the run's saved config names it (trained on a GPU, used here), the CPU serves, with a warning."""
     from mmsent.device import resolve_device
 
     if cfg is None:
@@ -115,8 +117,13 @@ def _run_device(cfg: Optional[RunConfig]) -> str:
         resolve_device(cfg.training.device)
         return str(resolve_device(cfg.encoders.device))
     except (RuntimeError, ValueError) as exc:
-        _error(str(exc), "config error")
-        raise typer.Exit(2) from exc
+        if config is not None or any(".device=" in o for o in overrides or []):
+            _error(str(exc), "config error")
+            raise typer.Exit(2) from exc
+        logging.getLogger("mmsent").warning("the run's config asks for %s / %s (%s); predicting on the CPU",
+                                            cfg.encoders.device, cfg.training.device, exc)
+        cfg.encoders.device = cfg.training.device = "cpu"
+        return "cpu"
 
 
 def _default_run_dir() -> Path:
@@ -295,19 +302,21 @@ def predict(run_dir: Optional[Path] = typer.Argument(None, help="A finished run 
         with _user_errors():
             run_dir = shipped_model_path()
     if image is not None and text is not None:
-        _predict_post(run_dir, image, text, _run_config(run_dir, config, set_), no_verify, as_json)
+        run_cfg = _run_config(run_dir, config, set_)
+        _predict_post(run_dir, image, text, run_cfg, _run_device(run_cfg, config, set_), no_verify, as_json)
     elif input_ is not None:
         run_cfg = _run_config(run_dir, config, set_)
         if engine == "ray":
             _predict_with_ray(run_dir, input_, out, run_cfg, actors, chunk_size, ray_address, no_verify)
         else:
-            _predict_manifest(run_dir, input_, out, run_cfg, shard, chunk_size, quiet, no_verify)
+            _predict_manifest(run_dir, input_, out, run_cfg, _run_device(run_cfg, config, set_), shard, chunk_size,
+                              quiet, no_verify)
     else:
         settings = _data_run_config(run_dir, config, set_, data, on_error)
         _predict_dataset(run_dir, out, _config(config, set_, data, on_error), settings, quiet, no_verify)
 
 
-def _predict_post(run_dir: Path, image: Path, text: str, cfg: Optional[RunConfig], no_verify: bool,
+def _predict_post(run_dir: Path, image: Path, text: str, cfg: Optional[RunConfig], device: str, no_verify: bool,
                   as_json: bool) -> None:
     """``predict --image --text``: one post's label and probabilities (as JSON with ``--json``)."""
     if not image.is_file():  # before the models load: a mistyped path costs nothing
@@ -316,7 +325,7 @@ def _predict_post(run_dir: Path, image: Path, text: str, cfg: Optional[RunConfig
     from mmsent.inference import RunPredictor
 
     with _user_errors():
-        answer = RunPredictor(run_dir, verify=not no_verify, cfg=cfg, device=_run_device(cfg))(image, text)
+        answer = RunPredictor(run_dir, verify=not no_verify, cfg=cfg, device=device)(image, text)
     if as_json:
         typer.echo(json.dumps(answer))
         return
@@ -336,8 +345,8 @@ def _predict_with_ray(run_dir: Path, manifest: Path, out: Optional[Path], cfg: O
                   f"{result.actors} actor(s) in {result.seconds:.0f} s -> {result.out}")
 
 
-def _predict_manifest(run_dir: Path, manifest: Path, out: Optional[Path], cfg: Optional[RunConfig], shard: str,
-                      chunk_size: int, quiet: bool, no_verify: bool) -> None:
+def _predict_manifest(run_dir: Path, manifest: Path, out: Optional[Path], cfg: Optional[RunConfig], device: str,
+                      shard: str, chunk_size: int, quiet: bool, no_verify: bool) -> None:
     """``predict --input``: a manifest streamed, resumably, to JSONL."""
     from mmsent.stream import predict_stream
 
@@ -347,7 +356,7 @@ def _predict_manifest(run_dir: Path, manifest: Path, out: Optional[Path], cfg: O
             raise ValueError(f"--shard {shard!r}: write it as i/n, e.g. 0/4")
         result = predict_stream(run_dir, manifest, out or run_dir / STREAM_FILE, chunk_size=chunk_size,
                                 shard=(int(i), int(n)), progress=not quiet, verify=not no_verify, cfg=cfg,
-                                device=_run_device(cfg))
+                                device=device)
     console.print(f"{result.predicted} predicted, {result.errors} unreadable (written with 'error'), "
                   f"{result.skipped_done} already done -> {result.out}")
 
@@ -398,7 +407,7 @@ def report(run_dir: Path = typer.Argument(..., help="A finished run directory.")
         if explain and cfg is not None and (config or set_):  # else the report loads the run's predictor itself
             from mmsent.inference import RunPredictor
 
-            predictor = RunPredictor(run_dir, cfg=cfg, device=_run_device(cfg))
+            predictor = RunPredictor(run_dir, cfg=cfg, device=_run_device(cfg, config, set_))
         path = build_report(run_dir, explain=explain, max_errors=max_errors, predictor=predictor)
     console.print(f"report: {path}")
 
@@ -453,10 +462,11 @@ def serve(run_dir: Optional[Path] = typer.Argument(None, help="A finished run or
                              max_batch_bytes=int(max_batch_mb * mib), memory_budget_bytes=int(memory_budget_mb * mib),
                              header_timeout=header_timeout, body_timeout=body_timeout)
     cfg = _run_config(run_dir, config, set_)
+    device = _run_device(cfg, config, set_)
     with _user_errors():
         from mmsent.inference import RunPredictor
 
-        predictor = RunPredictor(run_dir, model_name=model, verify=not no_verify, cfg=cfg, device=_run_device(cfg))
+        predictor = RunPredictor(run_dir, model_name=model, verify=not no_verify, cfg=cfg, device=device)
         api = create_app(settings=settings, predictor=predictor)
     console.print(f"serving {run_dir} on http://{host}:{port}/ (API docs at /docs)")
     uvicorn.Server(uvicorn_config(api, host, port)).run()  # with the headers deadline uvicorn.run lacks

@@ -612,7 +612,7 @@ def load_run_config(run_config: str | Path, path: str | Path | None = None, over
         return saved
     cfg = validate(_overlay(load_config(run_config), path, overrides))
     before = _flat(saved)
-    free = (*RUNTIME_KEYS, *also)
+    free = (*RUNTIME_KEYS, "data.", *also)  # a finished run predicts from its models: its data keys are history
     changed = [k for k, v in _flat(cfg).items() if v != before[k] and not k.startswith(free)]
     if changed:
         key = changed[0]
@@ -772,11 +772,12 @@ def _check_names(cfg: RunConfig) -> None:
         raise _not_allowed(f"compare.predict_with: {compare.predict_with!r} {why}", choice,
                            ["ensemble", "best", *compare.models])
     compare.predict_with = choice
-    _check_model_overrides(cfg, known)
-    merged: dict[str, dict[str, Any]] = {}
+    merged: dict[Any, Any] = {}
     for name, values in compare.model_overrides.items():  # in order: a later spelling of a name overrides an earlier
-        merged[fusion_key(str(name))] = {**merged.get(fusion_key(str(name)), {}), **values}
+        key = fusion_key(name) if isinstance(name, str) else name  # a non-string name is refused just below
+        merged[key] = {**merged.get(key, {}), **values} if isinstance(values, dict) else values
     compare.model_overrides = merged
+    _check_model_overrides(cfg, known)
 
     from mmsent.encoders.names import UnknownEncoderError, parse_image_encoder  # torch-free
 

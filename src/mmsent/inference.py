@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from mmsent.config import RunConfig
-from mmsent.data.text import TextCleaner, check_text
+from mmsent.data.text import MAX_TEXT_CHARS, TextCleaner, check_text
 from mmsent.encoders.base import ImageEncoder, TextEncoder
 from mmsent.explain import Baseline, explain, overlay_heatmap, word_scores
 from mmsent.features.featureset import FeatureSet, ModalityFeatures
@@ -67,6 +67,10 @@ def posts(image: object, text: object) -> tuple[list[ImageInput], list[str], boo
     return list(image), list(text), False
 
 
+class NonFiniteError(ValueError):
+    """The models gave NaN or infinite probabilities: no answer is given rather than a wrong one."""
+
+
 def png_data_uri(image: Image.Image) -> str:
     """``data:image/png;base64,...`` of an image, for HTML and JSON."""
     buf = io.BytesIO()
@@ -106,6 +110,7 @@ class RunPredictor:
                              f"and {self.text_encoder.dim}-d; were they changed since the run?")
         self.cleaner = TextCleaner(self.cfg.cleaning)
         self.max_image_pixels = max_image_pixels or self.cfg.data.max_image_pixels
+        self.max_text_chars = MAX_TEXT_CHARS  # the longest text answered (a server sets its own limit here)
         self.baseline = baseline
         self._lock = threading.Lock()
 
@@ -133,12 +138,16 @@ class RunPredictor:
         if not isinstance(explain, bool):
             raise TypeError(f"explain must be True or False, not {_describe(explain)}")
         images, texts, single = posts(image, text)
-        answers = []
-        for result in self.predict(images, texts, explain_inputs=explain, overlay=explain):
-            answer = {"label": result["label"], "scores": result["probabilities"]}
-            if explain:
-                answer |= {k: result[k] for k in ("evidence", "cleaned_text", "timing_ms")}
-            answers.append(answer)
+        if explain:
+            answers = [{"label": r["label"], "scores": r["probabilities"],
+                        **{k: r[k] for k in ("evidence", "cleaned_text", "timing_ms")}}
+                       for r in self.predict(images, texts, explain_inputs=True, overlay=True)]
+        else:  # the corpus path: encoded in the run's batch size, whatever the number of posts
+            for i, t in enumerate(texts):
+                check_text(t, "text" if single else f"text {i}", self.max_text_chars)
+            probs, labels = self.classify([self.crop(im) for im in images], texts) if texts else ([], [])
+            answers = [{"label": label, "scores": {name: round(float(v), 6) for name, v in zip(self.labels, p)}}
+                       for label, p in zip(labels, probs)]
         return answers[0] if single else answers
 
     def load(self, image: ImageInput, name: str = "<upload>") -> Image.Image:
@@ -164,7 +173,7 @@ class RunPredictor:
             text = self.text_encoder.encode([self.cleaner(t) for t in texts], batch_size=batch_size)
             probs = self.run.proba(FeatureSet([str(i) for i in range(len(texts))], image, text), self.device)
         if not np.isfinite(probs).all():
-            raise ValueError("the run's models gave non-finite probabilities")
+            raise NonFiniteError("the run's models gave non-finite probabilities")
         return probs, [self.labels[i] for i in decide(probs, self.class_weights)]
 
     def predict(self, images: Sequence[ImageInput], texts: Sequence[str], *, explain_inputs: bool = True,
@@ -190,7 +199,7 @@ class RunPredictor:
         if not texts:
             return []
         for i, text in enumerate(texts):  # the server's and the streamed manifests' rule, for the library too
-            check_text(text, "text" if len(texts) == 1 else f"text {i}")
+            check_text(text, "text" if len(texts) == 1 else f"text {i}", self.max_text_chars)
         decoded = [self.load(im) for im in images]
         with self._lock:
             t0 = time.perf_counter()
@@ -203,8 +212,10 @@ class RunPredictor:
             width = int(text.mask.any(0).nonzero().max()) + 1 if bool(text.mask.any()) else 1
             words = [self.text_encoder.tokens(c) for c in cleaned]
             t2 = time.perf_counter()
-            inputs = FusionInputs(pooled.float(), tokens.float(), torch.ones(tokens.shape[:2], dtype=torch.bool),
-                                  text.pooled.float(), text.tokens[:, :width].float(), text.mask[:, :width].bool())
+            dev = next(self.models[0].parameters()).device  # encoders hand back CPU tensors; the models may be on a GPU
+            inputs = FusionInputs(*(t.to(dev) for t in (
+                pooled.float(), tokens.float(), torch.ones(tokens.shape[:2], dtype=torch.bool), text.pooled.float(),
+                text.tokens[:, :width].float(), text.mask[:, :width].bool())))
             rows = explain(self.models, inputs, baseline=self.baseline, saliency=explain_inputs,
                            text_pooling=self.cfg.encoders.text_pooling, class_weights=self.class_weights,
                            labels=self.labels)

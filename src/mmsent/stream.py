@@ -29,10 +29,11 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from mmsent.config import RunConfig
 from mmsent.data.images import ImageLoadError
 from mmsent.data.manifest import ManifestError, Row, count_rows, read_manifest
-from mmsent.config import RunConfig
 from mmsent.data.text import TextError, check_text, read_text_file
+from mmsent.inference import NonFiniteError, RunPredictor
 from mmsent.io import MARKER_SUFFIX, OutputError, marker_path, output_lock, read_marker, same_file, write_marker
 from mmsent.run_files import MANIFEST_FILE
 
@@ -227,8 +228,6 @@ class ChunkPredictor:
 
     def __init__(self, run_dir: str | Path, device: str = "cpu", verify: bool = True,
                  cfg: RunConfig | None = None) -> None:
-        from mmsent.inference import RunPredictor
-
         self.predictor = RunPredictor(run_dir, device=device, verify=verify, cfg=cfg)
         self.labels = self.predictor.labels
         self.decoders = ThreadPoolExecutor(2, thread_name_prefix="mmsent-decode")  # decoding overlaps itself
@@ -263,8 +262,8 @@ class ChunkPredictor:
         if good:
             try:
                 probs, labels = self.predictor.classify([crops[i] for i in good], [texts[i] for i in good])
-            except ValueError as exc:
-                raise ValueError(f"{exc}; nothing more was written") from None
+            except NonFiniteError as exc:
+                raise NonFiniteError(f"{exc}; nothing more was written") from exc
             for i, label, p in zip(good, labels, probs):
                 lines[i] = {"id": rows[i].id, "label": label,
                             **{f"p_{name}": round(float(v), 6) for name, v in zip(self.labels, p)}}

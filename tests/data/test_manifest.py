@@ -61,9 +61,9 @@ def test_a_bare_carriage_return_inside_an_unquoted_field_is_an_error_row_not_two
     path.write_bytes(b'id,text,image\n1,hello\rworld,a.jpg\n2,"quoted\rcr",b.jpg\n3,fine,c.jpg\n')
     rows = list(read_manifest(path))
     assert [r.id for r in rows] == ["1", "2", "3"]  # no row "world" made up from the second half
-    assert rows[0].error == ("a bare carriage return (CR) inside an unquoted field, in the record on lines 2-3; quote "
-                             "the field or remove the CR") and rows[0].where == "posts.csv:2"
-    assert rows[1].text == "quoted\rcr" and rows[1].error is None and rows[2].where == "posts.csv:6"  # CR: a line
+    assert rows[0].error == ("a bare carriage return (CR) inside an unquoted field; quote the field or remove the CR")
+    assert rows[0].where == "posts.csv:2"
+    assert rows[1].text == "quoted\rcr" and rows[1].error is None and rows[2].where == "posts.csv:4"  # LF lines
     assert count_rows(path) == 3
 
 

@@ -137,3 +137,20 @@ def test_the_budget_counts_concurrent_holds_and_refuses_without_taking():
     b.grow(60)
     b.release()
     assert budget.in_use == 0 and budget.peak == 100
+
+
+def test_a_server_allowing_longer_texts_answers_them(tiny_predictor):
+    from fastapi.testclient import TestClient
+
+    from mmsent.data.text import MAX_TEXT_CHARS
+    from mmsent.serve import ServeSettings, create_app
+
+    text = "so glad " * 700  # 5,600 characters: over the library's default limit, under this server's
+    app = create_app(predictor=tiny_predictor, settings=ServeSettings(max_text_chars=6_000))
+    try:
+        with TestClient(app) as c:
+            answer = c.post("/predict", files={"image": ("a.jpg", jpeg_bytes(64, 48, seed=1), "image/jpeg")},
+                            data={"text": text, "explain": "false"})
+        assert answer.status_code == 200, answer.text
+    finally:
+        tiny_predictor.max_text_chars = MAX_TEXT_CHARS  # the fixture is shared: as the library's default again

@@ -116,11 +116,10 @@ class _CsvLines:
             self.cr_ends_lines = line.endswith("\r")
         # Elsewhere a bare CR is inside a record, not its end: the record stays whole (csv then names the problem)
         # instead of its two halves passing for two records, the second with a made-up id.
-        while not self.cr_ends_lines and line.endswith("\r"):
+        while not self.cr_ends_lines and line.endswith("\r"):  # not counted: line numbers are the file's LF lines
             more = next(self.fh, "")
             if not more:
                 break
-            self.number += 1
             line += more
         self.record.append(line)
         return line

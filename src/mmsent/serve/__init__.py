@@ -140,6 +140,7 @@ def create_app(run_dir: str | Path | None = None, *, predictor: RunPredictor | N
             raise ValueError("create_app needs run_dir or predictor")
         predictor = RunPredictor(run_dir, model_name=model_name)
     predictor.max_image_pixels = settings.max_image_pixels
+    predictor.max_text_chars = settings.max_text_chars
     info = schemas.ModelInfo(**predictor.info())
 
     # docs_url=None: the default /docs page loads Swagger UI from a CDN and is blank offline; ours serves it locally
