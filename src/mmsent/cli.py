@@ -78,16 +78,15 @@ RunConfigOpt = typer.Option(None, "--config", "-c", help="YAML config: only its 
                             "batch size, limits, tracking) may differ from the run's own config.")
 
 
-def _run_config(run_dir: Path, config: Optional[Path], overrides: Optional[List[str]],
-                also: tuple[str, ...] = ()) -> Optional[RunConfig]:
-    """A finished run's config with the user's runtime settings (and the keys ``also`` names); None where ``run_dir``
-    holds no config (loading the run then says what it is missing)."""
+def _run_config(run_dir: Path, config: Optional[Path], overrides: Optional[List[str]]) -> Optional[RunConfig]:
+    """A finished run's config with the user's runtime and data settings; None where ``run_dir`` holds no config
+    (loading the run then says what it is missing)."""
     from mmsent.config import load_run_config
 
     if not (run_dir / CONFIG_FILE).is_file():
         return None
     try:
-        return load_run_config(run_dir / CONFIG_FILE, config, overrides or [], also)
+        return load_run_config(run_dir / CONFIG_FILE, config, overrides or [])
     except ConfigError as exc:
         _error(f"{exc}", "config error")
         raise typer.Exit(2) from exc

@@ -595,13 +595,13 @@ def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
     return {k: v for f in dataclasses.fields(obj) for k, v in _flat(getattr(obj, f.name), f"{prefix}{f.name}.").items()}
 
 
-def load_run_config(run_config: str | Path, path: str | Path | None = None, overrides: Sequence[str] = (),
-                    also: Sequence[str] = ()) -> RunConfig:
+def load_run_config(run_config: str | Path, path: str | Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:
     """A finished run's saved config with a user's ``--config`` file and ``--set`` overrides applied, where they only
     change how the run runs (:data:`RUNTIME_KEYS`: device, threads, batch size, limits, tracking).
 
     A key the file or an override sets to the value the run already has is fine, so the config a run was trained
-    with may be given again. ``also``: more keys, or ``section.`` prefixes, that may differ (``evaluate``'s data).
+    with may be given again. The ``data`` section may differ too: a finished run predicts
+    from its models, and ``evaluate`` / ``predict --data`` read the user's data.
 
     Raises:
         ConfigError: for a setting that would change the run's answers (naming the key, both values and the fix), and
@@ -612,7 +612,7 @@ def load_run_config(run_config: str | Path, path: str | Path | None = None, over
         return saved
     cfg = validate(_overlay(load_config(run_config), path, overrides))
     before = _flat(saved)
-    free = (*RUNTIME_KEYS, "data.", *also)  # a finished run predicts from its models: its data keys are history
+    free = (*RUNTIME_KEYS, "data.")
     changed = [k for k, v in _flat(cfg).items() if v != before[k] and not k.startswith(free)]
     if changed:
         key = changed[0]
