@@ -290,8 +290,9 @@ def test_range_boundaries_that_are_allowed():
 def test_contradictions_between_keys():
     with pytest.raises(ConfigError, match=r"data\.split_file and data\.kfold contradict"):
         load_config(overrides=["data.split_file=runs/a/split.csv", "data.kfold=5"])
-    with pytest.raises(ConfigError, match=r"data\.kfold=5 and finetune\.enabled contradict"):
-        load_config(overrides=["data.kfold=5", "finetune.enabled=true"])
+    # k-fold fine-tuning cross-fits over the run's own folds: another number of cross-fitting folds contradicts it
+    with pytest.raises(ConfigError, match=r"finetune\.image\.crossfit_folds=5 contradicts data\.kfold=3"):
+        load_config(overrides=["data.kfold=3", "finetune.enabled=true"])
     # data.fold is gone (kfold runs every fold): a saved 0 still loads, anything else says why
     assert load_config(overrides=["data.fold=0"]) == RunConfig()
     with pytest.raises(ConfigError, match=r"data\.fold: 1 is no longer supported: data\.kfold now runs every fold"):
@@ -847,10 +848,17 @@ def test_fine_tuning_needs_one_hugging_face_text_encoder(text):
 def test_fine_tuning_contradictions_are_named_in_full():
     assert load_config(overrides=["finetune.enabled=true", "encoders.text=minilm"]).finetune.enabled
     with pytest.raises(ConfigError) as err:
-        load_config(overrides=["data.kfold=5", "finetune.enabled=true"])
-    assert str(err.value) == ("data.kfold=5 and finetune.enabled contradict each other: fine-tuning per fold is not "
-                              "supported yet (a fold's validation rows must not reach its fine-tuning); set "
-                              "data.kfold=null or finetune.enabled=false")
+        load_config(overrides=["data.kfold=4", "finetune.enabled=true", "finetune.image.crossfit_folds=null",
+                               "encoders.text=minilm", "finetune.text.crossfit_folds=3"])
+    assert str(err.value) == ("finetune.text.crossfit_folds=3 contradicts data.kfold=4: with k-fold the encoders are "
+                              "cross-fitted over the run's own folds; set finetune.text.crossfit_folds=4 (or null)")
+    # the same number of folds, or none, goes with k-fold; so does any number for a frozen encoder
+    for image, text in (("5", "null"), ("null", "5")):
+        assert load_config(overrides=["data.kfold=5", "finetune.enabled=true", "encoders.text=minilm",
+                                      f"finetune.image.crossfit_folds={image}",
+                                      f"finetune.text.crossfit_folds={text}"]).data.kfold == 5
+    assert load_config(overrides=["data.kfold=4", "finetune.enabled=true", "finetune.text.crossfit_folds=3",
+                                  "finetune.text.mode=frozen", "finetune.image.crossfit_folds=4"]).data.kfold == 4
     assert load_config(overrides=["finetune.text.mode=last_n", "finetune.text.last_n=1"]).finetune.text.last_n == 1
     with pytest.raises(ConfigError) as err:
         load_config(overrides=["finetune.text.mode=last_n", "finetune.text.last_n=0"])

@@ -485,7 +485,7 @@ def finetune(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(
     cfg = _config(config, set_, data, on_error)
     from mmsent.data.splits import Split
     from mmsent.finetune import finetune_encoders
-    from mmsent.pipeline import load_dataset, prepare_split
+    from mmsent.pipeline import load_dataset, prepare_splits
     from mmsent.training import distributed
 
     cfg.finetune.enabled = True
@@ -497,15 +497,15 @@ def finetune(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(
     with _user_errors():
         dataset = load_dataset(cfg)
 
-        def write_setup() -> Split:
+        def write_setup() -> list[Split]:
             run_dir.mkdir(parents=True, exist_ok=True)
             cfg.save(run_dir / CONFIG_FILE)
-            return prepare_split(cfg, dataset, run_dir)
+            return prepare_splits(cfg, dataset, run_dir)
 
-        split = distributed.on_main(write_setup)
-        if split is None:  # the other processes draw the same split without writing it
-            split = prepare_split(cfg, dataset)
-        finetune_encoders(cfg, dataset, split, run_dir, progress=not quiet)
+        splits = distributed.on_main(write_setup)
+        if splits is None:  # the other processes draw the same splits without writing them
+            splits = prepare_splits(cfg, dataset)
+        finetune_encoders(cfg, dataset, splits, run_dir, progress=not quiet)
     if not distributed.is_main():
         return
     record = RunFolder(run_dir).read_json(FINETUNE_RECORD)

@@ -648,6 +648,17 @@ def _check_labels(data: DataConfig) -> None:
         raise ConfigError(f"data.positive_label: {data.positive_label!r} is not one of data.labels {data.labels}")
 
 
+def _check_kfold_crossfitting(cfg: RunConfig) -> None:
+    """With ``data.kfold`` every fine-tuned encoder is cross-fitted over the run's own folds (an encoder that learned a
+    row's label must not make the features that score it), so another number of cross-fitting folds contradicts."""
+    for name in ("image", "text"):
+        ecfg = getattr(cfg.finetune, name)
+        if ecfg.mode != "frozen" and ecfg.crossfit_folds not in (None, cfg.data.kfold):
+            raise ConfigError(f"finetune.{name}.crossfit_folds={ecfg.crossfit_folds} contradicts data.kfold="
+                              f"{cfg.data.kfold}: with k-fold the encoders are cross-fitted over the run's own folds; "
+                              f"set finetune.{name}.crossfit_folds={cfg.data.kfold} (or null)")
+
+
 def _check_contradictions(cfg: RunConfig) -> None:
     data = cfg.data
     _check_labels(data)
@@ -655,9 +666,7 @@ def _check_contradictions(cfg: RunConfig) -> None:
     if cache.exists() and not cache.is_dir():  # checked here, not after minutes of work where the first feature goes
         raise ConfigError(f"cache_dir: {cfg.cache_dir} is a file, not a folder; name a folder (it is created)")
     if data.kfold is not None and cfg.finetune.enabled:
-        raise ConfigError(f"data.kfold={data.kfold} and finetune.enabled contradict each other: fine-tuning per fold "
-                          "is not supported yet (a fold's validation rows must not reach its fine-tuning); set "
-                          "data.kfold=null or finetune.enabled=false")
+        _check_kfold_crossfitting(cfg)
     if data.split_file is not None and data.kfold is not None:
         raise ConfigError(f"data.split_file and data.kfold contradict each other: the split file "
                           f"{data.split_file!r} fixes the split, so data.kfold must be null (or drop data.split_file)")

@@ -189,14 +189,15 @@ def prepare_split(cfg: RunConfig, dataset: LabDataset, run_dir: Path | None = No
     return prepare_splits(cfg, dataset, run_dir)[0]
 
 
-def feature_source(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir: Path | None = None,
+def feature_source(cfg: RunConfig, dataset: LabDataset, splits: list[Split], run_dir: Path | None = None,
                    progress: bool = True, label_set: LabelSet | None = None) -> FeatureSource:
     """The encoders to extract with: the configured ones, or (``finetune.enabled``) fine-tuned on the split's training
-    rows, with out-of-fold features for the cross-fitted modalities' training rows."""
+    rows (with ``data.kfold``: on every labelled row, cross-fitted over the folds), with out-of-fold features for the
+    cross-fitted modalities' training rows."""
     if cfg.finetune.enabled:
         from mmsent.finetune import finetune_encoders  # local: the default pipeline never imports it
 
-        return finetune_encoders(cfg, dataset, split, run_dir, progress=progress, label_set=label_set)
+        return finetune_encoders(cfg, dataset, splits, run_dir, progress=progress, label_set=label_set)
     return configured_source(cfg)
 
 
@@ -360,7 +361,7 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> PipelineR
         write_data_report(run_dir / DATA_REPORT_FILE, dataset, label_set)
         splits = prepare_splits(cfg, dataset, run_dir, label_set)
     with clock("finetune_seconds"):
-        source = feature_source(cfg, dataset, splits[0], run_dir, progress, label_set)
+        source = feature_source(cfg, dataset, splits, run_dir, progress, label_set)
     with clock("extract_seconds"):
         feats = extract(cfg, dataset.train + dataset.test, source, progress, extraction)
     with clock("compare_seconds"):

@@ -140,3 +140,32 @@ def test_the_cross_validated_scores_name_the_tasks_classes(tmp_path, tiny_bert):
                 tmp_path / "cf", label_set=classes)
     record = json.loads((tmp_path / "cf" / cf.RECORD_FILE).read_text(encoding="utf-8"))
     assert list(record["cv_metrics"]["per_class"]) == list(classes)
+
+
+def test_given_folds_name_their_own_folder_and_must_partition_the_rows(tmp_path, tiny_bert):
+    # a k-fold run's folds: another assignment of the same size must never reuse these folds' features
+    assert cf.crossfit_dir(tmp_path, 3, [[0, 1], [2, 3], [4, 5]]) == cf.crossfit_dir(tmp_path, 3, [[1, 0], [2, 3],
+                                                                                                  [4, 5]])
+    assert cf.crossfit_dir(tmp_path, 3, [[0, 1], [2, 3], [4, 5]]) != cf.crossfit_dir(tmp_path, 3, [[0, 2], [1, 3],
+                                                                                                  [4, 5]])
+    assert cf.crossfit_dir(tmp_path, 3, [[0, 1], [2, 3], [4, 5]]) != cf.crossfit_dir(tmp_path, 3)
+    cfg, texts, labels, guids, adapter = _setup(tmp_path, tiny_bert)
+    rows = adapter.prepare(texts)
+    for bad in ([list(range(9)), list(range(8, 18))], [list(range(9)), list(range(10, 18))]):  # overlap; a gap
+        with pytest.raises(ValueError, match="do not partition the training rows"):
+            cf.crossfit(adapter, texts, rows, labels, guids, cfg.finetune.text, cfg.finetune, tmp_path / "bad",
+                        held_out=bad)
+
+
+def test_given_folds_are_the_folds_trained(tmp_path, tiny_bert, monkeypatch):
+    cfg, texts, labels, guids, adapter = _setup(tmp_path, tiny_bert)
+    held_out = [list(range(0, 18, 2)), list(range(1, 18, 2))]  # 2 folds, not the config's 3
+    trained: list[set[str]] = []
+    real = cf.finetune
+    monkeypatch.setattr(cf, "finetune", lambda a, items, y, g, *args, **kw: trained.append(set(g)) or
+                        real(a, items, y, g, *args, **kw))
+    cf.crossfit(adapter, texts, adapter.prepare(texts), labels, guids, cfg.finetune.text, cfg.finetune,
+                tmp_path / "given", run_key="k", held_out=held_out)
+    assert trained == [{guids[i] for i in range(1, 18, 2)}, {guids[i] for i in range(0, 18, 2)}]
+    record = json.loads((tmp_path / "given" / cf.RECORD_FILE).read_text(encoding="utf-8"))
+    assert record["folds"] == 2 and record["rows"] == 18

@@ -87,7 +87,7 @@ def test_a_second_run_reuses_the_finetuned_encoders(tmp_path, overrides, monkeyp
     cfg = load_config(overrides=overrides + FAST)
     dataset = pipeline.load_dataset(cfg)
     split = pipeline.prepare_split(cfg, dataset)
-    first = stage.finetune_encoders(cfg, dataset, split, tmp_path / "one", progress=False)
+    first = stage.finetune_encoders(cfg, dataset, [split], tmp_path / "one", progress=False)
 
     def no_work(*args, **kwargs):
         raise AssertionError("a finished fine-tuning was trained again")
@@ -95,7 +95,7 @@ def test_a_second_run_reuses_the_finetuned_encoders(tmp_path, overrides, monkeyp
     # nothing is prepared (no trunk pass), fine-tuned or cross-fitted the second time
     for name in ("make_adapter", "finetune", "crossfit"):
         monkeypatch.setattr(stage, name, no_work)
-    second = stage.finetune_encoders(cfg, dataset, split, tmp_path / "two", progress=False)
+    second = stage.finetune_encoders(cfg, dataset, [split], tmp_path / "two", progress=False)
     for modality in ("image", "text"):
         one, two = getattr(first, modality), getattr(second, modality)
         assert one.fingerprint() == two.fingerprint() and "state:" in two.fingerprint()  # the tuned weights
@@ -167,9 +167,59 @@ def test_training_rows_are_indexed_by_the_tasks_label_set(overrides, lab, monkey
     monkeypatch.setattr(stage, "finetune_encoder", capture)
     label_set = None if given is None else LabelSet(given)
     with pytest.raises(_Captured):
-        stage.finetune_encoders(cfg, dataset, Split(guids[:20], guids[20:], 0, 0.3), progress=False,
+        stage.finetune_encoders(cfg, dataset, [Split(guids[:20], guids[20:], 0, 0.3)], progress=False,
                                 label_set=label_set)
     expected = LabelSet(given or tuple(sorted(names)))  # default: the dataset's, as the pipeline reads it
     assert seen["label_set"] == expected
     by_guid = {ex.guid: ex.label for ex in dataset.train}
     assert [expected[y] for y in seen["labels"]] == [by_guid[g] for g in seen["guids"]]
+
+
+def test_kfold_finetuning_never_lets_an_encoder_make_the_features_that_score_rows_it_learned(
+        tmp_path, overrides, monkeypatch, no_report, compared_features):
+    """Spy: with data.kfold each fold's rows get features from the encoder copy that never trained on them (nor
+    early-stopped on them); the encoder fine-tuned on every labelled row makes the test rows' features only."""
+    from mmsent.finetune import crossfit as cf
+    from mmsent.finetune.crossfit import load_crossfit
+
+    cfg = load_config(overrides=overrides + FAST + ["data.kfold=3", "finetune.image.crossfit_folds=3"])
+    given: dict[str, list[set[str]]] = {"image": [], "text": []}  # guids each fold's fine-tuning could see
+    stepped: dict[str, list[set[str]]] = {"image": [], "text": []}
+    full: dict[str, list[str]] = {}
+    real_fold, real_full = cf.finetune, stage.finetune
+
+    def spy_fold(adapter, items, labels, guids, *args, callbacks=(), **kwargs):
+        modality = adapter.encoder.modality
+        given[modality].append(set(guids))
+        seen: set[str] = set()
+        stepped[modality].append(seen)
+        return real_fold(adapter, items, labels, guids, *args, callbacks=[*callbacks, lambda i: seen.update(i.guids)],
+                         **kwargs)
+
+    def spy_full(adapter, items, labels, guids, *args, **kwargs):
+        full[adapter.encoder.modality] = list(guids)
+        return real_full(adapter, items, labels, guids, *args, **kwargs)
+
+    monkeypatch.setattr(cf, "finetune", spy_fold)
+    monkeypatch.setattr(stage, "finetune", spy_full)
+    run_dir = tmp_path / "run"
+    pipeline.run(cfg, run_dir, progress=False)
+
+    splits = [load_split(run_dir / f"split_fold{k}.csv") for k in range(3)]
+    labelled = [ex.guid for ex in pipeline.load_dataset(cfg).train]
+    record = json.loads((run_dir / "finetune.json").read_text())
+    assert len(compared_features) == 3  # one fusion comparison per fold
+    for modality in ("image", "text"):
+        assert full[modality] == labelled  # the encoder that predicts the test rows learned every labelled row
+        assert len(given[modality]) == 3
+        oof_guids, oof = load_crossfit(record[modality]["crossfit"]["dir"])
+        pos = {g: i for i, g in enumerate(oof_guids)}
+        for k, split in enumerate(splits):
+            # fold k's encoder: trained and early-stopped on the other folds only
+            assert given[modality][k] == set(labelled) - set(split.val)
+            assert stepped[modality][k] and not stepped[modality][k] & set(split.val)
+            # and it, not the fully fine-tuned encoder, made the features fold k's rows are scored with
+            used = getattr(compared_features[k].select(split.val), modality)
+            assert torch.equal(used.pooled, oof.pooled[[pos[g] for g in split.val]])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["timings"]["finetune_seconds"] > 0

@@ -32,6 +32,7 @@ from mmsent.data.splits import fold_rows as split_folds
 from mmsent.features.featureset import ModalityFeatures
 from mmsent.finetune.base import TuningAdapter
 from mmsent.finetune.trainer import finetune
+from mmsent.fingerprint import json_digest
 from mmsent.io import load_tensors, save_tensors, write_json
 from mmsent.labels import LabelsLike, as_label_set
 from mmsent.training import distributed
@@ -44,9 +45,12 @@ RECORD_FILE = "crossfit.json"
 _FP16_MAX = 65504.0
 
 
-def crossfit_dir(folder: str | Path, folds: int) -> Path:
-    """Where the out-of-fold features of the fine-tuned encoder in ``folder`` go for ``folds`` folds."""
-    return Path(folder) / f"crossfit-k{folds}"
+def crossfit_dir(folder: str | Path, folds: int, assignment: Sequence[Sequence[int]] | None = None) -> Path:
+    """Where the out-of-fold features of the fine-tuned encoder in ``folder`` go for ``folds`` folds: drawn by
+    :func:`fold_rows`, or given as ``assignment`` (a k-fold run's own folds), which then names the folder too."""
+    if assignment is None:
+        return Path(folder) / f"crossfit-k{folds}"
+    return Path(folder) / f"crossfit-k{folds}-{json_digest([sorted(map(int, f)) for f in assignment])[:12]}"
 
 
 def fold_rows(labels: Sequence[int], folds: int, seed: int) -> list[list[int]]:
@@ -91,18 +95,23 @@ def _finish_fold(path: Path, guids: list[str], feats: ModalityFeatures, result: 
 def crossfit(adapter: TuningAdapter, items: Sequence, rows: Sequence[torch.Tensor], labels: Sequence[int],
              guids: Sequence[str], ecfg: EncoderFinetuneConfig, fcfg: FinetuneConfig, out_dir: str | Path, *,
              run_key: str = "", progress: bool = False, callbacks: Sequence[StepCallback] = (),
-             desc: str = "fine-tune", label_set: LabelsLike | None = None) -> tuple[list[str], ModalityFeatures]:
-    """Fine-tunes ``ecfg.crossfit_folds`` copies of ``adapter``'s encoder; returns ``(guids, out-of-fold features)``.
+             desc: str = "fine-tune", label_set: LabelsLike | None = None,
+             held_out: Sequence[Sequence[int]] | None = None) -> tuple[list[str], ModalityFeatures]:
+    """Fine-tunes one copy of ``adapter``'s encoder per fold; returns ``(guids, out-of-fold features)``.
 
-    Every fold starts from the weights ``adapter``'s encoder holds (the base encoder), and it holds them again on
-    return. ``rows`` (``adapter.prepare(items)``) feed every fold; ``fcfg.seed`` draws the folds. Finished folds in
-    ``out_dir`` are reused; an interrupted fold resumes from its checkpoints, keyed by ``run_key``, K and the fold.
-    ``labels`` are class indices of ``label_set`` (default: the three sentiment classes).
+    The folds are ``held_out`` (row indices each fold leaves out, a partition of the rows: a k-fold run's own folds),
+    or else ``ecfg.crossfit_folds`` folds drawn by ``fcfg.seed``. Every fold starts from the weights ``adapter``'s
+    encoder holds (the base encoder), and it holds them again on return. ``rows`` (``adapter.prepare(items)``) feed
+    every fold. Finished folds in ``out_dir`` are reused; an interrupted fold resumes from its checkpoints, keyed by
+    ``run_key``, K and the fold. ``labels`` are class indices of ``label_set`` (default: the three sentiment classes).
     """
     classes = as_label_set(label_set)
     out_dir = Path(out_dir)
-    k = int(ecfg.crossfit_folds or 0)
-    held_out = fold_rows(list(labels), k, fcfg.seed)
+    if held_out is None:
+        held_out = fold_rows(list(labels), int(ecfg.crossfit_folds or 0), fcfg.seed)
+    elif sorted(i for held in held_out for i in held) != list(range(len(rows))):
+        raise ValueError("the given cross-fitting folds do not partition the training rows")
+    k = len(held_out)
     start = {name: value.detach().clone() for name, value in adapter.tuned_state().items()}
     parts: list[ModalityFeatures] = []
     results: list[dict[str, Any]] = []

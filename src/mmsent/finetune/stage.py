@@ -61,15 +61,26 @@ def shared_settings(cfg: RunConfig) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(cfg.finetune).items() if k not in skip}
 
 
+def crossfit_folder(folder: Path, ecfg: EncoderFinetuneConfig,
+                    folds: Sequence[Sequence[int]] | None = None) -> Path | None:
+    """The cross-fitting subfolder of the fine-tuned ``folder``: over the given ``folds`` (a k-fold run's), over
+    ``ecfg.crossfit_folds`` drawn folds, or None when neither asks for cross-fitting."""
+    if folds is not None:
+        return crossfit_dir(folder, len(folds), folds)
+    return crossfit_dir(folder, int(ecfg.crossfit_folds)) if (ecfg.crossfit_folds or 0) > 1 else None
+
+
 def finetune_encoder(encoder: Encoder, items: Sequence, item_ids: Sequence[str], labels: Sequence[int],
                      guids: Sequence[str], cfg: RunConfig, *, progress: bool = True,
                      callbacks: Sequence[StepCallback] = (), data_note: str = "",
-                     label_set: LabelsLike | None = None) -> Path:
+                     label_set: LabelsLike | None = None, folds: Sequence[Sequence[int]] | None = None) -> Path:
     """Fine-tunes a freshly built base encoder in place (or loads a finished fine-tuning of the same key).
 
     ``items`` are the training rows' cleaned texts or image paths; their content digests ``item_ids`` and
     ``data_note`` (what else decides their content: the cleaner's fingerprint) are part of the folder's key, as are
-    ``labels``, class indices of ``label_set`` (default: the three sentiment classes). Returns the fine-tuned folder.
+    ``labels``, class indices of ``label_set`` (default: the three sentiment classes). ``folds`` (row indices each
+    fold leaves out) cross-fits over those folds instead of ``crossfit_folds`` drawn ones. Returns the fine-tuned
+    folder.
     """
     modality = encoder.modality
     ecfg = cfg.finetune.image if modality == "image" else cfg.finetune.text
@@ -81,8 +92,7 @@ def finetune_encoder(encoder: Encoder, items: Sequence, item_ids: Sequence[str],
                        "shared": shared, "data_note": data_note,
                        "rows": [[str(g), str(i), int(y)] for g, i, y in zip(guids, item_ids, labels)]})
     folder = Path(cfg.finetune.output_dir or Path(cfg.cache_dir) / "finetune").expanduser() / f"{modality}-{key[:20]}"
-    folds = int(ecfg.crossfit_folds or 0)
-    cf_dir = crossfit_dir(folder, folds) if folds > 1 else None
+    cf_dir = crossfit_folder(folder, ecfg, folds)
     full_done = is_finetuned(folder)
     crossfit_done = cf_dir is None or is_crossfitted(cf_dir)
     if full_done and crossfit_done:
@@ -94,13 +104,14 @@ def finetune_encoder(encoder: Encoder, items: Sequence, item_ids: Sequence[str],
     logger.info("fine-tuning the %s encoder %s (%s, %d of %d parameters trainable) on %d rows%s -> %s", modality,
                 encoder.name, ecfg.mode if ecfg.mode == "full" else f"last {adapter.last_n}",
                 size["trainable_params"], size["total_params"], len(items),
-                f", then {folds} cross-fitting folds" if cf_dir is not None else "", folder)
+                "" if cf_dir is None else f", then {len(folds) if folds else ecfg.crossfit_folds} cross-fitting folds",
+                folder)
     desc = f"{modality} fine-tune"
     # One trunk pass, shared by the cross-fitting folds and the full fine-tuning.
     rows = adapter.prepare(list(items), batch_size=cfg.encoders.batch_size, progress=progress)
     if not crossfit_done:
         crossfit(adapter, items, rows, labels, guids, ecfg, cfg.finetune, cf_dir, run_key=key, progress=progress,
-                 callbacks=callbacks, desc=desc, label_set=label_set)
+                 callbacks=callbacks, desc=desc, label_set=label_set, held_out=folds)
     if full_done:
         apply_finetuned(encoder, folder)
         return folder
@@ -117,13 +128,16 @@ def finetune_encoder(encoder: Encoder, items: Sequence, item_ids: Sequence[str],
     return folder
 
 
-def finetune_encoders(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir: str | Path | None = None, *,
-                      progress: bool = True, callbacks: Sequence[StepCallback] = (),
-                      label_set: LabelSet | None = None) -> FeatureSource:
-    """Fine-tunes the configured encoders on ``split.train`` rows (and cross-fits them, see ``crossfit_folds``).
+def finetune_encoders(cfg: RunConfig, dataset: LabDataset, splits: Sequence[Split],
+                      run_dir: str | Path | None = None, *, progress: bool = True,
+                      callbacks: Sequence[StepCallback] = (), label_set: LabelSet | None = None) -> FeatureSource:
+    """Fine-tunes the configured encoders on the training rows (and cross-fits them) of the run's ``splits``.
 
-    Validation rows never take part: only ``split.train`` rows are prepared, trained on or used for early stopping
-    (which holds out ``finetune.holdout_fraction`` of the training rows). Encoders whose mode is ``frozen`` come back
+    One split: only its ``train`` rows are prepared, trained on or used for early stopping (which holds out
+    ``finetune.holdout_fraction`` of the training rows), cross-fitted over ``crossfit_folds`` folds; its validation
+    rows never take part. Several (the folds of ``data.kfold``): the encoders fine-tune on every labelled row, and
+    every fine-tuned modality is cross-fitted over exactly those folds, so each labelled row's features come from the
+    encoder that left its fold out, the one fold whose scores they make. Encoders whose mode is ``frozen`` come back
     as built. With ``run_dir``, ``finetune.json`` there records which fine-tuned folders the run used. Returns the
     encoders to extract with and the cross-fitted modalities' out-of-fold features of the training rows (which
     extraction takes instead of encoding those rows). ``label_set`` is the task's classes, the run's (default:
@@ -131,11 +145,7 @@ def finetune_encoders(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir
     """
     classes = label_set if label_set is not None else dataset.label_set(cfg.data.labels)
     image, text = create_encoders_from_config(cfg.encoders, cache_dir=Path(cfg.cache_dir).expanduser() / "models")
-    val = set(split.val)
-    by_guid = {ex.guid: ex for ex in dataset.train}
-    train = [by_guid[g] for g in split.train if g not in val]
-    if len(train) != len(split.train):
-        raise ValueError("the split names a guid as both training and validation row")
+    train, folds = _training_rows(dataset, splits)
     labels = [classes.index(str(ex.label)) for ex in train]
     guids = [ex.guid for ex in train]
     record: dict[str, Any] = {}
@@ -155,13 +165,13 @@ def finetune_encoders(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir
                 items = [cleaner.clean(ex.text) for ex in train]
                 ids, note = [text_digest(t) for t in items], cleaner.fingerprint()
             folder = finetune_encoder(encoder, items, ids, labels, guids, cfg, progress=progress,
-                                      callbacks=callbacks, data_note=note, label_set=classes)
+                                      callbacks=callbacks, data_note=note, label_set=classes, folds=folds)
             meta = read_meta(folder)
             record[modality] = {"mode": ecfg.mode, "dir": str(folder.resolve()), "fingerprint": meta["fingerprint"],
                                 "base_fingerprint": meta["base_fingerprint"], "seconds": time.perf_counter() - t0,
                                 "result": meta["result"]}
-            if ecfg.crossfit_folds:
-                cf_dir = crossfit_dir(folder, ecfg.crossfit_folds)
+            cf_dir = crossfit_folder(folder, ecfg, folds)
+            if cf_dir is not None:
                 oof_guids, oof = load_crossfit(cf_dir)
                 if sorted(oof_guids) != sorted(guids):
                     raise RuntimeError(f"{cf_dir}: out-of-fold features cover other rows than the training rows")
@@ -173,4 +183,20 @@ def finetune_encoders(cfg: RunConfig, dataset: LabDataset, split: Split, run_dir
     if run_dir is not None:
         distributed.on_main(write_json, Path(run_dir) / RUN_RECORD, record)
     return FeatureSource(image, text, out_of_fold)
+
+
+def _training_rows(dataset: LabDataset, splits: Sequence[Split]) -> tuple[list, list[list[int]] | None]:
+    """The rows the encoders fine-tune on, and with several splits (k-fold) the row indices each fold holds out."""
+    by_guid = {ex.guid: ex for ex in dataset.train}
+    if len(splits) == 1:
+        val = set(splits[0].val)
+        train = [by_guid[g] for g in splits[0].train if g not in val]
+        if len(train) != len(splits[0].train):
+            raise ValueError("the split names a guid as both training and validation row")
+        return train, None
+    position = {ex.guid: i for i, ex in enumerate(dataset.train)}
+    folds = [[position[g] for g in split.val] for split in splits]
+    if sorted(i for held in folds for i in held) != list(range(len(dataset.train))):
+        raise ValueError("the k-fold splits' validation rows do not partition the labelled rows")
+    return list(dataset.train), folds
 
