@@ -80,6 +80,21 @@ def split_combined(text: ModalityFeatures, dims: list[int]) -> list[ModalityFeat
     return [first, *extras]
 
 
+def combine_parts(features: list[ModalityFeatures]) -> ModalityFeatures:
+    """:meth:`CombinedTextEncoder.combine` with each part's width read from its features: the first part (token
+    states) may then be another encoder than the combined encoder's own first part (mpnet for MiniLM, say)."""
+    first, extras = features[0], features[1:]
+    dims = [first.pooled.shape[1], *(f.pooled.shape[1] for f in extras)]
+    offsets = np.cumsum([0, *dims]).tolist()
+    k, n = len(extras), len(first)
+    tokens = torch.zeros(n, k + first.tokens.shape[1], offsets[-1], dtype=first.tokens.dtype)
+    for j, f in enumerate(extras):
+        tokens[:, j, offsets[j + 1]:offsets[j + 2]] = f.pooled.to(tokens.dtype)
+    tokens[:, k:, :dims[0]] = first.tokens
+    mask = torch.cat([torch.ones(n, k, dtype=torch.bool), first.mask.bool()], dim=1)
+    return ModalityFeatures(torch.cat([f.pooled.float() for f in features], dim=1), tokens, mask)
+
+
 def feats_equal(a: ModalityFeatures, b: ModalityFeatures) -> bool:
     return (torch.equal(a.pooled, b.pooled) and torch.equal(a.tokens.float(), b.tokens.float())
             and torch.equal(a.mask.bool(), b.mask.bool()))
@@ -102,8 +117,8 @@ def load_fold(path: Path) -> tuple[list[str], ModalityFeatures, np.ndarray, dict
     return json.loads(meta["guids"]), feats, tensors["head_probs"].numpy(), json.loads(meta["result"])
 
 
-def crossfit_folds(args, cfg, dataset, splits, minilm, out: Path) -> tuple[ModalityFeatures, np.ndarray, list[dict]]:
-    """Per fold: fine-tune a fresh copy of ``minilm`` on the fold's training rows, extract its held-out rows.
+def crossfit_folds(args, cfg, dataset, splits, encoder, out: Path) -> tuple[ModalityFeatures, np.ndarray, list[dict]]:
+    """Per fold: fine-tune a fresh copy of ``encoder`` on the fold's training rows, extract its held-out rows.
 
     Returns the out-of-fold features and head probabilities in ``dataset.train`` order, and each fold's record."""
     from mmsent.finetune import trainer as ft_trainer
@@ -117,7 +132,7 @@ def crossfit_folds(args, cfg, dataset, splits, minilm, out: Path) -> tuple[Modal
     test_guids = [ex.guid for ex in dataset.test]
     ecfg = TextFinetuneConfig(mode="full", epochs=args.epochs)
     fcfg = FinetuneConfig(enabled=True)
-    adapter = TextAdapter(minilm, "full")
+    adapter = TextAdapter(encoder, "full")
     all_guids = list(cleaned)
     rows = dict(zip(all_guids, adapter.prepare([cleaned[g] for g in all_guids])))  # token ids, as extraction
     start = {k: v.detach().clone() for k, v in adapter.tuned_state().items()}
@@ -125,8 +140,8 @@ def crossfit_folds(args, cfg, dataset, splits, minilm, out: Path) -> tuple[Modal
     # Sanity: the adapter's features with the base weights are the frozen extraction's (up to float rounding).
     probe = [ex.guid for ex in dataset.train[:64]]
     mine = adapter.features([rows[g] for g in probe])
-    ref = minilm.encode([cleaned[g] for g in probe])
-    log.info("adapter vs frozen MiniLM features on 64 rows: max |diff| pooled %.2e, tokens %.2e",
+    ref = encoder.encode([cleaned[g] for g in probe])
+    log.info("adapter vs frozen encoder features on 64 rows: max |diff| pooled %.2e, tokens %.2e",
              (mine.pooled - ref.pooled).abs().max(), (mine.tokens - ref.tokens).abs().max())
 
     parts, probs, records = [], [], []
@@ -140,12 +155,12 @@ def crossfit_folds(args, cfg, dataset, splits, minilm, out: Path) -> tuple[Modal
                 parts.append(feats), probs.append(p), records.append(result)
                 continue
         adapter.load_tuned_state(start)
-        minilm.mark_weights_changed()
+        encoder.mark_weights_changed()
         held = set(val)
         train = [g for g in split.train if g not in held]
         t0 = time.perf_counter()
         res = ft_trainer.finetune(adapter, [cleaned[g] for g in train], [labels[g] for g in train], train, ecfg, fcfg,
-                                  out / f"fold{k}" / "checkpoints", run_key=f"crossfit-text|fold{k}|e{args.epochs}"
+                                  out / f"fold{k}" / "checkpoints", run_key=f"crossfit-text|{args.tuned_encoder}|fold{k}|e{args.epochs}"
                                   f"|{'bf16' if args.bf16 else 'fp32'}", progress=args.progress,
                                   rows=[rows[g] for g in train], desc=f"fold {k}")
         t1 = time.perf_counter()
@@ -178,7 +193,7 @@ def crossfit_folds(args, cfg, dataset, splits, minilm, out: Path) -> tuple[Modal
                  t3 - t2, result["head_fold_metrics"]["accuracy"], result["head_fold_metrics"]["macro_f1"])
         parts.append(feats), probs.append(p), records.append(result)
     adapter.load_tuned_state(start)
-    minilm.mark_weights_changed()
+    encoder.mark_weights_changed()
     order = [g for split in splits for g in split.val]
     pos = {g: i for i, g in enumerate(order)}
     idx = torch.tensor([pos[ex.guid] for ex in dataset.train])
@@ -234,6 +249,15 @@ def gather(name: str, seeds: list[int], splits, out: Path) -> dict | None:
             "compare_seconds": seconds, "seeds": done, "runs": runs}
 
 
+def link_variant(source: Path, out: Path, name: str) -> None:
+    """Symlinks ``source``'s finished compare files of variant ``name`` into ``out`` (they are then reused)."""
+    (out / "compare").mkdir(parents=True, exist_ok=True)
+    for path in sorted((source / "compare").glob(f"{name}_seed*_fold*.*")):
+        target = out / "compare" / path.name
+        if not target.exists():
+            target.symlink_to(path.resolve())
+
+
 def scores(probs: np.ndarray, y: np.ndarray, folds: np.ndarray) -> dict:
     pred = probs.argmax(1)
     pooled = compute_metrics(y, pred)
@@ -262,6 +286,12 @@ def main() -> int:
     ap.add_argument("--finetune-only", action="store_true", help="stop after the cross-fitting folds")
     ap.add_argument("--summary-only", action="store_true", help="score what is saved; train nothing new")
     ap.add_argument("--smoke", type=int, default=0, help="keep only the first N labelled rows (a quick check)")
+    ap.add_argument("--tuned-encoder", default="minilm",
+                    help="the text encoder fine-tuned per fold (an alias or model folder, e.g. mpnet); its features "
+                         "take the place of the combined encoder's first part (MiniLM) in B")
+    ap.add_argument("--reuse-a", type=Path, default=None,
+                    help="another --out whose finished variant-A runs (same folds, config and seeds) are linked in "
+                         "instead of trained again")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -295,7 +325,15 @@ def main() -> int:
     train_guids = [ex.guid for ex in dataset.train]
     default = default.select(train_guids)  # labelled rows only (compare never sees test rows)
     combined = source.text
-    minilm = combined.parts[0]
+    if args.tuned_encoder == "minilm":
+        tuned = combined.parts[0]
+    else:
+        from mmsent.encoders.registry import create_text_encoder
+
+        tuned = create_text_encoder(args.tuned_encoder, max_length=cfg.encoders.text_max_length,
+                                    pooling=cfg.encoders.text_pooling, device="cpu")
+    if args.reuse_a is not None:
+        link_variant(args.reuse_a, args.out, "A")
     dims = [p.dim for p in combined.parts]
     frozen_parts = split_combined(default.text, dims)
     if not feats_equal(combined.combine(frozen_parts), default.text):
@@ -308,7 +346,7 @@ def main() -> int:
     need_cf = args.finetune_only or any(v in variants for v in ("B", "C", "D", "H"))
     if need_cf:
         t = time.perf_counter()
-        cf, head_probs, records = crossfit_folds(args, cfg, dataset, splits, minilm, args.out)
+        cf, head_probs, records = crossfit_folds(args, cfg, dataset, splits, tuned, args.out)
         timings["crossfit_seconds_this_call"] = time.perf_counter() - t
         timings["folds"] = [{k: r[k] for k in ("fold", "finetune_seconds", "extract_val_seconds",
                                                 "extract_test_seconds", "best_epoch", "epochs_run", "steps",
@@ -317,7 +355,7 @@ def main() -> int:
         if args.finetune_only:
             return 0
         if "B" in variants or "D" in variants:
-            feats_of["B"] = FeatureSet(train_guids, default.image, combined.combine([cf, *frozen_parts[1:]]))
+            feats_of["B"] = FeatureSet(train_guids, default.image, combine_parts([cf, *frozen_parts[1:]]))
         if "C" in variants:
             feats_of["C"] = FeatureSet(train_guids, default.image, cf)
     del frozen_parts
@@ -363,8 +401,9 @@ def main() -> int:
             rows["D"] = scores(np.mean([*results["B"]["designs"].values(), h], axis=0), y_o, folds)
         if "A" in results:
             rows["D(A)"] = scores(np.mean([*results["A"]["designs"].values(), h], axis=0), y_o, folds)
-    labels_of = {"A": "A: frozen MiniLM + e5 + VADER (best.yaml)", "B": "B: cross-fitted full-FT MiniLM + e5 + VADER",
-                 "C": "C: cross-fitted full-FT MiniLM alone", "H": "H: fine-tuned MiniLM's own linear head (text only)",
+    tuned = "MiniLM" if args.tuned_encoder == "minilm" else args.tuned_encoder
+    labels_of = {"A": "A: frozen MiniLM + e5 + VADER (best.yaml)", "B": f"B: cross-fitted full-FT {tuned} + e5 + VADER",
+                 "C": f"C: cross-fitted full-FT {tuned} alone", "H": f"H: fine-tuned {tuned}'s own linear head (text only)",
                  "D": "D: B's 6 designs + H as 7th member", "D(A)": "D(A): A's 6 designs + H as 7th member"}
     lines = ["| variant | OOF accuracy | macro-F1 | weighted-F1 | neutral F1 | accuracy per fold (mean ± std) | "
              "macro-F1 per fold (mean ± std) | paired macro-F1 change vs A per fold (mean ± std) |",
