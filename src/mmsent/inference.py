@@ -143,12 +143,17 @@ class RunPredictor:
                         **{k: r[k] for k in ("evidence", "cleaned_text", "timing_ms")}}
                        for r in self.predict(images, texts, explain_inputs=True, overlay=True)]
         else:  # the corpus path: encoded in the run's batch size, whatever the number of posts
-            for i, t in enumerate(texts):
-                check_text(t, "text" if single else f"text {i}", self.max_text_chars)
+            self.check_texts(texts, single)
             probs, labels = self.classify([self.crop(im) for im in images], texts) if texts else ([], [])
             answers = [{"label": label, "scores": {name: round(float(v), 6) for name, v in zip(self.labels, p)}}
                        for label, p in zip(labels, probs)]
         return answers[0] if single else answers
+
+    def check_texts(self, texts: Sequence[str], single: bool) -> None:
+        """The server's and the streamed manifests' text rule, for the library too: ValueError naming the text
+        (``text``, or ``text {i}`` in a list) for an empty, invisible-only or over-long one."""
+        for i, text in enumerate(texts):
+            check_text(text, "text" if single else f"text {i}", self.max_text_chars)
 
     def load(self, image: ImageInput, name: str = "<upload>") -> Image.Image:
         """Decodes an image from bytes, a path or a PIL image, with the run's pixel limit (raises ImageLoadError)."""
@@ -198,8 +203,7 @@ class RunPredictor:
             raise ValueError(f"{len(images)} images but {len(texts)} texts")
         if not texts:
             return []
-        for i, text in enumerate(texts):  # the server's and the streamed manifests' rule, for the library too
-            check_text(text, "text" if len(texts) == 1 else f"text {i}", self.max_text_chars)
+        self.check_texts(texts, single=len(texts) == 1)
         decoded = [self.load(im) for im in images]
         with self._lock:
             t0 = time.perf_counter()
