@@ -138,6 +138,7 @@ def test_predict_refuses_an_unsealed_run_unless_told_not_to_verify(tiny_run, tmp
 
 def test_serve_passes_no_verify_to_the_loader(monkeypatch, tmp_path):
     import mmsent.inference
+    import mmsent.serve  # noqa: F401 -- imported first: a first import under the patch would keep the fake for good
 
     asked = []
 
@@ -291,3 +292,45 @@ def test_verifying_reads_every_byte_even_when_size_and_time_are_unchanged(sealed
     assert config.stat().st_size == stat.st_size and config.read_text(encoding="utf-8") != text
     with pytest.raises(IntegrityError, match=r"config\.yaml: changed since the run was sealed"):
         verify_run(sealed)
+
+
+def test_a_config_edited_and_sealed_again_must_still_make_the_models_features(tmp_path):
+    """`mmsent seal` accepts changed files on purpose, but not a config whose encoder or cleaning settings differ
+    from those the models were trained with (their model.json keeps them): that would change answers silently."""
+    import dataclasses
+
+    import yaml
+
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = RunConfig()
+    cfg.save(run / "config.yaml")
+    meta = {"encoders": dataclasses.asdict(cfg.encoders), "cleaning": dataclasses.asdict(cfg.cleaning)}
+    for seed in (0, 1):
+        save_model(create_fusion_model("concat", 4, 4), model_dir(run, "concat", seed), meta=meta)
+    write_json(run / "predictor.json", {"members": ["concat"], "models": MODELS, "name": "concat"})
+    seal_run(run)
+    assert len(load_run_models(run).models) == 2
+
+    def edit_and_seal(section: str, key: str, value) -> None:
+        data = yaml.safe_load((run / "config.yaml").read_text())
+        data[section][key] = value
+        (run / "config.yaml").write_text(yaml.safe_dump(data))
+        seal_run(run)
+
+    edit_and_seal("encoders", "batch_size", 7)  # how the run runs: fine
+    assert len(load_run_models(run).models) == 2
+    for section, key, value in (("encoders", "text_max_length", 32), ("cleaning", "lowercase", True),
+                                ("encoders", "text", "minilm"), ("encoders", "image_grid", 2)):
+        before = getattr(getattr(cfg, section), key)
+        edit_and_seal(section, key, value)
+        with pytest.raises(IntegrityError) as err:
+            load_run_models(run)
+        message = str(err.value)
+        assert f"{section}.{key} is {value!r}" in message and f"with {before!r}" in message
+        assert "concat_seed0" in message and "run the job again" in message
+        for verify in (True, False):  # not a checksum question: refused unverified too
+            with pytest.raises(IntegrityError):
+                load_run_models(run, verify=verify)
+        edit_and_seal(section, key, before)
+    assert len(load_run_models(run).models) == 2

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -285,11 +285,31 @@ def load_run_models(run_dir: str | Path, *, model_name: str | None = None, devic
     cfg = cfg or load_config(run_dir / CONFIG_FILE)
     seeds = sorted({int(_MODEL_DIR.fullmatch(n)["seed"]) for n in names})
     models = [load_model(d, device) for d in dirs]
+    for model, folder in zip(models, dirs):
+        _check_feature_settings(cfg, model.saved_meta, folder / META_FILE, run_dir)
     parts = [_MODEL_DIR.fullmatch(n) for n in names]
     designs = list(dict.fromkeys(m["name"] for m in parts))
     folds = len({m["fold"] for m in parts})
     return RunModels(run_dir, cfg, name, seeds, models, class_weights, run_labels(run_dir, models, dirs), designs,
                      folds)
+
+
+# The encoder settings that decide which features a model was trained on; the others change only how a run runs.
+_FEATURE_KEYS = ("image", "text", "image_grid", "text_max_length", "text_pooling")
+
+
+def _check_feature_settings(cfg: RunConfig, meta: dict, where: Path, run_dir: Path) -> None:
+    """The run's config must make the features the model was trained on: the encoder and cleaning settings its
+    ``model.json`` saved (a config edited, then sealed again, would otherwise change the answers without a word)."""
+    config = {**{f"encoders.{k}": getattr(cfg.encoders, k) for k in _FEATURE_KEYS},
+              **{f"cleaning.{k}": v for k, v in asdict(cfg.cleaning).items()}}
+    saved = {**{f"encoders.{k}": v for k, v in (meta.get("encoders") or {}).items()},
+             **{f"cleaning.{k}": v for k, v in (meta.get("cleaning") or {}).items()}}
+    for key, value in config.items():
+        if key in saved and saved[key] != value:
+            raise IntegrityError(f"{run_dir / CONFIG_FILE}: {key} is {value!r}, but the model in {where.parent} was "
+                                 f"trained on features made with {saved[key]!r}; its answers would change. Set it back "
+                                 f"to {saved[key]!r} (`--set {key}=...` where a command takes it), or run the job again")
 
 
 def _count(n: int, noun: str) -> str:
