@@ -67,6 +67,25 @@ def test_a_bare_carriage_return_inside_an_unquoted_field_is_an_error_row_not_two
     assert count_rows(path) == 3
 
 
+def test_the_id_of_a_record_with_several_bare_carriage_returns_is_the_field_before_the_first(tmp_path) -> None:
+    path = tmp_path / "posts.csv"
+    path.write_bytes(b'id,text,image\n7,a\rb\rc,a.jpg\n8,fine,b.jpg\n')
+    rows = list(read_manifest(path))
+    assert [(r.id, r.where) for r in rows] == [("7", "posts.csv:2"), ("8", "posts.csv:3")]
+    assert rows[0].error.startswith("a bare carriage return (CR) inside an unquoted field") and rows[1].error is None
+
+
+def test_a_last_line_ending_in_a_bare_carriage_return_is_a_whole_record(tmp_path) -> None:
+    # LF lines, and at the very end a CR with nothing after it: the record ends there, nothing is lost or added
+    path = tmp_path / "posts.csv"
+    path.write_bytes(b"id,text,image\n1,sunny,a.jpg\n2,rainy,b.jpg\r")
+    rows = list(read_manifest(path))
+    assert [(r.id, r.text, r.where, r.error) for r in rows] == [("1", "sunny", "posts.csv:2", None),
+                                                                  ("2", "rainy", "posts.csv:3", None)]
+    assert rows[1].image == tmp_path / "b.jpg"
+    assert count_rows(path) == 2
+
+
 def test_a_file_whose_lines_end_in_a_bare_carriage_return_reads_line_by_line(tmp_path) -> None:
     path = tmp_path / "posts.csv"
     path.write_bytes(b"id,text,image\r1,sunny,a.jpg\r2,rainy,b.jpg\r")  # an old Mac file
