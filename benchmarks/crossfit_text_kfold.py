@@ -21,8 +21,8 @@ Variants (scored out of fold over the 4,000 labelled rows):
 * D: B's six designs plus H as a 7th member (mean of 7); D(A): A's six designs plus H.
 
 Everything is saved under ``--out`` (per-fold features, head probabilities, each variant's out-of-fold
-probabilities), so a rerun resumes where it stopped. The library trains in fp32 on a CPU (``finetune.amp`` is
-CUDA-only); ``--bf16`` patches bf16 autocast into the fine-tuning forward pass.
+probabilities), so a rerun resumes where it stopped. ``--bf16`` fine-tunes with ``finetune.amp`` on (bf16
+autocast on a CPU with hardware bf16), without it in fp32.
 
 Usage (OMP_WAIT_POLICY=PASSIVE: on a shared 2-core machine, spinning OpenMP threads made 2-thread training ~20x
 slower)::
@@ -123,15 +123,13 @@ def crossfit_folds(args, cfg, dataset, splits, encoder, out: Path) -> tuple[Moda
     Returns the out-of-fold features and head probabilities in ``dataset.train`` order, and each fold's record."""
     from mmsent.finetune import trainer as ft_trainer
 
-    if args.bf16:  # the library keeps the CPU in fp32 (device.autocast_dtype); patched for this measurement only
-        ft_trainer.autocast_dtype = lambda device: torch.bfloat16
     cleaner = TextCleaner(cfg.cleaning)
     by_guid = {ex.guid: ex for ex in dataset.train}
     cleaned = {ex.guid: cleaner.clean(ex.text) for ex in dataset.train + dataset.test}
     labels = {ex.guid: label_to_index(ex.label) for ex in dataset.train}
     test_guids = [ex.guid for ex in dataset.test]
     ecfg = TextFinetuneConfig(mode="full", epochs=args.epochs)
-    fcfg = FinetuneConfig(enabled=True)
+    fcfg = FinetuneConfig(enabled=True, amp=args.bf16)  # bf16 autocast where the CPU has hardware bf16
     adapter = TextAdapter(encoder, "full")
     all_guids = list(cleaned)
     rows = dict(zip(all_guids, adapter.prepare([cleaned[g] for g in all_guids])))  # token ids, as extraction
@@ -279,7 +277,7 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], help="extra config overrides (section.key=value)")
     ap.add_argument("--variants", default="A,B,D,C", help="in the order to run; D needs B (and H), C last")
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--bf16", action="store_true", help="bf16 autocast in the fine-tuning forward pass on the CPU")
+    ap.add_argument("--bf16", action="store_true", help="finetune.amp: bf16 autocast in the fine-tuning forward pass on a CPU with hardware bf16")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-test-features", action="store_true")
     ap.add_argument("--progress", action="store_true")

@@ -202,7 +202,9 @@ class FinetuneConfig:
     class_weighting: bool = True
     # optimizer steps between resumable checkpoints (there is always one at every epoch end); None: epoch ends only
     checkpoint_every: int | None = _ranged(50, ">= 1")
-    amp: bool = True  # mixed precision (autocast) on CUDA; the CPU always trains in float32
+    # mixed precision (autocast): fp16/bf16 on CUDA, bf16 on a CPU with hardware bf16 (AVX512-BF16 or AMX); else or
+    # false: float32
+    amp: bool = True
     output_dir: str | None = None  # None: {cache_dir}/finetune, keyed by content so reruns reuse the encoders
     text: TextFinetuneConfig = field(default_factory=TextFinetuneConfig)
     image: ImageFinetuneConfig = field(default_factory=ImageFinetuneConfig)

@@ -39,3 +39,29 @@ def test_threads_are_restored():
         assert n == 1 and torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
     assert resolve_num_threads(0) >= 1
+
+
+@pytest.mark.parametrize(("flags", "expected"), [("fpu sse avx512f avx512_bf16", torch.bfloat16),
+                                                 ("fpu amx_tile amx_bf16", torch.bfloat16),
+                                                 ("fpu sse avx2 avx512f", None), (None, None)])
+def test_fine_tuning_autocasts_to_bf16_only_on_a_cpu_with_hardware_bf16(monkeypatch, flags, expected):
+    import builtins
+    import io
+
+    from mmsent import device
+
+    real_open = builtins.open
+
+    def fake_open(path, *args, **kwargs):
+        if str(path) != "/proc/cpuinfo":
+            return real_open(path, *args, **kwargs)
+        if flags is None:
+            raise FileNotFoundError(path)  # not Linux
+        return io.StringIO(f"processor\t: 0\nmodel name\t: x\nflags\t\t: {flags}\n")
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    assert device.cpu_has_native_bf16() is (expected is not None)
+    assert device.training_autocast_dtype(torch.device("cpu")) == expected
+    # inference on the CPU stays float32 whatever the CPU (OpenVINO's bf16 is its own, opt-in backend)
+    assert device.autocast_dtype(torch.device("cpu")) is None
+

@@ -42,6 +42,26 @@ def test_loss_decreases_on_a_separable_task(tmp_path, tiny_bert):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+@pytest.mark.parametrize(("bf16_cpu", "amp", "expected"), [(True, True, "bfloat16"), (True, False, None),
+                                                            (False, True, None)])
+def test_the_cpu_trains_in_bf16_only_where_it_has_hardware_bf16_and_amp_is_on(tmp_path, tiny_bert, monkeypatch,
+                                                                            bf16_cpu, amp, expected):
+    from mmsent import device
+
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: bf16_cpu)
+    cfg = _cfg(tmp_path, "finetune.text.epochs=1", "finetune.text.batch_size=8", f"finetune.amp={str(amp).lower()}",
+               "finetune.text.mode=full")
+    texts, labels, guids = separable_texts(16)
+    adapter = make_adapter(create_text_encoder(str(tiny_bert), max_length=16, device="cpu"), cfg.finetune.text)
+    seen: list[torch.dtype] = []
+    linear = next(m for m in adapter.encoder.network.modules() if isinstance(m, torch.nn.Linear))
+    hook = linear.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    result = finetune(adapter, texts, labels, guids, cfg.finetune.text, cfg.finetune, None)
+    hook.remove()
+    assert result.amp == expected  # recorded in finetune.json
+    assert seen and set(seen) == {torch.bfloat16 if expected else torch.float32}  # what the steps computed in
+
+
 @pytest.mark.parametrize("modality", ["text", "image"])
 def test_last_n_leaves_the_frozen_part_bit_identical(tmp_path, tiny_bert, lite0_weights, lab, modality):
     cfg = _cfg(tmp_path, f"finetune.{modality}.epochs=1", f"finetune.{modality}.batch_size=4",

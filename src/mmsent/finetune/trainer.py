@@ -13,7 +13,7 @@ import torch
 
 from mmsent.config import EncoderFinetuneConfig, FinetuneConfig, TextFinetuneConfig
 from mmsent.data.splits import holdout_rows
-from mmsent.device import autocast_dtype
+from mmsent.device import training_autocast_dtype
 from mmsent.finetune.base import TuningAdapter
 from mmsent.labels import LABELS, LabelsLike, as_label_set
 from mmsent.training.loop import LoopSettings, StepCallback, fit
@@ -132,7 +132,7 @@ def finetune(adapter: TuningAdapter, items: Sequence, labels: Sequence[int], gui
     set_seed(fcfg.seed)  # the head's init, so that a run and its resumed copy start alike
     classes = as_label_set(label_set)
     head = make_head(adapter.dim, ecfg.dropout, len(classes)).to(device)
-    amp_dtype = autocast_dtype(device) if fcfg.amp else None
+    amp_dtype = training_autocast_dtype(device) if fcfg.amp else None
     settings = LoopSettings(epochs=ecfg.epochs, batch_size=ecfg.batch_size, patience=fcfg.patience,
                             class_weighting=fcfg.class_weighting, schedule="linear",
                             warmup_fraction=ecfg.warmup_fraction, grad_clip=ecfg.grad_clip, amp_dtype=amp_dtype,
