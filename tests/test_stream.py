@@ -337,3 +337,248 @@ def test_text_appended_to_a_finished_output_is_never_cut(tiny_run, tmp_path, mon
         with pytest.raises(ValueError, match=r"out\.jsonl has lines after what mmsent committed.*untouched"):
             predict_stream(tiny_run, manifest, out, chunk_size=3, progress=False)
         assert out.read_bytes() == committed + extra
+
+
+# --- the output file's guarantees, checked with a stand-in for the run's models (loading the real ones takes seconds
+# and their answers do not matter here; the tests above check those) ---
+
+_STAND_IN_PROBS = [2 / 3, 1 / 6, 1 / 6]  # positive, neutral, negative for every readable row
+
+
+@pytest.fixture
+def stand_in_models(monkeypatch):
+    """The run's RunPredictor replaced: every row whose image decodes gets ``_STAND_IN_PROBS`` ("positive"); the
+    chunking, error rows, output file, marker and resume are mmsent.stream's own."""
+    from mmsent import stream
+    from mmsent.data.images import load_image
+
+    class StandIn:
+        labels = ("positive", "neutral", "negative")
+        fail_on_call: int | None = None  # the classify call (1-based) that reports non-finite probabilities
+        calls = 0
+
+        def __init__(self, run_dir, device="cpu", verify=True, cfg=None):
+            pass
+
+        def crop(self, image, name="<upload>"):
+            load_image(image)  # a missing or broken image is the row's error, as with the real run
+            return np.zeros((4, 4, 3), np.uint8)
+
+        def classify(self, crops, texts):
+            type(self).calls += 1
+            if type(self).calls == type(self).fail_on_call:
+                raise stream.NonFiniteError("the run's models gave non-finite probabilities")
+            return np.array([_STAND_IN_PROBS] * len(texts)), ["positive"] * len(texts)
+
+    monkeypatch.setattr(stream, "RunPredictor", StandIn)
+    return StandIn
+
+
+def _killed_after_writing_chunk(monkeypatch, k):
+    """Patches StreamOutput so that the job dies (kill -9) once chunk ``k`` is written and synced but before its
+    marker commit: the moment a kill leaves the most uncommitted lines behind."""
+    from mmsent.stream import StreamOutput
+
+    commit, calls = StreamOutput._commit, []
+
+    def dying_commit(self):
+        calls.append(1)
+        if len(calls) == k + 1:  # the first commit is create()'s, of the empty file
+            raise KeyboardInterrupt
+        commit(self)
+
+    monkeypatch.setattr(StreamOutput, "_commit", dying_commit)
+
+
+def test_non_ascii_ids_and_errors_are_written_as_utf8_text_with_six_decimals(stand_in_models, tiny_run, tmp_path):
+    image = tiny_run.parent / "lab" / "data" / "130.jpg"
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "café-1", "text": "très bien", "image": str(image)}, ensure_ascii=False)
+                        + "\n" + json.dumps({"id": "日本-2", "text": "hi", "image": "ñ.jpg"}, ensure_ascii=False)
+                        + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    predict_stream(tiny_run, manifest, out, progress=False)
+    data = out.read_bytes()
+    assert data.decode("utf-8").splitlines()[0] == (
+        '{"id": "café-1", "label": "positive", "p_positive": 0.666667, "p_neutral": 0.166667, "p_negative": 0.166667}')
+    assert '"id": "日本-2", "error": "m.jsonl:2: ' in data.decode("utf-8") and "ñ.jpg" in data.decode("utf-8")
+    assert b"\\u" not in data  # written as the characters, not JSON escapes: a reader sees the ids it gave
+    assert predict_stream(tiny_run, manifest, out, progress=False).skipped_done == 2  # and resumes by them
+    assert out.read_bytes() == data
+
+
+def test_an_output_edited_since_mmsent_wrote_it_is_refused_with_the_fix(stand_in_models, tiny_run, tmp_path):
+    manifest, _ = _manifest(tiny_run, tmp_path)
+    out = tmp_path / "out.jsonl"
+    predict_stream(tiny_run, manifest, out, chunk_size=4, progress=False)
+    # every line still a record, but one label changed by hand (same length): not the file mmsent committed
+    edited = out.read_bytes().replace(b'"label": "positive"', b'"label": "negative"', 1)
+    assert edited != out.read_bytes()
+    out.write_bytes(edited)
+    with pytest.raises(ValueError) as refused:
+        predict_stream(tiny_run, manifest, out, chunk_size=4, progress=False)
+    assert str(refused.value) == (
+        f"{out} has changed since mmsent wrote it (it no longer matches out.jsonl.mmsent.json), so it is not resumed;"
+        " it was left untouched: choose another --out, or delete it yourself")
+    assert out.read_bytes() == edited
+
+
+def test_a_resealed_output_whose_last_line_lost_its_newline_is_refused(stand_in_models, tiny_run, tmp_path):
+    # a record appended after it would be glued onto its last line: refused even when the marker was made to match
+    from mmsent.io import fingerprint
+
+    manifest, _ = _manifest(tiny_run, tmp_path)
+    lines = manifest.read_text().splitlines(keepends=True)
+    manifest.write_text("".join(lines[:4]))  # the first 3 rows
+    out = tmp_path / "out.jsonl"
+    predict_stream(tiny_run, manifest, out, progress=False)
+    out.write_bytes(out.read_bytes().removesuffix(b"\n"))
+    marker_file = tmp_path / "out.jsonl.mmsent.json"
+    marker = json.loads(marker_file.read_text())
+    marker["files"]["out.jsonl"] = [fingerprint(out)]
+    marker_file.write_text(json.dumps(marker))
+    manifest.write_text("".join(lines))  # more rows to answer
+    before = out.read_bytes()
+    with pytest.raises(ValueError, match="changed since mmsent wrote it"):
+        predict_stream(tiny_run, manifest, out, progress=False)
+    assert out.read_bytes() == before
+
+
+def test_a_job_killed_with_only_a_torn_line_written_resumes_and_says_it_cut_it(stand_in_models, tiny_run, tmp_path,
+                                                                                monkeypatch, caplog):
+    import logging
+
+    manifest, _ = _manifest(tiny_run, tmp_path)
+    full = _read(predict_stream(tiny_run, manifest, tmp_path / "full.jsonl", chunk_size=3, progress=False).out)
+    out = tmp_path / "out.jsonl"
+    with monkeypatch.context() as patch:
+        _killed_after_writing_chunk(patch, 2)
+        with pytest.raises(KeyboardInterrupt):
+            predict_stream(tiny_run, manifest, out, chunk_size=3, progress=False)
+    committed = b"".join(out.read_bytes().splitlines(keepends=True)[:3])  # the first chunk
+    out.write_bytes(committed + b'{"id": ')  # killed as the second chunk's first line began
+    with caplog.at_level(logging.INFO, logger="mmsent.stream"):
+        again = predict_stream(tiny_run, manifest, out, chunk_size=3, progress=False)
+    assert again.skipped_done == 3 and _read(out) == full
+    assert (f"{out}: cutting what was written after its last committed chunk (a killed run); those rows are "
+            "predicted again") in caplog.messages
+
+
+def test_a_job_killed_after_writing_a_whole_chunk_before_committing_it_resumes(stand_in_models, tiny_run, tmp_path,
+                                                                               monkeypatch):
+    manifest, ids = _manifest(tiny_run, tmp_path)
+    full = _read(predict_stream(tiny_run, manifest, tmp_path / "full.jsonl", chunk_size=3, progress=False).out)
+    out = tmp_path / "out.jsonl"
+    with monkeypatch.context() as patch:
+        _killed_after_writing_chunk(patch, 2)
+        with pytest.raises(KeyboardInterrupt):
+            predict_stream(tiny_run, manifest, out, chunk_size=3, progress=False)
+    assert [r["id"] for r in _read(out)] == ids[:6]  # two chunks on disk, the marker covers the first
+    again = predict_stream(tiny_run, manifest, out, chunk_size=3, progress=False)
+    assert again.skipped_done == 3 and again.predicted + again.errors == len(ids) - 3
+    assert _read(out) == full
+
+
+def test_lines_after_the_commit_that_a_kill_cannot_leave_are_refused_with_the_fix(stand_in_models, tiny_run,
+                                                                                    tmp_path):
+    manifest, _ = _manifest(tiny_run, tmp_path)
+    out = tmp_path / "out.jsonl"
+    predict_stream(tiny_run, manifest, out, chunk_size=3, progress=False)
+    # two whole records, then text that is no start of one: a user's, not a kill's
+    extra = b'{"id": "a", "label": "positive"}\n{"id": "b", "label": "positive"}\nmy notes'
+    out.write_bytes(out.read_bytes() + extra)
+    before = out.read_bytes()
+    with pytest.raises(ValueError) as refused:
+        predict_stream(tiny_run, manifest, out, chunk_size=3, progress=False)
+    assert str(refused.value) == (
+        f"{out} has lines after what mmsent committed in out.jsonl.mmsent.json that are not what a killed run leaves, "
+        "so it is not resumed; it was left untouched: choose another --out, or delete it yourself")
+    assert out.read_bytes() == before
+
+
+def test_an_older_marker_without_a_field_still_has_the_others_compared(stand_in_models, tiny_run, tmp_path):
+    manifest, _ = _manifest(tiny_run, tmp_path)
+    out = tmp_path / "out.jsonl"
+    predict_stream(tiny_run, manifest, out, progress=False)
+    marker_file = tmp_path / "out.jsonl.mmsent.json"
+    marker = json.loads(marker_file.read_text())
+    marker_file.write_text(json.dumps({k: v for k, v in marker.items() if k != "manifest"}))  # before "manifest"
+    before = out.read_bytes()
+    with pytest.raises(ValueError) as refused:
+        predict_stream(tiny_run, manifest, out, shard=(0, 2), progress=False)
+    assert str(refused.value) == (
+        f"{out} was written by another job: its marker out.jsonl.mmsent.json records shard '0/1', this one has shard "
+        "'0/2'; resuming would mix the answers of two jobs in one file, so it was left untouched: choose a new --out, "
+        f"or delete {out} and its marker yourself")
+    assert out.read_bytes() == before
+
+
+def test_a_marker_naming_the_run_and_manifest_by_other_paths_to_them_resumes(stand_in_models, tiny_run, tmp_path):
+    # an older mmsent recorded the paths as given: the same folder and file by another spelling is the same job
+    manifest, ids = _manifest(tiny_run, tmp_path)
+    out = tmp_path / "out.jsonl"
+    predict_stream(tiny_run, manifest, out, progress=False)
+    marker_file = tmp_path / "out.jsonl.mmsent.json"
+    marker = json.loads(marker_file.read_text())
+    marker["run"] = str(tiny_run / ".." / tiny_run.name)
+    marker["manifest"] = str(manifest.parent / ".." / manifest.parent.name / manifest.name)
+    marker_file.write_text(json.dumps(marker))
+    before = out.read_bytes()
+    assert predict_stream(tiny_run, manifest, out, progress=False).skipped_done == len(ids)
+    assert out.read_bytes() == before
+
+
+def test_an_output_copied_with_its_marker_under_another_name_is_refused(stand_in_models, tiny_run, tmp_path):
+    manifest, _ = _manifest(tiny_run, tmp_path)
+    predict_stream(tiny_run, manifest, tmp_path / "out.jsonl", progress=False)
+    copy = tmp_path / "copy.jsonl"  # its marker speaks of out.jsonl only
+    copy.write_bytes((tmp_path / "out.jsonl").read_bytes())
+    (tmp_path / "copy.jsonl.mmsent.json").write_bytes((tmp_path / "out.jsonl.mmsent.json").read_bytes())
+    before = copy.read_bytes()
+    with pytest.raises(ValueError) as refused:
+        predict_stream(tiny_run, manifest, copy, progress=False)
+    assert str(refused.value) == (
+        f"{copy} exists and is not a prediction file written by mmsent predict --input (no copy.jsonl.mmsent.json "
+        "beside it says so); it was left untouched: choose another --out, or delete it yourself")
+    assert copy.read_bytes() == before
+
+
+def test_an_empty_text_file_is_an_error_row_naming_the_file(stand_in_models, tiny_run, tmp_path):
+    image = tiny_run.parent / "lab" / "data" / "130.jpg"
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"id,text_path,image\nE,empty.txt,{image}\n")
+    rows = _read(predict_stream(tiny_run, manifest, tmp_path / "out.jsonl", progress=False).out)
+    assert rows == [{"id": "E", "error": f"m.csv:2: {empty}: empty; write the post's text"}]
+
+
+def test_non_finite_probabilities_stop_the_job_after_the_chunks_already_written(stand_in_models, tiny_run,
+                                                                                 tmp_path):
+    from mmsent.inference import NonFiniteError
+
+    manifest, ids = _manifest(tiny_run, tmp_path)
+    out = tmp_path / "out.jsonl"
+    stand_in_models.fail_on_call = 2
+    with pytest.raises(NonFiniteError) as stopped:
+        predict_stream(tiny_run, manifest, out, chunk_size=3, progress=False)
+    assert str(stopped.value) == "the run's models gave non-finite probabilities; nothing more was written"
+    assert [r["id"] for r in _read(out)] == ids[:3]
+
+
+def test_the_progress_bar_counts_every_row_of_the_shard(stand_in_models, tiny_run, tmp_path, capsys):
+    manifest, ids = _manifest(tiny_run, tmp_path)
+    predict_stream(tiny_run, manifest, tmp_path / "out.jsonl", chunk_size=4, shard=(0, 2), progress=True)
+    n = len(ids[0::2])
+    assert f"{n}/{n}" in capsys.readouterr().err
+
+
+def test_a_row_naming_the_output_as_its_text_is_refused(stand_in_models, tiny_run, tmp_path):
+    image = tiny_run.parent / "lab" / "data" / "130.jpg"
+    out = tmp_path / "out.jsonl"
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"id,text,text_path,image\nA,hello,,{image}\nself,,{out},{image}\n")
+    with pytest.raises(ValueError) as refused:
+        predict_stream(tiny_run, manifest, out, progress=False)
+    assert str(refused.value) == (f"m.csv:3: names --out {out} as its text; a file cannot be both an input and the "
+                                  "output: choose another --out")
