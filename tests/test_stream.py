@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -566,11 +567,66 @@ def test_non_finite_probabilities_stop_the_job_after_the_chunks_already_written(
     assert [r["id"] for r in _read(out)] == ids[:3]
 
 
-def test_the_progress_bar_counts_every_row_of_the_shard(stand_in_models, tiny_run, tmp_path, capsys):
+def test_the_progress_bar_counts_every_row_of_the_shard_and_is_silent_when_off(stand_in_models, tiny_run, tmp_path,
+                                                                              capsys):
     manifest, ids = _manifest(tiny_run, tmp_path)
-    predict_stream(tiny_run, manifest, tmp_path / "out.jsonl", chunk_size=4, shard=(0, 2), progress=True)
+    out = tmp_path / "out.jsonl"
     n = len(ids[0::2])
-    assert f"{n}/{n}" in capsys.readouterr().err
+    for _ in ("predicted", "resumed"):  # a resumed job counts the rows already done
+        predict_stream(tiny_run, manifest, out, chunk_size=4, shard=(0, 2), progress=True)
+        final = capsys.readouterr().err.rstrip("\n").split("\r")[-1]
+        assert re.fullmatch(rf"predict: 100%\|.*\| {n}/{n} \[.*row/s\]", final), final
+    predict_stream(tiny_run, manifest, out, shard=(0, 2), progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_a_parquet_manifest_is_answered_in_full_with_a_bar_that_counts_without_a_total(stand_in_models, tiny_run,
+                                                                                      tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    manifest, ids = _manifest(tiny_run, tmp_path)
+    with manifest.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    parquet = manifest.with_suffix(".parquet")  # rows not counted ahead: the bar counts up without a total
+    pq.write_table(pa.table({k: [r[k] or None for r in rows] for k in ("id", "text", "text_path", "image")}), parquet)
+    result = predict_stream(tiny_run, parquet, tmp_path / "out.jsonl", chunk_size=4, progress=True)
+    assert [r["id"] for r in _read(result.out)] == ids and (result.predicted, result.errors) == (len(ids) - 1, 1)
+    final = capsys.readouterr().err.rstrip("\n").split("\r")[-1]
+    assert re.fullmatch(rf"predict: {len(ids)}row \[.*row/s\]", final), final
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="no pseudo-terminals here")
+def test_the_progress_bar_follows_the_terminal_width(stand_in_models, tiny_run, tmp_path, monkeypatch):
+    import fcntl
+    import struct
+    import sys
+    import termios
+
+    def set_width(fd, columns):
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, columns, 0, 0))
+
+    manifest, _ = _manifest(tiny_run, tmp_path)
+    terminal, tty_fd = os.openpty()
+    set_width(tty_fd, 100)
+    tty = os.fdopen(tty_fd, "w")
+    monkeypatch.setattr(sys, "stderr", tty)
+    classify = stand_in_models.classify
+
+    def narrowed(self, crops, texts):  # the user makes the window narrower while the job runs
+        set_width(tty_fd, 60)
+        return classify(self, crops, texts)
+
+    monkeypatch.setattr(stand_in_models, "classify", narrowed)
+    try:
+        predict_stream(tiny_run, manifest, tmp_path / "out.jsonl", chunk_size=4, progress=True)
+        tty.flush()
+        shown = os.read(terminal, 1 << 16).decode()
+    finally:
+        tty.close()
+        os.close(terminal)
+    final = shown.rstrip("\r\n").split("\r")[-1].rstrip()
+    assert final.startswith("predict: 100%") and len(final) < 60  # redrawn to the new width, not wrapped
 
 
 def test_a_row_naming_the_output_as_its_text_is_refused(stand_in_models, tiny_run, tmp_path):
