@@ -296,9 +296,15 @@ def _finetuned_run(tiny_run, tmp_path):
     cfg = load_config(run / "config.yaml")
     cfg.finetune.enabled, cfg.finetune.image.mode = True, "frozen"
     cfg.save(run / "config.yaml")
-    weights = _write(tmp_path / "cache" / "finetune" / "text-abc", meta_json={"fingerprint": "text-ft"},
-                     weights_json={"w": [1, 2]})
+    weights = tmp_path / "cache" / "finetune" / "text-abc"
+    for name, content in (("encoder.safetensors", b"tuned weights"), ("head.safetensors", b"head"),
+                          ("finetuned.json", b'{"fingerprint": "text-ft"}')):
+        weights.mkdir(parents=True, exist_ok=True)
+        (weights / name).write_bytes(content)
     _write(weights / "checkpoints" / "step-50", state_json={"step": 50})
+    # the fine-tuning's cross-fitting folds (training rows' features), of this run and another: not the model's
+    _write(weights / "crossfit-k5-0123456789ab", fold0_json={"features": "of training rows"})
+    _write(weights / "crossfit-k3-ba9876543210", fold0_json={"features": "another run's"})
     record = {"image": {"mode": "frozen", "fingerprint": "image-base"},
               "text": {"mode": "last_n", "dir": str(weights), "fingerprint": "text-ft", "seconds": 1.5}}
     _write(run, finetune_json=record)
@@ -311,19 +317,24 @@ def test_export_of_a_finetuned_run_carries_its_weights_under_finetuned_without_c
 
     run, weights, record = _finetuned_run(tiny_run, tmp_path)
     out = export_run(run, tmp_path / "model")
+    # the encoder, its head and its record only: no checkpoints, no cross-fitting folds; frozen image: nothing
     assert sorted(p.relative_to(out).as_posix() for p in (out / "finetuned").rglob("*")) == [
-        "finetuned/text", "finetuned/text/meta.json", "finetuned/text/weights.json"]  # frozen image: nothing
-    assert (out / "finetuned" / "text" / "weights.json").read_bytes() == (weights / "weights.json").read_bytes()
+        "finetuned/text", "finetuned/text/encoder.safetensors", "finetuned/text/finetuned.json",
+        "finetuned/text/head.safetensors"]
+    assert ((out / "finetuned" / "text" / "encoder.safetensors").read_bytes() ==
+            (weights / "encoder.safetensors").read_bytes())
     assert json.loads((out / "finetune.json").read_text()) == {
         "image": record["image"], "text": {**record["text"], "dir": "finetuned/text"}}  # relative to the folder
     assert json.loads((run / "finetune.json").read_text()) == record  # the run's own record is left as it was
     listed = [line.split("  ", 1)[1] for line in (out / MANIFEST_FILE).read_text().splitlines()]
-    assert {"finetune.json", "finetuned/text/meta.json", "finetuned/text/weights.json"} <= set(listed)
+    assert {"finetune.json", "finetuned/text/encoder.safetensors", "finetuned/text/finetuned.json",
+            "finetuned/text/head.safetensors"} <= set(listed)
+    assert not [f for f in listed if "crossfit" in f or "checkpoints" in f]
     assert "- fine-tuned: yes, weights under finetuned/" in (out / "README.md").read_text().splitlines()
     shutil.rmtree(tmp_path / "cache")
     load_run_models(out)  # self-contained: the cache it came from is gone
-    (out / "finetuned" / "text" / "weights.json").write_text('{"w": [1, 3]}')
-    with pytest.raises(Exception, match=r"weights\.json: changed since"):
+    (out / "finetuned" / "text" / "encoder.safetensors").write_bytes(b"other weights")
+    with pytest.raises(Exception, match=r"encoder\.safetensors: changed since"):
         load_run_models(out)
 
 

@@ -185,23 +185,24 @@ def test_a_sealed_export_covers_its_finetuned_weights_but_not_checkpoints_or_fil
     run = _hand_made_run(tmp_path, ["concat_seed0"])
     inside = run / "finetuned" / "text"
     (inside / "checkpoints").mkdir(parents=True)
-    (inside / "model.safetensors").write_bytes(b"w")
-    (inside / "sub").mkdir()
-    (inside / "sub" / "vocab.txt").write_text("v")
+    for name in ("encoder.safetensors", "head.safetensors", "finetuned.json"):
+        (inside / name).write_bytes(b"w")
+    (inside / "crossfit-k5-0123456789ab").mkdir()  # the fine-tuning's own: training rows' features, never read
+    (inside / "crossfit-k5-0123456789ab" / "fold0.safetensors").write_bytes(b"f")
     (inside / "checkpoints" / "step-1.safetensors").write_bytes(b"c")
     outside = tmp_path / "cache" / "image"
     outside.mkdir(parents=True)
-    (outside / "model.safetensors").write_bytes(b"o")
+    (outside / "encoder.safetensors").write_bytes(b"o")
     write_json(run / "finetune.json", {"text": {"dir": "finetuned/text", "mode": "full"},
                                        "image": {"dir": str(outside), "mode": "full"}, "note": "not an entry",
                                        "other": {"dir": 5}})
+    tuned = ["finetuned/text/encoder.safetensors", "finetuned/text/head.safetensors", "finetuned/text/finetuned.json"]
     assert prediction_files(run) == ["config.yaml", "predictor.json", "models/concat_seed0/model.json",
-                                     "models/concat_seed0/weights.safetensors", "finetune.json",
-                                     "finetuned/text/model.safetensors", "finetuned/text/sub/vocab.txt"]
+                                     "models/concat_seed0/weights.safetensors", "finetune.json", *tuned]
     shutil.copytree(outside, run / "finetuned" / "image")  # an export that fine-tuned both encoders
     write_json(run / "finetune.json", {"image": {"dir": "finetuned/image"}, "text": {"dir": "finetuned/text"}})
-    assert prediction_files(run)[4:] == ["finetune.json", "finetuned/image/model.safetensors",
-                                         "finetuned/text/model.safetensors", "finetuned/text/sub/vocab.txt"]
+    assert prediction_files(run)[4:] == ["finetune.json", "finetuned/image/encoder.safetensors",
+                                         "finetuned/image/head.safetensors", "finetuned/image/finetuned.json", *tuned]
 
 
 def test_a_fold_models_folder_names_its_fold():

@@ -482,13 +482,13 @@ def finetune(data: Optional[Path] = DataOpt, out: Optional[Path] = typer.Option(
     `mmsent run --set finetune.enabled=true` with the same config reuses them. Modes per encoder:
     --set finetune.text.mode=full|last_n|frozen (same for image).
     """
-    cfg = _config(config, set_, data, on_error)
+    # enabled as an override, so the config is checked with it on (k-fold needs matching cross-fitting folds, say)
+    cfg = _config(config, [*(set_ or []), "finetune.enabled=true"], data, on_error)
     from mmsent.data.splits import Split
     from mmsent.finetune import finetune_encoders
     from mmsent.pipeline import load_dataset, prepare_splits
     from mmsent.training import distributed
 
-    cfg.finetune.enabled = True
     if out is None and distributed.launched_processes() > 1:  # before joining: no process waits for this one
         _error("give --out under torchrun: every process must write to the same run folder")
         raise typer.Exit(2)

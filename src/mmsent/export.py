@@ -23,6 +23,7 @@ from mmsent.run_files import (
     CONFIG_FILE,
     DATA_REPORT_FILE,
     FINETUNE_RECORD,
+    FINETUNED_FILES,
     METRICS_FILE,
     MODELS_DIR,
     PREDICTOR_FILE,
@@ -61,7 +62,9 @@ def export_run(run_dir: str | Path, out: str | Path, *, verify: bool = True) -> 
         for modality, entry in record.items():
             if entry.get("dir"):
                 target = Path("finetuned") / modality
-                shutil.copytree(Path(entry["dir"]), out / target, ignore=shutil.ignore_patterns("checkpoints"))
+                (out / target).mkdir(parents=True)
+                for name in FINETUNED_FILES:  # not the fine-tuning's cross-fitting folds (training rows' features)
+                    shutil.copy2(Path(entry["dir"]) / name, out / target / name)
                 entry["dir"] = target.as_posix()  # relative: read against the folder it lies in
         RunFolder(out).write_json(FINETUNE_RECORD, record)
     atomic_write_text(out / CARD_FILE, model_card(out))

@@ -24,6 +24,9 @@ PREDICTOR_FILE = "predictor.json"
 METRICS_FILE = "metrics.json"
 MODELS_DIR = "models"
 FINETUNE_RECORD = "finetune.json"
+# A fine-tuned encoder's folder: what predicting reads of it (mmsent.finetune.finetuned writes them); cross-fitting
+# folds and checkpoints beside them are the fine-tuning's own and never part of a run or an export
+FINETUNED_FILES = ("encoder.safetensors", "head.safetensors", "finetuned.json")
 PREDICTIONS_FILE = "predictions.txt"
 STREAM_FILE = "predictions.jsonl"  # predict --input's default output
 PROBABILITIES_FILE = "predictions_proba.csv"

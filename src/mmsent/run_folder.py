@@ -29,6 +29,7 @@ from mmsent.labels import LabelError, LabelSet
 from mmsent.run_files import (  # re-exported: callers that load models find the layout here too
     CONFIG_FILE,
     FINETUNE_RECORD,
+    FINETUNED_FILES,
     MANIFEST_FILE,
     METRICS_FILE,
     MODELS_DIR,
@@ -154,8 +155,7 @@ def _finetuned_files(run_dir: Path) -> list[Path]:
     for entry in read_json(path).values():
         folder = run_dir / entry["dir"] if isinstance(entry, dict) and isinstance(entry.get("dir"), str) else None
         if folder is not None and folder.resolve().is_relative_to(run_dir.resolve()):
-            files += [f for f in sorted(folder.rglob("*")) if f.is_file() and "checkpoints" not in
-                      f.relative_to(folder).parts]
+            files += [folder / name for name in FINETUNED_FILES]
     return files
 
 
@@ -285,6 +285,7 @@ def load_run_models(run_dir: str | Path, *, model_name: str | None = None, devic
     cfg = cfg or load_config(run_dir / CONFIG_FILE)
     seeds = sorted({int(_MODEL_DIR.fullmatch(n)["seed"]) for n in names})
     models = [load_model(d, device) for d in dirs]
+    _check_finetuning(cfg, run_dir)
     for model, folder in zip(models, dirs):
         _check_feature_settings(cfg, model.saved_meta, folder / META_FILE, run_dir)
     parts = [_MODEL_DIR.fullmatch(n) for n in names]
@@ -295,7 +296,19 @@ def load_run_models(run_dir: str | Path, *, model_name: str | None = None, devic
 
 
 # The encoder settings that decide which features a model was trained on; the others change only how a run runs.
-_FEATURE_KEYS = ("image", "text", "image_grid", "text_max_length", "text_pooling")
+# The encoders' names are not compared: a run moved to another machine names its weights by another path, and an
+# alias names the same encoder as its full name.
+_FEATURE_KEYS = ("image_grid", "text_max_length", "text_pooling", "backend")
+
+
+def _check_finetuning(cfg: RunConfig, run_dir: Path) -> None:
+    """``finetune.enabled`` must say what the run did (its ``finetune.json``): the other value predicts with other
+    encoders than those that made the training features."""
+    if cfg.finetune.enabled != (run_dir / FINETUNE_RECORD).is_file():
+        raise IntegrityError(f"{run_dir / CONFIG_FILE}: finetune.enabled is {cfg.finetune.enabled}, but the run "
+                             f"{'has no' if cfg.finetune.enabled else 'has a'} {FINETUNE_RECORD}: its models were "
+                             "trained on features of the encoders as that record says; set it back, or run the job "
+                             "again")
 
 
 def _check_feature_settings(cfg: RunConfig, meta: dict, where: Path, run_dir: Path) -> None:

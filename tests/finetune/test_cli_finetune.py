@@ -33,3 +33,13 @@ def test_finetune_under_torchrun_needs_out(monkeypatch, overrides):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert "give --out under torchrun: every process must write to the same run folder" in result.output
+
+
+def test_finetune_checks_the_config_with_finetuning_on(tmp_path):
+    # k-fold cross-fits over the run's folds: the image encoder's default 5 cross-fitting folds contradict kfold=3,
+    # refused before any data is read (the config it would have written could not be loaded by `mmsent run`)
+    result = CliRunner().invoke(app, ["finetune", "--set", "data.kfold=3", "--set", "encoders.text=minilm",
+                                      "--out", str(tmp_path / "ft")])
+    assert result.exit_code == 2, result.output
+    assert "finetune.image.crossfit_folds=5 contradicts data.kfold=3" in result.output
+    assert not (tmp_path / "ft").exists()

@@ -25,10 +25,9 @@ from mmsent.encoders.base import Encoder
 from mmsent.finetune.base import TuningAdapter, load_partial_state
 from mmsent.finetune.trainer import FinetuneResult
 from mmsent.io import load_tensors, save_tensors, write_json
+from mmsent.run_files import FINETUNED_FILES
 
-ENCODER_WEIGHTS = "encoder.safetensors"
-HEAD_WEIGHTS = "head.safetensors"
-META_FILE = "finetuned.json"
+ENCODER_WEIGHTS, HEAD_WEIGHTS, META_FILE = FINETUNED_FILES
 CHECKPOINTS_DIR = "checkpoints"
 FORMAT = "mmsent-finetuned-encoder"
 

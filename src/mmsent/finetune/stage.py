@@ -20,7 +20,7 @@ from mmsent.config import EncoderFinetuneConfig, RunConfig
 from mmsent.data.records import LabDataset
 from mmsent.data.splits import Split
 from mmsent.data.text import TextCleaner
-from mmsent.device import torch_threads
+from mmsent.device import torch_threads, training_autocast_dtype
 from mmsent.encoders.base import Encoder
 from mmsent.encoders.registry import create_encoders_from_config
 from mmsent.features.extract import FeatureSource, image_item_ids
@@ -88,8 +88,11 @@ def finetune_encoder(encoder: Encoder, items: Sequence, item_ids: Sequence[str],
     # crossfit_folds is left out of the key: the cross-fitting has its own subfolder, the full fine-tuning is the same
     key_settings = {k: v for k, v in dataclasses.asdict(ecfg).items() if k != "crossfit_folds"}
     base_fp = encoder.fingerprint()
+    # the precision the steps run in (bf16 autocast or float32) depends on the machine too: part of the key, so a
+    # fine-tuning in one is never reused, or resumed from its checkpoints, for the other
+    precision = training_autocast_dtype(encoder.device) if cfg.finetune.amp else None
     key = json_digest({"version": _KEY_VERSION, "encoder": base_fp, "settings": key_settings,
-                       "shared": shared, "data_note": data_note,
+                       "shared": shared, "data_note": data_note, "precision": str(precision or "float32"),
                        "rows": [[str(g), str(i), int(y)] for g, i, y in zip(guids, item_ids, labels)]})
     folder = Path(cfg.finetune.output_dir or Path(cfg.cache_dir) / "finetune").expanduser() / f"{modality}-{key[:20]}"
     cf_dir = crossfit_folder(folder, ecfg, folds)
