@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import re
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -350,6 +351,8 @@ _STAND_IN_PROBS = [2 / 3, 1 / 6, 1 / 6]  # positive, neutral, negative for every
 def stand_in_models(monkeypatch):
     """The run's RunPredictor replaced: every row whose image decodes gets ``_STAND_IN_PROBS`` ("positive"); the
     chunking, error rows, output file, marker and resume are mmsent.stream's own."""
+    import threading
+
     from mmsent import stream
     from mmsent.data.images import load_image
 
@@ -357,16 +360,21 @@ def stand_in_models(monkeypatch):
         labels = ("positive", "neutral", "negative")
         fail_on_call: int | None = None  # the classify call (1-based) that reports non-finite probabilities
         calls = 0
+        made: ClassVar[list[tuple]] = []  # (run_dir, device, verify, cfg) of each one made
+        chunks: ClassVar[list[int]] = []  # rows per classify call
+        decoded_in: ClassVar[set[str]] = set()  # the names of the threads that decoded images
 
         def __init__(self, run_dir, device="cpu", verify=True, cfg=None):
-            pass
+            self.made.append((run_dir, device, verify, cfg))
 
         def crop(self, image, name="<upload>"):
+            self.decoded_in.add(threading.current_thread().name)
             load_image(image)  # a missing or broken image is the row's error, as with the real run
             return np.zeros((4, 4, 3), np.uint8)
 
         def classify(self, crops, texts):
             type(self).calls += 1
+            self.chunks.append(len(texts))
             if type(self).calls == type(self).fail_on_call:
                 raise stream.NonFiniteError("the run's models gave non-finite probabilities")
             return np.array([_STAND_IN_PROBS] * len(texts)), ["positive"] * len(texts)
@@ -599,6 +607,7 @@ def test_a_parquet_manifest_is_answered_in_full_with_a_bar_that_counts_without_a
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="no pseudo-terminals here")
 def test_the_progress_bar_follows_the_terminal_width(stand_in_models, tiny_run, tmp_path, monkeypatch):
     import fcntl
+    import select
     import struct
     import sys
     import termios
@@ -621,12 +630,41 @@ def test_the_progress_bar_follows_the_terminal_width(stand_in_models, tiny_run, 
     try:
         predict_stream(tiny_run, manifest, tmp_path / "out.jsonl", chunk_size=4, progress=True)
         tty.flush()
-        shown = os.read(terminal, 1 << 16).decode()
+        shown = b""
+        while not shown.endswith(b"\n") and select.select([terminal], [], [], 10)[0]:  # the terminal passes
+            shown += os.read(terminal, 1 << 16)  # writes on asynchronously: read up to the bar's last line end
+        shown = shown.decode()
     finally:
         tty.close()
         os.close(terminal)
     final = shown.rstrip("\r\n").split("\r")[-1].rstrip()
     assert final.startswith("predict: 100%") and len(final) < 60  # redrawn to the new width, not wrapped
+
+
+def test_the_run_is_loaded_as_the_caller_asks_verified_on_the_cpu_by_default(stand_in_models, tiny_run, tmp_path):
+    manifest, _ = _manifest(tiny_run, tmp_path)
+    predict_stream(tiny_run, manifest, tmp_path / "a.jsonl", progress=False)
+    cfg = object()  # a user's runtime settings, passed through as they are
+    predict_stream(tiny_run, manifest, tmp_path / "b.jsonl", device="cuda:1", verify=False, cfg=cfg, progress=False)
+    assert stand_in_models.made == [(tiny_run, "cpu", True, None), (tiny_run, "cuda:1", False, cfg)]
+    from mmsent.stream import ChunkPredictor
+
+    ChunkPredictor(tiny_run)  # what each Ray actor holds: the same defaults
+    assert stand_in_models.made[-1] == (tiny_run, "cpu", True, None)
+
+
+def test_by_default_rows_go_in_chunks_of_256_with_a_bar_and_are_decoded_in_named_threads(stand_in_models, tiny_run,
+                                                                                          tmp_path, capsys):
+    image = tiny_run.parent / "lab" / "data" / "130.jpg"
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"id": str(i), "text": "hi", "image": str(image)}) + "\n"
+                                for i in range(257)))
+    predict_stream(tiny_run, manifest, tmp_path / "out.jsonl")
+    assert stand_in_models.chunks == [256, 1]
+    final = capsys.readouterr().err.rstrip("\n").split("\r")[-1]
+    assert re.fullmatch(r"predict: 100%\|.*\| 257/257 \[.*row/s\]", final), final
+    # what a thread dump, or a log line with %(threadName)s, shows of the decoding
+    assert stand_in_models.decoded_in and all(name.startswith("mmsent-decode") for name in stand_in_models.decoded_in)
 
 
 def test_a_row_naming_the_output_as_its_text_is_refused(stand_in_models, tiny_run, tmp_path):
@@ -638,3 +676,84 @@ def test_a_row_naming_the_output_as_its_text_is_refused(stand_in_models, tiny_ru
         predict_stream(tiny_run, manifest, out, progress=False)
     assert str(refused.value) == (f"m.csv:3: names --out {out} as its text; a file cannot be both an input and the "
                                   "output: choose another --out")
+
+
+def test_a_shard_outside_the_count_is_refused(tiny_run, tmp_path, monkeypatch):
+    manifest, _ = _manifest(tiny_run, tmp_path)
+    _forbid_model_loading(monkeypatch)
+    for i, n in ((2, 2), (3, 2), (-1, 2), (0, 0)):
+        with pytest.raises(ValueError) as refused:
+            predict_stream(tiny_run, manifest, tmp_path / "out.jsonl", shard=(i, n), progress=False)
+        assert str(refused.value) == f"shard {i}/{n}: need 0 <= i < n"
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_an_output_that_is_not_jsonl_is_refused_with_the_name_to_use(tiny_run, tmp_path, monkeypatch):
+    manifest, _ = _manifest(tiny_run, tmp_path)
+    _forbid_model_loading(monkeypatch)
+    with pytest.raises(ValueError) as refused:
+        predict_stream(tiny_run, manifest, tmp_path / "out.csv", progress=False)
+    assert str(refused.value) == (f"--out {tmp_path / 'out.csv'}: predict --input writes JSONL only (one record a "
+                                  f"line); name the output with the .jsonl suffix, e.g. --out {tmp_path / 'out.jsonl'}")
+
+
+def test_an_output_deleted_without_its_marker_is_written_anew(stand_in_models, tiny_run, tmp_path):
+    manifest, ids = _manifest(tiny_run, tmp_path)
+    out = tmp_path / "out.jsonl"
+    predict_stream(tiny_run, manifest, out, progress=False)
+    first = out.read_bytes()
+    out.unlink()  # the marker beside it stays: it is mmsent's, for this output, and is replaced
+    again = predict_stream(tiny_run, manifest, out, progress=False)
+    assert (again.predicted, again.errors, again.skipped_done) == (len(ids) - 1, 1, 0)
+    assert out.read_bytes() == first
+
+
+def test_a_marker_of_another_kind_of_output_is_refused_with_the_fix(tiny_run, tmp_path, monkeypatch):
+    manifest, _ = _manifest(tiny_run, tmp_path)
+    marker = tmp_path / "out.jsonl.mmsent.json"
+    marker.write_text(json.dumps({"written_by": "mmsent", "kind": "guid,tag predictions", "files": {}}))
+    before = marker.read_bytes()
+    _forbid_model_loading(monkeypatch)
+    with pytest.raises(ValueError) as refused:
+        predict_stream(tiny_run, manifest, tmp_path / "out.jsonl", progress=False)
+    assert str(refused.value) == (f"{marker} exists and is not the marker of a prediction file written by mmsent "
+                                  "predict --input; it was left untouched: choose another --out, or delete it yourself")
+    assert marker.read_bytes() == before and not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_file_put_at_the_marker_path_while_the_job_takes_its_lock_is_never_overwritten(stand_in_models, tiny_run,
+                                                                                          tmp_path, monkeypatch):
+    import contextlib
+
+    from mmsent import stream
+
+    manifest, _ = _manifest(tiny_run, tmp_path)
+    out, mine = tmp_path / "out.jsonl", tmp_path / "out.jsonl.mmsent.json"
+    lock = stream.output_lock
+
+    @contextlib.contextmanager
+    def lock_once_a_user_wrote_there(path):
+        mine.write_text('{"my": "settings"}')  # another program, between the checks and the lock
+        with lock(path):
+            yield
+
+    monkeypatch.setattr(stream, "output_lock", lock_once_a_user_wrote_there)
+    with pytest.raises(ValueError, match=r"out\.jsonl\.mmsent\.json exists and was not written by mmsent"):
+        predict_stream(tiny_run, manifest, out, progress=False)
+    assert mine.read_text() == '{"my": "settings"}' and not out.exists()
+
+
+def test_the_summary_line_gives_the_counts_the_time_and_the_output(stand_in_models, tiny_run, tmp_path, caplog):
+    import logging
+    import time
+
+    manifest, ids = _manifest(tiny_run, tmp_path)
+    out = tmp_path / "out.jsonl"
+    for predicted, errors, done in ((len(ids) - 1, 1, 0), (0, 0, len(ids))):  # then resumed: every row done
+        caplog.clear()
+        start = time.perf_counter()
+        with caplog.at_level(logging.INFO, logger="mmsent.stream"):
+            result = predict_stream(tiny_run, manifest, out, chunk_size=4, progress=False)
+        assert 0 <= result.seconds <= time.perf_counter() - start
+        assert caplog.messages[-1] == (f"predicted {predicted} row(s), {errors} unreadable (written with 'error'), "
+                                       f"{done} already done, in {result.seconds:.1f}s -> {out}")
