@@ -109,6 +109,15 @@ def same_source(workdir: Path, target: Target) -> bool:
     return read(REPO) == read(workdir)
 
 
+def refresh_source(workdir: Path) -> None:
+    """Puts the current ``src`` into an earlier run's folder, with fresh modification times: mutmut then mutates
+    a changed module again and, keying each function's verdicts by a hash of its source, re-tests the mutants of
+    the functions that changed (and of their callers); the verdicts of unchanged functions stand."""
+    shutil.rmtree(workdir / "src", ignore_errors=True)
+    shutil.copytree(REPO / "src", workdir / "src", copy_function=shutil.copyfile,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+
+
 def refresh_tests(workdir: Path) -> None:
     """Puts the current tests into an earlier run's folders and drops mutmut's record of which tests reach which
     function, so that it is collected again with the new tests."""
@@ -159,15 +168,17 @@ def run_target(name: str, target: Target, workdir: Path, tiny_run: Path, max_chi
 
     With ``rerun_survivors`` (a finished earlier run in ``workdir``, made from the same source), only that run's
     survivors not listed as equivalent are tested again, with the current tests; its kills stand.
-    With ``resume`` (an interrupted earlier run of the same source), the mutants it has not tested yet are run with
-    the current tests; its verdicts stand.
+    With ``resume`` (an earlier run, interrupted or of an older source), the mutants it has not tested yet and
+    those of functions changed since are run with the current source and tests; its other verdicts stand.
     """
     env = {**os.environ, PREBUILT_TINY_RUN: str(tiny_run), "PYTHONDONTWRITEBYTECODE": "1"}
     t0 = time.perf_counter()
-    if (rerun_survivors or resume) and not ((workdir / "mutants").is_dir() and same_source(workdir, target)):
-        raise SystemExit(f"{workdir}: no earlier run of this source to go on from; run without --rerun-survivors "
-                         "or --resume")
+    if (rerun_survivors or resume) and not (workdir / "mutants").is_dir():
+        raise SystemExit(f"{workdir}: no earlier run to go on from; run without --rerun-survivors or --resume")
+    if rerun_survivors and not same_source(workdir, target):
+        raise SystemExit(f"{workdir}: the run mutated an older source; --resume it first")
     if resume:
+        refresh_source(workdir)
         refresh_tests(workdir)
         mutmut(workdir, "run", "--max-children", str(max_children), env=env, log=workdir / "mutmut-resume.log")
     elif rerun_survivors:
@@ -273,7 +284,8 @@ def main() -> None:
     parser.add_argument("--rerun-survivors", action="store_true",
                         help="test only the survivors of each target's earlier run in --workdir, with the current tests")
     parser.add_argument("--resume", action="store_true",
-                        help="go on with each target's interrupted run in --workdir: test the mutants it has not")
+                        help="go on with each target's earlier run in --workdir, with the current source and tests: test "
+                             "the mutants it has not and those of functions changed since")
     parser.add_argument("--summarize", action="store_true",
                         help="run nothing: summarize each target's runs so far in --workdir")
     args = parser.parse_args()
