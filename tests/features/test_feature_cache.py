@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from mmsent.features.cache import FeatureCache
+from mmsent.features.cache import CACHE_FORMAT, FeatureCache, rows_digest
 from mmsent.features.featureset import ModalityFeatures
 from mmsent.fingerprint import file_digest
 
@@ -98,6 +98,62 @@ def test_a_sidecar_without_its_checksum_is_damaged_not_trusted(tmp_path, caplog,
     assert not path.exists() and not meta_path.exists()
 
 
+EDITS = {
+    "guids reordered": (lambda m: m.update(guids=m["guids"][::-1]),
+                        "the sidecar's guids or content ids are not the rows the tensors were written for"),
+    "content ids reordered": (lambda m: m.update(item_ids=m["item_ids"][::-1]),
+                              "the sidecar's guids or content ids are not the rows the tensors were written for"),
+    "content ids dropped": (lambda m: m.update(item_ids=None),
+                            "the sidecar's guids or content ids are not the rows the tensors were written for"),
+    "a guid renamed": (lambda m: m["guids"].__setitem__(0, "z"),
+                       "the sidecar's guids or content ids are not the rows the tensors were written for"),
+    "older format": (lambda m: m.update(format=1), "format 1, this version reads 2"),
+    "format deleted": (lambda m: m.pop("format"), "format None, this version reads 2"),
+}
+
+
+@pytest.mark.parametrize("edit", EDITS)
+def test_an_edited_row_mapping_cannot_move_features_onto_other_rows(tmp_path, caplog, edit):
+    # The rows-by-content path reads the sidecar's item_ids to pick rows: an edit there would move every feature
+    # onto another post while the tensor file's checksum still matched.
+    cache = FeatureCache(tmp_path)
+    key = "fc" * 32
+    path = cache.put("text", key, ["a", "b", "c"], _feats(), fingerprint="x", item_ids=["i1", "i2", "i3"])
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    change, reason = EDITS[edit]
+    change(meta)
+    meta_path.write_text(json.dumps(meta))
+    with caplog.at_level(logging.WARNING, logger="mmsent.features"):
+        assert cache.get("text", key) is None
+    assert caplog.records[-1].getMessage() == (f"feature cache entry text/{key} is damaged ({reason}); removing it "
+                                               "and recomputing")
+    assert not path.exists() and not meta_path.exists()
+
+
+def test_a_tensor_file_moved_under_another_key_is_damaged(tmp_path, caplog):
+    # Both files of one entry copied under another key: checksum and rows agree, only the stamped key tells.
+    cache = FeatureCache(tmp_path)
+    first, second = "fa" * 32, "fb" * 32
+    path = cache.put("text", first, ["a", "b", "c"], _feats(), fingerprint="x")
+    target = cache.path_for("text", second)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(path.read_bytes())
+    meta = json.loads(path.with_suffix(".json").read_text())
+    target.with_suffix(".json").write_text(json.dumps({**meta, "key": second}))
+    with caplog.at_level(logging.WARNING, logger="mmsent.features"):
+        assert cache.get("text", second) is None
+    assert f"the tensor file was written for key '{first}'" in caplog.records[-1].getMessage()
+    assert cache.get("text", first) is not None
+
+
+def test_the_rows_digest_covers_order_guids_and_content_ids():
+    base = rows_digest(["a", "b"], ["1", "2"])
+    assert base == rows_digest(["a", "b"], ["1", "2"]) and len(base) == 64
+    assert len({base, rows_digest(["b", "a"], ["1", "2"]), rows_digest(["a", "b"], ["2", "1"]),
+                rows_digest(["a", "b"], None), rows_digest(["a", "b", "c"], ["1", "2", ""])}) == 5
+
+
 def test_nan_in_an_entry_whose_checksum_matches_is_caught(tmp_path, caplog):
     cache = FeatureCache(tmp_path)
     key = "fd" * 32
@@ -148,8 +204,8 @@ def _write_raw(cache: FeatureCache, key: str, tensors: dict, guids: list[str], s
 
     tensor_path, meta_path = cache.path_for("text", key), cache.path_for("text", key).with_suffix(".json")
     tensor_path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(tensor_path))
-    meta = {"format": 1, "modality": "text", "key": key, "guids": guids,
+    save_file(tensors, str(tensor_path), metadata={"key": key, "rows": rows_digest(guids, None)})
+    meta = {"format": CACHE_FORMAT, "modality": "text", "key": key, "guids": guids,
             "shapes": shapes if shapes is not None else {k: list(v.shape) for k, v in tensors.items()}}
     for name in drop:
         meta.pop(name) if name in meta else meta["shapes"].pop(name)
@@ -243,7 +299,7 @@ def test_put_stores_fixed_dtypes_clamped_tokens_and_the_whole_sidecar(tmp_path):
     path = cache.put("text", key, ["a", "b", "c"], wide, fingerprint="enc", config_key="cfg", item_ids=["x", "y", "z"],
                      extra={"backend": "torch"})
     with safe_open(str(path), framework="pt") as fh:
-        assert fh.metadata() == {"key": key}
+        assert fh.metadata() == {"key": key, "rows": rows_digest(["a", "b", "c"], ["x", "y", "z"])}
         stored = {name: fh.get_tensor(name) for name in fh.keys()}  # noqa: SIM118 - safe_open is not a dict
     assert {k: v.dtype for k, v in stored.items()} == {
         "pooled": torch.float32, "tokens": torch.float16, "mask": torch.bool}

@@ -3,12 +3,14 @@
 Layout: ``root/{modality}/{key[:2]}/{key}.safetensors`` (pooled float32, tokens float16, mask bool) and a JSON
 sidecar ``{key}.json`` next to it (guids, encoder fingerprint, creation time, shapes, per-item content ids).
 The sidecar is written last, so an entry without one is incomplete and ignored; it holds the tensor file's sha256,
-and an entry whose sidecar lacks it is treated as damaged (recomputed).
+and an entry whose sidecar lacks it is treated as damaged (recomputed). The tensor file's own metadata holds a digest
+of the sidecar's row mapping (guids and content ids), so an edited mapping cannot move features onto other rows.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import logging
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from mmsent.features.featureset import ModalityFeatures
@@ -26,13 +29,30 @@ from mmsent.io import atomic_write
 
 logger = logging.getLogger("mmsent.features")
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the tensor file vouches for the sidecar's rows
 FP16_MAX = 65504.0
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class CacheEntryError(ValueError):
     """An entry on disk is unreadable or inconsistent with its sidecar."""
+
+
+def rows_digest(guids: Sequence[str], item_ids: Sequence[str] | None) -> str:
+    """The sha256 of an entry's row mapping: which guid and content id each row of the tensors belongs to."""
+    return hashlib.sha256(json.dumps([list(guids), item_ids], ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def _check_rows(tensor_path: Path, meta: Mapping[str, Any], key: str) -> None:
+    """Raises :class:`CacheEntryError` unless the tensor file was written for this key and the sidecar's rows."""
+    if meta.get("format") != CACHE_FORMAT:
+        raise CacheEntryError(f"format {meta.get('format')!r}, this version reads {CACHE_FORMAT}")
+    with safe_open(str(tensor_path), "pt") as f:
+        stamp = f.metadata() or {}
+    if stamp.get("key") != key:
+        raise CacheEntryError(f"the tensor file was written for key {stamp.get('key')!r}")
+    if stamp.get("rows") != rows_digest(meta["guids"], meta.get("item_ids")):
+        raise CacheEntryError("the sidecar's guids or content ids are not the rows the tensors were written for")
 
 
 class FeatureCache:
@@ -76,6 +96,7 @@ class FeatureCache:
                 raise CacheEntryError("the sidecar holds no sha256 of the tensor file")
             if file_digest(tensor_path, memo=False) != expected:
                 raise CacheEntryError("tensor file changed since it was written (checksum mismatch)")
+            _check_rows(tensor_path, meta, key)
             tensors = load_file(str(tensor_path))
             feats = self._validate(meta, tensors)
         except Exception as exc:  # noqa: BLE001 - any failure to read means "recompute", never "crash"
@@ -153,7 +174,8 @@ class FeatureCache:
         # A stale sidecar must not vouch for the new tensor file while it is being replaced.
         with contextlib.suppress(OSError):
             meta_path.unlink()
-        atomic_write(tensor_path, lambda tmp: save_file(tensors, tmp, metadata={"key": key}))
+        stamp = {"key": key, "rows": rows_digest(meta["guids"], meta["item_ids"])}
+        atomic_write(tensor_path, lambda tmp: save_file(tensors, tmp, metadata=stamp))
         meta["sha256"] = file_digest(tensor_path, memo=False)
         atomic_write(
             meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
