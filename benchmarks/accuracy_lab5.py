@@ -2,8 +2,7 @@
 
 Runs ``mmsent run --set data.kfold=5`` once per variant (or reuses a finished run folder) and appends one table to
 benchmarks/RESULTS.md: per variant the out-of-fold accuracy, macro-F1 (± sample std over the 5 folds) and neutral F1
-of the run's predictor over all 4,000 labelled rows, with plain argmax and with the decision rule (weights fitted on
-the other folds), the best single design's macro-F1, the wall time and the seconds spent encoding, and the command.
+of the run's predictor over all 4,000 labelled rows, the best single design's macro-F1, the wall time and the seconds spent encoding, and the command.
 
 Usage::
 
@@ -32,7 +31,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from ensemble_lab5 import read_oof, score
 from results_file import prepend_section
 
-from mmsent.training.ensemble import decide, nested_rule_predictions
+from mmsent.training.ensemble import decide
 
 
 def run_variant(name: str, sets: str, args: argparse.Namespace) -> tuple[Path, str, float | None]:
@@ -57,7 +56,7 @@ def summarise(run_dir: Path) -> dict:
         for part in modality.get("parts", {modality.get("encoder"): modality}).values():
             encode += part.get("encode_seconds") or 0.0
     best = max(predictor["scores"]["designs"].items(), key=lambda kv: kv[1]["macro_f1"])
-    return {"argmax": score(decide(probs), y, folds), "rule": score(nested_rule_predictions(probs, y, folds), y, folds),
+    return {"argmax": score(decide(probs), y, folds),
             "best_design": (best[0], best[1]["macro_f1"]), "encode_seconds": encode,
             "total_seconds": metrics["timings"]["total_seconds"], "members": predictor["members"]}
 
@@ -75,17 +74,15 @@ def main() -> int:
              "", "- Scored by: `python benchmarks/accuracy_lab5.py " + " ".join(
                  f"--variant {shlex.quote(n)} {shlex.quote(s)}" for n, s in args.variant) + "`",
              "- Every labelled row is scored once by the fold models that never trained on it (or early-stopped on it);"
-             " ± is the sample std of macro-F1 over the 5 folds; the decision rule's weights are fitted on the other "
-             "folds. Encode s: seconds spent encoding features that were not cached (0 when all came from the cache).",
-             "", "| variant | accuracy | macro-F1 | neutral F1 | rule: accuracy | rule: macro-F1 | rule: neutral F1 | "
-             "best design (macro-F1) | run s | encode s | command |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             " ± is the sample std of macro-F1 over the 5 folds. Encode s: seconds spent encoding features that were not cached (0 when all came from the cache).",
+             "", "| variant | accuracy | macro-F1 | neutral F1 | best design (macro-F1) | run s | encode s | command |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, sets in args.variant:
         run_dir, cmd, _ = run_variant(name, sets, args)
         s = summarise(run_dir)
-        a, r = s["argmax"], s["rule"]
+        a = s["argmax"]
         lines.append(f"| {name} | {a['accuracy']:.3f} | {a['macro_f1']:.3f} ± {a['fold_std']:.3f} | "
-                     f"{a['neutral_f1']:.3f} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} ± {r['fold_std']:.3f} | "
-                     f"{r['neutral_f1']:.3f} | {s['best_design'][0]} ({s['best_design'][1]:.3f}) | "
+                     f"{a['neutral_f1']:.3f} | {s['best_design'][0]} ({s['best_design'][1]:.3f}) | "
                      f"{s['total_seconds']:.0f} | {s['encode_seconds']:.0f} | `{cmd}` |")
         print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n\n"

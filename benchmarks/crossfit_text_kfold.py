@@ -8,7 +8,7 @@ fold k's rows (token states + mask + mean-pooled vector, as extraction makes the
 So every labelled row's text features come from an encoder that never saw its label; the fusion models of outer fold k
 then train on the other folds' (out-of-fold) features and are scored on fold k (``pipeline.compare`` per fold, as
 ``compare_folds`` calls it, with ``best.yaml``: 6 designs x seeds 0, 1, 2; the predictor is what ``choose_predictor``
-builds for ``predict_with=ensemble, decision_rule=false``: the mean of every design's mean-over-seeds probabilities,
+builds for ``predict_with=ensemble``: the mean of every design's mean-over-seeds probabilities,
 plain argmax). Each (variant, seed, fold) is saved as it finishes, seed 0 of every variant first, so a killed run
 resumes and ``--summary-only`` scores whatever has finished.
 
@@ -302,7 +302,7 @@ def main() -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
 
     cfg = load_config(args.config, [f"data.root={args.data}", f"encoders.num_threads={args.threads}", *args.set])
-    assert cfg.data.kfold == 5 and cfg.compare.predict_with == "ensemble" and not cfg.compare.decision_rule
+    assert cfg.data.kfold == 5 and cfg.compare.predict_with == "ensemble"
     t = time.perf_counter()
     dataset = pipeline.load_dataset(cfg)
     if args.smoke:  # a quick check of every stage on a few rows (numbers meaningless)

@@ -1,8 +1,7 @@
 """Benchmark: which predictor, from one cross-validated run's out-of-fold probabilities (no training here).
 
 Reads ``oof_predictions.csv`` of a finished ``mmsent run --set data.kfold=K`` and scores, over every labelled row:
-each design alone (mean of its seeds), the mean of several designs, and each of those with the macro-F1 decision rule
-(weights fitted on the other folds only, as the pipeline reports it); and stacking: a logistic regression over every
+each design alone (mean of its seeds), the mean of several designs; and stacking: a logistic regression over every
 design's log-probabilities, fitted on the other folds' rows and scored on the held-out fold. Per fold scores give the ± (sample std over
 folds). Appends a table to benchmarks/RESULTS.md.
 
@@ -29,7 +28,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from results_file import prepend_section
 
 from mmsent.labels import LABELS
-from mmsent.training.ensemble import decide, nested_rule_predictions
+from mmsent.training.ensemble import decide
 from mmsent.training.metrics import compute_metrics
 
 
@@ -89,26 +88,21 @@ def main() -> int:
     rows = []
     for label, members in variants.items():
         probs = np.mean([designs[m] for m in members], axis=0)
-        plain = score(decide(probs), y, folds)
-        ruled = score(nested_rule_predictions(probs, y, folds), y, folds)
-        rows.append((label, plain, ruled))
+        rows.append((label, score(decide(probs), y, folds)))
     for balanced in (False, True):
         probs = stacked_probabilities(designs, y, folds, balanced)
         rows.append((f"stacking: logistic regression over all designs{' (balanced classes)' if balanced else ''}",
-                     score(decide(probs), y, folds), score(nested_rule_predictions(probs, y, folds), y, folds)))
-    rows.sort(key=lambda r: -r[2]["macro_f1"])
+                     score(decide(probs), y, folds)))
+    rows.sort(key=lambda r: -r[1]["macro_f1"])
     cfg = json.loads((args.run_dir / "metrics.json").read_text())
     lines = [f"## lab5 predictor variants from out-of-fold probabilities, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
              "", f"- Run: `{args.command or args.run_dir}` ({cfg.get('folds')} folds, seeds {cfg.get('seeds')}, "
              f"{len(guids)} labelled rows, every row scored by models that never trained on it).",
-             f"- Scored by: `python benchmarks/ensemble_lab5.py {args.run_dir}` (no training; the decision rule's weights "
-             "for each fold are fitted on the other folds' rows).", "",
-             "| predictor | accuracy | macro-F1 (± std over folds) | neutral F1 | with decision rule: accuracy | "
-             "macro-F1 (± std) | neutral F1 |", "|---|---|---|---|---|---|---|"]
-    for label, plain, ruled in rows:
+             f"- Scored by: `python benchmarks/ensemble_lab5.py {args.run_dir}` (no training).", "",
+             "| predictor | accuracy | macro-F1 (± std over folds) | neutral F1 |", "|---|---|---|---|"]
+    for label, plain in rows:
         lines.append(f"| {label} | {plain['accuracy']:.3f} | {plain['macro_f1']:.3f} ± {plain['fold_std']:.3f} | "
-                     f"{plain['neutral_f1']:.3f} | {ruled['accuracy']:.3f} | {ruled['macro_f1']:.3f} ± "
-                     f"{ruled['fold_std']:.3f} | {ruled['neutral_f1']:.3f} |")
+                     f"{plain['neutral_f1']:.3f} |")
     text = "\n".join(lines) + "\n\n"
     print(text)
     prepend_section(args.results, text)

@@ -188,7 +188,7 @@ def build_labelled_run(base: Path, labels: Sequence[str], *, designs: Sequence[s
                                  probs))
     ensemble = np.mean([r.val_probs for r in runs], axis=0)
     held = compute_metrics(gold, ensemble.argmax(1), label_set, positive_label)
-    predictor = Predictor(list(designs), None, {"argmax": held}, "ensemble")
+    predictor = Predictor(list(designs), {"argmax": held}, "ensemble")
     (run_dir / "predictor.json").write_text(json.dumps({**predictor.to_dict(), "models": names,
                                                         **label_set.to_json()}), encoding="utf-8")
     table = Comparison(runs, {}, guids, train_size=40, config={}, predictor={"name": "ensemble", **held})

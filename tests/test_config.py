@@ -364,6 +364,9 @@ def test_a_zero_is_no_legacy_spelling_elsewhere_or_in_code():
     ({"finetune": {"joint": {"enabled": True}}}, r"finetune\.joint\.enabled: True is no longer supported"),
     ({"finetune": {"image": {"augment": True}}}, r"finetune\.image\.augment: True is no longer supported"),
     ({"training": {"refit": True}}, r"training\.refit: True is no longer supported"),
+    ({"compare": {"decision_rule": True}},
+     r"compare\.decision_rule: True is no longer supported: the macro-F1 decision rule \(class weights\) measured below "
+     r"plain argmax and was removed; remove the key"),
 ])
 def test_retired_features_switched_on_are_refused(data, message, tmp_path):
     (tmp_path / "off.yaml").write_text(yaml.safe_dump(data).replace("true", "false"), encoding="utf-8")

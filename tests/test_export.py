@@ -71,12 +71,18 @@ def test_export_refuses_a_run_changed_since_it_was_sealed(tiny_run, tmp_path):
     from mmsent.run_folder import IntegrityError
 
     run = shutil.copytree(tiny_run, tmp_path / "run")
-    (run / "predictor.json").write_text((run / "predictor.json").read_text().replace('"class_weights": null',
-                                                                                       '"class_weights": [1, 9, 1]'))
-    assert "[1, 9, 1]" in (run / "predictor.json").read_text()  # a valid edit: only the seal can tell
+    _drop_a_seed(run)  # a valid edit: only the seal can tell
     with pytest.raises(IntegrityError, match=r"predictor\.json: changed since"):
         export_run(run, tmp_path / "model")
     assert not (tmp_path / "model").exists()  # refused before anything is written
+
+
+def _drop_a_seed(run: Path) -> None:
+    """Edits ``predictor.json`` as a valid file that answers differently: its last seed's model left out."""
+    predictor = json.loads((run / "predictor.json").read_text(encoding="utf-8"))
+    assert len(predictor["models"]) > 1
+    predictor["models"] = predictor["models"][:-1]
+    (run / "predictor.json").write_text(json.dumps(predictor), encoding="utf-8")
 
 
 # --- the model card, from hand-built folders with fixed contents -----------------------------------------------------
@@ -119,15 +125,13 @@ def _write(folder: Path, **files) -> Path:
 
 
 def _sentiment_folder(folder: Path) -> Path:
-    """An exported three-class sentiment model: a decision rule, a validation split, labelled test rows."""
+    """An exported three-class sentiment model: an ensemble, a validation split, labelled test rows."""
     from mmsent.labels import LABELS, LabelSet
 
     _config(_write(folder))
     predictor = {"name": "ensemble", "members": ["concat", "gated"],
                  "models": ["concat_seed0", "concat_seed1", "gated_seed0", "gated_seed1"],
-                 "class_weights": [1.0, 2.5, 1.0],
-                 "scores": {"argmax": {"accuracy": 0.7004, "macro_f1": 0.6002, "weighted_f1": 0.6903},
-                            "decision_rule": {"accuracy": 0.7134, "macro_f1": 0.6487, "weighted_f1": 0.7031}},
+                 "scores": {"argmax": {"accuracy": 0.7134, "macro_f1": 0.6487, "weighted_f1": 0.7031}},
                  **LabelSet(LABELS).to_json()}
     return _write(
         folder, predictor_json=predictor,
@@ -148,7 +152,6 @@ def _sarcasm_folder(folder: Path) -> Path:
 
     _config(_write(folder), finetuned=True)
     predictor = {"name": "gated", "members": ["gated"], "models": ["gated_seed0", "gated_seed1"],
-                 "class_weights": None,
                  "scores": {"argmax": {"accuracy": 0.8123, "macro_f1": 0.7956, "weighted_f1": 0.8101}},
                  **LabelSet(SARCASM).to_json()}
     return _write(
@@ -213,7 +216,7 @@ def test_the_card_of_a_bare_folder_marks_what_its_files_do_not_say(tmp_path):
     expected = [
         *sentiment[:8],  # the front matter and title of the sentiment classes (the default classes)
         ("Predicts positive, neutral, negative for a post made of a text and an image. What predicts: **concat** "
-         "(mean probability of 1 fusion models: ), decision rule off (plain argmax)."),
+         "(mean probability of 1 fusion models: ), label by plain argmax."),
         *sentiment[9:18],  # encoders: the same config
         "Held out (a stratified validation split of 12 rows): accuracy **nan**, macro-F1 **nan**, weighted-F1 nan.",
         "",
@@ -276,14 +279,13 @@ def test_export_without_verifying_exports_and_seals_a_changed_run_as_it_is(tiny_
     from mmsent.run_folder import MANIFEST_FILE, load_run_models
 
     run = shutil.copytree(tiny_run, tmp_path / "run")
-    (run / "predictor.json").write_text((run / "predictor.json").read_text().replace('"class_weights": null',
-                                                                                       '"class_weights": [1, 9, 1]'))
+    _drop_a_seed(run)
     out = export_run(run, tmp_path / "model", verify=False)
     assert (out / "predictor.json").read_bytes() == (run / "predictor.json").read_bytes()
     sealed = dict(reversed(line.split("  ", 1)) for line in (out / MANIFEST_FILE).read_text().splitlines())
     assert sealed["predictor.json"] == file_digest(out / "predictor.json")
-    assert load_run_models(out).class_weights is not None  # verified against its own seal
-    assert "decision rule [1, 9, 1]." in (out / "README.md").read_text()
+    assert load_run_models(out).seeds == [0]  # verified against its own seal
+    assert "(mean probability of 1 fusion models: dual_stream)" in (out / "README.md").read_text()
 
 
 def _finetuned_run(tiny_run, tmp_path):

@@ -56,7 +56,7 @@ def test_run_writes_every_output_and_predictions_in_input_order(tmp_path, cfg, f
     # the default predictor: the mean of every compared design's seeds, all saved and named in predictor.json
     assert result.chosen_model == "ensemble"
     predictor = json.loads((run_dir / "predictor.json").read_text(encoding="utf-8"))
-    assert predictor["members"] == cfg.compare.models and predictor["class_weights"] is None  # no folds: no rule
+    assert predictor["members"] == cfg.compare.models and "class_weights" not in predictor
     saved = sorted(p.name for p in (run_dir / "models").iterdir())
     assert saved == sorted(predictor["models"]) == sorted(f"{m}_seed{s}" for m in cfg.compare.models for s in (0, 1))
     table = (run_dir / "comparison.md").read_text(encoding="utf-8")
@@ -152,7 +152,6 @@ def test_cross_validation_scores_each_row_once_by_models_that_never_trained_on_i
     cfg.data.kfold = 3
     cfg.compare.models = ["concat", "gated"]
     cfg.compare.workers = 1
-    cfg.compare.decision_rule = True  # off by default; every place that labels rows must apply it when on
     seen: list[tuple[list[str], list[str]]] = []
     real_compare = pipeline.compare_models
 
@@ -162,8 +161,6 @@ def test_cross_validation_scores_each_row_once_by_models_that_never_trained_on_i
         return real_compare(features, labels, split, *args, **kwargs)
 
     monkeypatch.setattr(pipeline, "compare_models", spy)
-    # a rule strong enough to change labels, so that every place that labels rows must apply it
-    monkeypatch.setattr(ensemble, "fit_class_weights", lambda probs, labels: [1.0, 50.0, 1.0])
     result = pipeline.run(cfg, tmp_path / "run", progress=False)
     run_dir = tmp_path / "run"
     labelled = {ex.guid for ex in pipeline.load_dataset(cfg).train}
@@ -189,16 +186,14 @@ def test_cross_validation_scores_each_row_once_by_models_that_never_trained_on_i
 
     predictor = json.loads((run_dir / "predictor.json").read_text(encoding="utf-8"))
     assert result.chosen_model == "ensemble" and predictor["members"] == ["concat", "gated"]
-    assert predictor["class_weights"] == [1.0, 50.0, 1.0]  # the decision rule, fitted on out-of-fold rows
     assert sorted(predictor["models"]) == sorted(f"{m}_fold{k}_seed{s}" for m in cfg.compare.models
                                                  for k in range(3) for s in (0, 1))
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["folds"] == 3 and metrics["validation_rows"] == len(labelled)
-    assert metrics["ensemble_validation_metrics"] == predictor["scores"]["decision_rule"]
+    assert metrics["ensemble_validation_metrics"] == predictor["scores"]["argmax"]
     again = pipeline.predict_from_run(run_dir, cfg, tmp_path / "again.txt", progress=False)
     labels_written = read_predictions(result.predictions_path)
-    assert read_predictions(again) == labels_written  # the same rule, the same models
-    assert sum(tag == "neutral" for _, tag in labels_written) > len(labels_written) / 2  # the rule was applied
+    assert read_predictions(again) == labels_written  # the same models, the same labels
 
     # a single-split rerun into the same folder leaves nothing of the cross-validated run behind
     cfg.data.kfold = None

@@ -26,7 +26,8 @@ def run_dir(tmp_path):
     ('{"members": ["gated"], "models": [', "predictor.json: not readable JSON"),
     ("[]", "predictor.json: expected a JSON object"),
     ('{"members": ["gated"], "models": ["../../other/gated_seed0"]}', "'models' must list folder names"),
-    ('{"members": ["gated"], "models": ["gated_seed0"], "class_weights": 2.0}', "'class_weights' must be"),
+    ('{"members": ["gated"], "models": ["gated_seed0"], "class_weights": [1, 2, 1]}',
+     "'class_weights' holds the weights of the decision rule"),
 ])
 def test_a_damaged_predictor_file_is_named(run_dir, text, words):
     (run_dir / "predictor.json").write_text(text, encoding="utf-8")
@@ -100,7 +101,7 @@ def _hand_made_run(tmp_path: Path, models: list[str], **predictor: Any) -> Path:
 @pytest.mark.parametrize(("models", "predictor", "words"), [
     (["concat_seed0", "concat_seed0", "concat_seed1"], {}, "'models' names concat_seed0 more than once"),
     (["concat_seed0"], {"name": ["concat"]}, "'name' must be a string"),
-    (["concat_seed0"], {"class_weights": [True, True, True]}, "'class_weights' must be"),
+    (["concat_seed0"], {"class_weights": [True, True, True]}, "'class_weights' holds the weights of the decision"),
     (["concat_seed0"], {"members": ["concat", "concat"]}, "'members' names concat more than once"),
     (["concat_seed0"], {"members": ["gated"], "name": "gated"},
      "concat_seed0 is a concat model, which 'members' does not name"),
@@ -307,7 +308,7 @@ RERUN_FIX = "run the job again"
 
 
 def _ensemble_run(tmp_path: Path) -> Path:
-    """A run whose predictor averages two designs: concat (seeds 0, 1) and gated (seed 0), with class weights."""
+    """A run whose predictor averages two designs: concat (seeds 0, 1) and gated (seed 0)."""
     run = tmp_path / "run"
     run.mkdir()
     RunConfig().save(run / "config.yaml")
@@ -315,25 +316,22 @@ def _ensemble_run(tmp_path: Path) -> Path:
     for name in models:
         design, _, seed = name.partition("_seed")
         save_model(create_fusion_model(design, 4, 4), model_dir(run, design, int(seed)))
-    write_json(run / "predictor.json", {"members": ["concat", "gated"], "models": models, "name": "ensemble",
-                                        "class_weights": [1.0, 2.0, 0.5]})
+    write_json(run / "predictor.json", {"members": ["concat", "gated"], "models": models, "name": "ensemble"})
     return run
 
 
-@pytest.mark.parametrize(("model_name", "name", "seeds", "designs", "weights"), [
-    (None, "ensemble", [0, 1], ["concat", "gated"], [1.0, 2.0, 0.5]),
-    ("ensemble", "ensemble", [0, 1], ["concat", "gated"], [1.0, 2.0, 0.5]),
-    ("gated", "gated", [0], ["gated"], None),
-    ("concat", "concat", [0, 1], ["concat"], None),
+@pytest.mark.parametrize(("model_name", "name", "seeds", "designs"), [
+    (None, "ensemble", [0, 1], ["concat", "gated"]),
+    ("ensemble", "ensemble", [0, 1], ["concat", "gated"]),
+    ("gated", "gated", [0], ["gated"]),
+    ("concat", "concat", [0, 1], ["concat"]),
 ])
-def test_a_run_loads_its_predictor_or_only_the_named_designs_models(tmp_path, model_name, name, seeds, designs,
-                                                                      weights):
+def test_a_run_loads_its_predictor_or_only_the_named_designs_models(tmp_path, model_name, name, seeds, designs):
     from mmsent.labels import LABELS
 
     run = _ensemble_run(tmp_path)
     loaded = load_run_models(run, model_name=model_name, verify=False)
-    assert (loaded.run_dir, loaded.name, loaded.seeds, loaded.designs, loaded.class_weights) == (
-        run, name, seeds, designs, weights)
+    assert (loaded.run_dir, loaded.name, loaded.seeds, loaded.designs) == (run, name, seeds, designs)
     assert [m.fusion_name for m in loaded.models] == [d for d in ("concat", "concat", "gated") if d in designs]
     assert list(loaded.labels) == list(LABELS) and loaded.folds == 1
 

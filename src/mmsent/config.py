@@ -132,10 +132,6 @@ class CompareConfig:
     # What predicts: "ensemble" (the mean probability of every compared design), "best" (the design with the best mean
     # held-out macro-F1) or one of `models`.
     predict_with: str = "ensemble"
-    # With data.kfold: per-class weights on the probabilities, fitted on out-of-fold rows to maximise macro-F1 (the
-    # neutral class is rarely predicted by plain argmax); false keeps plain argmax. Without folds there are no rows to
-    # fit them on that are not also scored, so plain argmax is used.
-    decision_rule: bool = False
     # A zero-shot baseline scored on the held-out rows beside the trained models (mmsent.zeroshot): "auto" uses the
     # CLIP / SigLIP model of an hf-clip: encoder when there is one, "off" never, hf-clip:<hub id or folder> names one
     zero_shot: str = "auto"
@@ -252,6 +248,8 @@ _RETIRED: dict[str, tuple[str, str]] = {
     "finetune.image.augment": ("", "pixel augmentation in image fine-tuning was removed"),
     "data.fold": ("", "data.kfold now runs every fold (cross-validation)"),
     "training.refit": ("", "refit on all training rows measured below fold averaging and was removed"),
+    "compare.decision_rule": ("", "the macro-F1 decision rule (class weights) measured below plain argmax and was "
+                                  "removed"),
 }
 
 # --- strict YAML ---------------------------------------------------------------------------------------------------

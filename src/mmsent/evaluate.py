@@ -34,7 +34,7 @@ def labelled(examples: Sequence[Example]) -> list[int]:
 
 
 def score_rows(examples: Sequence[Example], probs: np.ndarray, label_set: LabelSet,
-               class_weights: Sequence[float] | None = None, positive_label: str | None = None) -> dict[str, Any]:
+               positive_label: str | None = None) -> dict[str, Any]:
     """The predictor's metrics over the labelled ``examples`` (``probs`` is their probabilities, in order).
 
     Raises:
@@ -46,7 +46,7 @@ def score_rows(examples: Sequence[Example], probs: np.ndarray, label_set: LabelS
                          "split=test rows with a label, or a lab test file with real tags)")
     check_labels(examples, label_set)
     gold = [label_set.index(str(examples[i].label)) for i in rows]
-    predicted = decide(np.asarray(probs)[rows], class_weights)
+    predicted = decide(np.asarray(probs)[rows])
     return compute_metrics(gold, predicted, label_set, positive_label)
 
 

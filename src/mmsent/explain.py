@@ -174,8 +174,7 @@ def dominant_modality(drops: dict[str, float], margin: float = DOMINANCE_MARGIN)
 
 
 def explain(models: Sequence[FusionModel], inputs: FusionInputs, *, baseline: Baseline = "zeros",
-            text_pooling: str = "mean", saliency: bool = True,
-            class_weights: Sequence[float] | None = None, labels: LabelsLike | None = None) -> list[dict[str, Any]]:
+            text_pooling: str = "mean", saliency: bool = True, labels: LabelsLike | None = None) -> list[dict[str, Any]]:
     """Per row of ``inputs``: the ensemble's probabilities and label, and the evidence for it.
 
     Args:
@@ -184,7 +183,6 @@ def explain(models: Sequence[FusionModel], inputs: FusionInputs, *, baseline: Ba
         baseline: what an ablated modality is replaced by.
         text_pooling: how the text encoder pooled its token states (``"mean"`` or ``"cls"``), for the saliency route.
         saliency: compute gradient x input (one forward and backward pass per model).
-        class_weights: the run's decision rule: the label is the argmax of the probabilities times these.
         labels: the class names of the models' outputs, in order (default: those the models were saved with, else
             the three sentiment classes).
 
@@ -199,7 +197,7 @@ def explain(models: Sequence[FusionModel], inputs: FusionInputs, *, baseline: Ba
         raise ValueError("explain needs at least one model")
     probs, per_model = ensemble_probs(models, inputs)
     names = output_labels(models, labels, probs.shape[1])
-    target = torch.as_tensor(decide(probs.cpu().numpy(), class_weights), device=probs.device)
+    target = torch.as_tensor(decide(probs.cpu().numpy()), device=probs.device)
     rows = torch.arange(len(inputs))
     p_target = probs[rows, target]
     reads = set().union(*(m.modalities for m in models))

@@ -2,7 +2,7 @@
 
 An exported folder holds only what predicting needs, in the Hugging Face hub's layout (a ``README.md`` model card
 with YAML metadata at the top, weights as safetensors, JSON configuration), so it can be uploaded as it is:
-``config.yaml`` (encoders, cleaning, preprocessing), ``predictor.json`` (members, decision rule, held-out scores),
+``config.yaml`` (encoders, cleaning, preprocessing), ``predictor.json`` (members, held-out scores),
 ``models/`` (the predictor's fusion models: safetensors + JSON), fine-tuned encoder weights under ``finetuned/``
 when the run fine-tuned, ``metrics.json``, ``data_report.json`` and ``test_metrics.json`` when the run scored labelled
 test rows, and ``checksums.sha256`` (written last) sealing
@@ -117,7 +117,7 @@ def model_card(folder: Path) -> str:
     files = RunFolder(folder)
     predictor, metrics, data = (files.read_json(name, missing_ok=True) for name in (PREDICTOR_FILE, METRICS_FILE,
                                                                                     DATA_REPORT_FILE))
-    held = predictor.get("scores", {}).get("decision_rule") or predictor.get("scores", {}).get("argmax") or {}
+    held = predictor.get("scores", {}).get("argmax") or {}
     rows = metrics.get("validation_rows")
     where = (f"{metrics.get('folds')}-fold cross-validation, every labelled row out of fold" if metrics.get("folds",
              1) > 1 else f"a stratified validation split of {rows} rows")
@@ -142,8 +142,7 @@ def model_card(folder: Path) -> str:
         f"# mmsent image + text {'sentiment' if sentiment else 'classification'} model", "",
         f"Predicts {', '.join(labels)} for a post made of a text and an image. What predicts: "
         f"**{predictor.get('name')}** (mean probability of {len(predictor.get('models', []))} fusion models: "
-        f"{', '.join(predictor.get('members', []))}), decision rule "
-        f"{predictor.get('class_weights') or 'off (plain argmax)'}.", "",
+        f"{', '.join(predictor.get('members', []))}), label by plain argmax.", "",
         "## Encoders", "",
         f"- image: `{cfg.encoders.image}` (grid {cfg.encoders.image_grid}, inference backend {cfg.encoders.backend})",
         f"- text: `{cfg.encoders.text}` (max {cfg.encoders.text_max_length} tokens, {cfg.encoders.text_pooling} "

@@ -100,7 +100,7 @@ class RunPredictor:
         ensemble = load_run_models(run_dir, model_name=model_name, device=device, verify=verify, cfg=cfg)
         self.run, self.device = ensemble, device
         self.run_dir, self.cfg, self.model_name = ensemble.run_dir, ensemble.cfg, ensemble.name
-        self.models, self.seeds, self.class_weights = ensemble.models, ensemble.seeds, ensemble.class_weights
+        self.models, self.seeds = ensemble.models, ensemble.seeds
         self.labels = ensemble.labels  # the run's classes (id2label): names of the probabilities and labels
         self.image_encoder, self.text_encoder = encoders or ensemble.encoders(device)
         hp = self.models[0].hparams
@@ -118,7 +118,7 @@ class RunPredictor:
         """What is loaded, for ``/health`` and the response's ``model`` block."""
         return {"name": self.model_name, "description": self.run.describe(), "seeds": self.seeds,
                 "run_dir": str(self.run_dir),
-                "models": len(self.models), "class_weights": self.class_weights,
+                "models": len(self.models),
                 "image_encoder": self.image_encoder.name, "text_encoder": self.text_encoder.name,
                 "labels": list(self.labels),
                 "modalities": sorted(set().union(*(m.modalities for m in self.models)))}
@@ -179,7 +179,7 @@ class RunPredictor:
             probs = self.run.proba(FeatureSet([str(i) for i in range(len(texts))], image, text), self.device)
         if not np.isfinite(probs).all():
             raise NonFiniteError("the run's models gave non-finite probabilities")
-        return probs, [self.labels[i] for i in decide(probs, self.class_weights)]
+        return probs, [self.labels[i] for i in decide(probs)]
 
     def predict(self, images: Sequence[ImageInput], texts: Sequence[str], *, explain_inputs: bool = True,
                 overlay: bool = False) -> list[dict[str, Any]]:
@@ -221,8 +221,7 @@ class RunPredictor:
                 pooled.float(), tokens.float(), torch.ones(tokens.shape[:2], dtype=torch.bool), text.pooled.float(),
                 text.tokens[:, :width].float(), text.mask[:, :width].bool())))
             rows = explain(self.models, inputs, baseline=self.baseline, saliency=explain_inputs,
-                           text_pooling=self.cfg.encoders.text_pooling, class_weights=self.class_weights,
-                           labels=self.labels)
+                           text_pooling=self.cfg.encoders.text_pooling, labels=self.labels)
             t3 = time.perf_counter()
         timing = {"image_encode": t1 - t0, "text_encode": t2 - t1, "fusion_and_explain": t3 - t2, "total": t3 - t0}
         results = []

@@ -242,7 +242,7 @@ def choose_predictor(cfg: RunConfig, parts: list[Comparison], table: Comparison,
     """The predictor ``compare.predict_with`` asks for, scored on held-out rows; and its held-out probabilities.
 
     ``ensemble`` averages every compared design, ``best`` takes the design with the best mean macro-F1, a name takes
-    that design. With ``data.kfold`` the decision rule (``compare.decision_rule``) is fitted on out-of-fold rows.
+    that design.
     """
     choice = fusion_key(cfg.compare.predict_with)
     designs = table.model_names()
@@ -250,9 +250,7 @@ def choose_predictor(cfg: RunConfig, parts: list[Comparison], table: Comparison,
     probs = {d: held_out_probs(parts, d) for d in designs}
     classes = label_set or LabelSet.of_labels(labels.values())
     y = np.array([classes.index(labels[g]) for g in table.val_guids])
-    folds = np.concatenate([[k] * len(p.val_guids) for k, p in enumerate(parts)]) if len(parts) > 1 else None
-    predictor = build_predictor(probs, y, members, folds, cfg.compare.decision_rule, classes,
-                                cfg.data.positive_label)
+    predictor = build_predictor(probs, y, members, classes, cfg.data.positive_label)
     return predictor, np.mean([probs[m] for m in members], axis=0)
 
 
@@ -304,11 +302,11 @@ def predict_test(cfg: RunConfig, dataset: LabDataset, feats: FeatureSet, models:
     path = run_dir / PREDICTIONS_FILE
     test_feats = feats.select([ex.guid for ex in dataset.test])
     probs = mean_proba(models, test_feats, resolve_device(cfg.training.device))
-    write_predictions(path, dataset.test, probs, predictor.class_weights, dataset.test_skipped, dataset.test_order,
+    write_predictions(path, dataset.test, probs, dataset.test_skipped, dataset.test_order,
                       labels=label_set)
     log.info("wrote %d predictions to %s", len(dataset.test), path)
     if labelled(dataset.test):
-        metrics = score_rows(dataset.test, probs, label_set, predictor.class_weights, cfg.data.positive_label)
+        metrics = score_rows(dataset.test, probs, label_set, cfg.data.positive_label)
         write_test_metrics(run_dir, metrics, resolve_data_root(cfg))
     return path
 
@@ -407,7 +405,7 @@ def predict_from_run(run_dir: str | Path, cfg: RunConfig, out: str | Path | None
     source = FeatureSource(*ensemble.encoders(run_cfg.encoders.device))
     feats = extract(run_cfg, dataset.test, source, progress=progress)
     write_predictions(out_path, dataset.test, ensemble.proba(feats, resolve_device(run_cfg.training.device)),
-                      ensemble.class_weights, dataset.test_skipped, dataset.test_order, labels=ensemble.labels)
+                      dataset.test_skipped, dataset.test_order, labels=ensemble.labels)
     return out_path
 
 
@@ -436,7 +434,7 @@ def evaluate_from_run(run_dir: str | Path, cfg: RunConfig, progress: bool = True
     check_labels(scored, ensemble.labels)  # before any feature is extracted
     feats = extract(run_cfg, scored, FeatureSource(*ensemble.encoders(run_cfg.encoders.device)), progress=progress)
     probs = ensemble.proba(feats, resolve_device(run_cfg.training.device))
-    metrics = score_rows(scored, probs, ensemble.labels, ensemble.class_weights, cfg.data.positive_label)
+    metrics = score_rows(scored, probs, ensemble.labels, cfg.data.positive_label)
     write_test_metrics(run_dir, metrics, resolve_data_root(run_cfg))
     return metrics
 

@@ -29,7 +29,6 @@ logger = logging.getLogger("mmsent.predict")
 
 
 def write_predictions(path: str | Path, examples: Sequence[Example], probs: np.ndarray,
-                      class_weights: Sequence[float] | None = None,
                       skipped: Mapping[str, DataIssue] | None = None, order: Sequence[str] = (),
                       labels: LabelsLike | None = None) -> Path:
     """Writes ``guid,tag`` rows (the layout of ``test_without_label.txt``) for ``examples``, in their given order.
@@ -38,8 +37,7 @@ def write_predictions(path: str | Path, examples: Sequence[Example], probs: np.n
     the tag ``null``, in the input's row ``order``, and listed with their problem in ``<stem>_skipped.csv``.
 
     ``probs`` is ``(N, classes)`` in the order of ``labels`` (default: the three sentiment classes); the tags are
-    its argmax after multiplying by
-    ``class_weights`` (the run's decision rule, if any). Returns the path of the probabilities CSV written beside the
+    its argmax. Returns the path of the probabilities CSV written beside the
     file (``<stem>_proba.csv``). The marker ``<name>.mmsent.json`` is written beside them (see the module docstring).
 
     Raises:
@@ -55,7 +53,7 @@ def write_predictions(path: str | Path, examples: Sequence[Example], probs: np.n
         bad = [ex.guid for ex, row in zip(examples, probs) if not np.isfinite(row).all()]
         raise ValueError(f"non-finite probabilities for {len(bad)} row(s), e.g. {bad[:3]}: the models or features "
                          "hold NaN/inf values; nothing was written")
-    tags = [names[i] for i in decide(probs, class_weights)]
+    tags = [names[i] for i in decide(probs)]
     answered = {ex.guid: tag for ex, tag in zip(examples, tags)}
     skipped = {g: issue for g, issue in (skipped or {}).items() if g not in answered}
     rows = [(g, answered.get(g, "null")) for g in order] if order else list(answered.items())

@@ -60,7 +60,6 @@ class RunModels:
         name: what predicts (``ensemble`` or a design).
         seeds: the seeds of its models.
         models: the trained models (eval mode), whose mean probability is the prediction.
-        class_weights: the decision rule applied to that mean before the argmax, or None.
         labels: the class names of the models' outputs, in order (``id2label``).
         designs: the fusion designs among the models, in order.
         folds: how many cross-validation folds each design has models of (1 without k-fold).
@@ -71,7 +70,6 @@ class RunModels:
     name: str
     seeds: list[int]
     models: list[FusionModel]
-    class_weights: list[float] | None = None
     labels: LabelSet | None = None
     designs: list[str] = field(default_factory=list)
     folds: int = 1
@@ -114,15 +112,15 @@ def _check_models(names: object, members: list[str], where: Path) -> list[str]:
     return list(names)
 
 
-def _predictor_models(run_dir: Path) -> tuple[str, list[str], list[float] | None]:
-    """(name, model folder names, class weights) from ``predictor.json``, or for runs made before it existed, the
+def _predictor_models(run_dir: Path) -> tuple[str, list[str]]:
+    """(name, model folder names) from ``predictor.json``, or for runs made before it existed, the
     chosen design's seed models named in ``metrics.json``."""
     fix = RERUN
     if (run_dir / PREDICTOR_FILE).is_file():
         data = read_json(run_dir / PREDICTOR_FILE, fix)
         predictor = Predictor.from_dict(data, str(run_dir / PREDICTOR_FILE))
         names = _check_models(data.get("models"), predictor.members, run_dir / PREDICTOR_FILE)
-        return predictor.name, names, predictor.class_weights
+        return predictor.name, names
     if not (run_dir / METRICS_FILE).is_file():
         raise FileNotFoundError(f"{run_dir / PREDICTOR_FILE} not found: the run did not finish, or the file was "
                                 f"deleted; {fix}")
@@ -130,7 +128,7 @@ def _predictor_models(run_dir: Path) -> tuple[str, list[str], list[float] | None
     chosen = metrics.get("chosen_model")
     if not isinstance(chosen, str) or not _MODEL_DIR.fullmatch(f"{chosen}_seed0"):
         raise FileNotFoundError(f"{run_dir / METRICS_FILE} names no chosen_model: the run did not finish; {fix}")
-    return chosen, [f"{chosen}_seed{int(s)}" for s in metrics.get("seeds") or [0]], None
+    return chosen, [f"{chosen}_seed{int(s)}" for s in metrics.get("seeds") or [0]]
 
 
 class IntegrityError(ValueError):
@@ -167,7 +165,7 @@ def prediction_files(run_dir: str | Path) -> list[str]:
         ValueError: for a damaged predictor file or a file that resolves outside the folder.
     """
     run_dir = Path(run_dir)
-    _, names, _ = _predictor_models(run_dir)
+    _, names = _predictor_models(run_dir)
     files = [run_dir / CONFIG_FILE, run_dir / (PREDICTOR_FILE if (run_dir / PREDICTOR_FILE).is_file() else
                                                METRICS_FILE)]
     files += [run_dir / MODELS_DIR / n / f for n in names for f in (META_FILE, WEIGHTS_FILE)]
@@ -263,10 +261,10 @@ def load_run_models(run_dir: str | Path, *, model_name: str | None = None, devic
     elif not verify:
         log.warning("%s: not verified against %s (--no-verify): a damaged or edited file would change its answers "
                     "without an error", run_dir, MANIFEST_FILE)
-    name, names, class_weights = _predictor_models(run_dir)
+    name, names = _predictor_models(run_dir)
     if model_name and model_name != name:
         names = [n for n in names if _MODEL_DIR.fullmatch(n)["name"] == model_name]
-        name, class_weights = model_name, None
+        name = model_name
         if not names:
             raise FileNotFoundError(f"{run_dir}: no saved {model_name} models; the run saved only its predictor's "
                                     "members (see predictor.json)")
@@ -291,8 +289,7 @@ def load_run_models(run_dir: str | Path, *, model_name: str | None = None, devic
     parts = [_MODEL_DIR.fullmatch(n) for n in names]
     designs = list(dict.fromkeys(m["name"] for m in parts))
     folds = len({m["fold"] for m in parts})
-    return RunModels(run_dir, cfg, name, seeds, models, class_weights, run_labels(run_dir, models, dirs), designs,
-                     folds)
+    return RunModels(run_dir, cfg, name, seeds, models, run_labels(run_dir, models, dirs), designs, folds)
 
 
 # The encoder settings that decide which features a model was trained on; the others change only how a run runs.

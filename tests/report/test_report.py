@@ -78,14 +78,13 @@ def test_confident_errors_and_calibration_numbers():
     assert cal["ece"] == pytest.approx(0.25 * 0.5 + 0.75 * abs((0.9 + 0.8 + 0.6) / 3 - 2 / 3))
 
 
-def test_the_gallery_labels_rows_with_the_predictors_decision_rule():
+def test_the_gallery_lists_the_wrong_rows_most_confident_first():
     from mmsent.report.gallery import confident_errors
 
-    gold = np.array([1, 1, 0])
-    probs = np.array([[0.6, 0.4, 0.0], [0.7, 0.3, 0.0], [0.5, 0.45, 0.05]])
-    assert confident_errors(gold, probs, 5) == [1, 0]  # plain argmax: both neutral rows wrong
-    # with neutral weighted x2 the first row is right and the positive row becomes an error
-    assert confident_errors(gold, probs, 5, [1.0, 2.0, 1.0]) == [1, 2]
+    gold = np.array([1, 1, 0, 2])
+    probs = np.array([[0.6, 0.4, 0.0], [0.7, 0.3, 0.0], [0.5, 0.45, 0.05], [0.1, 0.1, 0.8]])
+    assert confident_errors(gold, probs, 5) == [1, 0]  # argmax: both neutral rows wrong, the surer one first
+    assert confident_errors(gold, probs, 1) == [1]
 
 
 def test_tampered_guids_inject_nothing_and_read_nothing_outside_the_data(tiny_run, tmp_path):

@@ -1,12 +1,11 @@
-"""The predictor: mean of designs, the macro-F1 decision rule, and its honest (nested) score."""
+"""The predictor: the argmax of the mean of designs, its held-out scores, and runs of the removed decision rule."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mmsent.training import ensemble
-from mmsent.training.ensemble import Predictor, build_predictor, decide, fit_class_weights, nested_rule_predictions
+from mmsent.training.ensemble import Predictor, build_predictor, decide
 from mmsent.training.metrics import compute_metrics
 
 
@@ -21,66 +20,40 @@ def _under_predicted_neutral(n: int = 600, seed: int = 0):
     return probs, y
 
 
-def test_decide_weights_the_probabilities():
-    probs = np.array([[0.5, 0.3, 0.2], [0.4, 0.35, 0.25]])
-    assert decide(probs).tolist() == [0, 0]
-    assert decide(probs, [1.0, 2.0, 1.0]).tolist() == [1, 1]
+def test_decide_is_the_argmax_of_each_row():
+    probs = np.array([[0.5, 0.3, 0.2], [0.3, 0.35, 0.35], [0.1, 0.2, 0.7]])
+    assert decide(probs).tolist() == [0, 1, 2]  # a tie goes to the first class, as numpy's argmax
 
 
-def test_fitted_weights_raise_macro_f1_and_favour_the_under_predicted_class():
-    probs, y = _under_predicted_neutral()
-    weights = fit_class_weights(probs, y)
-    assert weights[0] == 1.0 and weights[1] > 1.0
-    plain = compute_metrics(y, decide(probs))["macro_f1"]
-    assert compute_metrics(y, decide(probs, weights))["macro_f1"] > plain + 0.02
-
-
-def test_plain_argmax_is_kept_when_nothing_gains():
-    y = np.array([0, 1, 2] * 20)
-    probs = np.eye(3)[y] * 0.9 + 0.05  # already perfect
-    assert fit_class_weights(probs, y) == [1.0, 1.0, 1.0]
-
-
-def test_the_rules_score_never_uses_weights_fitted_on_the_scored_fold(monkeypatch):
-    probs, y = _under_predicted_neutral()
-    folds = np.arange(len(y)) % 5
-    seen: list[set[int]] = []
-    real = ensemble.fit_class_weights
-
-    def spy(p, labels):
-        rows = {int(np.flatnonzero((probs == row).all(1))[0]) for row in p}
-        seen.append(rows)
-        return real(p, labels)
-
-    monkeypatch.setattr(ensemble, "fit_class_weights", spy)
-    out = nested_rule_predictions(probs, y, folds)
-    assert len(seen) == 5 and out.shape == y.shape
-    for k, rows in enumerate(seen):
-        assert rows == set(np.flatnonzero(folds != k))  # fitted on the other folds' rows only
-
-
-def test_build_predictor_scores_members_and_fits_the_rule_only_with_folds():
+def test_build_predictor_scores_the_mean_of_its_members_and_each_design():
     probs, y = _under_predicted_neutral()
     designs = {"a": probs, "b": np.roll(probs, 1, axis=0)}
-    single = build_predictor(designs, y, ["a", "b"], folds=None, decision_rule=True)
-    assert single.class_weights is None and "decision_rule" not in single.scores
+    both = build_predictor(designs, y, ["a", "b"])
     mean = (designs["a"] + designs["b"]) / 2
-    assert single.scores["argmax"] == compute_metrics(y, decide(mean))
-    assert set(single.scores["designs"]) == {"a", "b"} and single.held_out_metrics == single.scores["argmax"]
-    folded = build_predictor(designs, y, ["a"], folds=np.arange(len(y)) % 5, decision_rule=True)
-    assert folded.class_weights == fit_class_weights(probs, y)
-    assert folded.held_out_metrics is folded.scores["decision_rule"]
-    assert build_predictor(designs, y, ["a"], folds=np.arange(len(y)) % 5, decision_rule=False).class_weights is None
+    assert both.scores["argmax"] == compute_metrics(y, decide(mean)) and both.name == "ensemble"
+    assert both.scores["designs"] == {d: compute_metrics(y, decide(p)) for d, p in designs.items()}
+    assert both.held_out_metrics == both.scores["argmax"] and set(both.scores) == {"designs", "argmax"}
+    one = build_predictor(designs, y, ["b"])
+    assert one.name == "b" and one.scores["argmax"] == compute_metrics(y, decide(designs["b"]))
 
 
 @pytest.mark.parametrize(("data", "words"), [
     ({"members": []}, "members"),
-    ({"members": ["gated"], "class_weights": [1, 2]}, "class_weights"),
-    ({"members": ["gated"], "class_weights": [1, float("nan"), 1]}, "class_weights"),
+    ({"members": ["gated", "gated"]}, "members"),
+    ({"members": ["gated"], "name": ["gated"]}, "name"),
+    ({"members": ["gated"], "class_weights": [1, 2, 1]}, "class_weights"),
     ({"members": ["gated"], "class_weights": 2.0}, "class_weights"),
 ])
 def test_a_damaged_predictor_description_names_the_file(data, words):
     with pytest.raises(ValueError, match=f"p.json: '{words}'"):
         Predictor.from_dict(data, "p.json")
-    good = Predictor(["gated"], [1.0, 1.5, 1.0], {}, "gated")
-    assert Predictor.from_dict(good.to_dict()) == good
+    good = Predictor(["gated"], {"argmax": {"accuracy": 0.5}}, "gated")
+    assert Predictor.from_dict(good.to_dict()) == good and "class_weights" not in good.to_dict()
+    assert Predictor.from_dict({**good.to_dict(), "class_weights": None}) == good  # as runs of earlier versions say
+
+
+def test_a_run_saved_with_the_removed_decision_rule_is_refused_with_the_reason():
+    # Its labels were the argmax of weighted probabilities: plain argmax would answer differently without a word.
+    with pytest.raises(ValueError, match=r"p.json: 'class_weights' holds the weights of the decision rule, which "
+                                         r"measured below plain argmax and was removed; run the job again"):
+        Predictor.from_dict({"members": ["gated"], "class_weights": [1.0, 1.4, 1.0]}, "p.json")

@@ -45,9 +45,7 @@ def _figures(data: RunData, problems: list[str]) -> dict[str, bytes]:
     if any(r.get("history") for r in comp.get("runs", [])):
         attempt("learning_curves", "learning-curve", F.learning_curves, comp["runs"])
     if validation:
-        # the chosen predictor's labels under its decision rule, as it predicts (fitted on these out-of-fold rows)
-        matrices = {name: F.confusion_matrix(data.gold, decide(v.ensemble, data.class_weights if name == chosen
-                                                                 else None), len(data.labels))
+        matrices = {name: F.confusion_matrix(data.gold, decide(v.ensemble), len(data.labels))
                     for name, v in validation.items()}
         attempt("confusion", "confusion-matrix", F.confusion_matrices, matrices, data.labels)
     else:
@@ -221,9 +219,9 @@ def render(data: RunData, fig: dict[str, bytes], gallery: list[GalleryItem], gal
         held = "out-of-fold" if (m.get("folds") or 1) > 1 else "validation"
         summary += (f"; on {ens.get('n', '?')} {held} rows: accuracy {ens['accuracy']:.3f}, "
                     f"macro-F1 {ens['macro_f1']:.3f}, weighted-F1 {ens['weighted_f1']:.3f}")
-    if predictor.get("class_weights"):
-        weights = ", ".join(f"{n} {w:.2f}" for n, w in zip(data.labels, predictor["class_weights"]))
-        summary += f"; decision rule (class weights fitted on other folds' rows): {escape(weights)}"
+    if predictor.get("class_weights"):  # a run of an older version: say that its labels here are not its own
+        summary += ("; saved with a decision rule (class weights) that this version no longer applies: the labels "
+                    "here are plain argmax")
     summary += ".</p>"
     if m.get("data_root"):
         summary += f"<p class='muted'>data: <code>{escape(m['data_root'])}</code></p>"

@@ -38,11 +38,10 @@ class GalleryItem:
     notes: list[str] = field(default_factory=list)
 
 
-def confident_errors(gold: np.ndarray, probs: np.ndarray, k: int, class_weights: list[float] | None = None
-                     ) -> list[int]:
-    """Indices of the ``k`` wrong rows (labels by :func:`decide` with ``class_weights``) with the highest probability
-    of the predicted class, most confident first."""
-    predicted = decide(probs, class_weights)
+def confident_errors(gold: np.ndarray, probs: np.ndarray, k: int) -> list[int]:
+    """Indices of the ``k`` wrong rows (labels by :func:`decide`) with the highest probability of the predicted
+    class, most confident first."""
+    predicted = decide(probs)
     wrong = np.flatnonzero(predicted != gold)
     return wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:k].tolist()
 
@@ -82,11 +81,11 @@ def build_gallery(data: RunData, k: int = 12, explain: bool = True,
     if not chosen or chosen not in data.validation:
         return [], ["no validation probabilities of the chosen model; no error gallery"]
     probs = data.validation[chosen].ensemble
-    predicted = decide(probs, data.class_weights)
+    predicted = decide(probs)
     names = data.labels
     items = [GalleryItem(data.guids[i], names[int(data.gold[i])], names[int(predicted[i])],
                          dict(zip(names, map(float, probs[i]))))
-             for i in confident_errors(data.gold, probs, k, data.class_weights)]
+             for i in confident_errors(data.gold, probs, k)]
     if not items:
         return [], []
 

@@ -54,11 +54,6 @@ class RunData:
         return self.metrics.get("chosen_model") or self.comparison.get("best_model")
 
     @property
-    def class_weights(self) -> list[float] | None:
-        """The predictor's decision rule (see :mod:`mmsent.training.ensemble`), or None for plain argmax."""
-        return (self.metrics.get("predictor") or {}).get("class_weights")
-
-    @property
     def data_root(self) -> Path | None:
         root = self.metrics.get("data_root") or self.data_report.get("root")
         return Path(root) if root else None

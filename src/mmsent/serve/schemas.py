@@ -108,8 +108,6 @@ class ModelInfo(BaseModel):
     description: str = Field(description="The same in words, e.g. 'mean of 6 designs × 3 seeds'.")
     seeds: list[int]
     models: int = Field(description="How many trained models are averaged (designs x folds x seeds).")
-    class_weights: list[float] | None = Field(
-        description="The decision rule: the label is the argmax of the probabilities times these (null: argmax).")
     run_dir: str
     image_encoder: str
     text_encoder: str
