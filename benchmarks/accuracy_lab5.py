@@ -2,7 +2,8 @@
 
 Runs ``mmsent run --set data.kfold=5`` once per variant (or reuses a finished run folder) and appends one table to
 benchmarks/RESULTS.md: per variant the out-of-fold accuracy, macro-F1 (± sample std over the 5 folds) and neutral F1
-of the run's predictor over all 4,000 labelled rows, the best single design's macro-F1, the wall time and the seconds spent encoding, and the command.
+of the run's predictor over all 4,000 labelled rows, the best single design's macro-F1, the wall time and the
+seconds spent encoding, and the command.
 
 Usage::
 
@@ -74,7 +75,8 @@ def main() -> int:
              "", "- Scored by: `python benchmarks/accuracy_lab5.py " + " ".join(
                  f"--variant {shlex.quote(n)} {shlex.quote(s)}" for n, s in args.variant) + "`",
              "- Every labelled row is scored once by the fold models that never trained on it (or early-stopped on it);"
-             " ± is the sample std of macro-F1 over the 5 folds. Encode s: seconds spent encoding features that were not cached (0 when all came from the cache).",
+             " ± is the sample std of macro-F1 over the 5 folds. Encode s: seconds spent encoding features that were "
+             "not cached (0 when all came from the cache).",
              "", "| variant | accuracy | macro-F1 | neutral F1 | best design (macro-F1) | run s | encode s | command |",
              "|---|---|---|---|---|---|---|---|"]
     for name, sets in args.variant:

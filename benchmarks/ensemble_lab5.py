@@ -2,8 +2,8 @@
 
 Reads ``oof_predictions.csv`` of a finished ``mmsent run --set data.kfold=K`` and scores, over every labelled row:
 each design alone (mean of its seeds), the mean of several designs; and stacking: a logistic regression over every
-design's log-probabilities, fitted on the other folds' rows and scored on the held-out fold. Per fold scores give the ± (sample std over
-folds). Appends a table to benchmarks/RESULTS.md.
+design's log-probabilities, fitted on the other folds' rows and scored on the held-out fold. Per fold scores give the
+± (sample std over folds). Appends a table to benchmarks/RESULTS.md.
 
 Usage::
 

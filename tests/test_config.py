@@ -364,9 +364,6 @@ def test_a_zero_is_no_legacy_spelling_elsewhere_or_in_code():
     ({"finetune": {"joint": {"enabled": True}}}, r"finetune\.joint\.enabled: True is no longer supported"),
     ({"finetune": {"image": {"augment": True}}}, r"finetune\.image\.augment: True is no longer supported"),
     ({"training": {"refit": True}}, r"training\.refit: True is no longer supported"),
-    ({"compare": {"decision_rule": True}},
-     r"compare\.decision_rule: True is no longer supported: the macro-F1 decision rule \(class weights\) measured below "
-     r"plain argmax and was removed; remove the key"),
 ])
 def test_retired_features_switched_on_are_refused(data, message, tmp_path):
     (tmp_path / "off.yaml").write_text(yaml.safe_dump(data).replace("true", "false"), encoding="utf-8")
@@ -785,6 +782,17 @@ def test_a_duplicate_key_is_named_even_after_an_unhashable_key(tmp_path):
                                      encoding="utf-8")
     with pytest.raises(ConfigError, match=r"duplicate key 'concat'"):
         load_config(tmp_path / "c.yaml")
+
+
+def test_the_retired_decision_rule_switched_on_is_dropped_with_a_warning(tmp_path, caplog):
+    # A run saved with it on and no folds labelled by plain argmax; with folds its predictor.json refuses itself.
+    (tmp_path / "c.yaml").write_text("compare:\n  decision_rule: true\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="mmsent.config"):
+        assert load_config(tmp_path / "c.yaml") == RunConfig()
+    assert caplog.records[-1].getMessage() == (
+        "compare.decision_rule: True is ignored: the macro-F1 decision rule (class weights) measured below plain argmax "
+        "and was removed; the labels are the argmax of the probabilities")
+    assert "decision_rule" not in RunConfig().to_dict()["compare"]
 
 
 def test_retired_sections_written_off_in_any_old_spelling_still_load(tmp_path):

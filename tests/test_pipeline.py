@@ -13,7 +13,6 @@ from mmsent_testkit import FakeImageEncoder, FakeTextEncoder
 import mmsent.pipeline as pipeline
 import mmsent.run_folder as run_folder
 import mmsent.training.compare as compare_mod
-import mmsent.training.ensemble as ensemble
 from mmsent.config import load_config
 from mmsent.data.sample import sample_dataset_path
 from mmsent.data.splits import load_split

@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import functools
 import importlib.util
+import logging
 import math
 import re
 import sys
@@ -251,6 +252,10 @@ _RETIRED: dict[str, tuple[str, str]] = {
     "compare.decision_rule": ("", "the macro-F1 decision rule (class weights) measured below plain argmax and was "
                                   "removed"),
 }
+# Retired keys that a run saved with them on still answers the same without (its predictor.json holds what they did,
+# and refuses itself where that differs): on, they are dropped with a warning, not refused.
+_IGNORED_WHEN_ON = {"compare.decision_rule"}
+log = logging.getLogger("mmsent.config")
 
 # --- strict YAML ---------------------------------------------------------------------------------------------------
 
@@ -531,7 +536,9 @@ def _drop_retired(where: str, value: Any) -> None:
         value = value.get(sub, False) if isinstance(value, dict) else value
         where = f"{where}.{sub}"
     flag = _parse(value, where) if isinstance(value, str) else value
-    if flag not in (False, None, 0):  # 0: data.fold's default
+    if flag not in (False, None, 0) and where in _IGNORED_WHEN_ON:
+        log.warning("%s: %r is ignored: %s; the labels are the argmax of the probabilities", where, flag, why)
+    elif flag not in (False, None, 0):  # 0: data.fold's default
         raise ConfigError(f"{where}: {flag!r} is no longer supported: {why}; remove the key")
 
 

@@ -57,3 +57,8 @@ def test_a_run_saved_with_the_removed_decision_rule_is_refused_with_the_reason()
     with pytest.raises(ValueError, match=r"p.json: 'class_weights' holds the weights of the decision rule, which "
                                          r"measured below plain argmax and was removed; run the job again"):
         Predictor.from_dict({"members": ["gated"], "class_weights": [1.0, 1.4, 1.0]}, "p.json")
+    # weights the rule left equal (nothing gained) label every row as plain argmax: such a run still loads
+    assert Predictor.from_dict({"members": ["gated"], "class_weights": [1.0, 1.0, 1.0]}) == Predictor(["gated"])
+    for damaged in ([True, True, True], [0.0, 0.0, 0.0], [float("nan")] * 3, [], "1.0"):
+        with pytest.raises(ValueError, match="'class_weights' holds the weights of the decision rule"):
+            Predictor.from_dict({"members": ["gated"], "class_weights": damaged})

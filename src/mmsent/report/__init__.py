@@ -165,8 +165,8 @@ def scores_on_test_rows(test: dict[str, Any], predictor: str | None, figure: byt
     if test.get("data_root"):
         html += f"<p class='muted'>data: <code>{escape(str(test['data_root']))}</code></p>"
     if figure is not None:
-        html += figure_html(figure, "test_confusion", "Rows gold, columns predicted, with the predictor's decision "
-                                                      "rule; shading is the share of the gold row.")
+        html += figure_html(figure, "test_confusion", "Rows gold, columns predicted by the predictor; shading is the "
+                                                      "share of the gold row.")
     return html + (per_class_table(test["per_class"]) if test.get("per_class") else "")
 
 
@@ -219,9 +219,9 @@ def render(data: RunData, fig: dict[str, bytes], gallery: list[GalleryItem], gal
         held = "out-of-fold" if (m.get("folds") or 1) > 1 else "validation"
         summary += (f"; on {ens.get('n', '?')} {held} rows: accuracy {ens['accuracy']:.3f}, "
                     f"macro-F1 {ens['macro_f1']:.3f}, weighted-F1 {ens['weighted_f1']:.3f}")
-    if predictor.get("class_weights"):  # a run of an older version: say that its labels here are not its own
-        summary += ("; saved with a decision rule (class weights) that this version no longer applies: the labels "
-                    "here are plain argmax")
+    if predictor.get("class_weights"):  # a run of an older version: say which of its numbers are not its own
+        summary += ("; these scores are of a decision rule (class weights) that this version no longer applies: "
+                    "the confusion matrices and the error gallery here are plain argmax")
     summary += ".</p>"
     if m.get("data_root"):
         summary += f"<p class='muted'>data: <code>{escape(m['data_root'])}</code></p>"

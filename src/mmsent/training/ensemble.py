@@ -22,6 +22,14 @@ def decide(probs: np.ndarray) -> np.ndarray:
     return np.asarray(probs, dtype=np.float64).argmax(axis=1)
 
 
+def _argmax_weights(weights: Any) -> bool:
+    """Whether a saved decision rule's ``class_weights`` leave every label as plain argmax: none, or one positive
+    number for every class (the rule kept argmax where nothing gained)."""
+    return weights is None or (isinstance(weights, list) and bool(weights) and all(
+        isinstance(w, (int, float)) and not isinstance(w, bool) and np.isfinite(w) and w > 0 for w in weights)
+        and len(set(weights)) == 1)
+
+
 @dataclass
 class Predictor:
     """What predicts: the mean probability of every model of ``members`` (each design's seeds and fold models), then
@@ -55,7 +63,7 @@ class Predictor:
         repeated = next((m for i, m in enumerate(members) if m in members[:i]), None)
         if repeated is not None:  # a repeated member would count its models twice in the mean
             raise ValueError(f"{where}: 'members' names {repeated} more than once; run the job again")
-        if data.get("class_weights") is not None:  # without them this run would answer differently, unannounced
+        if not _argmax_weights(data.get("class_weights")):  # without them the run would answer differently, unannounced
             raise ValueError(f"{where}: 'class_weights' holds the weights of the decision rule, which measured below "
                              "plain argmax and was removed; run the job again with this version")
         if not isinstance(name, str) or (name != "ensemble" and name not in members):
