@@ -446,3 +446,21 @@ def test_a_predictor_whose_class_names_differ_from_its_models_is_refused_naming_
         f"{run / 'models' / 'concat_seed0' / 'model.json'} has labels ['positive', 'neutral', 'negative'] but "
         f"{run / 'predictor.json'} has ['pos', 'neu', 'neg']; its outputs would be mislabelled: use a model trained "
         f"on these labels; {RERUN_FIX}")
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_finetune_enabled_must_say_what_the_run_did_both_ways(tmp_path, enabled):
+    # The other value would predict with other encoders than those that made the training features.
+    run = _hand_made_run(tmp_path, ["concat_seed0"])
+    cfg = RunConfig()
+    cfg.finetune.enabled = enabled
+    cfg.finetune.text.mode = "frozen"  # the default combined text encoder cannot be fine-tuned
+    cfg.save(run / "config.yaml")
+    if not enabled:
+        write_json(run / "finetune.json", {})
+    with pytest.raises(ValueError) as err:
+        load_run_models(run, verify=False)
+    assert str(err.value) == (
+        f"{run / 'config.yaml'}: finetune.enabled is {enabled}, but the run {'has no' if enabled else 'has a'} "
+        "finetune.json: its models were trained on features of the encoders as that record says; set it back, or run "
+        "the job again")
