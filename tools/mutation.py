@@ -110,12 +110,16 @@ def same_source(workdir: Path, target: Target) -> bool:
 
 
 def refresh_source(workdir: Path) -> None:
-    """Puts the current ``src`` into an earlier run's folder, with fresh modification times: mutmut then mutates
-    a changed module again and, keying each function's verdicts by a hash of its source, re-tests the mutants of
-    the functions that changed (and of their callers); the verdicts of unchanged functions stand."""
-    shutil.rmtree(workdir / "src", ignore_errors=True)
-    shutil.copytree(REPO / "src", workdir / "src", copy_function=shutil.copyfile,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    """Puts the current ``src`` (and the configs and scripts some tests read) into an earlier run's folder, with fresh
+    modification times: mutmut then mutates a changed module again and, keying each function's verdicts by a hash
+    of its source, re-tests the mutants of the functions that changed (and of their callers); the verdicts of
+    unchanged functions stand."""
+    for name in ("src", "configs", "scripts"):
+        # mutants/src holds mutmut's verdicts (.meta) and is rewritten from src; the copied folders are not
+        for folder in (workdir / name, *([workdir / "mutants" / name] if name != "src" else [])):
+            shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(REPO / name, workdir / name, copy_function=shutil.copyfile,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
 
 
 def refresh_tests(workdir: Path) -> None:
