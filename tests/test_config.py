@@ -1021,3 +1021,42 @@ def test_a_finished_run_takes_the_config_it_was_trained_with_whatever_its_data_k
     assert again.encoders.batch_size == 4  # data.root and val_fraction differ: history, not what the run answers
     with pytest.raises(ConfigError, match="cleaning.lowercase: the run was trained with False"):
         load_run_config(saved, None, ["cleaning.lowercase=true"])
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({1: {"hidden_dim": 8}}, "compare.model_overrides: unknown model 1; allowed: concat, dual_stream, gated_text, "
+                             "gated_image, gated, single_stream, text_only, image_only"),
+    ({"concat": 5}, "compare.model_overrides.concat: expected a mapping of training keys (or model arguments) to "
+                    "values, got 5"),
+    ({"Concat": {"lr": 0.1}, "concat": 5}, "compare.model_overrides.concat: expected a mapping of training keys (or "
+                                           "model arguments) to values, got 5"),
+])
+def test_model_overrides_built_in_code_are_refused_like_a_files(overrides, message):
+    # A config made in Python skips the loader's checks; validation must still give a ConfigError, not a TypeError.
+    cfg = RunConfig()
+    cfg.compare.model_overrides = overrides
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert str(err.value) == message
+
+
+def test_a_finished_runs_config_is_what_it_saved_with_only_runtime_keys_from_the_users(tmp_path):
+    from mmsent.config import load_run_config
+
+    saved = tmp_path / "config.yaml"
+    trained = load_config(overrides=["compare.seeds=[5]", "cleaning.lowercase=true"])
+    trained.save(saved)
+    assert load_run_config(saved) == trained  # nothing given: the saved config, not the defaults
+    user = tmp_path / "user.yaml"
+    user.write_text("encoders:\n  batch_size: 4\n", encoding="utf-8")
+    from_file = load_run_config(saved, user)  # a file alone, without overrides, is applied too
+    assert from_file.encoders.batch_size == 4 and from_file.compare.seeds == [5] and from_file.cleaning.lowercase
+    both = load_run_config(saved, user, ["training.device=cpu"])
+    assert both.encoders.batch_size == 4 and both.compare.seeds == [5]  # onto the saved config, not the defaults
+    with pytest.raises(ConfigError) as err:
+        load_run_config(saved, None, ["compare.seeds=[1]"])
+    assert str(err.value) == (
+        f"compare.seeds: the run was trained with [5], not [1]; a finished run's answers depend on it ({saved}), so "
+        "it cannot be changed here. Train a new run for that; here only encoders.device, encoders.num_threads, "
+        "encoders.batch_size, training.device, data.max_image_pixels, cache_dir, tracking.mlflow, "
+        "tracking.experiment, data. may be set")

@@ -811,6 +811,7 @@ def _check_model_overrides(cfg: RunConfig, known: list[str]) -> None:
     for model in overrides:
         if fusion_key(str(model)) not in known:
             raise _not_allowed(f"compare.model_overrides: unknown model {model!r}", fusion_key(str(model)), known)
+    _model_overrides(overrides, parse=False)  # first: each a mapping (a config built in code may hold anything)
     train = _fields(TrainConfig)
     arguments = _model_arguments()
     for model, args in overrides.items():
@@ -819,7 +820,6 @@ def _check_model_overrides(cfg: RunConfig, known: list[str]) -> None:
             if key not in train and key not in own:
                 raise _not_allowed(f"unknown config key 'compare.model_overrides.{model}.{key}'", str(key),
                                    sorted({*train, *own}), "; known keys here: ")
-    _model_overrides(overrides, parse=False)
     for model in cfg.compare.models:  # only these are built (the defaults' overrides cannot be removed)
         if "num_heads" in arguments.get(fusion_key(model), {}):
             _check_heads(cfg, model, overrides.get(model, {}))
