@@ -246,7 +246,9 @@ def summary(results: list[dict], max_children: int) -> str:
          "and `--summarize --record`. Score = killed / "
          "(mutants - survivors judged equivalent in `tools/mutation_equivalent.toml`); a mutant no test reaches "
          "counts as not killed, a timeout as killed (the mutant made a test hang), and so does a mutant not run yet. With --rerun-survivors, an earlier "
-         "full run's survivors were tested again with tests added since; its kills stand."), "",
+         "full run's survivors were tested again with tests added since; its kills stand. A \"resumed\" run went on "
+         "from an earlier one with the current source and tests: mutmut tested the mutants not run yet and those of "
+         "every function whose source changed (and of its callers); the other verdicts stand."), "",
         "| target | modules | mutants | killed | timeout | no test | survived | not run yet | equivalent | score | time |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
