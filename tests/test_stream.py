@@ -416,6 +416,16 @@ def test_non_ascii_ids_and_errors_are_written_as_utf8_text_with_six_decimals(sta
     assert out.read_bytes() == data
 
 
+
+def _refusal_leaving_out_as_it_was(run, manifest, out, **options) -> str:
+    """The message ``predict_stream`` refuses ``out`` with; the file's bytes must be as they were."""
+    before = out.read_bytes()
+    with pytest.raises(ValueError) as refused:
+        predict_stream(run, manifest, out, progress=False, **options)
+    assert out.read_bytes() == before
+    return str(refused.value)
+
+
 def test_an_output_edited_since_mmsent_wrote_it_is_refused_with_the_fix(stand_in_models, tiny_run, tmp_path):
     manifest, _ = _manifest(tiny_run, tmp_path)
     out = tmp_path / "out.jsonl"
@@ -424,12 +434,9 @@ def test_an_output_edited_since_mmsent_wrote_it_is_refused_with_the_fix(stand_in
     edited = out.read_bytes().replace(b'"label": "positive"', b'"label": "negative"', 1)
     assert edited != out.read_bytes()
     out.write_bytes(edited)
-    with pytest.raises(ValueError) as refused:
-        predict_stream(tiny_run, manifest, out, chunk_size=4, progress=False)
-    assert str(refused.value) == (
+    assert _refusal_leaving_out_as_it_was(tiny_run, manifest, out, chunk_size=4) == (
         f"{out} has changed since mmsent wrote it (it no longer matches out.jsonl.mmsent.json), so it is not resumed;"
         " it was left untouched: choose another --out, or delete it yourself")
-    assert out.read_bytes() == edited
 
 
 def test_a_resealed_output_whose_last_line_lost_its_newline_is_refused(stand_in_models, tiny_run, tmp_path):
@@ -496,13 +503,9 @@ def test_lines_after_the_commit_that_a_kill_cannot_leave_are_refused_with_the_fi
     # two whole records, then text that is no start of one: a user's, not a kill's
     extra = b'{"id": "a", "label": "positive"}\n{"id": "b", "label": "positive"}\nmy notes'
     out.write_bytes(out.read_bytes() + extra)
-    before = out.read_bytes()
-    with pytest.raises(ValueError) as refused:
-        predict_stream(tiny_run, manifest, out, chunk_size=3, progress=False)
-    assert str(refused.value) == (
+    assert _refusal_leaving_out_as_it_was(tiny_run, manifest, out, chunk_size=3) == (
         f"{out} has lines after what mmsent committed in out.jsonl.mmsent.json that are not what a killed run leaves, "
         "so it is not resumed; it was left untouched: choose another --out, or delete it yourself")
-    assert out.read_bytes() == before
 
 
 def test_an_older_marker_without_a_field_still_has_the_others_compared(stand_in_models, tiny_run, tmp_path):
