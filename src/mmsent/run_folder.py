@@ -377,5 +377,5 @@ def load_run_encoders(run_dir: str | Path, cfg: RunConfig) -> tuple[ImageEncoder
     for encoder in (image, text):
         entry = record.get(encoder.modality, {})
         if entry.get("dir"):  # absolute in a run, relative to the folder in an exported one
-            apply_finetuned(encoder, Path(run_dir) / entry["dir"])
+            apply_finetuned(encoder.tunable, Path(run_dir) / entry["dir"])
     return image, text

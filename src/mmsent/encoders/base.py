@@ -50,6 +50,11 @@ class Encoder(ABC):
         """Declares the weights changed in place (fine-tuning): the fingerprint then hashes the weights in memory."""
         raise NotImplementedError(f"{type(self).__name__} does not support changing its weights in place")
 
+    @property
+    def tunable(self) -> Encoder:
+        """The encoder fine-tuning trains and its record names: this one; a combined encoder's first part."""
+        return self
+
 
 @dataclass(frozen=True)
 class ImagePreprocess:

@@ -118,7 +118,7 @@ class CombinedTextEncoder(TextEncoder):
         self.dim = sum(p.dim for p in self.parts)
         self.max_length = len(self.parts) - 1 + self.parts[0].max_length
         self.pooling = self.parts[0].pooling
-        self.tokenizer = None  # fine-tuning needs one tokenizer; config validation refuses it for combined encoders
+        self.tokenizer = None  # fine-tuning trains the first part (``tunable``) with its own tokenizer
 
     @property
     def network(self) -> torch.nn.Module:
@@ -130,6 +130,11 @@ class CombinedTextEncoder(TextEncoder):
 
     def fingerprint(self) -> str:
         return "combined[" + " + ".join(p.fingerprint() for p in self.parts) + "]"
+
+    @property
+    def tunable(self) -> TextEncoder:
+        """The first part: the one with token states, and the one fine-tuning trains (the others are frozen)."""
+        return self.parts[0]
 
     @property
     def special_tokens(self) -> set[str]:

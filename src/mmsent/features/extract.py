@@ -281,9 +281,8 @@ def extract_features(examples: Sequence[Example], source: FeatureSource, cleaner
         image = _merge_precomputed(examples, source.precomputed.get("image"), lambda rows: extract_image_features(
             rows, source.image, cache, batch_size=batch_size, progress=progress, max_image_pixels=max_image_pixels,
             stats=image_stats), image_stats)
-        text = _merge_precomputed(examples, source.precomputed.get("text"), lambda rows: extract_text_features(
-            rows, source.text, cleaner, cache, batch_size=batch_size, progress=progress, stats=text_stats),
-            text_stats)
+        text = extract_text_features(examples, source.text, cleaner, cache, batch_size=batch_size, progress=progress,
+                                     stats=text_stats, precomputed=source.precomputed.get("text"))
     return FeatureSet([ex.guid for ex in examples], image, text)
 
 
@@ -305,24 +304,32 @@ def extract_image_features(examples: Sequence[Example], encoder: ImageEncoder, c
 
 
 def extract_text_features(examples: Sequence[Example], encoder: TextEncoder, cleaner: Any, cache: FeatureCache | None,
-                          *, batch_size: int = 32, progress: bool = True, stats: dict[str, Any] | None = None
-                          ) -> ModalityFeatures:
+                          *, batch_size: int = 32, progress: bool = True, stats: dict[str, Any] | None = None,
+                          precomputed: tuple[list[str], ModalityFeatures] | None = None) -> ModalityFeatures:
     """The text half of :func:`extract_features` (same cache entries), for callers that need one modality.
 
-    A combined encoder's parts are cached apart, so adding a signal never re-encodes the others."""
+    A combined encoder's parts are cached apart, so adding a signal never re-encodes the others. ``precomputed``
+    rows stand in for the encoder's ``tunable`` part (a combined encoder's first part): what cross-fitting made."""
+    if isinstance(encoder, CombinedTextEncoder):
+        parts, part_stats = [], stats.setdefault("parts", {}) if stats is not None else {}
+        for i, part in enumerate(encoder.parts):
+            part_stats[part.name] = {}
+            parts.append(extract_text_features(examples, part, cleaner, cache, batch_size=batch_size,
+                                               progress=progress, stats=part_stats[part.name],
+                                               precomputed=precomputed if i == 0 else None))
+        return encoder.combine(parts)
+    return _merge_precomputed(examples, precomputed, lambda rows: _extract_one_text_encoder(
+        rows, encoder, cleaner, cache, batch_size=batch_size, progress=progress, stats=stats), stats)
+
+
+def _extract_one_text_encoder(examples: Sequence[Example], encoder: TextEncoder, cleaner: Any,
+                              cache: FeatureCache | None, *, batch_size: int, progress: bool,
+                              stats: dict[str, Any] | None) -> ModalityFeatures:
     guids = [ex.guid for ex in examples]
     if cleaner is None:
         cleaned, cleaner_fp = [ex.text for ex in examples], "raw"
     else:
         cleaned, cleaner_fp = [cleaner.clean(ex.text) for ex in examples], cleaner.fingerprint()
-    # A combined encoder's parts are extracted (and cached) one by one over the same rows.
     item_ids, data_fp = [text_digest(t) for t in cleaned], text_data_fingerprint(guids, cleaned, cleaner_fp)
-    combined = isinstance(encoder, CombinedTextEncoder)
-    parts = []
-    for part in encoder.parts if combined else [encoder]:
-        part_stats: dict[str, Any] | None = {} if combined else stats
-        parts.append(extract_modality("text", guids, cleaned, item_ids, data_fp, part, cache, batch_size=batch_size,
-                                      progress=progress, stats=part_stats))
-        if combined and stats is not None:
-            stats.setdefault("parts", {})[part.name] = part_stats
-    return encoder.combine(parts) if combined else parts[0]
+    return extract_modality("text", guids, cleaned, item_ids, data_fp, encoder, cache, batch_size=batch_size,
+                            progress=progress, stats=stats)

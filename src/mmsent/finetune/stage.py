@@ -167,10 +167,12 @@ def finetune_encoders(cfg: RunConfig, dataset: LabDataset, splits: Sequence[Spli
                 cleaner = TextCleaner(cfg.cleaning)
                 items = [cleaner.clean(ex.text) for ex in train]
                 ids, note = [text_digest(t) for t in items], cleaner.fingerprint()
-            folder = finetune_encoder(encoder, items, ids, labels, guids, cfg, progress=progress,
+            # a combined text encoder trains its first part; its other parts stay frozen signals
+            folder = finetune_encoder(encoder.tunable, items, ids, labels, guids, cfg, progress=progress,
                                       callbacks=callbacks, data_note=note, label_set=classes, folds=folds)
             meta = read_meta(folder)
-            record[modality] = {"mode": ecfg.mode, "dir": str(folder.resolve()), "fingerprint": meta["fingerprint"],
+            record[modality] = {"mode": ecfg.mode, "encoder": meta["encoder"], "dir": str(folder.resolve()),
+                                "fingerprint": meta["fingerprint"],
                                 "base_fingerprint": meta["base_fingerprint"], "seconds": time.perf_counter() - t0,
                                 "result": meta["result"]}
             cf_dir = crossfit_folder(folder, ecfg, folds)
