@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -203,9 +204,10 @@ def test_the_class_shares_of_another_task_when_a_class_or_every_count_is_missing
            "macro-F1, not accuracy alone. Not for decisions about individuals." in lines
 
 
-def test_the_card_of_a_bare_folder_marks_what_its_files_do_not_say(tmp_path):
+def test_the_card_of_a_bare_folder_leaves_out_what_its_files_do_not_say(tmp_path):
     """Only a config, a predictor without scores or classes, the validation row count and test scores without a row
-    count or a positive class's name: the card still renders, with ?, nan and the sentiment defaults."""
+    count or a positive class's name: the card renders with the sentiment defaults, says which facts are not
+    recorded, and prints no placeholder (no ?, nan, None, empty brackets)."""
     from mmsent.export import model_card
 
     folder = tmp_path / "model"
@@ -216,21 +218,35 @@ def test_the_card_of_a_bare_folder_marks_what_its_files_do_not_say(tmp_path):
     expected = [
         *sentiment[:8],  # the front matter and title of the sentiment classes (the default classes)
         ("Predicts positive, neutral, negative for a post made of a text and an image. What predicts: **concat** "
-         "(mean probability of 1 fusion models: ), label by plain argmax."),
+         "(mean probability of 1 fusion model), label by plain argmax."),
         *sentiment[9:18],  # encoders: the same config
-        "Held out (a stratified validation split of 12 rows): accuracy **nan**, macro-F1 **nan**, weighted-F1 nan.",
+        "Held-out scores: not recorded in this folder's predictor.json.",
         "",
-        ("Test split (? labelled rows no model trained or was chosen on): accuracy **0.500**, macro-F1 **0.250**, "
+        ("Test split (labelled rows no model trained or was chosen on): accuracy **0.500**, macro-F1 **0.250**, "
          "weighted-F1 0.375, F1 of the positive class 0.400."),
         "",
-        "Every design of the run, mean ± std over seeds (and folds):", "", "", "",  # no comparison table
-        "## Data", "",
-        "The dataset: ? labelled posts (); text encodings {}; skipped rows none. ",  # nothing says how it trained
+        "## Data", "",  # no comparison table
+        "This folder has no data report (data_report.json) on the training data.",
         *sentiment[sentiment.index("## Data") + 3:-1],
-        "Training: `mmsent run` with the configuration in `config.yaml` (machine: ?).",
+        "Training: `mmsent run` with the configuration in `config.yaml`.",
     ]
     assert sentiment[8].startswith("Predicts") and sentiment[16] == "## Scores" and sentiment[-1].startswith("Training:")
-    assert model_card(folder) == "\n".join(expected) + "\n"
+    card = model_card(folder)
+    assert card == "\n".join(expected) + "\n"
+    assert not re.search(r"\?\W|\bnan\b|\bNone\b|\(\)|\{\}", card.split("## Use")[0])
+
+
+def test_the_card_of_a_folder_without_a_predictor_file_still_names_its_classes(tmp_path):
+    from mmsent.export import model_card
+
+    folder = tmp_path / "model"
+    _config(_write(folder, metrics_json={"folds": 5, "machine": "cpu box"}))
+    lines = model_card(folder).splitlines()
+    assert "Predicts positive, neutral, negative for a post made of a text and an image." in lines
+    assert "Held-out scores: not recorded in this folder's predictor.json." in lines
+    assert ("This folder has no data report (data_report.json) on the training data. Every labelled post trains the "
+            "predictor: 5 fold models per design and seed, each trained without its fold.") in lines
+    assert lines[-1] == "Training: `mmsent run` with the configuration in `config.yaml` (machine: cpu box)."
 
 
 # --- export_run: what it copies, where it writes, what it refuses ----------------------------------------------------

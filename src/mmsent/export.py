@@ -102,66 +102,94 @@ def _test_scores(test: dict[str, Any]) -> list[str]:
     """The card's line on the labelled test rows the run scored (``test_metrics.json``), if it scored any."""
     if test.get("accuracy") is None:
         return []
-    line = (f"Test split ({test.get('n', '?')} labelled rows no model trained or was chosen on): accuracy "
+    rows = f"{test['n']} labelled rows" if isinstance(test.get("n"), int) else "labelled rows"
+    line = (f"Test split ({rows} no model trained or was chosen on): accuracy "
             f"**{test['accuracy']:.3f}**, macro-F1 **{test['macro_f1']:.3f}**, weighted-F1 {test['weighted_f1']:.3f}")
     if test.get("positive_f1") is not None:
         line += f", F1 of {test.get('positive_label', 'the positive class')} {test['positive_f1']:.3f}"
     return [line + ".", ""]
 
 
+def _what_predicts(labels: LabelSet, predictor: dict[str, Any]) -> str:
+    """The card's first sentence: the classes, and the predictor's name and members where ``predictor.json`` says."""
+    line = f"Predicts {', '.join(labels)} for a post made of a text and an image."
+    if not predictor.get("name"):
+        return line
+    models, members = len(predictor.get("models", [])), predictor.get("members") or []
+    mean = f"mean probability of {models} fusion model{'s' if models != 1 else ''}"
+    return (f"{line} What predicts: **{predictor['name']}** ({mean}{': ' + ', '.join(members) if members else ''}), "
+            "label by plain argmax.")
+
+
+def _held_out_scores(predictor: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+    """The card's held-out line, where ``predictor.json`` records the scores and ``metrics.json`` how they were held
+    out; a folder without them says so instead of printing placeholders."""
+    held = predictor.get("scores", {}).get("argmax") or {}
+    if any(held.get(k) is None for k in ("accuracy", "macro_f1", "weighted_f1")):
+        return ["Held-out scores: not recorded in this folder's predictor.json.", ""]
+    rows = metrics.get("validation_rows")
+    if metrics.get("folds", 1) > 1:
+        where = f" ({metrics['folds']}-fold cross-validation, every labelled row out of fold)"
+    else:
+        where = f" (a stratified validation split of {rows} rows)" if isinstance(rows, int) else ""
+    return [f"Held out{where}: accuracy **{held['accuracy']:.3f}**, macro-F1 **{held['macro_f1']:.3f}**, "
+            f"weighted-F1 {held['weighted_f1']:.3f}.", ""]
+
+
+def _data_lines(cfg: Any, data: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+    """The card's data paragraph from ``data_report.json`` and how the predictor's models trained."""
+    labelled, rows = data.get("counts", {}).get("train"), metrics.get("validation_rows")
+    if metrics.get("folds", 1) > 1:
+        trained = (f" Every labelled post trains the predictor: {metrics['folds']} fold models per design and seed, "
+                   "each trained without its fold.")
+    elif isinstance(labelled, int) and isinstance(rows, int):
+        trained = (f" Each model trained on the {labelled - rows} posts outside the validation split (a "
+                   f"{cfg.training.stop_fraction:.0%} holdout of them chose its epoch); the validation rows only scored"
+                   " them.")
+    else:
+        trained = ""
+    if not isinstance(labelled, int):
+        return [f"This folder has no data report (data_report.json) on the training data.{trained}", ""]
+    counts = data.get("label_counts", {})
+    per_class = f" ({', '.join(f'{k} {v}' for k, v in counts.items())})" if counts else ""
+    return [f"The dataset: {labelled} labelled posts{per_class}; text encodings {data.get('encodings', {})}; skipped "
+            f"rows {data.get('skipped') or 'none'}.{trained}", ""]
+
+
 def model_card(folder: Path) -> str:
-    """The Markdown model card of an exported folder, from its own files."""
+    """The Markdown model card of an exported folder, from its own files; what they do not record is left out."""
     from mmsent.config import load_config
 
     cfg = load_config(folder / CONFIG_FILE)
     files = RunFolder(folder)
     predictor, metrics, data = (files.read_json(name, missing_ok=True) for name in (PREDICTOR_FILE, METRICS_FILE,
                                                                                     DATA_REPORT_FILE))
-    held = predictor.get("scores", {}).get("argmax") or {}
-    rows = metrics.get("validation_rows")
-    where = (f"{metrics.get('folds')}-fold cross-validation, every labelled row out of fold" if metrics.get("folds",
-             1) > 1 else f"a stratified validation split of {rows} rows")
-    table = (files / COMPARISON_FILES["md"]).read_text(encoding="utf-8") if (files / COMPARISON_FILES["md"]).is_file() \
-        else ""
-    counts = data.get("label_counts", {})
+    table_file = files / COMPARISON_FILES["md"]
+    table = ["Every design of the run, mean ± std over seeds (and folds):", "",
+             table_file.read_text(encoding="utf-8").strip(), ""] if table_file.is_file() else []
     labels = saved_labels(folder) or DEFAULT_LABELS
     sentiment = _is_sentiment(labels)
-    labelled = data.get("counts", {}).get("train", "?")
-    if metrics.get("folds", 1) > 1:
-        trained = (f"Every labelled post trains the predictor: {metrics['folds']} fold models per design and seed, "
-                   "each trained without its fold.")
-    elif isinstance(labelled, int) and isinstance(rows, int):
-        trained = (f"Each model trained on the {labelled - rows} posts outside the validation split (a "
-                   f"{cfg.training.stop_fraction:.0%} holdout of them chose its epoch); the validation rows only scored them.")
-    else:
-        trained = ""
+    machine = f" (machine: {metrics['machine']})" if metrics.get("machine") else ""
     lines = [
         "---", "library_name: mmsent", "pipeline_tag: text-classification",
         f"tags: [multimodal, {'sentiment-analysis' if sentiment else 'classification'}, image-text"
         f"{', mvsa' if sentiment else ''}]", "---", "",
         f"# mmsent image + text {'sentiment' if sentiment else 'classification'} model", "",
-        f"Predicts {', '.join(labels)} for a post made of a text and an image. What predicts: "
-        f"**{predictor.get('name')}** (mean probability of {len(predictor.get('models', []))} fusion models: "
-        f"{', '.join(predictor.get('members', []))}), label by plain argmax.", "",
+        _what_predicts(labels, predictor), "",
         "## Encoders", "",
         f"- image: `{cfg.encoders.image}` (grid {cfg.encoders.image_grid}, inference backend {cfg.encoders.backend})",
         f"- text: `{cfg.encoders.text}` (max {cfg.encoders.text_max_length} tokens, {cfg.encoders.text_pooling} "
         "pooling)",
         f"- fine-tuned: {'yes, weights under finetuned/' if cfg.finetune.enabled else 'no (frozen pretrained encoders)'}",
-        "", "## Scores", "",
-        f"Held out ({where}): accuracy **{held.get('accuracy', float('nan')):.3f}**, macro-F1 "
-        f"**{held.get('macro_f1', float('nan')):.3f}**, weighted-F1 {held.get('weighted_f1', float('nan')):.3f}.",
-        "", *_test_scores(files.read_json(TEST_METRICS_FILE, missing_ok=True)),
-        "Every design of the run, mean ± std over seeds (and folds):", "", table.strip(), "",
-        "## Data", "",
-        f"The dataset: {labelled} labelled posts ({', '.join(f'{k} {v}' for k, v in counts.items())}); "
-        f"text encodings {data.get('encodings', {})}; skipped rows {data.get('skipped') or 'none'}. {trained}", "",
-        "## Intended use and limitations", "", *_limitations(labels, counts), "",
+        "", "## Scores", "", *_held_out_scores(predictor, metrics),
+        *_test_scores(files.read_json(TEST_METRICS_FILE, missing_ok=True)), *table,
+        "## Data", "", *_data_lines(cfg, data, metrics),
+        "## Intended use and limitations", "", *_limitations(labels, data.get("label_counts", {})), "",
         "## Use", "", "```bash", "mmsent predict THIS_FOLDER --image post.jpg --text \"what a day\"",
         "mmsent predict THIS_FOLDER --input posts.csv --out predicted.jsonl", "mmsent serve THIS_FOLDER", "```", "",
         "```python", "import mmsent", "clf = mmsent.load(\"THIS_FOLDER\")",
         "clf(\"post.jpg\", \"what a day\")  # {\"label\": ..., \"scores\": {...}}; lists give a list", "```", "",
-        f"Training: `mmsent run` with the configuration in `{CONFIG_FILE}` (machine: {metrics.get('machine', '?')}).",
+        f"Training: `mmsent run` with the configuration in `{CONFIG_FILE}`{machine}.",
     ]
     return "\n".join(lines) + "\n"
 
