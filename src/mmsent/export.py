@@ -12,6 +12,7 @@ as they take the run, and refuse it once a file they read has changed.
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -98,62 +99,111 @@ def _limitations(labels: LabelSet, counts: dict[str, int]) -> list[str]:
         "not accuracy alone. Not for decisions about individuals."]
 
 
+def _count(value: Any) -> int | None:
+    """A row or fold count a run file records, or None where it records none usable (missing, text, a bool)."""
+    return value if type(value) is int and value >= 0 else None
+
+
+def _scores(record: Any) -> dict[str, float] | None:
+    """Accuracy, macro-F1 and weighted-F1 from a scores record, or None unless all three are finite numbers."""
+    record = record if isinstance(record, dict) else {}
+    values = {k: record.get(k) for k in ("accuracy", "macro_f1", "weighted_f1")}
+    ok = all(type(v) in (int, float) and math.isfinite(v) for v in values.values())
+    return values if ok else None
+
+
+def _finetuned_line(cfg: Any, record: dict[str, Any]) -> str:
+    """The card's line on which encoder was fine-tuned and how (``finetune.json``), e.g. only a combined text
+    encoder's first part."""
+    if not cfg.finetune.enabled:
+        return "- fine-tuned: no (frozen pretrained encoders)"
+    tuned = [f"{modality} (`{entry.get('encoder') or getattr(cfg.encoders, modality)}`, "
+             f"{'every layer' if entry.get('mode') == 'full' else 'its top layers'})"
+             for modality, entry in record.items() if isinstance(entry, dict) and entry.get("dir")]
+    frozen = [m for m, entry in record.items() if isinstance(entry, dict) and entry.get("mode") == "frozen"]
+    line = f"- fine-tuned: {', '.join(tuned) if tuned else 'yes'}, weights under finetuned/"
+    return line + (f"; {' and '.join(frozen)} frozen" if frozen else "")
+
+
+def _machine(machine: Any) -> str:
+    """`` (machine: Linux-x86_64, Python 3.11.7)`` from what ``metrics.json`` records, or nothing."""
+    if isinstance(machine, dict):
+        parts = [str(machine.get("platform") or ""), f"Python {machine['python']}" if machine.get("python") else ""]
+        machine = ", ".join(p for p in parts if p)
+    return f" (machine: {machine})" if isinstance(machine, str) and machine else ""
+
+
+def _folds(metrics: dict[str, Any]) -> int:
+    return _count(metrics.get("folds")) or 1
+
+
 def _test_scores(test: dict[str, Any]) -> list[str]:
     """The card's line on the labelled test rows the run scored (``test_metrics.json``), if it scored any."""
-    if test.get("accuracy") is None:
+    scores = _scores(test)
+    if scores is None:
         return []
-    rows = f"{test['n']} labelled rows" if isinstance(test.get("n"), int) else "labelled rows"
-    line = (f"Test split ({rows} no model trained or was chosen on): accuracy "
-            f"**{test['accuracy']:.3f}**, macro-F1 **{test['macro_f1']:.3f}**, weighted-F1 {test['weighted_f1']:.3f}")
-    if test.get("positive_f1") is not None:
-        line += f", F1 of {test.get('positive_label', 'the positive class')} {test['positive_f1']:.3f}"
+    rows = f"{_count(test.get('n'))} labelled rows" if _count(test.get("n")) is not None else "labelled rows"
+    line = (f"Test split ({rows} no model trained or was chosen on): accuracy **{scores['accuracy']:.3f}**, "
+            f"macro-F1 **{scores['macro_f1']:.3f}**, weighted-F1 {scores['weighted_f1']:.3f}")
+    positive = _scores({"accuracy": 0, "macro_f1": 0, "weighted_f1": test.get("positive_f1")})
+    if positive is not None:
+        line += f", F1 of {test.get('positive_label') or 'the positive class'} {positive['weighted_f1']:.3f}"
     return [line + ".", ""]
 
 
 def _what_predicts(labels: LabelSet, predictor: dict[str, Any]) -> str:
     """The card's first sentence: the classes, and the predictor's name and members where ``predictor.json`` says."""
     line = f"Predicts {', '.join(labels)} for a post made of a text and an image."
-    if not predictor.get("name"):
+    if not isinstance(predictor.get("name"), str) or not predictor["name"]:
         return line
-    models, members = len(predictor.get("models", [])), predictor.get("members") or []
-    mean = f"mean probability of {models} fusion model{'s' if models != 1 else ''}"
-    return (f"{line} What predicts: **{predictor['name']}** ({mean}{': ' + ', '.join(members) if members else ''}), "
-            "label by plain argmax.")
+    models, members = predictor.get("models"), predictor.get("members")
+    what = (f"mean probability of {len(models)} fusion model{'s' if len(models) != 1 else ''}"
+            if isinstance(models, list) and models else "")
+    if isinstance(members, list) and members:
+        what = f"{what}: {', '.join(map(str, members))}" if what else ", ".join(map(str, members))
+    return f"{line} What predicts: **{predictor['name']}**{f' ({what})' if what else ''}, label by plain argmax."
 
 
 def _held_out_scores(predictor: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
     """The card's held-out line, where ``predictor.json`` records the scores and ``metrics.json`` how they were held
     out; a folder without them says so instead of printing placeholders."""
-    held = predictor.get("scores", {}).get("argmax") or {}
-    if any(held.get(k) is None for k in ("accuracy", "macro_f1", "weighted_f1")):
+    held = _scores((predictor.get("scores") or {}).get("argmax"))
+    if held is None:
         return ["Held-out scores: not recorded in this folder's predictor.json.", ""]
-    rows = metrics.get("validation_rows")
-    if metrics.get("folds", 1) > 1:
-        where = f" ({metrics['folds']}-fold cross-validation, every labelled row out of fold)"
+    rows = _count(metrics.get("validation_rows"))
+    if _folds(metrics) > 1:
+        where = f" ({_folds(metrics)}-fold cross-validation, every labelled row out of fold)"
     else:
-        where = f" (a stratified validation split of {rows} rows)" if isinstance(rows, int) else ""
+        where = f" (a stratified validation split of {rows} rows)" if rows else ""
     return [f"Held out{where}: accuracy **{held['accuracy']:.3f}**, macro-F1 **{held['macro_f1']:.3f}**, "
             f"weighted-F1 {held['weighted_f1']:.3f}.", ""]
 
 
+def _how_trained(cfg: Any, labelled: int | None, metrics: dict[str, Any]) -> str:
+    """The card's sentence on which rows trained the predictor's models, where the files say."""
+    rows, folds = _count(metrics.get("validation_rows")), _folds(metrics)
+    if folds > 1:
+        return (f" Every labelled post trains the predictor: {folds} fold models per design and seed, each trained "
+                "without its fold.")
+    if labelled is not None and rows is not None and labelled > rows:
+        return (f" Each model trained on the {labelled - rows} posts outside the validation split (a "
+                f"{cfg.training.stop_fraction:.0%} holdout of them chose its epoch); the validation rows only scored"
+                " them.")
+    return ""
+
+
 def _data_lines(cfg: Any, data: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
     """The card's data paragraph from ``data_report.json`` and how the predictor's models trained."""
-    labelled, rows = data.get("counts", {}).get("train"), metrics.get("validation_rows")
-    if metrics.get("folds", 1) > 1:
-        trained = (f" Every labelled post trains the predictor: {metrics['folds']} fold models per design and seed, "
-                   "each trained without its fold.")
-    elif isinstance(labelled, int) and isinstance(rows, int):
-        trained = (f" Each model trained on the {labelled - rows} posts outside the validation split (a "
-                   f"{cfg.training.stop_fraction:.0%} holdout of them chose its epoch); the validation rows only scored"
-                   " them.")
-    else:
-        trained = ""
-    if not isinstance(labelled, int):
-        return [f"This folder has no data report (data_report.json) on the training data.{trained}", ""]
-    counts = data.get("label_counts", {})
+    labelled = _count((data.get("counts") or {}).get("train"))
+    trained = _how_trained(cfg, labelled, metrics)
+    if labelled is None:
+        return [f"This folder's data_report.json does not record how many labelled posts trained it.{trained}", ""]
+    counts, encodings = data.get("label_counts") or {}, data.get("encodings") or {}
     per_class = f" ({', '.join(f'{k} {v}' for k, v in counts.items())})" if counts else ""
-    return [f"The dataset: {labelled} labelled posts{per_class}; text encodings {data.get('encodings', {})}; skipped "
-            f"rows {data.get('skipped') or 'none'}.{trained}", ""]
+    read = f"; text encodings: {', '.join(f'{k} {v}' for k, v in encodings.items())}" if encodings else ""
+    skipped = data.get("skipped") or {}
+    skips = f"; skipped rows: {', '.join(f'{k} {v}' for k, v in skipped.items())}" if skipped else "; no row skipped"
+    return [f"The dataset: {labelled} labelled posts{per_class}{read}{skips}.{trained}", ""]
 
 
 def model_card(folder: Path) -> str:
@@ -165,11 +215,11 @@ def model_card(folder: Path) -> str:
     predictor, metrics, data = (files.read_json(name, missing_ok=True) for name in (PREDICTOR_FILE, METRICS_FILE,
                                                                                     DATA_REPORT_FILE))
     table_file = files / COMPARISON_FILES["md"]
-    table = ["Every design of the run, mean ± std over seeds (and folds):", "",
-             table_file.read_text(encoding="utf-8").strip(), ""] if table_file.is_file() else []
+    table_text = table_file.read_text(encoding="utf-8").strip() if table_file.is_file() else ""
+    table = ["Every design of the run, mean ± std over seeds (and folds):", "", table_text, ""] if table_text else []
     labels = saved_labels(folder) or DEFAULT_LABELS
     sentiment = _is_sentiment(labels)
-    machine = f" (machine: {metrics['machine']})" if metrics.get("machine") else ""
+    machine = _machine(metrics.get("machine"))
     lines = [
         "---", "library_name: mmsent", "pipeline_tag: text-classification",
         f"tags: [multimodal, {'sentiment-analysis' if sentiment else 'classification'}, image-text"
@@ -180,7 +230,7 @@ def model_card(folder: Path) -> str:
         f"- image: `{cfg.encoders.image}` (grid {cfg.encoders.image_grid}, inference backend {cfg.encoders.backend})",
         f"- text: `{cfg.encoders.text}` (max {cfg.encoders.text_max_length} tokens, {cfg.encoders.text_pooling} "
         "pooling)",
-        f"- fine-tuned: {'yes, weights under finetuned/' if cfg.finetune.enabled else 'no (frozen pretrained encoders)'}",
+        _finetuned_line(cfg, files.read_json(FINETUNE_RECORD, missing_ok=True)),
         "", "## Scores", "", *_held_out_scores(predictor, metrics),
         *_test_scores(files.read_json(TEST_METRICS_FILE, missing_ok=True)), *table,
         "## Data", "", *_data_lines(cfg, data, metrics),

@@ -88,3 +88,32 @@ def test_precomputed_rows_stand_in_for_the_first_part_only(tiny_bert, tmp_path):
     assert torch.allclose(f.pooled[:, 32:], plain.pooled[:, 32:])  # VADER's block: its own scores on every row
     assert torch.allclose(f.tokens[:2, 1:, :32], alone.tokens + 1, atol=1e-2)
     assert stats["parts"][enc.parts[0].name]["precomputed"] == 2 and "precomputed" not in stats["parts"]["vader"]
+
+
+def test_a_hugging_face_second_part_is_a_marker_token_not_a_word_and_its_stats_are_kept_apart(tiny_bert, tmp_path):
+    """Found by an adversarial pass: with ``<hf>+<hf>`` the second part's marker showed as a word in token importance,
+    and the two parts' extraction figures shared one key (the first part's were lost)."""
+    examples = [Example(guid=str(i), label=None, text=t, text_encoding="utf-8", image_path=tmp_path / f"{i}.jpg",
+                        text_path=tmp_path / f"{i}.txt")
+                for i, t in enumerate(TEXTS)]
+    enc = create_text_encoder(f"{tiny_bert}+{tiny_bert}", max_length=8, device="cpu")
+    marker = f"[{enc.parts[1].name}]"
+    assert enc.tokens("happy day")[0] == marker and marker in enc.special_tokens
+    stats: dict = {}
+    first = enc.parts[0].encode(TEXTS[:1])
+    extract_text_features(examples, enc, None, None, progress=False, stats=stats, precomputed=(["0"], first))
+    name = enc.parts[0].name
+    assert list(stats["parts"]) == [name, f"{name} (part 2)"]
+    assert stats["parts"][name]["precomputed"] == 1 and stats["parts"][f"{name} (part 2)"]["encoded"] == 4
+
+
+@pytest.mark.parametrize("text", ["minilm+", "+minilm", "minilm++vader", "minilm+ +vader"])
+def test_an_empty_part_is_refused_by_the_config(text):
+    with pytest.raises(ConfigError, match="an empty part between '\\+' signs"):
+        load_config(overrides=[f"encoders.text={text}"])
+
+
+def test_a_model_folder_whose_name_holds_a_plus_is_one_encoder_to_fine_tune(tmp_path):
+    folder = tmp_path / "e5+ft"
+    folder.mkdir()
+    assert load_config(overrides=[f"encoders.text={folder}", "finetune.enabled=true"]).finetune.enabled

@@ -138,7 +138,7 @@ class CombinedTextEncoder(TextEncoder):
 
     @property
     def special_tokens(self) -> set[str]:
-        return set().union(*(p.special_tokens for p in self.parts[1:])) | self.parts[0].special_tokens
+        return {f"[{p.name}]" for p in self.parts[1:]} | self.parts[0].special_tokens  # the markers of tokens()
 
     def tokens(self, text: str) -> list[str]:
         """``[part]`` for each extra part, then the first part's tokens: position ``i`` is token ``i``."""

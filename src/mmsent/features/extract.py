@@ -313,9 +313,10 @@ def extract_text_features(examples: Sequence[Example], encoder: TextEncoder, cle
     if isinstance(encoder, CombinedTextEncoder):
         parts, part_stats = [], stats.setdefault("parts", {}) if stats is not None else {}
         for i, part in enumerate(encoder.parts):
-            part_stats[part.name] = {}
+            key = part.name if part.name not in part_stats else f"{part.name} (part {i + 1})"  # the same model twice
+            part_stats[key] = {}
             parts.append(extract_text_features(examples, part, cleaner, cache, batch_size=batch_size,
-                                               progress=progress, stats=part_stats[part.name],
+                                               progress=progress, stats=part_stats[key],
                                                precomputed=precomputed if i == 0 else None))
         return encoder.combine(parts)
     return _merge_precomputed(examples, precomputed, lambda rows: _extract_one_text_encoder(
