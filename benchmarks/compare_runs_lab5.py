@@ -49,6 +49,11 @@ def main() -> int:
         return np.array([compute_metrics(y[folds == k], p[folds == k].argmax(1))["macro_f1"] for k in np.unique(folds)])
 
     base_folds = per_fold(base)
+    for run, p in [(args.baseline, base), *probs.items()]:
+        s = score(p.argmax(1), y, folds)
+        print(f"{run.name}: accuracy {s['accuracy']:.4f}, macro-F1 {s['macro_f1']:.4f} (per fold "
+              f"{per_fold(p).mean():.3f} ± {s['fold_std']:.3f}), weighted-F1 {s['weighted_f1']:.4f}, neutral F1 "
+              f"{s['neutral_f1']:.3f}")
     for run, p in probs.items():
         change = per_fold(p) - base_folds
         print(f"{run.name}: macro-F1 change per fold {', '.join(f'{c:+.3f}' for c in change)}; "
@@ -58,7 +63,10 @@ def main() -> int:
             members = [base, *(probs[r] for r in args.runs[:n])]
             s = score(np.mean(members, axis=0).argmax(1), y, folds)
             names = " + ".join([args.baseline.name, *(r.name for r in args.runs[:n])])
-            print(f"{names}: accuracy {s['accuracy']:.3f}, macro-F1 {s['macro_f1']:.3f} ± {s['fold_std']:.3f}")
+            change = per_fold(np.mean(members, axis=0)) - base_folds
+            print(f"{names}: accuracy {s['accuracy']:.4f}, macro-F1 {s['macro_f1']:.4f} ± {s['fold_std']:.3f}, "
+                  f"weighted-F1 {s['weighted_f1']:.4f}, neutral F1 {s['neutral_f1']:.3f}; macro-F1 change per fold "
+                  f"{', '.join(f'{c:+.3f}' for c in change)}")
     return 0
 
 

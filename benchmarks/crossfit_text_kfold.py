@@ -399,14 +399,18 @@ def main() -> int:
             rows["D"] = scores(np.mean([*results["B"]["designs"].values(), h], axis=0), y_o, folds)
         if "A" in results:
             rows["D(A)"] = scores(np.mean([*results["A"]["designs"].values(), h], axis=0), y_o, folds)
+    if "A" in results and "B" in results:  # the two variants' predictors averaged, as averaging two runs would
+        rows["A+B"] = scores(np.mean([np.mean(list(results[v]["designs"].values()), axis=0) for v in ("A", "B")],
+                                     axis=0), y_o, folds)
     tuned = "MiniLM" if args.tuned_encoder == "minilm" else args.tuned_encoder
     labels_of = {"A": "A: frozen MiniLM + e5 + VADER (best.yaml)", "B": f"B: cross-fitted full-FT {tuned} + e5 + VADER",
                  "C": f"C: cross-fitted full-FT {tuned} alone", "H": f"H: fine-tuned {tuned}'s own linear head (text only)",
-                 "D": "D: B's 6 designs + H as 7th member", "D(A)": "D(A): A's 6 designs + H as 7th member"}
+                 "D": "D: B's 6 designs + H as 7th member", "D(A)": "D(A): A's 6 designs + H as 7th member",
+                 "A+B": "A+B: the mean of A's and B's predictors (two runs averaged)"}
     lines = ["| variant | OOF accuracy | macro-F1 | weighted-F1 | neutral F1 | accuracy per fold (mean ± std) | "
              "macro-F1 per fold (mean ± std) | paired macro-F1 change vs A per fold (mean ± std) |",
              "|---|---|---|---|---|---|---|---|"]
-    for name in ["A", "B", "D", "D(A)", "C", "H"]:
+    for name in ["A", "B", "D", "D(A)", "A+B", "C", "H"]:
         if name not in rows:
             continue
         r = rows[name]

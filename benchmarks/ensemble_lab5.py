@@ -52,7 +52,7 @@ def score(pred: np.ndarray, y: np.ndarray, folds: np.ndarray) -> dict[str, float
     """Pooled accuracy / macro-F1 / neutral F1, and the sample std of macro-F1 over folds."""
     pooled = compute_metrics(y, pred)
     per_fold = [compute_metrics(y[folds == k], pred[folds == k])["macro_f1"] for k in np.unique(folds)]
-    return {"accuracy": pooled["accuracy"], "macro_f1": pooled["macro_f1"],
+    return {"accuracy": pooled["accuracy"], "macro_f1": pooled["macro_f1"], "weighted_f1": pooled["weighted_f1"],
             "neutral_f1": pooled["per_class"]["neutral"]["f1"], "fold_std": float(np.std(per_fold, ddof=1))}
 
 

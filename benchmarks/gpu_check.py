@@ -2,9 +2,9 @@
 
 Issue "Accuracy on the field's standard protocol". Runs the whole main job (``pipeline.run``) in this process with
 ``configs/max.yaml`` (``configs/best.yaml`` while there is no max preset), plus fine-tuning of both encoders in full
-(``finetune.enabled=true``, ``finetune.{text,image}.mode=full``; the text side is then one Hugging Face encoder,
-``encoders.text=mpnet``, since a combined encoder cannot be fine-tuned) on the chosen device. With ``data.kfold`` the
-encoders are cross-fitted over the run's folds, so the scores are out of fold. Records wall time per stage, peak GPU
+(``finetune.enabled=true``, ``finetune.{text,image}.mode=full``; of the preset's combined text encoder
+``mpnet+e5+vader`` the first part, mpnet, is fine-tuned) on the chosen device. With ``data.kfold`` the encoders are
+cross-fitted over the run's folds, so the scores are out of fold. Records wall time per stage, peak GPU
 memory, peak RSS and the predictor's out-of-fold accuracy, macro-F1, weighted-F1 and per-class F1 in
 ``{out}/gpu_check.json`` (and with ``--record`` a section of ``benchmarks/RESULTS.md``). ``--set`` overrides come last,
 so any of the above can be changed.
@@ -31,8 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-FULL_FINETUNING = ["finetune.enabled=true", "finetune.text.mode=full", "finetune.image.mode=full",
-                   "encoders.text=mpnet"]
+FULL_FINETUNING = ["finetune.enabled=true", "finetune.text.mode=full", "finetune.image.mode=full"]
 
 
 def default_config() -> Path:

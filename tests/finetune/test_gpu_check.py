@@ -20,9 +20,11 @@ def _gpu_check():
     return module
 
 
-def test_gpu_check_runs_the_preset_with_both_encoders_fully_finetuned_out_of_fold(tmp_path, overrides, no_report):
+def test_gpu_check_runs_the_preset_with_both_encoders_fully_finetuned_out_of_fold(tmp_path, overrides, no_report,
+                                                                                   tiny_bert):
     tiny = [o for o in overrides if not o.startswith(("encoders.device", "training.device"))]
-    sets = [*tiny, "data.kfold=3", "finetune.image.crossfit_folds=3", "finetune.text.crossfit_folds=null",
+    # a combined text encoder, as the preset's mpnet+e5+vader: its first part is what fine-tunes
+    sets = [*tiny, f"encoders.text={tiny_bert}+vader", "data.kfold=3", "finetune.image.crossfit_folds=3", "finetune.text.crossfit_folds=null",
             "compare.models=concat", "compare.seeds=0", "training.epochs=2", "training.hidden_dim=8",
             "finetune.text.epochs=1", "finetune.image.epochs=1", "encoders.backend=torch"]
     out = tmp_path / "check"
@@ -36,6 +38,7 @@ def test_gpu_check_runs_the_preset_with_both_encoders_fully_finetuned_out_of_fol
         assert 0.0 <= result[key] <= 1.0
     assert set(result["f1_per_class"]) == {"negative", "neutral", "positive"}
     record = json.loads((out / "run" / "finetune.json").read_text())
+    assert record["text"]["encoder"] == str(tiny_bert)
     for modality in ("image", "text"):  # both fine-tuned in full and cross-fitted over the run's 3 folds
         assert record[modality]["mode"] == "full"
         assert record[modality]["crossfit"]["folds"] == 3
