@@ -276,6 +276,8 @@ _REPORT = {"counts": {"train": 30}, "label_counts": {"negative": 10, "neutral": 
     ({"test_metrics_json": {"accuracy": .5, "macro_f1": .5, "weighted_f1": .5, "n": 4, "positive_f1": .3,
                             "positive_label": None}}, "weighted-F1 0.500, F1 of the positive class 0.300."),
     ({"predictor_json": _PREDICTOR, "comparison_md": "  \n"}, "weighted-F1 0.450.\n\n## Data"),
+    ({"data_report_json": {**_REPORT, "label_counts": ["a"], "encodings": "utf-8", "skipped": 3}},
+     "The dataset: 30 labelled posts; no row skipped."),
 ])
 def test_the_card_of_a_folder_with_odd_or_partial_files_renders_without_placeholders(tmp_path, files, expected):
     """Found by an adversarial pass: odd values in a folder's JSON files crashed the card or printed placeholders."""
@@ -287,6 +289,15 @@ def test_the_card_of_a_folder_with_odd_or_partial_files_renders_without_placehol
     assert expected in card
     body = card.split("## Use")[0]
     assert not re.search(r"\?\W|\bnan\b|\bNone\b|\bTrue\b|\(\)|\{|-\d+ posts|\b0 fusion", body), body
+
+
+def test_the_card_of_a_folder_whose_file_is_not_a_json_object_names_the_file(tmp_path):
+    from mmsent.export import model_card
+
+    folder = tmp_path / "model"
+    _config(_write(folder, predictor_json=["not", "an", "object"]))
+    with pytest.raises(ValueError, match=r"predictor\.json: expected a JSON object; run the job again"):
+        model_card(folder)
 
 
 # --- export_run: what it copies, where it writes, what it refuses ----------------------------------------------------

@@ -88,6 +88,7 @@ def _limitations(labels: LabelSet, counts: dict[str, int]) -> list[str]:
             "research use only); other domains, languages, or posts without a meaningful image are out of its range.",
             "- The classes are imbalanced (about 60% positive, 30% negative, 10% neutral): neutral is the weakest "
             "class; read macro-F1, not accuracy alone. Not for decisions about individuals."]
+    counts = {name: _count(n) or 0 for name, n in counts.items()}
     total = sum(counts.values())
     shares = ", ".join(f"{n} {counts.get(n, 0) / total:.0%}" for n in labels) if total else "not recorded"
     return [
@@ -104,12 +105,21 @@ def _count(value: Any) -> int | None:
     return value if type(value) is int and value >= 0 else None
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    """A section of a run file, or an empty one where it holds something else (null, a list, text)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _finite(value: Any) -> float | None:
+    """A score a run file records, or None where it is not a finite number (missing, text, a bool, NaN)."""
+    return float(value) if type(value) in (int, float) and math.isfinite(value) else None
+
+
 def _scores(record: Any) -> dict[str, float] | None:
     """Accuracy, macro-F1 and weighted-F1 from a scores record, or None unless all three are finite numbers."""
-    record = record if isinstance(record, dict) else {}
-    values = {k: record.get(k) for k in ("accuracy", "macro_f1", "weighted_f1")}
-    ok = all(type(v) in (int, float) and math.isfinite(v) for v in values.values())
-    return values if ok else None
+    record = _mapping(record)
+    values = {k: _finite(record.get(k)) for k in ("accuracy", "macro_f1", "weighted_f1")}
+    return values if None not in values.values() else None  # type: ignore[return-value]
 
 
 def _finetuned_line(cfg: Any, record: dict[str, Any]) -> str:
@@ -142,12 +152,13 @@ def _test_scores(test: dict[str, Any]) -> list[str]:
     scores = _scores(test)
     if scores is None:
         return []
-    rows = f"{_count(test.get('n'))} labelled rows" if _count(test.get("n")) is not None else "labelled rows"
+    n = _count(test.get("n"))
+    rows = "labelled rows" if n is None else f"{n} labelled rows"
     line = (f"Test split ({rows} no model trained or was chosen on): accuracy **{scores['accuracy']:.3f}**, "
             f"macro-F1 **{scores['macro_f1']:.3f}**, weighted-F1 {scores['weighted_f1']:.3f}")
-    positive = _scores({"accuracy": 0, "macro_f1": 0, "weighted_f1": test.get("positive_f1")})
+    positive = _finite(test.get("positive_f1"))
     if positive is not None:
-        line += f", F1 of {test.get('positive_label') or 'the positive class'} {positive['weighted_f1']:.3f}"
+        line += f", F1 of {test.get('positive_label') or 'the positive class'} {positive:.3f}"
     return [line + ".", ""]
 
 
@@ -167,7 +178,7 @@ def _what_predicts(labels: LabelSet, predictor: dict[str, Any]) -> str:
 def _held_out_scores(predictor: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
     """The card's held-out line, where ``predictor.json`` records the scores and ``metrics.json`` how they were held
     out; a folder without them says so instead of printing placeholders."""
-    held = _scores((predictor.get("scores") or {}).get("argmax"))
+    held = _scores(_mapping(predictor.get("scores")).get("argmax"))
     if held is None:
         return ["Held-out scores: not recorded in this folder's predictor.json.", ""]
     rows = _count(metrics.get("validation_rows"))
@@ -194,14 +205,14 @@ def _how_trained(cfg: Any, labelled: int | None, metrics: dict[str, Any]) -> str
 
 def _data_lines(cfg: Any, data: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
     """The card's data paragraph from ``data_report.json`` and how the predictor's models trained."""
-    labelled = _count((data.get("counts") or {}).get("train"))
+    labelled = _count(_mapping(data.get("counts")).get("train"))
     trained = _how_trained(cfg, labelled, metrics)
     if labelled is None:
         return [f"This folder's data_report.json does not record how many labelled posts trained it.{trained}", ""]
-    counts, encodings = data.get("label_counts") or {}, data.get("encodings") or {}
+    counts, encodings = _mapping(data.get("label_counts")), _mapping(data.get("encodings"))
     per_class = f" ({', '.join(f'{k} {v}' for k, v in counts.items())})" if counts else ""
     read = f"; text encodings: {', '.join(f'{k} {v}' for k, v in encodings.items())}" if encodings else ""
-    skipped = data.get("skipped") or {}
+    skipped = _mapping(data.get("skipped"))
     skips = f"; skipped rows: {', '.join(f'{k} {v}' for k, v in skipped.items())}" if skipped else "; no row skipped"
     return [f"The dataset: {labelled} labelled posts{per_class}{read}{skips}.{trained}", ""]
 
@@ -212,8 +223,8 @@ def model_card(folder: Path) -> str:
 
     cfg = load_config(folder / CONFIG_FILE)
     files = RunFolder(folder)
-    predictor, metrics, data = (files.read_json(name, missing_ok=True) for name in (PREDICTOR_FILE, METRICS_FILE,
-                                                                                    DATA_REPORT_FILE))
+    predictor, metrics, data = (files.read_json(name, missing_ok=True)  # a JSON object each, or refused naming it
+                                for name in (PREDICTOR_FILE, METRICS_FILE, DATA_REPORT_FILE))
     table_file = files / COMPARISON_FILES["md"]
     table_text = table_file.read_text(encoding="utf-8").strip() if table_file.is_file() else ""
     table = ["Every design of the run, mean ± std over seeds (and folds):", "", table_text, ""] if table_text else []
@@ -234,7 +245,7 @@ def model_card(folder: Path) -> str:
         "", "## Scores", "", *_held_out_scores(predictor, metrics),
         *_test_scores(files.read_json(TEST_METRICS_FILE, missing_ok=True)), *table,
         "## Data", "", *_data_lines(cfg, data, metrics),
-        "## Intended use and limitations", "", *_limitations(labels, data.get("label_counts", {})), "",
+        "## Intended use and limitations", "", *_limitations(labels, _mapping(data.get("label_counts"))), "",
         "## Use", "", "```bash", "mmsent predict THIS_FOLDER --image post.jpg --text \"what a day\"",
         "mmsent predict THIS_FOLDER --input posts.csv --out predicted.jsonl", "mmsent serve THIS_FOLDER", "```", "",
         "```python", "import mmsent", "clf = mmsent.load(\"THIS_FOLDER\")",
