@@ -1,6 +1,7 @@
 """Benchmark: paired per-fold comparison of cross-validated runs, and what averaging whole runs gives.
 
-Every run must be a ``data.kfold`` run over the same rows and folds (``oof_predictions.csv``). For each run after the
+Every run must be a ``data.kfold`` run over the same rows and folds (``oof_predictions.csv``). For every run: its
+predictor's (the mean of all designs) out-of-fold accuracy, macro-F1, weighted-F1 and neutral F1. For each run after the
 baseline: the change in its ensemble's macro-F1 (mean of all designs' out-of-fold probabilities) fold by fold, then
 mean ± sample std over folds. With ``--average``: the scores of the baseline averaged with the first 1, 2, ... other
 runs (no training; read the best of them as optimistic, since the combination is picked on the scored rows).

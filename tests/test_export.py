@@ -269,8 +269,8 @@ _REPORT = {"counts": {"train": 30}, "label_counts": {"negative": 10, "neutral": 
     ({"data_report_json": {**_REPORT, "counts": {"train": True}}}, "does not record how many labelled posts"),
     ({"data_report_json": {"counts": {"train": 30}}}, "The dataset: 30 labelled posts; no row skipped."),
     ({"metrics_json": {"validation_rows": 40}, "data_report_json": _REPORT}, "utf-8 34; no row skipped.\n"),
-    ({"test_metrics_json": {"accuracy": 0.5}}, "## Scores\n\nHeld-out scores: not recorded in this folder's "
-                                               "predictor.json.\n\n## Data"),
+    ({"test_metrics_json": {"accuracy": 0.5}},
+     "## Scores\n\nHeld-out scores: not recorded in this folder's predictor.json.\n\n## Data"),
     ({"test_metrics_json": {"accuracy": .5, "macro_f1": .5, "weighted_f1": .5, "n": True, "positive_f1": .3,
                             "positive_label": None}}, "Test split (labelled rows no model trained or was chosen on)"),
     ({"test_metrics_json": {"accuracy": .5, "macro_f1": .5, "weighted_f1": .5, "n": 4, "positive_f1": .3,
@@ -278,6 +278,9 @@ _REPORT = {"counts": {"train": 30}, "label_counts": {"negative": 10, "neutral": 
     ({"predictor_json": _PREDICTOR, "comparison_md": "  \n"}, "weighted-F1 0.450.\n\n## Data"),
     ({"data_report_json": {**_REPORT, "label_counts": ["a"], "encodings": "utf-8", "skipped": 3}},
      "The dataset: 30 labelled posts; no row skipped."),
+    ({"data_report_json": {**_REPORT, "label_counts": {"neutral": None, "positive": 20},
+                           "encodings": {"utf-8": {"x": 1}, "gbk": 4}, "skipped": {"missing_image": "2"}}},
+     "The dataset: 30 labelled posts (positive 20); text encodings: gbk 4; no row skipped."),
 ])
 def test_the_card_of_a_folder_with_odd_or_partial_files_renders_without_placeholders(tmp_path, files, expected):
     """Found by an adversarial pass: odd values in a folder's JSON files crashed the card or printed placeholders."""
@@ -289,6 +292,23 @@ def test_the_card_of_a_folder_with_odd_or_partial_files_renders_without_placehol
     assert expected in card
     body = card.split("## Use")[0]
     assert not re.search(r"\?\W|\bnan\b|\bNone\b|\bTrue\b|\(\)|\{|-\d+ posts|\b0 fusion", body), body
+
+
+@pytest.mark.parametrize(("record", "line"), [
+    ({"image": {"mode": "frozen"}, "text": {"mode": "full", "encoder": "all-mpnet-base-v2", "dir": "finetuned/text"}},
+     "- fine-tuned: text (`all-mpnet-base-v2`, every layer), weights under finetuned/; image frozen"),
+    ({}, "- fine-tuned: yes, weights under finetuned/ (this folder's finetune.json does not say which encoder)"),
+])
+def test_the_card_names_the_fine_tuned_part_of_a_combined_text_encoder(tmp_path, record, line):
+    """With ``mpnet+e5+vader`` only mpnet is fine-tuned: the card says so, from ``finetune.json``."""
+    from mmsent.config import load_config
+    from mmsent.export import model_card
+
+    folder = _write(tmp_path / "model", finetune_json=record)
+    load_config(overrides=["encoders.text=mpnet+e5+vader", "finetune.enabled=true",
+                           "finetune.text.mode=full"]).save(folder / "config.yaml")
+    lines = model_card(folder).splitlines()
+    assert "- text: `mpnet+e5+vader` (max 64 tokens, mean pooling)" in lines and line in lines
 
 
 def test_the_card_of_a_folder_whose_file_is_not_a_json_object_names_the_file(tmp_path):

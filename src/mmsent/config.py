@@ -705,9 +705,9 @@ def _check_text_parts(cfg: RunConfig) -> None:
     if not all(parts):
         raise ConfigError(f"encoders.text={name!r}: an empty part between '+' signs; join encoder names with single "
                           "'+' signs, e.g. mpnet+e5+vader")
-    first = parts[0]
+    first = parts[0].strip()  # the registry strips the names it builds
     if cfg.finetune.enabled and text.mode != "frozen" and first.lower() in SIGNAL_ALIASES:
-        raise ConfigError(f"encoders.text={cfg.encoders.text!r} and finetune.text.mode={text.mode} contradict each "
+        raise ConfigError(f"encoders.text={name!r} and finetune.text.mode={text.mode} contradict each "
                           f"other: fine-tuning trains the first text encoder, and {first!r} is a frozen signal; "
                           "put a Hugging Face encoder first (e.g. mpnet+e5+vader) or set finetune.text.mode=frozen")
 

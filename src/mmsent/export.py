@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmsent.io import atomic_write_text
 from mmsent.labels import DEFAULT_LABELS, LABELS, LabelSet
@@ -31,7 +31,10 @@ from mmsent.run_files import (
     TEST_METRICS_FILE,
     RunFolder,
 )
-from mmsent.run_folder import load_run_models, saved_labels, seal_run
+from mmsent.run_folder import counted, load_run_models, saved_labels, seal_run
+
+if TYPE_CHECKING:  # annotations only
+    from mmsent.config import RunConfig
 
 CARD_FILE = "README.md"
 _COPIED = (CONFIG_FILE, PREDICTOR_FILE, METRICS_FILE, DATA_REPORT_FILE, COMPARISON_FILES["md"], TEST_METRICS_FILE)
@@ -79,7 +82,7 @@ def _is_sentiment(labels: LabelSet) -> bool:
     return set(labels) <= set(LABELS)
 
 
-def _limitations(labels: LabelSet, counts: dict[str, int]) -> list[str]:
+def _limitations(labels: LabelSet, counts: dict[str, Any]) -> list[str]:
     """The card's intended-use bullets: the lab data's for the sentiment classes, else the task's class shares."""
     if _is_sentiment(labels):
         return [
@@ -105,6 +108,12 @@ def _count(value: Any) -> int | None:
     return value if type(value) is int and value >= 0 else None
 
 
+def _counts(section: Any) -> str:
+    """``utf-8 990, gbk 10`` from a section of named counts; the entries that are not counts are left out."""
+    named = {str(name): _count(n) for name, n in _mapping(section).items()}
+    return ", ".join(f"{name} {n}" for name, n in named.items() if n is not None)
+
+
 def _mapping(value: Any) -> dict[str, Any]:
     """A section of a run file, or an empty one where it holds something else (null, a list, text)."""
     return value if isinstance(value, dict) else {}
@@ -122,11 +131,13 @@ def _scores(record: Any) -> dict[str, float] | None:
     return values if None not in values.values() else None  # type: ignore[return-value]
 
 
-def _finetuned_line(cfg: Any, record: dict[str, Any]) -> str:
+def _finetuned_line(cfg: RunConfig, record: dict[str, Any]) -> str:
     """The card's line on which encoder was fine-tuned and how (``finetune.json``), e.g. only a combined text
     encoder's first part."""
     if not cfg.finetune.enabled:
         return "- fine-tuned: no (frozen pretrained encoders)"
+    if not record:
+        return "- fine-tuned: yes, weights under finetuned/ (this folder's finetune.json does not say which encoder)"
     tuned = [f"{modality} (`{entry.get('encoder') or getattr(cfg.encoders, modality)}`, "
              f"{'every layer' if entry.get('mode') == 'full' else 'its top layers'})"
              for modality, entry in record.items() if isinstance(entry, dict) and entry.get("dir")]
@@ -144,6 +155,7 @@ def _machine(machine: Any) -> str:
 
 
 def _folds(metrics: dict[str, Any]) -> int:
+    """The run's number of k-fold folds; 1 for a single split or where ``metrics.json`` records none usable."""
     return _count(metrics.get("folds")) or 1
 
 
@@ -168,8 +180,7 @@ def _what_predicts(labels: LabelSet, predictor: dict[str, Any]) -> str:
     if not isinstance(predictor.get("name"), str) or not predictor["name"]:
         return line
     models, members = predictor.get("models"), predictor.get("members")
-    what = (f"mean probability of {len(models)} fusion model{'s' if len(models) != 1 else ''}"
-            if isinstance(models, list) and models else "")
+    what = f"mean probability of {counted(len(models), 'fusion model')}" if isinstance(models, list) and models else ""
     if isinstance(members, list) and members:
         what = f"{what}: {', '.join(map(str, members))}" if what else ", ".join(map(str, members))
     return f"{line} What predicts: **{predictor['name']}**{f' ({what})' if what else ''}, label by plain argmax."
@@ -181,16 +192,16 @@ def _held_out_scores(predictor: dict[str, Any], metrics: dict[str, Any]) -> list
     held = _scores(_mapping(predictor.get("scores")).get("argmax"))
     if held is None:
         return ["Held-out scores: not recorded in this folder's predictor.json.", ""]
-    rows = _count(metrics.get("validation_rows"))
-    if _folds(metrics) > 1:
-        where = f" ({_folds(metrics)}-fold cross-validation, every labelled row out of fold)"
+    folds, rows = _folds(metrics), _count(metrics.get("validation_rows"))
+    if folds > 1:
+        where = f" ({folds}-fold cross-validation, every labelled row out of fold)"
     else:
         where = f" (a stratified validation split of {rows} rows)" if rows else ""
     return [f"Held out{where}: accuracy **{held['accuracy']:.3f}**, macro-F1 **{held['macro_f1']:.3f}**, "
             f"weighted-F1 {held['weighted_f1']:.3f}.", ""]
 
 
-def _how_trained(cfg: Any, labelled: int | None, metrics: dict[str, Any]) -> str:
+def _how_trained(cfg: RunConfig, labelled: int | None, metrics: dict[str, Any]) -> str:
     """The card's sentence on which rows trained the predictor's models, where the files say."""
     rows, folds = _count(metrics.get("validation_rows")), _folds(metrics)
     if folds > 1:
@@ -203,17 +214,16 @@ def _how_trained(cfg: Any, labelled: int | None, metrics: dict[str, Any]) -> str
     return ""
 
 
-def _data_lines(cfg: Any, data: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+def _data_lines(cfg: RunConfig, data: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
     """The card's data paragraph from ``data_report.json`` and how the predictor's models trained."""
     labelled = _count(_mapping(data.get("counts")).get("train"))
     trained = _how_trained(cfg, labelled, metrics)
     if labelled is None:
         return [f"This folder's data_report.json does not record how many labelled posts trained it.{trained}", ""]
-    counts, encodings = _mapping(data.get("label_counts")), _mapping(data.get("encodings"))
-    per_class = f" ({', '.join(f'{k} {v}' for k, v in counts.items())})" if counts else ""
-    read = f"; text encodings: {', '.join(f'{k} {v}' for k, v in encodings.items())}" if encodings else ""
-    skipped = _mapping(data.get("skipped"))
-    skips = f"; skipped rows: {', '.join(f'{k} {v}' for k, v in skipped.items())}" if skipped else "; no row skipped"
+    counts, encodings, skipped = (_counts(data.get(key)) for key in ("label_counts", "encodings", "skipped"))
+    per_class = f" ({counts})" if counts else ""
+    read = f"; text encodings: {encodings}" if encodings else ""
+    skips = f"; skipped rows: {skipped}" if skipped else "; no row skipped"
     return [f"The dataset: {labelled} labelled posts{per_class}{read}{skips}.{trained}", ""]
 
 

@@ -79,9 +79,9 @@ class RunModels:
         seeds``, ``one model (seed 0)``."""
         if len(self.models) == 1:
             return f"one model (seed {self.seeds[0]})"
-        factors = [_count(len(self.designs), "design")] if len(self.designs) > 1 else []
-        factors += [_count(self.folds, "fold")] if self.folds > 1 else []
-        return f"mean of {' × '.join([*factors, _count(len(self.seeds), 'seed')])}"
+        factors = [counted(len(self.designs), "design")] if len(self.designs) > 1 else []
+        factors += [counted(self.folds, "fold")] if self.folds > 1 else []
+        return f"mean of {' × '.join([*factors, counted(len(self.seeds), 'seed')])}"
 
     def proba(self, feats: FeatureSet, device: str = "cpu") -> np.ndarray:
         """The predictor's class probabilities for the rows of ``feats`` (in ``labels`` order): its models' mean."""
@@ -322,7 +322,7 @@ def _check_feature_settings(cfg: RunConfig, meta: dict, where: Path, run_dir: Pa
                                  f"to {saved[key]!r} (`--set {key}=...` where a command takes it), or run the job again")
 
 
-def _count(n: int, noun: str) -> str:
+def counted(n: int, noun: str) -> str:
     """``1 seed``, ``3 seeds``."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
 

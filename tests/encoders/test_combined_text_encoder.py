@@ -83,10 +83,10 @@ def test_precomputed_rows_stand_in_for_the_first_part_only(tiny_bert, tmp_path):
     given = (["1", "0"], type(alone)(alone.pooled.flip(0) + 1, alone.tokens.flip(0) + 1, alone.mask.flip(0)))
     stats: dict = {}
     f = extract_text_features(examples, enc, None, None, progress=False, precomputed=given, stats=stats)
-    plain = enc.encode(TEXTS)
-    assert torch.allclose(f.pooled[:2, :32], alone.pooled + 1) and torch.allclose(f.pooled[2:], plain.pooled[2:])
-    assert torch.allclose(f.pooled[:, 32:], plain.pooled[:, 32:])  # VADER's block: its own scores on every row
-    assert torch.allclose(f.tokens[:2, 1:, :32], alone.tokens + 1, atol=1e-2)
+    plain, width = enc.encode(TEXTS), enc.parts[0].dim
+    assert torch.allclose(f.pooled[:2, :width], alone.pooled + 1) and torch.allclose(f.pooled[2:], plain.pooled[2:])
+    assert torch.allclose(f.pooled[:, width:], plain.pooled[:, width:])  # VADER's block: its own scores on every row
+    assert torch.allclose(f.tokens[:2, 1:, :width], alone.tokens + 1, atol=1e-2)
     assert stats["parts"][enc.parts[0].name]["precomputed"] == 2 and "precomputed" not in stats["parts"]["vader"]
 
 
@@ -103,8 +103,8 @@ def test_a_hugging_face_second_part_is_a_marker_token_not_a_word_and_its_stats_a
     first = enc.parts[0].encode(TEXTS[:1])
     extract_text_features(examples, enc, None, None, progress=False, stats=stats, precomputed=(["0"], first))
     name = enc.parts[0].name
-    assert list(stats["parts"]) == [name, f"{name} (part 2)"]
-    assert stats["parts"][name]["precomputed"] == 1 and stats["parts"][f"{name} (part 2)"]["encoded"] == 4
+    assert list(stats["parts"]) == [f"{name} (part 1)", f"{name} (part 2)"]
+    assert stats["parts"][f"{name} (part 1)"]["precomputed"] == 1 and stats["parts"][f"{name} (part 2)"]["encoded"] == 4
 
 
 @pytest.mark.parametrize("text", ["minilm+", "+minilm", "minilm++vader", "minilm+ +vader"])

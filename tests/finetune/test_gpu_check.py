@@ -24,8 +24,8 @@ def test_gpu_check_runs_the_preset_with_both_encoders_fully_finetuned_out_of_fol
                                                                                    tiny_bert):
     tiny = [o for o in overrides if not o.startswith(("encoders.device", "training.device"))]
     # a combined text encoder, as the preset's mpnet+e5+vader: its first part is what fine-tunes
-    sets = [*tiny, f"encoders.text={tiny_bert}+vader", "data.kfold=3", "finetune.image.crossfit_folds=3", "finetune.text.crossfit_folds=null",
-            "compare.models=concat", "compare.seeds=0", "training.epochs=2", "training.hidden_dim=8",
+    sets = [*tiny, f"encoders.text={tiny_bert}+vader", "data.kfold=3", "finetune.image.crossfit_folds=3",
+            "finetune.text.crossfit_folds=null", "compare.models=concat", "compare.seeds=0", "training.epochs=2", "training.hidden_dim=8",
             "finetune.text.epochs=1", "finetune.image.epochs=1", "encoders.backend=torch"]
     out = tmp_path / "check"
     args = ["--device", "cpu", "--out", str(out)] + [a for s in sets for a in ("--set", s)]

@@ -312,8 +312,9 @@ def extract_text_features(examples: Sequence[Example], encoder: TextEncoder, cle
     rows stand in for the encoder's ``tunable`` part (a combined encoder's first part): what cross-fitting made."""
     if isinstance(encoder, CombinedTextEncoder):
         parts, part_stats = [], stats.setdefault("parts", {}) if stats is not None else {}
+        names = [p.name for p in encoder.parts]
         for i, part in enumerate(encoder.parts):
-            key = part.name if part.name not in part_stats else f"{part.name} (part {i + 1})"  # the same model twice
+            key = part.name if names.count(part.name) == 1 else f"{part.name} (part {i + 1})"  # the same model twice
             part_stats[key] = {}
             parts.append(extract_text_features(examples, part, cleaner, cache, batch_size=batch_size,
                                                progress=progress, stats=part_stats[key],
@@ -326,6 +327,8 @@ def extract_text_features(examples: Sequence[Example], encoder: TextEncoder, cle
 def _extract_one_text_encoder(examples: Sequence[Example], encoder: TextEncoder, cleaner: Any,
                               cache: FeatureCache | None, *, batch_size: int, progress: bool,
                               stats: dict[str, Any] | None) -> ModalityFeatures:
+    """One (not combined) text encoder's features of ``examples``, through the cache. Each part of a combined encoder
+    cleans the texts again: 0.16 s for the lab data's 4,511, against seconds to minutes of encoding."""
     guids = [ex.guid for ex in examples]
     if cleaner is None:
         cleaned, cleaner_fp = [ex.text for ex in examples], "raw"
