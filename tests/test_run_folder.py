@@ -273,16 +273,21 @@ def test_a_runs_encoders_come_from_its_config_and_its_finetuned_folders(tmp_path
     built, applied = [], []
 
     class Encoder:
-        def __init__(self, modality: str) -> None:
-            self.modality = modality
+        def __init__(self, modality: str, first_part: Encoder | None = None) -> None:
+            self.modality, self.first_part = modality, first_part
+
+        @property
+        def tunable(self) -> Encoder:  # as a combined text encoder: its first part is the one fine-tuned
+            return self.first_part or self
+
+    first_text_part = Encoder("text")
 
     def build(encoders, cache_dir):
         built.append((encoders.device, cache_dir))
-        return Encoder("image"), Encoder("text")
+        return Encoder("image"), Encoder("text", first_text_part)
 
     monkeypatch.setattr(run_folder, "create_encoders_from_config", build)
-    monkeypatch.setattr(finetuned, "apply_finetuned", lambda encoder, folder: applied.append((encoder.modality,
-                                                                                              folder)))
+    monkeypatch.setattr(finetuned, "apply_finetuned", lambda encoder, folder: applied.append((encoder, folder)))
     cfg = load_config(overrides=[f"cache_dir={tmp_path / 'cache'}"])
     run = _hand_made_run(tmp_path, ["concat_seed0"])
     loaded = load_run_models(run, verify=False, cfg=cfg)
@@ -295,11 +300,11 @@ def test_a_runs_encoders_come_from_its_config_and_its_finetuned_folders(tmp_path
         load_run_encoders(run, cfg)
     assert str(err.value) == f"{run / 'finetune.json'} not found: the run's fine-tuning did not finish; run it again"
     write_json(run / "finetune.json", {"image": {"dir": "finetuned/image"}, "text": {"dir": None}})
-    loaded.encoders()
-    assert applied == [("image", run / "finetuned" / "image")]
+    image, _ = loaded.encoders()
+    assert applied == [(image, run / "finetuned" / "image")]
     write_json(run / "finetune.json", {"text": {"dir": "finetuned/text"}})  # only the text encoder was fine-tuned
     load_run_encoders(run, cfg)
-    assert applied[1:] == [("text", run / "finetuned" / "text")]
+    assert applied[1:] == [(first_text_part, run / "finetuned" / "text")]  # the part that was fine-tuned
 
 
 # --- what a run folder loads, and each refusal's exact words (from the mutation run's survivors) ---
